@@ -1,0 +1,202 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// SpawnRequest is a validated spawn: what to run, and whether only to check
+// and place it.
+type SpawnRequest struct {
+	Spec   Spec
+	DryRun bool
+}
+
+// spawnJSON is the body of seed 000's POST /spawn, plus the fields hypercore
+// adds (isolation, args, tty).
+type spawnJSON struct {
+	Cores     *float64         `json:"cores"`
+	Memory    *int64           `json:"memory"`
+	ImageRef  string           `json:"image_ref"`
+	Ports     map[string]int64 `json:"ports"`
+	Env       []string         `json:"env"`
+	DryRun    bool             `json:"dry_run"`
+	Isolation string           `json:"isolation"`
+	Args      []string         `json:"args"`
+	Tty       bool             `json:"tty"`
+}
+
+// DecodeSpawnJSON reads seed 000's /spawn body from r. It refuses unknown
+// fields, trailing data, bodies over MaxBodyBytes and anything Build refuses.
+func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
+	var in spawnJSON
+	if err := DecodeJSON(r, &in); err != nil {
+		return SpawnRequest{}, err
+	}
+	input := Input{
+		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
+		Isolation: in.Isolation, Tty: in.Tty,
+	}
+	if in.Cores != nil {
+		input.Cores = *in.Cores
+		if *in.Cores == 0 {
+			return SpawnRequest{}, fieldErr("cores", "must be more than 0")
+		}
+	}
+	if in.Memory != nil {
+		input.MemoryMiB = *in.Memory
+		if *in.Memory == 0 {
+			return SpawnRequest{}, fieldErr("memory", "must be more than 0")
+		}
+	}
+	s, err := Build(input)
+	if err != nil {
+		return SpawnRequest{}, err
+	}
+	return SpawnRequest{Spec: s, DryRun: in.DryRun}, nil
+}
+
+// IDRequest is the body of seed-style calls that name one workload, such as
+// POST /stop.
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// DecodeIDJSON reads {"id": "..."} from r and validates the id.
+func DecodeIDJSON(r io.Reader) (string, error) {
+	var in IDRequest
+	if err := DecodeJSON(r, &in); err != nil {
+		return "", err
+	}
+	if err := ValidateID(in.ID); err != nil {
+		return "", err
+	}
+	return in.ID, nil
+}
+
+// DecodeJSON strictly decodes one JSON object from r into v: unknown fields,
+// a second value and bodies over MaxBodyBytes are errors that name the
+// problem.
+func DecodeJSON(r io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
+	if err != nil {
+		return fieldErr("body", "could not be read: %v", err)
+	}
+	if len(data) > MaxBodyBytes {
+		return fieldErr("body", "is larger than %d bytes", MaxBodyBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonErr(err)
+	}
+	if dec.More() {
+		return fieldErr("body", "has data after the JSON object")
+	}
+	return nil
+}
+
+func jsonErr(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		if i := strings.IndexByte(field, '.'); i > 0 {
+			field = field[:i]
+		}
+		return fieldErr(field, "has a %s where a %s is expected", typeErr.Value, typeErr.Type)
+	case errors.As(err, &syntaxErr):
+		return fieldErr("body", "is not valid JSON at byte %d: %v", syntaxErr.Offset, err)
+	case errors.Is(err, io.EOF):
+		return fieldErr("body", "is empty; send a JSON object")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return fieldErr(f, "is not a known field")
+	}
+	return fieldErr("body", "is not valid JSON: %v", err)
+}
+
+// HAC is a hac.toml hardware-as-code file, seed 001's [spacecore] and
+// [hardware] tables. Kernel, drive and interface are the seed's microVM
+// settings; hypercore builds those itself, so they are accepted and ignored.
+type HAC struct {
+	Spacecore struct {
+		Name        string `toml:"name"`
+		Description string `toml:"description"`
+	} `toml:"spacecore"`
+	Hardware struct {
+		Cores     float64          `toml:"cores"`
+		Memory    int64            `toml:"memory"`
+		Ref       string           `toml:"ref"`
+		Provider  string           `toml:"provider"`
+		Kernel    string           `toml:"kernel"`
+		Drive     string           `toml:"drive"`
+		Interface string           `toml:"interface"`
+		Ports     map[string]int64 `toml:"ports"`
+		Env       []string         `toml:"env"`
+		Args      []string         `toml:"args"`
+	} `toml:"hardware"`
+}
+
+// ParseHAC reads a hac.toml file and returns the Spec it describes. Unknown
+// keys are errors, so a typo does not silently fall back to a default.
+func ParseHAC(data []byte) (Spec, error) {
+	var h HAC
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			return Spec{}, fieldErr("hac.toml", "unknown key: %s", strict.String())
+		}
+		return Spec{}, fieldErr("hac.toml", "%v", err)
+	}
+	return Build(Input{
+		Image:     h.Hardware.Ref,
+		Cores:     h.Hardware.Cores,
+		MemoryMiB: h.Hardware.Memory,
+		Ports:     h.Hardware.Ports,
+		Env:       h.Hardware.Env,
+		Args:      h.Hardware.Args,
+		Isolation: providerIsolation(h.Hardware.Provider),
+	})
+}
+
+// providerIsolation maps seed 001's VM providers onto isolations: every VMM
+// is a microVM to the scheduler.
+func providerIsolation(p string) string {
+	switch strings.ToLower(p) {
+	case "firecracker", "cloud-hypervisor", "cloudhypervisor", "qemu", "vm":
+		return string(IsolationMicroVM)
+	case "runsc":
+		return string(IsolationGVisor)
+	case "runc", "crun":
+		return string(IsolationContainer)
+	}
+	return p
+}
+
+// FormatPorts renders ports the way the CLI and seed 000 write them,
+// "443:3000", for listings and logs.
+func FormatPorts(ports []Port) string {
+	parts := make([]string, len(ports))
+	for i, p := range ports {
+		parts[i] = fmt.Sprintf("%d:%d", p.Public, p.Target)
+		if p.Proto == ProtoTCP && p.Public != 80 && p.Public != 443 {
+			continue
+		}
+		if p.Proto == ProtoTCP {
+			parts[i] = "tcp:" + parts[i]
+		}
+	}
+	return strings.Join(parts, ",")
+}

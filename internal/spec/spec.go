@@ -1,0 +1,292 @@
+// Package spec is the one place that says what a valid workload is. Every
+// input from the network, the CLI or a hac.toml file becomes a Spec through
+// this package, so the rest of hypercore can trust what it is handed.
+package spec
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Isolation names how a workload is fenced off from its host.
+type Isolation string
+
+// The isolations a node may offer.
+const (
+	IsolationContainer Isolation = "container"
+	IsolationGVisor    Isolation = "gvisor"
+	IsolationMicroVM   Isolation = "microvm"
+)
+
+// Limits on what a single workload may ask for. They bound input from the
+// network; a node's real capacity is checked at placement.
+const (
+	MinCores         = 0.01
+	MaxCores         = 256
+	MinMemoryMiB     = 16
+	MaxMemoryMiB     = 1 << 20 // 1 TiB
+	MaxPorts         = 64
+	MaxEnv           = 1024
+	MaxEnvBytes      = 256 << 10
+	MaxArgs          = 256
+	MaxArgBytes      = 64 << 10
+	MaxBodyBytes     = 1 << 20
+	DefaultCores     = 1
+	DefaultMemoryMiB = 256
+)
+
+// Protocol says how the proxy exposes a public port.
+type Protocol string
+
+// The protocols a port mapping may use.
+const (
+	ProtoHTTP Protocol = "http"
+	ProtoTCP  Protocol = "tcp"
+)
+
+// Port maps a public port on every node to a port inside the workload.
+type Port struct {
+	Public uint16   `json:"public"`
+	Target uint16   `json:"target"`
+	Proto  Protocol `json:"proto"`
+}
+
+// Spec is a validated description of a workload. Fields are only ever set by
+// the constructors in this package, which validate them.
+type Spec struct {
+	Image     string    `json:"image"`
+	Cores     float64   `json:"cores"`
+	MemoryMiB int64     `json:"memory_mib"`
+	Ports     []Port    `json:"ports,omitempty"`
+	Env       []string  `json:"env,omitempty"`
+	Args      []string  `json:"args,omitempty"`
+	Isolation Isolation `json:"isolation"`
+	Tty       bool      `json:"tty,omitempty"`
+}
+
+// FieldError reports which input field is wrong and why. Its message starts
+// with the field name so an API user can see at once what to fix.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Input is the loosely typed shape shared by every front door (seed JSON,
+// protobuf, CLI flags, hac.toml). Build validates it into a Spec.
+type Input struct {
+	Image     string
+	Cores     float64
+	MemoryMiB int64
+	// Ports keys are public ports, optionally prefixed "tcp:" or "http:".
+	Ports     map[string]int64
+	Env       []string
+	Args      []string
+	Isolation string
+	Tty       bool
+}
+
+// Build validates in and returns the Spec it describes, with defaults filled
+// in for fields left at their zero value.
+func Build(in Input) (Spec, error) {
+	s := Spec{Cores: in.Cores, MemoryMiB: in.MemoryMiB, Tty: in.Tty}
+	if s.Cores == 0 {
+		s.Cores = DefaultCores
+	}
+	if s.MemoryMiB == 0 {
+		s.MemoryMiB = DefaultMemoryMiB
+	}
+	img, err := ValidateImageRef(in.Image)
+	if err != nil {
+		return Spec{}, err
+	}
+	s.Image = img
+	if math.IsNaN(s.Cores) || s.Cores < MinCores || s.Cores > MaxCores {
+		return Spec{}, fieldErr("cores", "%v is outside %v-%v", in.Cores, MinCores, MaxCores)
+	}
+	if s.MemoryMiB < MinMemoryMiB || s.MemoryMiB > MaxMemoryMiB {
+		return Spec{}, fieldErr("memory", "%d MiB is outside %d-%d MiB", in.MemoryMiB, MinMemoryMiB, MaxMemoryMiB)
+	}
+	if s.Ports, err = buildPorts(in.Ports); err != nil {
+		return Spec{}, err
+	}
+	if s.Env, err = validateEnv(in.Env); err != nil {
+		return Spec{}, err
+	}
+	if s.Args, err = validateArgs(in.Args); err != nil {
+		return Spec{}, err
+	}
+	switch iso := Isolation(strings.ToLower(in.Isolation)); iso {
+	case "":
+		s.Isolation = IsolationContainer
+	case IsolationContainer, IsolationGVisor, IsolationMicroVM:
+		s.Isolation = iso
+	default:
+		return Spec{}, fieldErr("isolation", "%q is not one of container, gvisor, microvm", in.Isolation)
+	}
+	return s, nil
+}
+
+// ValidateImageRef checks that ref names an OCI image (tag or digest) and
+// returns it trimmed.
+func ValidateImageRef(ref string) (string, error) {
+	ref = strings.TrimSpace(ref)
+	if ref == "" {
+		return "", fieldErr("image_ref", "is required (for example registry.example/web:1)")
+	}
+	if len(ref) > 512 {
+		return "", fieldErr("image_ref", "is longer than 512 characters")
+	}
+	if _, err := name.ParseReference(ref); err != nil {
+		return "", fieldErr("image_ref", "%q does not parse: %v", ref, err)
+	}
+	return ref, nil
+}
+
+func buildPorts(in map[string]int64) ([]Port, error) {
+	if len(in) > MaxPorts {
+		return nil, fieldErr("ports", "has %d entries; at most %d are allowed", len(in), MaxPorts)
+	}
+	ports := make([]Port, 0, len(in))
+	seen := map[uint16]bool{}
+	for key, target := range in {
+		p, err := parsePort(key, target)
+		if err != nil {
+			return nil, err
+		}
+		if seen[p.Public] {
+			return nil, fieldErr("ports", "public port %d is mapped twice", p.Public)
+		}
+		seen[p.Public] = true
+		ports = append(ports, p)
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i].Public < ports[j].Public })
+	if len(ports) == 0 {
+		return nil, nil
+	}
+	return ports, nil
+}
+
+func parsePort(key string, target int64) (Port, error) {
+	proto, num, found := strings.Cut(key, ":")
+	if !found {
+		proto, num = "", key
+	}
+	pub, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil {
+		return Port{}, fieldErr("ports", "public port %q is not a number", key)
+	}
+	if pub < 1 || pub > 65535 {
+		return Port{}, fieldErr("ports", "public port %d is outside 1-65535", pub)
+	}
+	if target < 1 || target > 65535 {
+		return Port{}, fieldErr("ports", "workload port %d (for public port %d) is outside 1-65535", target, pub)
+	}
+	p := Port{Public: uint16(pub), Target: uint16(target)}
+	switch strings.ToLower(proto) {
+	case "":
+		// 80 and 443 are served by the HTTP(S) proxy; any other public
+		// port has no Host header to route on, so it is raw TCP.
+		p.Proto = ProtoTCP
+		if pub == 80 || pub == 443 {
+			p.Proto = ProtoHTTP
+		}
+	case "http":
+		p.Proto = ProtoHTTP
+	case "tcp":
+		p.Proto = ProtoTCP
+	default:
+		return Port{}, fieldErr("ports", "protocol %q in %q is not http or tcp", proto, key)
+	}
+	return p, nil
+}
+
+var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+
+func validateEnv(env []string) ([]string, error) {
+	if len(env) > MaxEnv {
+		return nil, fieldErr("env", "has %d entries; at most %d are allowed", len(env), MaxEnv)
+	}
+	total := 0
+	for i, kv := range env {
+		total += len(kv)
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || !envKey.MatchString(k) {
+			return nil, fieldErr("env", "entry %d must look like KEY=VALUE with KEY made of letters, digits and _", i)
+		}
+		if strings.ContainsRune(kv, 0) {
+			return nil, fieldErr("env", "entry %d (%s) contains a NUL byte", i, k)
+		}
+	}
+	if total > MaxEnvBytes {
+		return nil, fieldErr("env", "is %d bytes; at most %d are allowed", total, MaxEnvBytes)
+	}
+	if len(env) == 0 {
+		return nil, nil
+	}
+	return append([]string(nil), env...), nil
+}
+
+func validateArgs(args []string) ([]string, error) {
+	if len(args) > MaxArgs {
+		return nil, fieldErr("args", "has %d entries; at most %d are allowed", len(args), MaxArgs)
+	}
+	total := 0
+	for i, a := range args {
+		total += len(a)
+		if strings.ContainsRune(a, 0) {
+			return nil, fieldErr("args", "entry %d contains a NUL byte", i)
+		}
+	}
+	if total > MaxArgBytes {
+		return nil, fieldErr("args", "is %d bytes; at most %d are allowed", total, MaxArgBytes)
+	}
+	if len(args) == 0 {
+		return nil, nil
+	}
+	return append([]string(nil), args...), nil
+}
+
+var idPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+// NewID returns a fresh workload id: a random (version 4) UUID, as in seed 000,
+// which is also a valid DNS label.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("spec: no randomness: " + err.Error())
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// ValidateID checks that id is a workload id made by NewID. Anything else,
+// such as a path, is refused before it reaches a file name or a map key.
+func ValidateID(id string) error {
+	if !idPattern.MatchString(id) {
+		return fieldErr("id", "%q is not a workload id (a lowercase UUID such as 497b6ad8-11a3-4701-8b6a-11396e11ca7d)", truncate(id, 80))
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
