@@ -290,3 +290,41 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// ValidateExec checks a command to run inside a workload.
+func ValidateExec(args, env []string) error {
+	if len(args) == 0 {
+		return fieldErr("cmd", "is required: name the program to run, for example sh")
+	}
+	if _, err := validateArgs(args); err != nil {
+		return fieldErr("cmd", "%s", err.(*FieldError).Msg)
+	}
+	_, err := validateEnv(env)
+	return err
+}
+
+// MaxLogTail bounds how many lines a log request may start back from the end.
+const MaxLogTail = 1_000_000
+
+// ParseTail reads a log tail count from a query string value.
+func ParseTail(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > MaxLogTail {
+		return 0, fieldErr("tail", "%q is not a line count from 0 to %d", truncate(s, 20), MaxLogTail)
+	}
+	return n, nil
+}
+
+// ParseBool reads a flag from a query string value: 1, true, yes or empty.
+func ParseBool(field, s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "", "0", "false", "no":
+		return false, nil
+	case "1", "true", "yes":
+		return true, nil
+	}
+	return false, fieldErr(field, "%q is not a boolean (use 1 or 0)", truncate(s, 20))
+}

@@ -1,0 +1,326 @@
+// Package image pulls OCI images from registries, keeps their blobs in a
+// content store so each layer is downloaded once, and unpacks every image
+// once into a read-only rootfs that all workloads of that image share.
+//
+// On disk, under the store's directory:
+//
+//	index.db                 bbolt: ref → manifest digest, digest → image record
+//	blobs/sha256/<hex>       manifests, configs and compressed layers
+//	rootfs/<manifest hex>/   unpacked, flattened filesystem of one image
+//	tmp/                     work in progress; emptied on Open
+//
+// Everything that appears outside tmp/ appears by rename once complete, and
+// the index is written last, so a crash never leaves something that looks
+// finished but is not.
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// ErrNotFound means the image is not available: Get, Remove and Ensure's
+// local lookup wrap it when the image is not in the store, and Pull wraps it
+// when the registry says the repository or tag does not exist.
+var ErrNotFound = errors.New("image not found")
+
+// ErrRegistry means Pull failed because of the registry: it could not be
+// reached, refused the credentials or answered with an error. Unlike
+// ErrNotFound, trying again later or fixing access may help.
+var ErrRegistry = errors.New("registry unavailable")
+
+// Store keeps pulled images under one directory. One process at a time may
+// have a directory open; a Store is safe for concurrent use.
+type Store struct {
+	dir      string
+	ix       *index
+	platform v1.Platform
+	// locks serialises pulls of one digest, and downloads of one blob.
+	locks keyedLocks
+	// gcMu is held shared while a pull writes and exclusively while Remove
+	// and GC delete, so they never delete what a pull is about to index.
+	gcMu sync.RWMutex
+}
+
+// Image is an image ready to run.
+type Image struct {
+	Ref    string    // as asked; "" for an image no ref points at any more
+	Digest string    // manifest digest "sha256:..."
+	Rootfs string    // absolute path of the shared unpacked rootfs; do not write to it
+	Config v1.Config // from the image config: Entrypoint, Cmd, Env, WorkingDir, User
+	Size   int64     // bytes of the compressed layers, as in the registry
+	Pulled time.Time // when this digest was first unpacked
+}
+
+// Open opens (creating if needed) the store in dir. It clears work left in
+// tmp/ by a crash, which is safe because the index lock keeps any other
+// process out of dir.
+func Open(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("image store %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("create image store %s: %w", abs, err)
+	}
+	ix, err := openIndex(filepath.Join(abs, "index.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}
+	if err := os.RemoveAll(s.tmpDir()); err != nil {
+		ix.close()
+		return nil, fmt.Errorf("clear leftover work in %s: %w", s.tmpDir(), err)
+	}
+	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "rootfs"), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			ix.close()
+			return nil, fmt.Errorf("create image store %s: %w", d, err)
+		}
+	}
+	return s, nil
+}
+
+// Close releases the index so another process may open the directory.
+func (s *Store) Close() error { return s.ix.close() }
+
+func (s *Store) tmpDir() string { return filepath.Join(s.dir, "tmp") }
+
+func (s *Store) rootfsPath(digest v1.Hash) string {
+	return filepath.Join(s.dir, "rootfs", digest.Hex)
+}
+
+// Ensure returns the local image for ref if it was pulled before and its
+// rootfs is unpacked, without any network traffic (docker's pull policy
+// "missing"); otherwise it pulls ref. A moved tag is therefore not noticed:
+// use Pull to refresh.
+func (s *Store) Ensure(ctx context.Context, ref string, progress func(Progress)) (*Image, error) {
+	img, err := s.Get(ref)
+	if err == nil {
+		return img, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	return s.Pull(ctx, ref, progress)
+}
+
+// Get returns the local image for a ref ("web:1", "repo@sha256:...") or a
+// manifest digest ("sha256:..."), without network. It returns an error
+// wrapping ErrNotFound if the image is not pulled or its rootfs is gone.
+func (s *Store) Get(refOrDigest string) (*Image, error) {
+	digest, err := s.lookup(refOrDigest)
+	if err != nil {
+		return nil, err
+	}
+	if digest == "" {
+		return nil, fmt.Errorf("image %s: %w locally; pull it first", refOrDigest, ErrNotFound)
+	}
+	rec, ok, err := s.ix.image(digest)
+	if err != nil {
+		return nil, fmt.Errorf("read image index for %s: %w", refOrDigest, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("image %s: %w locally; pull it first", refOrDigest, ErrNotFound)
+	}
+	img := s.imageOf(refOrDigest, rec)
+	if _, err := os.Stat(img.Rootfs); err != nil {
+		return nil, fmt.Errorf("image %s: rootfs %s is missing (%w); pull it again", refOrDigest, img.Rootfs, ErrNotFound)
+	}
+	return img, nil
+}
+
+// lookup returns the manifest digest refOrDigest names in the index, or ""
+// if it names nothing there.
+func (s *Store) lookup(refOrDigest string) (string, error) {
+	if h, err := v1.NewHash(refOrDigest); err == nil {
+		return h.String(), nil
+	}
+	r, err := parseRef(refOrDigest)
+	if err != nil {
+		return "", err
+	}
+	digest, err := s.ix.resolve(r.Name())
+	if err != nil {
+		return "", fmt.Errorf("read image index for %s: %w", refOrDigest, err)
+	}
+	// Content is content: repo@digest is that image whatever repo it came from.
+	if d, ok := r.(name.Digest); ok && digest == "" {
+		digest = d.DigestStr()
+	}
+	return digest, nil
+}
+
+func parseRef(ref string) (name.Reference, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, fmt.Errorf("invalid image reference %q (want e.g. registry.example/web:1 or repo@sha256:<hex>): %w", ref, err)
+	}
+	return r, nil
+}
+
+func (s *Store) imageOf(ref string, rec record) *Image {
+	h, _ := v1.NewHash(rec.Digest)
+	return &Image{Ref: ref, Digest: rec.Digest, Rootfs: s.rootfsPath(h), Config: rec.Config, Size: rec.Size, Pulled: rec.Pulled}
+}
+
+// List returns the local images, one per ref (canonical form, e.g.
+// index.docker.io/library/busybox:latest), plus images no ref points at any
+// more with Ref "". It is sorted by Ref, then Digest.
+func (s *Store) List() ([]Image, error) {
+	recs, refs, err := s.ix.all()
+	if err != nil {
+		return nil, fmt.Errorf("read image index: %w", err)
+	}
+	var out []Image
+	named := map[string]bool{}
+	for ref, d := range refs {
+		if rec, ok := recs[d]; ok {
+			out = append(out, *s.imageOf(ref, rec))
+			named[d] = true
+		}
+	}
+	for d, rec := range recs {
+		if !named[d] {
+			out = append(out, *s.imageOf("", rec))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Ref != out[j].Ref {
+			return out[i].Ref < out[j].Ref
+		}
+		return out[i].Digest < out[j].Digest
+	})
+	return out, nil
+}
+
+// Remove deletes a ref, or with a digest an image and every ref to it. An
+// image no ref points at any more is deleted with its rootfs and any blobs
+// no other image uses. It does not check whether a workload still runs the
+// image: callers that care use GC.
+func (s *Store) Remove(refOrDigest string) error {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	var err error
+	if h, herr := v1.NewHash(refOrDigest); herr == nil {
+		err = s.ix.removeImages(map[string]bool{h.String(): true})
+	} else {
+		r, perr := parseRef(refOrDigest)
+		if perr != nil {
+			return perr
+		}
+		err = s.ix.removeRef(r.Name())
+		if d, ok := r.(name.Digest); ok && errors.Is(err, ErrNotFound) {
+			err = s.ix.removeImages(map[string]bool{d.DigestStr(): true})
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("remove image %s: %w locally (see the image list for what is there)", refOrDigest, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("remove image %s from the index: %w", refOrDigest, err)
+	}
+	_, err = s.sweep()
+	return err
+}
+
+// GC deletes every image whose manifest digest is not in inUse, with its
+// refs and rootfs, then every blob no remaining image uses and any leftover
+// temporary work. It returns the digests of the rootfs directories removed.
+// Run it with the digests of every workload that may still start.
+func (s *Store) GC(inUse map[string]bool) ([]string, error) {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	recs, _, err := s.ix.all()
+	if err != nil {
+		return nil, fmt.Errorf("gc: read image index: %w", err)
+	}
+	drop := map[string]bool{}
+	for d := range recs {
+		if !inUse[d] {
+			drop[d] = true
+		}
+	}
+	if len(drop) > 0 {
+		if err := s.ix.removeImages(drop); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("gc: update image index: %w", err)
+		}
+	}
+	return s.sweep()
+}
+
+// sweep deletes rootfs directories and blobs that no indexed image refers
+// to, and everything in tmp/. The caller holds gcMu exclusively, so no pull
+// is between writing content and indexing it.
+func (s *Store) sweep() ([]string, error) {
+	recs, _, err := s.ix.all()
+	if err != nil {
+		return nil, fmt.Errorf("read image index: %w", err)
+	}
+	keepRootfs, keepBlobs := map[string]bool{}, map[string]bool{}
+	for _, rec := range recs {
+		keepRootfs[rec.Digest] = true
+		for _, b := range rec.Blobs {
+			keepBlobs[b] = true
+		}
+	}
+	var removed []string
+	var errs []error
+	rootfsDir := filepath.Join(s.dir, "rootfs")
+	entries, err := os.ReadDir(rootfsDir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", rootfsDir, err)
+	}
+	for _, e := range entries {
+		digest := "sha256:" + e.Name()
+		if keepRootfs[digest] {
+			continue
+		}
+		// Rename first: a crash midway through RemoveAll must not leave a
+		// partial tree at the path that means "unpacked".
+		trash, err := os.MkdirTemp(s.tmpDir(), "trash-")
+		if err == nil {
+			err = os.Rename(filepath.Join(rootfsDir, e.Name()), filepath.Join(trash, "rootfs"))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove rootfs of %s: %w", digest, err))
+			continue
+		}
+		removed = append(removed, digest)
+	}
+	blobDir := filepath.Join(s.dir, "blobs", "sha256")
+	entries, err = os.ReadDir(blobDir)
+	if err != nil {
+		return removed, fmt.Errorf("list %s: %w", blobDir, err)
+	}
+	for _, e := range entries {
+		if !keepBlobs["sha256:"+e.Name()] {
+			if err := os.Remove(filepath.Join(blobDir, e.Name())); err != nil {
+				errs = append(errs, fmt.Errorf("remove blob: %w", err))
+			}
+		}
+	}
+	entries, err = os.ReadDir(s.tmpDir())
+	if err != nil {
+		return removed, fmt.Errorf("list %s: %w", s.tmpDir(), err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("remove temporary %s: %w", e.Name(), err))
+		}
+	}
+	if len(errs) > 0 {
+		return removed, fmt.Errorf("image store cleanup (run GC again to retry): %w", errors.Join(errs...))
+	}
+	return removed, nil
+}

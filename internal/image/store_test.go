@@ -1,0 +1,187 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hypercore-dev/hypercore/internal/testutil"
+)
+
+func blobExists(s *Store, l v1.Layer) bool {
+	d, err := l.Digest()
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(s.blobPath(d))
+	return err == nil
+}
+
+// TestGC pulls two images sharing a layer and collects the one not in use:
+// its rootfs, refs and own blobs go; the shared layer and the kept image stay.
+func TestGC(t *testing.T) {
+	host := testutil.Registry(t)
+	shared := layerOf(t, fileE("shared", "shared"))
+	onlyA, onlyB := layerOf(t, fileE("a", "a")), layerOf(t, fileE("b", "b"))
+	imgA, imgB := imageOf(t, "/a", shared, onlyA), imageOf(t, "/b", shared, onlyB)
+	testutil.Push(t, host+"/a:1", imgA)
+	testutil.Push(t, host+"/b:1", imgB)
+	s := openStore(t)
+	a, err := s.Pull(context.Background(), host+"/a:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Pull(context.Background(), host+"/b:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An orphan rootfs, as a crash between unpack and index would leave.
+	orphan := filepath.Join(s.dir, "rootfs", strings.Repeat("ab", 32))
+	if err := os.MkdirAll(filepath.Join(orphan, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	removed, err := s.GC(map[string]bool{a.Digest: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(removed)
+	want := []string{b.Digest, "sha256:" + strings.Repeat("ab", 32)}
+	slices.Sort(want)
+	if !slices.Equal(removed, want) {
+		t.Errorf("GC removed %v, want %v", removed, want)
+	}
+	for _, p := range []string{b.Rootfs, orphan} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still exists", p)
+		}
+	}
+	if _, err := s.Get(host + "/b:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of the collected image = %v", err)
+	}
+	if blobExists(s, onlyB) || !blobExists(s, shared) || !blobExists(s, onlyA) {
+		t.Errorf("blobs after GC: onlyB %v shared %v onlyA %v", blobExists(s, onlyB), blobExists(s, shared), blobExists(s, onlyA))
+	}
+	cfgB, _ := imgB.ConfigName()
+	if _, err := os.Stat(s.blobPath(cfgB)); !os.IsNotExist(err) {
+		t.Errorf("config blob of the collected image still exists")
+	}
+	if got, err := s.Get(host + "/a:1"); err != nil || got.Digest != a.Digest {
+		t.Errorf("kept image: %+v, %v", got, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(a.Rootfs, "shared")); err != nil || string(data) != "shared" {
+		t.Errorf("kept rootfs: %q %v", data, err)
+	}
+
+	// Nothing in use: everything goes.
+	if _, err := s.GC(nil); err != nil {
+		t.Fatal(err)
+	}
+	assertEmptyStore(t, s)
+}
+
+// TestRemove removes by ref and by digest.
+func TestRemove(t *testing.T) {
+	host := testutil.Registry(t)
+	img := imageOf(t, "/r", layerOf(t, fileE("r", "r")))
+	testutil.Push(t, host+"/r:1", img)
+	testutil.Push(t, host+"/r:2", img)
+	s := openStore(t)
+	one, err := s.Pull(context.Background(), host+"/r:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pull(context.Background(), host+"/r:2", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another ref still uses the image: only the ref goes.
+	if err := s.Remove(host + "/r:1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(host + "/r:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of a removed ref = %v", err)
+	}
+	if _, err := os.Stat(one.Rootfs); err != nil {
+		t.Errorf("rootfs gone while r:2 uses it: %v", err)
+	}
+	if err := s.Remove(host + "/r:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Remove = %v, want ErrNotFound", err)
+	}
+
+	if err := s.Remove(one.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(host + "/r:2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after removing the digest = %v", err)
+	}
+	assertEmptyStore(t, s)
+}
+
+// TestReopen checks the index survives Close, leftovers in tmp/ are
+// cleared, a second opener is refused, and a lost rootfs is noticed.
+func TestReopen(t *testing.T) {
+	host := testutil.Registry(t)
+	testutil.Push(t, host+"/re:1", imageOf(t, "/r", layerOf(t, fileE("r", "r"))))
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := s.Pull(context.Background(), host+"/re:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "another hypercore process") {
+		t.Errorf("second Open = %v, want refused", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A crash mid-unpack leaves this behind.
+	if err := os.MkdirAll(filepath.Join(dir, "tmp", "unpack-123", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if left := tree(t, s.tmpDir()); len(left) != 0 {
+		t.Errorf("tmp holds %v after Open", left)
+	}
+	got, err := s.Get(host + "/re:1")
+	if err != nil || got.Digest != pulled.Digest || got.Rootfs != pulled.Rootfs {
+		t.Fatalf("Get after reopen = %+v, %v", got, err)
+	}
+	if err := os.RemoveAll(got.Rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(host + "/re:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get with the rootfs gone = %v, want ErrNotFound", err)
+	}
+	// Ensure repairs it from the content store.
+	again, err := s.Ensure(context.Background(), host+"/re:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(filepath.Join(again.Rootfs, "r")); err != nil || string(data) != "r" {
+		t.Errorf("re-unpacked r = %q, %v", data, err)
+	}
+}
+
+func TestGetUnknown(t *testing.T) {
+	s := openStore(t)
+	for _, ref := range []string{"busybox", "sha256:" + strings.Repeat("0", 64), "127.0.0.1:5000/x@sha256:" + strings.Repeat("1", 64)} {
+		if _, err := s.Get(ref); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), ref) {
+			t.Errorf("Get(%s) = %v", ref, err)
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package network
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// childEnv names the test a re-executed test binary is to run for real.
+const childEnv = "HYPERCORE_NETWORK_TEST_CHILD"
+
+// isolated re-runs the calling test in a child process that unshare(1) has
+// put in fresh network and mount namespaces. Every thread of the child,
+// including goroutines the test starts, is then cut off from the host's
+// network, and mounts vanish with the child. It reports true in the parent,
+// which must return at once; the child gets false and runs the test body.
+func isolated(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(childEnv) == t.Name() {
+		return false
+	}
+	if os.Getenv(childEnv) != "" {
+		t.Fatalf("child for %s was asked to run %s", os.Getenv(childEnv), t.Name())
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare(1) from util-linux is not installed")
+	}
+	t.Parallel()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(unshare, "--net", "--mount", "--propagation", "private", "--",
+		exe, "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.count=1", "-test.v", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), childEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	switch {
+	case err != nil:
+		t.Fatalf("test failed in its network namespace: %v\n%s", err, out)
+	case strings.Contains(string(out), "--- SKIP: "+t.Name()):
+		t.Skipf("skipped in its network namespace:\n%s", out)
+	case !strings.Contains(string(out), "--- PASS: "+t.Name()):
+		t.Fatalf("test did not run in its network namespace:\n%s", out)
+	case testing.Verbose():
+		t.Logf("output in its network namespace:\n%s", out)
+	}
+	return true
+}
+
+// newManager makes a Manager on a fresh state dir, already Setup, and
+// arranges for its mounts to be gone before the state dir is removed.
+func newManager(t *testing.T, subnet string) *Manager {
+	t.Helper()
+	dir := t.TempDir()
+	t.Cleanup(func() { unmountUnder(t, dir) })
+	m, err := New(Config{StateDir: dir, Subnet: netip.MustParsePrefix(subnet)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(t *testing.T, dir string) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	slices.Sort(points)
+	for _, p := range slices.Backward(points) {
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+			t.Errorf("unmount %s: %v", p, err)
+		}
+	}
+}
+
+// inNS runs fn on a thread switched into the netns at path. Sockets made in
+// fn stay in that netns after the thread switches back.
+func inNS(t *testing.T, path string, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			// Stay locked: the runtime discards the thread.
+			t.Errorf("restore netns: %v", err)
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	fn()
+}
+
+// listen opens a TCP listener on addr inside the netns at path, or in the
+// test's own netns when path is empty.
+func listen(t *testing.T, path, addr string) net.Listener {
+	t.Helper()
+	var l net.Listener
+	var err error
+	open := func() { l, err = net.Listen("tcp4", addr) }
+	if path == "" {
+		open()
+	} else {
+		inNS(t, path, open)
+	}
+	if err != nil {
+		t.Fatalf("listen on %s in %q: %v", addr, path, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// dial connects to addr from inside the netns at path (the test's own when
+// empty). The timeout only bounds a broken test; nothing asserts on time.
+func dial(t *testing.T, path, addr string) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn
+	var err error
+	connect := func() { c, err = net.DialTimeout("tcp4", addr, 20*time.Second) }
+	if path == "" {
+		connect()
+	} else {
+		inNS(t, path, connect)
+	}
+	return c, err
+}
+
+// serveOne accepts one connection on l, greets it and reports the peer's
+// address as the server saw it.
+func serveOne(l net.Listener) <-chan netip.Addr {
+	seen := make(chan netip.Addr, 1)
+	go func() {
+		defer close(seen)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "hello\n")
+		seen <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	}()
+	return seen
+}
+
+// roundTrip connects from the netns at from to l and returns the source
+// address l saw, failing the test if no greeting comes back.
+func roundTrip(t *testing.T, from string, l net.Listener) netip.Addr {
+	t.Helper()
+	seen := serveOne(l)
+	c, err := dial(t, from, l.Addr().String())
+	if err != nil {
+		t.Fatalf("connect from %s to %s: %v", filepath.Base(from), l.Addr(), err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // a broken test fails, not hangs
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "hello\n" {
+		t.Fatalf("read greeting from %s: %q, %v", l.Addr(), line, err)
+	}
+	return <-seen
+}

@@ -1,0 +1,347 @@
+// Package network gives each workload its own network namespace on a node
+// bridge, with an address leased durably so it survives daemon restarts, and
+// NATs the workloads' traffic out of the node. All of it works on the
+// network namespace of the calling process, which is the host's in the
+// daemon and a throwaway one in tests.
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+)
+
+// DefaultBridge is the bridge name used when Config.Bridge is empty.
+const DefaultBridge = "hc0"
+
+// DefaultSubnet is where workload addresses come from unless configured.
+var DefaultSubnet = netip.MustParsePrefix("10.77.0.0/16")
+
+// Config says where the node's workload network lives.
+type Config struct {
+	// Bridge is the host bridge all workloads plug into; "hc0" if empty.
+	Bridge string
+	// Subnet is the IPv4 workload network, DefaultSubnet if zero. The
+	// bridge takes its first address as the workloads' gateway.
+	Subnet netip.Prefix
+	// StateDir holds leases.db and the netns bind mounts, so it must be on
+	// persistent storage for leases to survive a reboot of the daemon.
+	StateDir string
+}
+
+// Manager owns the node bridge, its NAT rules, and every workload's netns,
+// veth and address lease. It is safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	leases *leases
+	locks  idLocks
+
+	nsDirMu    sync.Mutex
+	nsDirReady bool
+}
+
+// New checks cfg and opens the lease database. It changes nothing on the
+// host's network; Setup does that.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Bridge == "" {
+		cfg.Bridge = DefaultBridge
+	}
+	if !cfg.Subnet.IsValid() {
+		cfg.Subnet = DefaultSubnet
+	}
+	if len(cfg.Bridge) > 15 {
+		return nil, fmt.Errorf("bridge name %q is longer than the kernel's 15 characters; choose a shorter one", cfg.Bridge)
+	}
+	if !cfg.Subnet.Addr().Is4() || cfg.Subnet.Bits() > 30 || cfg.Subnet.Bits() < 8 {
+		return nil, fmt.Errorf("workload subnet %s must be IPv4 and between /8 and /30 (room for a gateway and a workload)", cfg.Subnet)
+	}
+	cfg.Subnet = cfg.Subnet.Masked()
+	if cfg.StateDir == "" {
+		return nil, errors.New("network state dir is not set; pass the data dir's network subdirectory")
+	}
+	dir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("resolve network state dir %s: %w", cfg.StateDir, err)
+	}
+	cfg.StateDir = dir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create network state dir %s: %w", dir, err)
+	}
+	l, err := openLeases(filepath.Join(dir, "leases.db"), cfg.Subnet)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{cfg: cfg, leases: l}, nil
+}
+
+// Close releases the lease database. Workload networks stay as they are, so
+// a restarted daemon finds its workloads still reachable.
+func (m *Manager) Close() error {
+	if err := m.leases.close(); err != nil {
+		return fmt.Errorf("close lease database: %w", err)
+	}
+	return nil
+}
+
+// Setup makes the node side of the network: the bridge up with the gateway
+// address, IPv4 forwarding on, and the hypercore nftables table. It repairs
+// whatever has drifted, so the daemon calls it at every start.
+func (m *Manager) Setup(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := ensureBridge(m.cfg.Bridge, m.cfg.Subnet); err != nil {
+		return fmt.Errorf("set up workload network: %w", err)
+	}
+	if err := enableForwarding(); err != nil {
+		return fmt.Errorf("set up workload network: %w", err)
+	}
+	if err := applyRules(m.cfg.Bridge, m.cfg.Subnet); err != nil {
+		return fmt.Errorf("set up workload network: %w", err)
+	}
+	return nil
+}
+
+// Attachment is a workload's place on the network.
+type Attachment struct {
+	// ID is the workload the attachment belongs to.
+	ID string
+	// IP is the workload's address, on eth0 inside its netns.
+	IP netip.Addr
+	// Gateway is the bridge's address, the workload's default route.
+	Gateway netip.Addr
+	// Prefix is the workload subnet, so IP together with Prefix.Bits() is
+	// the address as configured on eth0.
+	Prefix netip.Prefix
+	// NetNSPath is the bind-mounted netns a runtime should join.
+	NetNSPath string
+	// HostVeth is the host end of the workload's veth pair.
+	HostVeth string
+}
+
+// DriverNetwork is the attachment as a driver takes it in driver.Config.
+func (a Attachment) DriverNetwork() driver.Network {
+	return driver.Network{NetNSPath: a.NetNSPath, IP: a.IP.String()}
+}
+
+// Attach gives id a network namespace plugged into the bridge, leasing an
+// address first so that a crash at any later point is repaired by calling
+// Attach again with the same id, which keeps its address. On error nothing
+// is undone, for the same reason; Release cleans up if the caller gives up.
+func (m *Manager) Attach(ctx context.Context, id string) (Attachment, error) {
+	return m.attach(ctx, id, "")
+}
+
+// Adopt is Attach for a workload already running in the network namespace
+// at nsPath (such as /proc/<pid>/ns/net). A daemon restarted in another
+// mount namespace (as `ip netns exec` makes) no longer sees its netns bind
+// mounts; Adopt binds the live namespace there again instead of making an
+// empty new one, then repairs the veth as Attach does.
+func (m *Manager) Adopt(ctx context.Context, id, nsPath string) (Attachment, error) {
+	if nsPath == "" {
+		return Attachment{}, errors.New("adopt: no network namespace path given")
+	}
+	return m.attach(ctx, id, nsPath)
+}
+
+func (m *Manager) attach(ctx context.Context, id, from string) (Attachment, error) {
+	if err := spec.ValidateID(id); err != nil {
+		return Attachment{}, fmt.Errorf("attach to network: %w", err)
+	}
+	unlock := m.locks.lock(id)
+	defer unlock()
+
+	ip, err := m.leases.acquire(id)
+	if err != nil {
+		return Attachment{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Attachment{}, err
+	}
+	if err := m.prepareNetNSDir(); err != nil {
+		return Attachment{}, err
+	}
+	a := m.attachment(id, ip)
+	if err := ensureNetNS(a.NetNSPath, from); err != nil {
+		return Attachment{}, fmt.Errorf("attach %s: %w", id, err)
+	}
+	ns, err := netns.GetFromPath(a.NetNSPath)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("attach %s: open netns %s: %w", id, a.NetNSPath, err)
+	}
+	defer ns.Close()
+
+	br, err := lookupBridge(m.cfg.Bridge)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("attach %s: %w", id, err)
+	}
+	if err := plumb(br, id, ns, ip, m.cfg.Subnet.Bits()); err != nil {
+		return Attachment{}, fmt.Errorf("attach %s: %w", id, err)
+	}
+	return a, nil
+}
+
+// Release removes id's veth and netns and then frees its lease, in that
+// order so that an interrupted Release leaves a lease behind for Reconcile
+// to find. Anything already gone counts as done.
+func (m *Manager) Release(ctx context.Context, id string) error {
+	if err := spec.ValidateID(id); err != nil {
+		return fmt.Errorf("release network: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return m.release(id)
+}
+
+func (m *Manager) release(id string) error {
+	unlock := m.locks.lock(id)
+	defer unlock()
+	if err := deleteHostVeth(id); err != nil {
+		return fmt.Errorf("release %s: %w", id, err)
+	}
+	if err := removeNetNS(m.netnsPath(id)); err != nil {
+		return fmt.Errorf("release %s: %w", id, err)
+	}
+	return m.leases.release(id)
+}
+
+// Lookup returns id's attachment as recorded, without checking or touching
+// the kernel objects; ok is false when id holds no lease.
+func (m *Manager) Lookup(id string) (Attachment, bool) {
+	ip, ok, err := m.leases.get(id)
+	if err != nil || !ok {
+		return Attachment{}, false
+	}
+	return m.attachment(id, ip), true
+}
+
+// Leases lists every leased address by workload id.
+func (m *Manager) Leases() (map[string]netip.Addr, error) {
+	return m.leases.all()
+}
+
+// Reconcile releases every lease, netns and host veth of ours that belongs
+// to no id in keep: what a crash or a lost workload leaves behind. It goes
+// on past failures and reports them all.
+func (m *Manager) Reconcile(ctx context.Context, keep map[string]bool) error {
+	stray := map[string]bool{}
+	all, err := m.leases.all()
+	if err != nil {
+		return err
+	}
+	for id := range all {
+		if !keep[id] {
+			stray[id] = true
+		}
+	}
+	entries, err := os.ReadDir(m.netnsDir())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("list netns dir %s: %w", m.netnsDir(), err)
+	}
+	for _, e := range entries {
+		if !keep[e.Name()] {
+			stray[e.Name()] = true
+		}
+	}
+
+	var errs []error
+	for id := range stray {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := m.release(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Veths whose lease and netns were already gone, found by label or
+	// by being plugged into our bridge.
+	links, err := strayVeths(m.cfg.Bridge, keep)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range links {
+		if err := deleteLink(l); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconcile workload network: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) attachment(id string, ip netip.Addr) Attachment {
+	return Attachment{
+		ID:        id,
+		IP:        ip,
+		Gateway:   gatewayOf(m.cfg.Subnet),
+		Prefix:    m.cfg.Subnet,
+		NetNSPath: m.netnsPath(id),
+		HostVeth:  hostVethName(id),
+	}
+}
+
+func (m *Manager) netnsDir() string { return filepath.Join(m.cfg.StateDir, "netns") }
+
+func (m *Manager) netnsPath(id string) string { return filepath.Join(m.netnsDir(), id) }
+
+// prepareNetNSDir runs once per Manager that succeeds at it; a failure is
+// retried by the next Attach.
+func (m *Manager) prepareNetNSDir() error {
+	m.nsDirMu.Lock()
+	defer m.nsDirMu.Unlock()
+	if m.nsDirReady {
+		return nil
+	}
+	if err := prepareNetNSDir(m.netnsDir()); err != nil {
+		return err
+	}
+	m.nsDirReady = true
+	return nil
+}
+
+// idLocks serialises work on one id while letting different ids proceed in
+// parallel; bbolt already serialises the lease writes themselves.
+type idLocks struct {
+	mu sync.Mutex
+	m  map[string]*idLock
+}
+
+type idLock struct {
+	sync.Mutex
+	refs int
+}
+
+func (l *idLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*idLock{}
+	}
+	e := l.m[id]
+	if e == nil {
+		e = &idLock{}
+		l.m[id] = e
+	}
+	e.refs++
+	l.mu.Unlock()
+
+	e.Lock()
+	return func() {
+		e.Unlock()
+		l.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(l.m, id)
+		}
+		l.mu.Unlock()
+	}
+}

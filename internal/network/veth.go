@@ -1,0 +1,202 @@
+package network
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// workloadIf is the interface name a workload sees, as in most runtimes.
+const workloadIf = "eth0"
+
+// aliasPrefix marks host veths as ours and says whose they are, so Reconcile
+// can find strays even when their lease and netns are long gone.
+const aliasPrefix = "hypercore:"
+
+// hostVethName derives the host end's name from id. Hashing, rather than
+// cutting the id short, keeps ids that share a prefix apart; 48 bits make a
+// collision between live workloads negligible, and the alias check in plumb
+// turns one into an error rather than a stolen interface. "hc" plus 12 hex
+// characters fits the kernel's 15-character limit.
+func hostVethName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "hc" + hex.EncodeToString(sum[:6])
+}
+
+func vethAlias(id string) string { return aliasPrefix + id }
+
+// plumb makes, or repairs, the veth pair joining the netns to the bridge and
+// configures the workload side. Each step checks before it acts so it can be
+// rerun over whatever a crash left behind.
+func plumb(br netlink.Link, id string, ns netns.NsHandle, ip netip.Addr, bits int) error {
+	nsh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("open netlink inside netns of %s: %w", id, err)
+	}
+	defer nsh.Close()
+
+	name := hostVethName(id)
+	host, err := netlink.LinkByName(name)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("look up host veth %s: %w", name, err)
+	}
+	if host != nil && host.Attrs().Alias != "" && host.Attrs().Alias != vethAlias(id) {
+		return fmt.Errorf("host veth name %s for %s is taken by %q; release that workload first", name, id, host.Attrs().Alias)
+	}
+	peer, err := nsh.LinkByName(workloadIf)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("look up %s inside netns of %s: %w", workloadIf, id, err)
+	}
+
+	if !paired(host, peer) {
+		// Half a pair is useless: the host end may point into a
+		// namespace that was replaced. Start over from nothing.
+		if host != nil {
+			if err := netlink.LinkDel(host); err != nil && !isNotFound(err) {
+				return fmt.Errorf("delete stale host veth %s: %w", name, err)
+			}
+		}
+		if peer != nil {
+			if err := nsh.LinkDel(peer); err != nil && !isNotFound(err) {
+				return fmt.Errorf("delete stale %s inside netns of %s: %w", workloadIf, id, err)
+			}
+		}
+		// Creating the peer straight inside the netns means there is
+		// never a half-moved interface with a temporary name to clean up.
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: name, MTU: br.Attrs().MTU},
+			PeerName:      workloadIf,
+			PeerNamespace: netlink.NsFd(int(ns)),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("create veth %s for %s: %w", name, id, err)
+		}
+		if host, err = netlink.LinkByName(name); err != nil {
+			return fmt.Errorf("look up new host veth %s: %w", name, err)
+		}
+	}
+
+	if host.Attrs().Alias != vethAlias(id) {
+		if err := netlink.LinkSetAlias(host, vethAlias(id)); err != nil {
+			return fmt.Errorf("label host veth %s with its workload: %w", name, err)
+		}
+	}
+	if err := netlink.LinkSetMaster(host, br); err != nil {
+		return fmt.Errorf("attach host veth %s to bridge %s: %w", name, br.Attrs().Name, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("bring host veth %s up: %w", name, err)
+	}
+	if err := configureInside(nsh, ip, bits); err != nil {
+		return fmt.Errorf("configure netns of %s: %w", id, err)
+	}
+	return nil
+}
+
+// paired reports whether host and peer are the two ends of one veth.
+func paired(host, peer netlink.Link) bool {
+	hv, ok := host.(*netlink.Veth)
+	if !ok || peer == nil || peer.Type() != "veth" {
+		return false
+	}
+	idx, err := netlink.VethPeerIndex(hv)
+	return err == nil && idx == peer.Attrs().Index
+}
+
+// configureInside gives the workload its address, loopback and a default
+// route through the bridge.
+func configureInside(nsh *netlink.Handle, ip netip.Addr, bits int) error {
+	lo, err := nsh.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("look up lo: %w", err)
+	}
+	if err := nsh.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	eth, err := nsh.LinkByName(workloadIf)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", workloadIf, err)
+	}
+	if err := nsh.AddrReplace(eth, &netlink.Addr{IPNet: ipNet(ip, bits)}); err != nil {
+		return fmt.Errorf("set address %s/%d on %s: %w", ip, bits, workloadIf, err)
+	}
+	if err := dropOtherAddrs(nsh.AddrList, nsh.AddrDel, eth, ip); err != nil {
+		return err
+	}
+	if err := nsh.LinkSetUp(eth); err != nil {
+		return fmt.Errorf("bring %s up: %w", workloadIf, err)
+	}
+	gw := gatewayOf(netip.PrefixFrom(ip, bits))
+	route := &netlink.Route{
+		LinkIndex: eth.Attrs().Index,
+		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		Gw:        gw.AsSlice(),
+	}
+	if err := nsh.RouteReplace(route); err != nil {
+		return fmt.Errorf("set default route via %s: %w", gw, err)
+	}
+	return nil
+}
+
+// deleteHostVeth removes id's host veth, and with it the workload end. A
+// link of that name labelled for another workload is left alone.
+func deleteHostVeth(id string) error {
+	name := hostVethName(id)
+	link, err := netlink.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up host veth %s: %w", name, err)
+	}
+	if a := link.Attrs().Alias; a != "" && a != vethAlias(id) {
+		return nil
+	}
+	if err := netlink.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete host veth %s: %w", name, err)
+	}
+	return nil
+}
+
+// strayVeths lists host veths of ours that belong to no id in keep: those
+// labelled by us, and any veth on our bridge, which only we plug into.
+func strayVeths(bridge string, keep map[string]bool) ([]netlink.Link, error) {
+	links, err := retryDump(netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	brIndex := -1
+	for _, l := range links {
+		if l.Attrs().Name == bridge {
+			brIndex = l.Attrs().Index
+		}
+	}
+	keepNames := map[string]bool{}
+	for id := range keep {
+		keepNames[hostVethName(id)] = true
+	}
+	var out []netlink.Link
+	for _, l := range links {
+		a := l.Attrs()
+		if l.Type() != "veth" || keepNames[a.Name] {
+			continue
+		}
+		if id, ok := strings.CutPrefix(a.Alias, aliasPrefix); ok && !keep[id] || a.MasterIndex == brIndex {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func deleteLink(l netlink.Link) error {
+	if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete stray veth %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,500 @@
+// Package node is the daemon's core: it turns the desired state of the
+// workloads placed on this node into running workloads, and keeps the
+// proxy's routes in step with them.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/image"
+	"github.com/hypercore-dev/hypercore/internal/network"
+	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/store"
+)
+
+// ErrNoCapacity means no node can fit the request.
+var ErrNoCapacity = errors.New("no node has room for this workload")
+
+// ErrUnsupported means the node cannot run the requested isolation.
+var ErrUnsupported = errors.New("isolation not available")
+
+// Config is how a node is set up.
+type Config struct {
+	// Name identifies the node in listings; the hostname by default.
+	Name string
+	// BaseDomain is the domain workloads are served under: <id>.<base>.
+	BaseDomain string
+	// ReadyTimeout bounds how long Spawn waits for the first port to
+	// accept a connection before answering anyway.
+	ReadyTimeout time.Duration
+	// StopTimeout is how long Stop waits after SIGTERM by default.
+	StopTimeout time.Duration
+	// StatusInterval is how often running workloads are checked.
+	StatusInterval time.Duration
+	Log            *slog.Logger
+}
+
+// Parts are the node's collaborators, made by the caller so tests and the
+// daemon can choose them.
+type Parts struct {
+	Store   store.Workloads
+	Images  *image.Store
+	Network *network.Manager
+	Drivers map[spec.Isolation]driver.Driver
+	Routes  *proxy.Table
+}
+
+// Node runs the workloads placed on it.
+type Node struct {
+	cfg Config
+	Parts
+	log *slog.Logger
+
+	cores     float64
+	memoryMiB int64
+
+	placeMu sync.Mutex // placement decisions see each other's reservations
+	locks   keyedMutex // one operation at a time per workload
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns a node. Call Start to recover state and begin watching.
+func New(cfg Config, p Parts) (*Node, error) {
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node: no --node-name and no hostname: %w", err)
+		}
+		cfg.Name = h
+	}
+	if cfg.BaseDomain == "" {
+		cfg.BaseDomain = "localhost"
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 15 * time.Second
+	}
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.StatusInterval == 0 {
+		cfg.StatusInterval = time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Node{
+		cfg: cfg, Parts: p, log: cfg.Log,
+		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}, nil
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// URL returns where workload id is served.
+func (n *Node) URL(id string) string { return id + "." + n.cfg.BaseDomain }
+
+// Start prepares the host network, re-adopts workloads a previous daemon
+// left running, and starts watching their status.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.Network.Setup(ctx); err != nil {
+		return fmt.Errorf("node: network setup: %w", err)
+	}
+	if err := n.recover(ctx); err != nil {
+		return err
+	}
+	go n.watch()
+	return nil
+}
+
+// Close stops watching. Workloads keep running: the next daemon recovers them.
+func (n *Node) Close() {
+	close(n.stop)
+	<-n.done
+}
+
+// Info describes this node.
+type Info struct {
+	Name       string
+	Cores      float64
+	MemoryMiB  int64
+	Isolations []spec.Isolation
+	BaseDomain string
+}
+
+// Info returns this node's identity and capacity.
+func (n *Node) Info() Info {
+	info := Info{Name: n.cfg.Name, Cores: n.cores, MemoryMiB: n.memoryMiB, BaseDomain: n.cfg.BaseDomain}
+	for _, iso := range []spec.Isolation{spec.IsolationContainer, spec.IsolationGVisor, spec.IsolationMicroVM} {
+		if _, ok := n.Drivers[iso]; ok {
+			info.Isolations = append(info.Isolations, iso)
+		}
+	}
+	return info
+}
+
+// Spawn places and starts a workload. With DryRun it only places it. The
+// start runs to its end even if ctx is cancelled, so a client that hangs up
+// never leaves a half-made workload behind.
+func (n *Node) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload, error) {
+	w := store.Workload{
+		ID: spec.NewID(), Spec: req.Spec, Desired: store.DesiredRunning,
+		State: store.StateCreating, Node: n.cfg.Name, CreatedAt: time.Now().UTC(),
+	}
+	if err := n.place(w, req.DryRun); err != nil {
+		return store.Workload{}, err
+	}
+	if req.DryRun {
+		return w, nil
+	}
+	n.placeMu.Unlock()
+
+	unlock := n.locks.lock(w.ID)
+	defer unlock()
+	ctx = context.WithoutCancel(ctx)
+	w, err := n.start(ctx, w)
+	if err != nil {
+		n.teardown(ctx, w.ID)
+		if derr := n.Store.Delete(w.ID); derr != nil {
+			n.log.Error("spawn: could not delete the record of a failed spawn", "id", w.ID, "err", derr)
+		}
+		return store.Workload{}, err
+	}
+	return n.waitReady(ctx, w), nil
+}
+
+// place checks that this node can run w and, unless dryRun, records it. It
+// returns holding placeMu when it records, so the caller releases it after
+// the record is durable.
+func (n *Node) place(w store.Workload, dryRun bool) error {
+	if _, ok := n.Drivers[w.Spec.Isolation]; !ok {
+		return fmt.Errorf("%w: node %s cannot run %q workloads (it offers %v)", ErrUnsupported, n.cfg.Name, w.Spec.Isolation, n.Info().Isolations)
+	}
+	n.placeMu.Lock()
+	if w.Spec.Cores > n.cores {
+		n.placeMu.Unlock()
+		return fmt.Errorf("%w: it asks for %v cores and node %s has %v", ErrNoCapacity, w.Spec.Cores, n.cfg.Name, n.cores)
+	}
+	used, err := n.reservedMemory()
+	if err != nil {
+		n.placeMu.Unlock()
+		return err
+	}
+	if free := n.memoryMiB - used; w.Spec.MemoryMiB > free {
+		n.placeMu.Unlock()
+		return fmt.Errorf("%w: it asks for %d MiB and node %s has %d MiB free of %d", ErrNoCapacity, w.Spec.MemoryMiB, n.cfg.Name, free, n.memoryMiB)
+	}
+	if dryRun {
+		n.placeMu.Unlock()
+		return nil
+	}
+	if err := n.Store.Create(w); err != nil {
+		n.placeMu.Unlock()
+		return fmt.Errorf("node: record workload: %w", err)
+	}
+	return nil
+}
+
+// reservedMemory sums the memory of workloads meant to run here. CPU is not
+// reserved: a core count is a ceiling that the kernel shares fairly, while
+// memory cannot be taken back once used.
+func (n *Node) reservedMemory() (int64, error) {
+	list, err := n.Store.List()
+	if err != nil {
+		return 0, fmt.Errorf("node: read workloads: %w", err)
+	}
+	var sum int64
+	for _, w := range list {
+		if w.Node == n.cfg.Name && w.Desired == store.DesiredRunning {
+			sum += w.Spec.MemoryMiB
+		}
+	}
+	return sum, nil
+}
+
+// start pulls, networks, creates and starts w, recording each result.
+func (n *Node) start(ctx context.Context, w store.Workload) (store.Workload, error) {
+	drv := n.Drivers[w.Spec.Isolation]
+	if drv == nil {
+		return w, fmt.Errorf("%w: node %s cannot run %q workloads", ErrUnsupported, n.cfg.Name, w.Spec.Isolation)
+	}
+	img, err := n.Images.Ensure(ctx, w.Spec.Image, nil)
+	if err != nil {
+		return w, err
+	}
+	att, err := n.Network.Attach(ctx, w.ID)
+	if err != nil {
+		return w, fmt.Errorf("node: network for %s: %w", w.ID, err)
+	}
+	cfg := n.driverConfig(w, img, att)
+	if err := drv.Create(ctx, cfg); err != nil {
+		return w, fmt.Errorf("node: create %s: %w", w.ID, err)
+	}
+	if err := drv.Start(ctx, w.ID); err != nil {
+		return w, fmt.Errorf("node: start %s: %w", w.ID, err)
+	}
+	st, err := drv.Status(ctx, w.ID)
+	if err != nil {
+		return w, fmt.Errorf("node: status of %s: %w", w.ID, err)
+	}
+	w, err = n.Store.Update(w.ID, func(r *store.Workload) error {
+		r.State, r.IP, r.Pid, r.ImageDigest, r.Error = store.StateRunning, att.IP.String(), st.Pid, img.Digest, ""
+		r.Ready = len(r.Spec.Ports) == 0
+		return nil
+	})
+	if err != nil {
+		return w, fmt.Errorf("node: record %s: %w", w.ID, err)
+	}
+	n.setRoute(w)
+	n.log.Info("workload started", "id", w.ID, "image", w.Spec.Image, "ip", w.IP, "pid", w.Pid)
+	return w, nil
+}
+
+func (n *Node) driverConfig(w store.Workload, img *image.Image, att network.Attachment) driver.Config {
+	return driver.Config{
+		ID: w.ID, Spec: w.Spec, Rootfs: img.Rootfs, ImageConfig: img.Config,
+		Network:  driver.Network{NetNSPath: att.NetNSPath, IP: att.IP.String()},
+		Hostname: w.ID[:8],
+	}
+}
+
+// waitReady waits until w's first port accepts a connection, so a caller
+// that is answered can use the URL at once. Past ReadyTimeout it answers
+// anyway; the watcher marks the workload ready later.
+func (n *Node) waitReady(ctx context.Context, w store.Workload) store.Workload {
+	if w.Ready {
+		return w
+	}
+	deadline := time.Now().Add(n.cfg.ReadyTimeout)
+	for time.Now().Before(deadline) {
+		if n.probe(w) {
+			return n.markReady(w.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return w
+		case <-time.After(15 * time.Millisecond):
+		}
+	}
+	n.log.Warn("workload not ready yet; answering anyway", "id", w.ID, "timeout", n.cfg.ReadyTimeout)
+	return w
+}
+
+func (n *Node) probe(w store.Workload) bool {
+	if len(w.Spec.Ports) == 0 || w.IP == "" {
+		return true
+	}
+	addr := net.JoinHostPort(w.IP, strconv.Itoa(int(w.Spec.Ports[0].Target)))
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func (n *Node) markReady(id string) store.Workload {
+	w, err := n.Store.Update(id, func(r *store.Workload) error { r.Ready = true; return nil })
+	if err != nil {
+		n.log.Error("record readiness", "id", id, "err", err)
+		return w
+	}
+	n.setRoute(w)
+	return w
+}
+
+func (n *Node) setRoute(w store.Workload) {
+	if len(w.Spec.Ports) == 0 || w.IP == "" {
+		n.Routes.Delete(w.ID)
+		return
+	}
+	targets := make(map[uint16]string, len(w.Spec.Ports))
+	for _, p := range w.Spec.Ports {
+		targets[p.Public] = net.JoinHostPort(w.IP, strconv.Itoa(int(p.Target)))
+	}
+	n.Routes.Set(proxy.Route{ID: w.ID, Targets: targets, Ready: w.Ready})
+}
+
+// teardown removes every host resource of id. Each step tolerates a
+// missing piece, so it is safe after any partial start.
+func (n *Node) teardown(ctx context.Context, id string) {
+	n.Routes.Delete(id)
+	for _, d := range n.Drivers {
+		if err := d.Delete(ctx, id); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			n.log.Warn("teardown: driver delete", "id", id, "err", err)
+		}
+	}
+	if err := n.Network.Release(ctx, id); err != nil {
+		n.log.Warn("teardown: network release", "id", id, "err", err)
+	}
+}
+
+// Get returns the record of id.
+func (n *Node) Get(id string) (store.Workload, error) { return n.Store.Get(id) }
+
+// List returns every workload.
+func (n *Node) List() ([]store.Workload, error) { return n.Store.List() }
+
+// Stop ends id's process, takes it off the proxy and frees its network. The
+// record and logs stay until Remove.
+func (n *Node) Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
+	unlock := n.locks.lock(id)
+	defer unlock()
+	w, err := n.Store.Get(id)
+	if err != nil {
+		return w, err
+	}
+	if timeout <= 0 {
+		timeout = n.cfg.StopTimeout
+	}
+	ctx = context.WithoutCancel(ctx)
+	// Desired state first: if we crash halfway, recovery finishes the stop.
+	if _, err := n.Store.Update(id, func(r *store.Workload) error { r.Desired = store.DesiredStopped; return nil }); err != nil {
+		return w, err
+	}
+	n.Routes.Delete(id)
+	if drv := n.Drivers[w.Spec.Isolation]; drv != nil {
+		if err := drv.Stop(ctx, id, timeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return w, fmt.Errorf("node: stop %s: %w", id, err)
+		}
+	}
+	if err := n.Network.Release(ctx, id); err != nil {
+		return w, fmt.Errorf("node: release network of %s: %w", id, err)
+	}
+	w, err = n.Store.Update(id, func(r *store.Workload) error {
+		r.State, r.Pid, r.Ready, r.IP = store.StateStopped, 0, false, ""
+		return nil
+	})
+	n.log.Info("workload stopped", "id", id)
+	return w, err
+}
+
+// Remove stops id if it runs and deletes every trace of it.
+func (n *Node) Remove(ctx context.Context, id string) error {
+	w, err := n.Store.Get(id)
+	if err != nil {
+		return err
+	}
+	if w.Desired == store.DesiredRunning || w.State != store.StateStopped {
+		if _, err := n.Stop(ctx, id, 0); err != nil {
+			return err
+		}
+	}
+	unlock := n.locks.lock(id)
+	defer unlock()
+	ctx = context.WithoutCancel(ctx)
+	n.teardown(ctx, id)
+	if err := n.Store.Delete(id); err != nil {
+		return err
+	}
+	n.log.Info("workload removed", "id", id)
+	return nil
+}
+
+// Pull fetches ref into the image store, reporting progress.
+func (n *Node) Pull(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error) {
+	return n.Images.Pull(ctx, ref, progress)
+}
+
+func (n *Node) driverFor(id string) (driver.Driver, error) {
+	w, err := n.Store.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	drv := n.Drivers[w.Spec.Isolation]
+	if drv == nil {
+		return nil, fmt.Errorf("%w: %s on node %s", ErrUnsupported, w.Spec.Isolation, n.cfg.Name)
+	}
+	return drv, nil
+}
+
+// Logs streams id's output.
+func (n *Node) Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error) {
+	drv, err := n.driverFor(id)
+	if err != nil {
+		return nil, err
+	}
+	return drv.Logs(ctx, id, opts)
+}
+
+// Exec runs a process in id and returns its exit code.
+func (n *Node) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error) {
+	drv, err := n.driverFor(id)
+	if err != nil {
+		return -1, err
+	}
+	return drv.Exec(ctx, id, cfg)
+}
+
+// Attach connects to id's main process.
+func (n *Node) Attach(ctx context.Context, id string, stdio driver.IO) error {
+	drv, err := n.driverFor(id)
+	if err != nil {
+		return err
+	}
+	return drv.Attach(ctx, id, stdio)
+}
+
+// keyedMutex serializes work per key without one global lock.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+func totalMemoryMiB() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 1024
+	}
+	var kb int64
+	if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err != nil {
+		return 1024
+	}
+	return kb / 1024
+}
+
+var _ = netip.Addr{}

@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Proxy serves HTTP for the workloads in its Table.
+type Proxy struct {
+	base  string // lower case, no leading dot
+	table *Table
+	rp    *httputil.ReverseProxy
+	log   *slog.Logger
+}
+
+// New returns a proxy for hosts under baseDomain (such as "localhost" or
+// "deployments.example.com").
+func New(baseDomain string, table *Table, log *slog.Logger) *Proxy {
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Proxy{base: strings.ToLower(strings.Trim(baseDomain, ".")), table: table, log: log}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// ServeHTTP put the backend in In.URL; Out is its clone.
+			pr.SetXForwarded()
+		},
+		Transport:    newTransport(),
+		BufferPool:   bufferPool{},
+		ErrorHandler: p.backendError,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return p
+}
+
+// newTransport keeps connections to workloads alive and pooled, so a busy
+// route costs no new TCP handshake per request.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // never send workload traffic through an environment proxy
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}
+
+// Handler serves one public port. On plain HTTP port 80 a workload that maps
+// only 443 is still reached: without TLS configured, 80 stands in for it.
+func (p *Proxy) Handler(publicPort uint16) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.serve(w, r, publicPort)
+	})
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16) {
+	id, ok := p.workloadID(r.Host)
+	if !ok {
+		http.Error(w, "404 no workload is served at "+r.Host+"\n", http.StatusNotFound)
+		return
+	}
+	route, ok := p.table.Lookup(id)
+	if !ok {
+		http.Error(w, "404 no workload "+id+" on this cluster\n", http.StatusNotFound)
+		return
+	}
+	target, ok := route.Targets[publicPort]
+	if !ok && publicPort == 80 {
+		target, ok = route.Targets[443]
+	}
+	if !ok {
+		http.Error(w, "404 workload "+id+" does not expose this port\n", http.StatusNotFound)
+		return
+	}
+	if !route.Ready {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "503 workload "+id+" is starting\n", http.StatusServiceUnavailable)
+		return
+	}
+	r.URL.Scheme = "http"
+	r.URL.Host = target
+	p.rp.ServeHTTP(w, r)
+}
+
+// workloadID extracts <id> from "<id>.<base>[:port]". Only one label is
+// accepted, so "a.b.<base>" never matches workload "a.b".
+func (p *Proxy) workloadID(host string) (string, bool) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	if len(host) <= len(p.base)+1 || host[len(host)-len(p.base)-1] != '.' ||
+		!strings.EqualFold(host[len(host)-len(p.base):], p.base) {
+		return "", false
+	}
+	id := strings.ToLower(host[:len(host)-len(p.base)-1])
+	if id == "" || strings.IndexByte(id, '.') >= 0 {
+		return "", false
+	}
+	return id, true
+}
+
+func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, http.ErrAbortHandler) || r.Context().Err() != nil {
+		return // the client went away; nobody to answer
+	}
+	p.log.Debug("proxy: backend failed", "host", r.Host, "backend", r.URL.Host, "err", err)
+	http.Error(w, "502 workload is not answering\n", http.StatusBadGateway)
+}
+
+// bufferPool lends copy buffers to the reverse proxy, so streaming a body
+// does not allocate 32 KiB per request.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// Server returns an http.Server for one public port with timeouts that
+// keep a slow or idle client from holding resources forever.
+func Server(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}

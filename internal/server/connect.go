@@ -1,0 +1,163 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/hypercore-dev/hypercore/api/hypercore/v1"
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/image"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/store"
+)
+
+// workloadService implements the proto's WorkloadService.
+type workloadService struct{ s *Server }
+
+// specFromProto validates a proto spec through internal/spec.
+func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
+	if p == nil {
+		p = &v1.WorkloadSpec{}
+	}
+	return spec.Build(spec.Input{
+		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports,
+		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty,
+	})
+}
+
+func (s *Server) toProto(w store.Workload) *v1.Workload {
+	ports := make(map[string]int64, len(w.Spec.Ports))
+	for k, v := range portKeys(w.Spec.Ports) {
+		ports[k] = int64(v)
+	}
+	return &v1.Workload{
+		Id: w.ID, State: string(w.State), Ip: w.IP, Node: w.Node, Url: s.b.URL(w.ID),
+		ImageDigest: w.ImageDigest, CreatedAt: timestamppb.New(w.CreatedAt), Error: w.Error,
+		Pid: int32(w.Pid), Ready: w.Ready,
+		Spec: &v1.WorkloadSpec{
+			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Ports: ports,
+			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
+		},
+	}
+}
+
+func (ws *workloadService) Spawn(ctx context.Context, req *connect.Request[v1.SpawnRequest]) (*connect.Response[v1.SpawnResponse], error) {
+	sp, err := specFromProto(req.Msg.Spec)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	w, err := ws.s.b.Spawn(ctx, spec.SpawnRequest{Spec: sp, DryRun: req.Msg.DryRun})
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	out := &v1.SpawnResponse{Node: w.Node, Workload: ws.s.toProto(w)}
+	if !req.Msg.DryRun {
+		out.Id, out.Url = w.ID, ws.s.b.URL(w.ID)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (ws *workloadService) Get(ctx context.Context, req *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error) {
+	if err := spec.ValidateID(req.Msg.Id); err != nil {
+		return nil, connectErr(err)
+	}
+	w, err := ws.s.b.Get(req.Msg.Id)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&v1.GetResponse{Workload: ws.s.toProto(w)}), nil
+}
+
+func (ws *workloadService) List(ctx context.Context, req *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error) {
+	list, err := ws.s.b.List()
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	out := &v1.ListResponse{}
+	for _, w := range list {
+		out.Workloads = append(out.Workloads, ws.s.toProto(w))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (ws *workloadService) Stop(ctx context.Context, req *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error) {
+	if err := spec.ValidateID(req.Msg.Id); err != nil {
+		return nil, connectErr(err)
+	}
+	if req.Msg.TimeoutSeconds < 0 || req.Msg.TimeoutSeconds > 3600 {
+		return nil, connectErr(&spec.FieldError{Field: "timeout_seconds", Msg: "must be 0-3600"})
+	}
+	w, err := ws.s.b.Stop(ctx, req.Msg.Id, time.Duration(req.Msg.TimeoutSeconds)*time.Second)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&v1.StopResponse{Workload: ws.s.toProto(w)}), nil
+}
+
+func (ws *workloadService) Remove(ctx context.Context, req *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
+	if err := spec.ValidateID(req.Msg.Id); err != nil {
+		return nil, connectErr(err)
+	}
+	if err := ws.s.b.Remove(ctx, req.Msg.Id); err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&v1.RemoveResponse{}), nil
+}
+
+func (ws *workloadService) Logs(ctx context.Context, req *connect.Request[v1.LogsRequest], stream *connect.ServerStream[v1.LogsResponse]) error {
+	if err := spec.ValidateID(req.Msg.Id); err != nil {
+		return connectErr(err)
+	}
+	if req.Msg.Tail < 0 || req.Msg.Tail > spec.MaxLogTail {
+		return connectErr(&spec.FieldError{Field: "tail", Msg: "is out of range"})
+	}
+	rc, err := ws.s.b.Logs(ctx, req.Msg.Id, driver.LogOptions{Follow: req.Msg.Follow, Tail: int(req.Msg.Tail)})
+	if err != nil {
+		return connectErr(err)
+	}
+	defer rc.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if serr := stream.Send(&v1.LogsResponse{Data: buf[:n]}); serr != nil {
+				return serr
+			}
+		}
+		if err != nil {
+			return nil
+		}
+	}
+}
+
+func (ws *workloadService) Pull(ctx context.Context, req *connect.Request[v1.PullRequest], stream *connect.ServerStream[v1.PullResponse]) error {
+	ref, err := spec.ValidateImageRef(req.Msg.ImageRef)
+	if err != nil {
+		return connectErr(err)
+	}
+	img, err := ws.s.b.Pull(ctx, ref, func(p image.Progress) {
+		stream.Send(&v1.PullResponse{Layer: p.Layer, CompleteBytes: p.CompleteBytes, TotalBytes: p.TotalBytes})
+	})
+	if err != nil {
+		return connectErr(err)
+	}
+	return stream.Send(&v1.PullResponse{Digest: img.Digest, Done: true})
+}
+
+// nodeService implements the proto's NodeService.
+type nodeService struct{ s *Server }
+
+func (ns *nodeService) Info(ctx context.Context, req *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error) {
+	info := ns.s.b.Info()
+	out := &v1.InfoResponse{
+		Name: info.Name, Version: ns.s.opts.Version, Cores: info.Cores, Memory: info.MemoryMiB,
+		BaseDomain: info.BaseDomain,
+	}
+	for _, iso := range info.Isolations {
+		out.Isolations = append(out.Isolations, string(iso))
+	}
+	return connect.NewResponse(out), nil
+}

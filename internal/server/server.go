@@ -1,0 +1,176 @@
+// Package server is hypercore's API: Connect/gRPC from the proto, REST
+// routes, and seed 000's JSON routes, all behind one bearer token, all
+// validating input through internal/spec.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/hypercore-dev/hypercore/api/hypercore/v1/hypercorev1connect"
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/image"
+	"github.com/hypercore-dev/hypercore/internal/node"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/store"
+)
+
+// Backend is what the API serves: a node now, a cluster later.
+type Backend interface {
+	Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload, error)
+	Get(id string) (store.Workload, error)
+	List() ([]store.Workload, error)
+	Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error)
+	Remove(ctx context.Context, id string) error
+	Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error)
+	Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error)
+	Attach(ctx context.Context, id string, stdio driver.IO) error
+	Pull(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error)
+	Info() node.Info
+	URL(id string) string
+}
+
+// Options configure the API.
+type Options struct {
+	// Token is the bearer token every call must carry.
+	Token string
+	// TokenPath is where the token is stored, named in 401 answers so a
+	// user knows where to find it.
+	TokenPath string
+	Version   string
+	Log       *slog.Logger
+}
+
+// Server answers API calls.
+type Server struct {
+	b    Backend
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns the API's http.Handler.
+func New(b Backend, opts Options) http.Handler {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	s := &Server{b: b, opts: opts, log: opts.Log}
+	mux := http.NewServeMux()
+	mux.Handle(hypercorev1connect.NewWorkloadServiceHandler(&workloadService{s}))
+	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}))
+	s.routes(mux)
+	return s.auth(mux)
+}
+
+// auth refuses every call without the node's bearer token.
+func (s *Server) auth(next http.Handler) http.Handler {
+	want := []byte("Bearer " + s.opts.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hypercore"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong API token: send the header 'Authorization: Bearer <token>'; the token is in "+s.opts.TokenPath+" on the node (the CLI reads it from there, or from HYPERCORE_TOKEN or --token)", "")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// errorBody is the JSON shape of every REST and seed-route error.
+type errorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+	// Code and Message make the body a Connect error too, so Connect and
+	// gRPC-web clients show the same text.
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg, field string) {
+	writeJSON(w, code, errorBody{Error: msg, Field: field, Code: connectCodeOf(code).String(), Message: msg})
+}
+
+// connectCodeOf names the Connect code of an HTTP status, as the Connect
+// protocol's table does.
+func connectCodeOf(status int) connect.Code {
+	switch status {
+	case http.StatusBadRequest:
+		return connect.CodeInvalidArgument
+	case http.StatusUnauthorized:
+		return connect.CodeUnauthenticated
+	case http.StatusNotFound:
+		return connect.CodeNotFound
+	case http.StatusConflict:
+		return connect.CodeResourceExhausted
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return connect.CodeUnavailable
+	case http.StatusMethodNotAllowed, http.StatusUpgradeRequired:
+		return connect.CodeUnimplemented
+	}
+	return connect.CodeInternal
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// classify maps an error to an HTTP status, a Connect code and the field it
+// is about, so every front door reports one failure the same way.
+func classify(err error) (int, connect.Code, string) {
+	var fe *spec.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return http.StatusBadRequest, connect.CodeInvalidArgument, fe.Field
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, driver.ErrNotFound):
+		return http.StatusNotFound, connect.CodeNotFound, ""
+	case errors.Is(err, node.ErrNoCapacity):
+		return http.StatusConflict, connect.CodeResourceExhausted, ""
+	case errors.Is(err, node.ErrUnsupported):
+		return http.StatusBadRequest, connect.CodeFailedPrecondition, "isolation"
+	case errors.Is(err, image.ErrNotFound):
+		return http.StatusBadRequest, connect.CodeInvalidArgument, "image_ref"
+	case errors.Is(err, image.ErrRegistry):
+		return http.StatusBadGateway, connect.CodeUnavailable, "image_ref"
+	case errors.Is(err, context.Canceled):
+		return 499, connect.CodeCanceled, ""
+	}
+	return http.StatusInternalServerError, connect.CodeInternal, ""
+}
+
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	code, _, field := classify(err)
+	if code == http.StatusInternalServerError {
+		s.log.Error("api call failed", "err", err)
+	}
+	writeError(w, code, err.Error(), field)
+}
+
+func connectErr(err error) error {
+	_, code, _ := classify(err)
+	return connect.NewError(code, err)
+}
+
+// wantMethod answers 405 unless r uses one of methods.
+func wantMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use "+strings.Join(methods, " or "), "")
+	return false
+}

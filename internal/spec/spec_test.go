@@ -1,0 +1,137 @@
+package spec
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func field(t *testing.T, err error) string {
+	t.Helper()
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v is not a FieldError", err)
+	}
+	return fe.Field
+}
+
+func TestDecodeSpawnSeedBody(t *testing.T) {
+	body := `{"cores": 1, "memory": 512, "image_ref": "registry.vistara.dev/75bbb1e1:ea3b", "ports": {"443": 3000}, "env": ["OPENAI_API_KEY=sk"], "dry_run": true}`
+	req, err := DecodeSpawnJSON(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := req.Spec
+	if !req.DryRun || s.Cores != 1 || s.MemoryMiB != 512 || s.Isolation != IsolationContainer {
+		t.Fatalf("got %+v", req)
+	}
+	if len(s.Ports) != 1 || s.Ports[0] != (Port{Public: 443, Target: 3000, Proto: ProtoHTTP}) {
+		t.Fatalf("ports %+v", s.Ports)
+	}
+}
+
+func TestDefaultsAndPortProtocols(t *testing.T) {
+	s, err := Build(Input{Image: "busybox", Ports: map[string]int64{"80": 8080, "5432": 5432, "tcp:443": 1, "http:8443": 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Cores != DefaultCores || s.MemoryMiB != DefaultMemoryMiB {
+		t.Fatalf("defaults: %+v", s)
+	}
+	want := []Port{{80, 8080, ProtoHTTP}, {443, 1, ProtoTCP}, {5432, 5432, ProtoTCP}, {8443, 2, ProtoHTTP}}
+	for i, p := range want {
+		if s.Ports[i] != p {
+			t.Fatalf("port %d = %+v, want %+v", i, s.Ports[i], p)
+		}
+	}
+}
+
+func TestRejects(t *testing.T) {
+	cases := map[string]struct{ body, field string }{
+		"unknown field":  {`{"image_ref":"a","bogus":1}`, "bogus"},
+		"trailing data":  {`{"image_ref":"a"} {}`, "body"},
+		"not json":       {`nope`, "body"},
+		"empty":          {``, "body"},
+		"port too big":   {`{"image_ref":"a","ports":{"99999":80}}`, "ports"},
+		"port zero":      {`{"image_ref":"a","ports":{"0":80}}`, "ports"},
+		"target too big": {`{"image_ref":"a","ports":{"80":70000}}`, "ports"},
+		"port word":      {`{"image_ref":"a","ports":{"http":80}}`, "ports"},
+		"bad proto":      {`{"image_ref":"a","ports":{"udp:53":53}}`, "ports"},
+		"float target":   {`{"image_ref":"a","ports":{"80":80.5}}`, "ports"},
+		"cores zero":     {`{"image_ref":"a","cores":0}`, "cores"},
+		"cores huge":     {`{"image_ref":"a","cores":1e9}`, "cores"},
+		"memory small":   {`{"image_ref":"a","memory":15}`, "memory"},
+		"memory huge":    {`{"image_ref":"a","memory":99999999999}`, "memory"},
+		"no image":       {`{"cores":1}`, "image_ref"},
+		"bad image":      {`{"image_ref":"Bad Ref"}`, "image_ref"},
+		"bad env":        {`{"image_ref":"a","env":["=x"]}`, "env"},
+		"nul env":        {`{"image_ref":"a","env":["A=\u0000"]}`, "env"},
+		"bad isolation":  {`{"image_ref":"a","isolation":"chroot"}`, "isolation"},
+		"huge":           {`{"image_ref":"a","env":["A=` + strings.Repeat("x", MaxBodyBytes) + `"]}`, "body"},
+	}
+	for name, c := range cases {
+		_, err := DecodeSpawnJSON(strings.NewReader(c.body))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if f := field(t, err); f != c.field {
+			t.Errorf("%s: field %q (%v), want %q", name, f, err, c.field)
+		}
+	}
+}
+
+func TestIDs(t *testing.T) {
+	id := NewID()
+	if err := ValidateID(id); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "../../etc/passwd", strings.ToUpper(id), id + "x", "497b6ad8-11a3-4701-8b6a-11396e11ca7d/..", "497b6ad8-11a3-1701-8b6a-11396e11ca7d"} {
+		if ValidateID(bad) == nil {
+			t.Errorf("ValidateID(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseHAC(t *testing.T) {
+	s, err := ParseHAC([]byte(`
+[spacecore]
+name = "Test Node"
+description = "Testing"
+
+[hardware]
+cores = 2
+memory = 1024
+kernel = "/ignored/vmlinux"
+ref = "docker.io/library/alpine:latest"
+provider = "firecracker"
+ports = { "443" = 3000 }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Cores != 2 || s.MemoryMiB != 1024 || s.Image != "docker.io/library/alpine:latest" || s.Isolation != IsolationMicroVM || s.Ports[0].Target != 3000 {
+		t.Fatalf("got %+v", s)
+	}
+	if _, err := ParseHAC([]byte("[hardware]\nref = \"a\"\ncorse = 2\n")); err == nil || !strings.Contains(err.Error(), "corse") {
+		t.Fatalf("typo accepted or not named: %v", err)
+	}
+}
+
+func TestExecAndQueryParams(t *testing.T) {
+	if ValidateExec(nil, nil) == nil {
+		t.Fatal("empty command accepted")
+	}
+	if err := ValidateExec([]string{"sh"}, []string{"A=1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseTail("-1"); err == nil {
+		t.Fatal("negative tail accepted")
+	}
+	if n, err := ParseTail("10"); err != nil || n != 10 {
+		t.Fatal(n, err)
+	}
+	if _, err := ParseBool("follow", "maybe"); err == nil {
+		t.Fatal("bad bool accepted")
+	}
+}
