@@ -158,11 +158,6 @@ func (n *Node) checkAll() {
 		}
 		n.check(ctx, w)
 	}
-	for _, d := range n.Drivers {
-		if r, ok := d.(interface{ RotateLogs() }); ok {
-			r.RotateLogs()
-		}
-	}
 }
 
 func (n *Node) check(ctx context.Context, w store.Workload) {

@@ -220,4 +220,3 @@ func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, id string) {
 		}
 	}
 }
-

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/runc"
+	"github.com/hypercore-dev/hypercore/internal/image"
+	"github.com/hypercore-dev/hypercore/internal/network"
+	"github.com/hypercore-dev/hypercore/internal/node"
+	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/server"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/store"
+)
+
+// daemonFlags are the node daemon's settings. The first five are seed 000's.
+type daemonFlags struct {
+	clusterBind string
+	baseDomain  string
+	tlsCert     string
+	tlsKey      string
+	apiAddr     string
+	nodeName    string
+	httpAddr    string
+	httpsAddr   string
+	runtime     string
+	subnet      string
+	bridge      string
+	logLevel    string
+}
+
+func newClusterCmd(api *apiFlags) *cobra.Command {
+	d := &daemonFlags{}
+	cmd := &cobra.Command{
+		Use:   "cluster [flags] [JOIN_ADDR:7946...]",
+		Short: "Run a hypercore node (API, proxy and workloads)",
+		Long: `Run a node. With no flags it runs on embedded defaults: the API on
+127.0.0.1:8000 with a token it writes to <data-dir>/api-token, the proxy on
+:80 serving <id>.localhost, and runc for workloads.
+
+The node keeps running workloads across its own restarts and crashes: a new
+'hypercore cluster' on the same --data-dir re-adopts them.`,
+		Example: `  hypercore cluster
+  hypercore cluster --cluster-base-url deployments.example.com \
+      --cluster-tls-cert fullchain.pem --cluster-tls-key privkey.pem`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runDaemon(cmd.Context(), api.dataDir, d, args)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&d.clusterBind, "cluster-bind-addr", "0.0.0.0:7946", "gossip address (used when nodes form a cluster)")
+	f.StringVar(&d.baseDomain, "cluster-base-url", "localhost", "base domain: workloads are served at <id>.<base>")
+	f.StringVar(&d.tlsCert, "cluster-tls-cert", "", "TLS certificate (PEM, e.g. a *.<base> wildcard) to serve HTTPS")
+	f.StringVar(&d.tlsKey, "cluster-tls-key", "", "TLS private key (PEM) for --cluster-tls-cert")
+	f.StringVar(&d.apiAddr, "grpc-bind-addr", defaultAPIAddr, "API address (gRPC, Connect and JSON on one port)")
+	f.StringVar(&d.nodeName, "node-name", "", "node name (default: the hostname)")
+	f.StringVar(&d.httpAddr, "http-addr", ":80", "proxy HTTP address")
+	f.StringVar(&d.httpsAddr, "https-addr", ":443", "proxy HTTPS address, used with --cluster-tls-cert")
+	f.StringVar(&d.runtime, "runtime", "runc", "OCI runtime for containers: runc or crun")
+	f.StringVar(&d.subnet, "subnet", "10.77.0.0/16", "workload network; the bridge takes its first address")
+	f.StringVar(&d.bridge, "bridge", "hc0", "name of the node's bridge")
+	f.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.AddCommand(newClusterSpawnCmd(api))
+	return cmd
+}
+
+// newClusterSpawnCmd keeps seed 000's 'hypercore cluster spawn
+// --grpc-bind-addr ADDR --ports 443:3000 --image-ref REF'.
+func newClusterSpawnCmd(api *apiFlags) *cobra.Command {
+	cmd := newSpawnCmd(api)
+	cmd.Use = "spawn --grpc-bind-addr ADDR --ports 443:3000 --image-ref REF"
+	cmd.Short = "Spawn a workload on the cluster (seed-compatible form of 'hypercore spawn')"
+	var grpcAddr string
+	cmd.Flags().StringVar(&grpcAddr, "grpc-bind-addr", "", "API address of a node (same as --addr)")
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if grpcAddr != "" {
+			api.addr = grpcAddr
+		}
+		return run(c, args)
+	}
+	return cmd
+}
+
+func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []string) error {
+	log, err := newLogger(d.logLevel)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("hypercore cluster must run as root: it makes network namespaces, bridges and containers")
+	}
+	if _, _, err := net.SplitHostPort(d.clusterBind); err != nil {
+		return fmt.Errorf("--cluster-bind-addr %q: %w", d.clusterBind, err)
+	}
+	if len(joins) > 0 {
+		log.Warn("joining other nodes is not built yet; this node runs as a cluster of one", "join", joins)
+	}
+	subnet, err := netip.ParsePrefix(d.subnet)
+	if err != nil {
+		return fmt.Errorf("--subnet %q: %w", d.subnet, err)
+	}
+	if (d.tlsCert == "") != (d.tlsKey == "") {
+		return errors.New("--cluster-tls-cert and --cluster-tls-key go together: pass both or neither")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("create --data-dir %s: %w", dataDir, err)
+	}
+	token, err := loadOrCreateToken(filepath.Join(dataDir, tokenFile))
+	if err != nil {
+		return err
+	}
+
+	st, err := store.OpenBolt(filepath.Join(dataDir, "state.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	images, err := image.Open(filepath.Join(dataDir, "images"))
+	if err != nil {
+		return err
+	}
+	defer images.Close()
+	netm, err := network.New(network.Config{Bridge: d.bridge, Subnet: subnet, StateDir: filepath.Join(dataDir, "network")})
+	if err != nil {
+		return err
+	}
+	defer netm.Close()
+	ctr, err := runc.New(runc.Options{Runtime: d.runtime, StateDir: filepath.Join(dataDir, "containers")})
+	if err != nil {
+		return err
+	}
+	routes := proxy.NewTable()
+	n, err := node.New(node.Config{Name: d.nodeName, BaseDomain: d.baseDomain, Log: log}, node.Parts{
+		Store: st, Images: images, Network: netm, Routes: routes,
+		Drivers: map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	defer n.Close()
+
+	servers, err := startServers(log, dataDir, d, n, routes, token)
+	if err != nil {
+		return err
+	}
+	log.Info("hypercore node ready", "node", n.Name(), "api", d.apiAddr, "proxy", d.httpAddr, "base", d.baseDomain, "token_file", filepath.Join(dataDir, tokenFile))
+	<-ctx.Done()
+	log.Info("shutting down; workloads keep running and are re-adopted at next start")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		s.Shutdown(sctx)
+	}
+	return nil
+}
+
+// startServers binds every listener first, so a port in use fails the start
+// with a clear error instead of leaving a half-running node.
+func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node, routes *proxy.Table, token string) ([]*http.Server, error) {
+	p := proxy.New(d.baseDomain, routes, log)
+	apiHandler := server.New(n, server.Options{Token: token, TokenPath: filepath.Join(dataDir, tokenFile), Version: version, Log: log})
+	apiSrv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	apiSrv.Protocols.SetHTTP1(true)
+	apiSrv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients without TLS
+	type bound struct {
+		srv *http.Server
+		l   net.Listener
+		tls bool
+	}
+	var all []bound
+	listen := func(addr, what string, srv *http.Server, isTLS bool) error {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, b := range all {
+				b.l.Close()
+			}
+			return fmt.Errorf("%s: listen on %s: %w (is another hypercore or web server running? choose another address with its flag)", what, addr, err)
+		}
+		all = append(all, bound{srv, l, isTLS})
+		return nil
+	}
+	if err := listen(d.apiAddr, "API (--grpc-bind-addr)", apiSrv, false); err != nil {
+		return nil, err
+	}
+	httpHandler := p.Handler(80)
+	if d.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(d.tlsCert, d.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("load --cluster-tls-cert/--cluster-tls-key: %w", err)
+		}
+		httpsSrv := proxy.Server(d.httpsAddr, p.Handler(443), log)
+		httpsSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if err := listen(d.httpsAddr, "proxy HTTPS (--https-addr)", httpsSrv, true); err != nil {
+			return nil, err
+		}
+		httpHandler = redirectHTTPS(d.httpsAddr)
+	}
+	if err := listen(d.httpAddr, "proxy HTTP (--http-addr)", proxy.Server(d.httpAddr, httpHandler, log), false); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(dataDir, addrFile), []byte(clientAddr(all[0].l.Addr())+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	servers := make([]*http.Server, 0, len(all))
+	for _, b := range all {
+		servers = append(servers, b.srv)
+		go func() {
+			var err error
+			if b.tls {
+				err = b.srv.ServeTLS(b.l, "", "")
+			} else {
+				err = b.srv.Serve(b.l)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("server stopped", "addr", b.l.Addr(), "err", err)
+			}
+		}()
+	}
+	return servers, nil
+}
+
+// redirectHTTPS sends plain HTTP clients to the same URL over HTTPS.
+func redirectHTTPS(httpsAddr string) http.Handler {
+	_, port, _ := net.SplitHostPort(httpsAddr)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if port != "" && port != "443" {
+			host = net.JoinHostPort(host, port)
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+}
+
+// clientAddr is the address a local CLI should dial: a wildcard bind is
+// reached on loopback.
+func clientAddr(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// loadOrCreateToken returns the API token, making a random one on first start.
+func loadOrCreateToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); len(t) >= 32 {
+			return t, nil
+		}
+		return "", fmt.Errorf("API token in %s is shorter than 32 characters; delete the file to make a new one", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read API token %s: %w", path, err)
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(b[:])
+	if err := writeFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write API token: %w", err)
+	}
+	return t, nil
+}
+
+// writeFileAtomic writes via a temp file and rename, so a crash never leaves
+// a half-written file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+var _ = strconv.Itoa

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/hypercore-dev/hypercore/internal/server"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/wire"
+)
+
+func newExecCmd(api *apiFlags) *cobra.Command {
+	var interactive, tty bool
+	var env []string
+	cmd := &cobra.Command{
+		Use:   "exec [-it] ID [--] CMD [ARGS...]",
+		Short: "Run a command inside a running workload",
+		Example: `  hypercore exec -it ID sh
+  hypercore exec ID -- wget -q -O- http://127.0.0.1:8080/`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, argv := args[0], dropDashes(args[1:])
+			if err := spec.ValidateID(id); err != nil {
+				return err
+			}
+			if err := spec.ValidateExec(argv, env); err != nil {
+				return err
+			}
+			q := url.Values{"cmd": argv, "env": env}
+			if tty {
+				q.Set("tty", "1")
+			}
+			return runStream(api, "/v1/workloads/"+id+"/exec?"+q.Encode(), interactive, tty)
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.BoolVarP(&interactive, "interactive", "i", false, "send stdin to the command")
+	f.BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
+	f.StringArrayVarP(&env, "env", "e", nil, "KEY=VALUE for the command, repeatable")
+	return cmd
+}
+
+// dropDashes removes the "--" that separates a command from our flags;
+// flag parsing stops at the first argument, so it reaches us verbatim.
+func dropDashes(args []string) []string {
+	if len(args) > 0 && args[0] == "--" {
+		return args[1:]
+	}
+	return args
+}
+
+func newAttachCmd(api *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "attach ID",
+		Short: "Connect your terminal to a workload's main process (Ctrl-C detaches)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := spec.ValidateID(args[0]); err != nil {
+				return err
+			}
+			tty := term.IsTerminal(int(os.Stdin.Fd()))
+			return runStream(api, "/v1/workloads/"+args[0]+"/attach", true, tty)
+		},
+	}
+}
+
+// runStream opens an upgraded exec/attach connection and pumps the
+// terminal through it until the remote side sends its exit code.
+func runStream(api *apiFlags, path string, interactive, tty bool) error {
+	c, err := api.client()
+	if err != nil {
+		return err
+	}
+	conn, br, err := dialStream(c, path)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	fw := wire.NewWriter(conn)
+
+	if tty && term.IsTerminal(int(os.Stdin.Fd())) {
+		old, err := term.MakeRaw(int(os.Stdin.Fd()))
+		if err != nil {
+			return fmt.Errorf("cannot put the terminal in raw mode: %w", err)
+		}
+		defer term.Restore(int(os.Stdin.Fd()), old)
+		sendSize := func() {
+			if cols, rows, err := term.GetSize(int(os.Stdin.Fd())); err == nil {
+				fw.WriteFrame(wire.Resize, wire.EncodeResize(uint16(rows), uint16(cols)))
+			}
+		}
+		sendSize()
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				sendSize()
+			}
+		}()
+	}
+	if interactive {
+		go func() {
+			io.Copy(fw.Stream(wire.Stdin), os.Stdin)
+			fw.WriteFrame(wire.CloseStdin, nil)
+		}()
+	} else {
+		fw.WriteFrame(wire.CloseStdin, nil)
+	}
+	for {
+		t, p, err := wire.ReadFrame(br)
+		if err != nil {
+			return fmt.Errorf("connection to the node ended without an exit status: %w", err)
+		}
+		switch t {
+		case wire.Stdout:
+			os.Stdout.Write(p)
+		case wire.Stderr:
+			os.Stderr.Write(p)
+		case wire.Error:
+			return fmt.Errorf("%s", p)
+		case wire.Exit:
+			code, err := wire.DecodeExit(p)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitStatus(code)
+			}
+			return nil
+		}
+	}
+}
+
+// dialStream sends the upgrade request and returns the raw connection once
+// the node answers 101.
+func dialStream(c *client, path string) (net.Conn, *bufio.Reader, error) {
+	u, err := url.Parse(c.base + path)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		return nil, nil, fmt.Errorf("no hypercore node answers at %s (%v); start one with 'hypercore cluster' or pass --addr", u.Host, err)
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, u.String(), nil)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", server.StreamProtocol)
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("bad answer from the node: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, nil, fmt.Errorf("%s: %s", resp.Status, apiMessage(body))
+	}
+	return conn, br, nil
+}
+
+// apiMessage pulls "error" out of an API error body, or returns it as is.
+func apiMessage(body []byte) string {
+	s := strings.TrimSpace(string(body))
+	if i := strings.Index(s, `"error": `); i >= 0 {
+		if v, err := strconv.QuotedPrefix(s[i+len(`"error": `):]); err == nil {
+			if u, err := strconv.Unquote(v); err == nil {
+				return u
+			}
+		}
+	}
+	return s
+}

@@ -1,0 +1,428 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	v1 "github.com/hypercore-dev/hypercore/api/hypercore/v1"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+)
+
+// cmdContext is cancelled by Ctrl-C, so a long call stops cleanly.
+func cmdContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt)
+}
+
+func newSpawnCmd(api *apiFlags) *cobra.Command {
+	var (
+		ports              []string
+		env                []string
+		cores              float64
+		memory             int64
+		isolation, file    string
+		imageRef           string
+		tty, dryRun, quiet bool
+		jsonOut            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "spawn [flags] IMAGE [-- ARGS...]",
+		Short: "Run an OCI image as a workload and print its id and URL",
+		Long: `Spawn pulls IMAGE (with a progress bar) and runs it on the cluster.
+
+  hypercore spawn --ports 80:8080 --cores 1 --memory 128 registry.example/web:1
+  hypercore spawn -f hac.toml
+
+--ports maps a public port on every node to a port inside the workload.
+Ports 80 and 443 are served by the HTTP(S) proxy at <id>.<base-domain>.
+Arguments after -- replace the image's command.`,
+		Example: "  hypercore spawn --ports 443:3000 -e KEY=value registry.example/app:1",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ps *v1.WorkloadSpec
+			if file != "" {
+				data, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				s, err := spec.ParseHAC(data)
+				if err != nil {
+					return fmt.Errorf("%s: %w", file, err)
+				}
+				ps = specToProto(s)
+			} else {
+				if imageRef == "" && len(args) > 0 {
+					imageRef, args = args[0], args[1:]
+				}
+				args = dropDashes(args)
+				pm, err := parsePortFlags(ports)
+				if err != nil {
+					return err
+				}
+				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty}
+				if len(args) > 0 {
+					ps.Args = args
+				}
+			}
+			// Validate here too, so a typo fails before any network call.
+			if _, err := spec.Build(protoInput(ps)); err != nil {
+				return err
+			}
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext()
+			defer cancel()
+			if !dryRun {
+				if err := pullWithProgress(ctx, c, ps.ImageRef, quiet || jsonOut); err != nil {
+					return err
+				}
+			}
+			res, err := c.workloads.Spawn(ctx, connect.NewRequest(&v1.SpawnRequest{Spec: ps, DryRun: dryRun}))
+			if err != nil {
+				return err
+			}
+			m := res.Msg
+			switch {
+			case jsonOut:
+				return printJSON(map[string]string{"id": m.Id, "url": m.Url, "node": m.Node})
+			case quiet:
+				fmt.Println(m.Id)
+			case dryRun:
+				fmt.Printf("valid; would run on node %s\n", m.Node)
+			default:
+				fmt.Printf("id:   %s\nurl:  %s\nnode: %s\n", m.Id, m.Url, m.Node)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.StringSliceVarP(&ports, "ports", "p", nil, "PUBLIC:TARGET port map, repeatable or comma-separated (prefix tcp: for raw TCP)")
+	f.StringArrayVarP(&env, "env", "e", nil, "KEY=VALUE environment variable, repeatable")
+	f.Float64Var(&cores, "cores", 0, fmt.Sprintf("CPU cores, fractions allowed (default %d)", spec.DefaultCores))
+	f.Int64Var(&memory, "memory", 0, fmt.Sprintf("memory in MiB (default %d)", spec.DefaultMemoryMiB))
+	f.StringVar(&isolation, "isolation", "", "container (default), gvisor or microvm")
+	f.StringVarP(&file, "file", "f", "", "read the spec from a hac.toml file")
+	f.StringVar(&imageRef, "image-ref", "", "image reference (instead of the IMAGE argument)")
+	f.BoolVarP(&tty, "tty", "t", false, "give the main process a terminal (for attach)")
+	f.BoolVar(&dryRun, "dry-run", false, "validate and place, start nothing")
+	f.BoolVarP(&quiet, "quiet", "q", false, "print only the id")
+	f.BoolVar(&jsonOut, "json", false, "print the answer as JSON")
+	return cmd
+}
+
+func protoInput(p *v1.WorkloadSpec) spec.Input {
+	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty}
+}
+
+func specToProto(s spec.Spec) *v1.WorkloadSpec {
+	ports := map[string]int64{}
+	for _, p := range s.Ports {
+		ports[string(p.Proto)+":"+strconv.Itoa(int(p.Public))] = int64(p.Target)
+	}
+	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty}
+}
+
+// parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.
+func parsePortFlags(flags []string) (map[string]int64, error) {
+	m := map[string]int64{}
+	for _, f := range flags {
+		i := strings.LastIndexByte(f, ':')
+		if i < 0 {
+			return nil, fmt.Errorf("--ports %q: want PUBLIC:TARGET, for example 443:3000", f)
+		}
+		target, err := strconv.ParseInt(f[i+1:], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("--ports %q: target port %q is not a number", f, f[i+1:])
+		}
+		m[f[:i]] = target
+	}
+	return m, nil
+}
+
+// pullWithProgress pulls ref on the node, drawing a progress bar on a
+// terminal and nothing otherwise.
+func pullWithProgress(ctx context.Context, c *client, ref string, quiet bool) error {
+	stream, err := c.workloads.Pull(ctx, connect.NewRequest(&v1.PullRequest{ImageRef: ref}))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	show := !quiet && term.IsTerminal(int(os.Stderr.Fd()))
+	last := time.Time{}
+	for stream.Receive() {
+		m := stream.Msg()
+		if m.Done {
+			if show {
+				fmt.Fprintf(os.Stderr, "\rpulled %s %s\n", ref, m.Digest)
+			}
+			return nil
+		}
+		if show && m.TotalBytes > 0 && time.Since(last) > 100*time.Millisecond {
+			last = time.Now()
+			fmt.Fprintf(os.Stderr, "\rpulling %s %s", ref, bar(m.CompleteBytes, m.TotalBytes))
+		}
+	}
+	return stream.Err()
+}
+
+func bar(done, total int64) string {
+	const width = 30
+	n := int(done * width / max(total, 1))
+	n = min(max(n, 0), width)
+	return fmt.Sprintf("[%s%s] %5.1f%% of %s", strings.Repeat("=", n), strings.Repeat(" ", width-n), float64(done)*100/float64(max(total, 1)), humanBytes(total))
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func newPullCmd(api *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pull IMAGE",
+		Short: "Fetch an image into the node's store (always asks the registry)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext()
+			defer cancel()
+			return pullWithProgress(ctx, c, args[0], false)
+		},
+	}
+}
+
+func newListCmd(api *apiFlags) *cobra.Command {
+	var jsonOut, quiet bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls", "ps"},
+		Short:   "List workloads",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext()
+			defer cancel()
+			res, err := c.workloads.List(ctx, connect.NewRequest(&v1.ListRequest{}))
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return printJSON(res.Msg)
+			}
+			if quiet {
+				for _, w := range res.Msg.Workloads {
+					fmt.Println(w.Id)
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tNODE\tPORTS\tURL")
+			for _, w := range res.Msg.Workloads {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Node, portsOf(w.Spec), w.Url)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only ids")
+	return cmd
+}
+
+func stateOf(w *v1.Workload) string {
+	if w.State == "running" && !w.Ready {
+		return "running (not ready)"
+	}
+	return w.State
+}
+
+func portsOf(s *v1.WorkloadSpec) string {
+	var parts []string
+	for k, v := range s.GetPorts() {
+		parts = append(parts, fmt.Sprintf("%s->%d", k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func newInspectCmd(api *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect ID",
+		Short: "Show everything known about a workload, as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := spec.ValidateID(args[0]); err != nil {
+				return err
+			}
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext()
+			defer cancel()
+			res, err := c.workloads.Get(ctx, connect.NewRequest(&v1.GetRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			return printJSON(res.Msg.Workload)
+		},
+	}
+}
+
+func newLogsCmd(api *apiFlags) *cobra.Command {
+	var follow bool
+	var tail int32
+	cmd := &cobra.Command{
+		Use:   "logs [-f] ID",
+		Short: "Print a workload's output (stdout and stderr)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := spec.ValidateID(args[0]); err != nil {
+				return err
+			}
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext()
+			defer cancel()
+			stream, err := c.workloads.Logs(ctx, connect.NewRequest(&v1.LogsRequest{Id: args[0], Follow: follow, Tail: tail}))
+			if err != nil {
+				return err
+			}
+			defer stream.Close()
+			for stream.Receive() {
+				os.Stdout.Write(stream.Msg().Data)
+			}
+			if err := stream.Err(); err != nil && ctx.Err() == nil {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	cmd.Flags().Int32Var(&tail, "tail", 0, "start this many lines from the end (0: all)")
+	return cmd
+}
+
+func newStopCmd(api *apiFlags) *cobra.Command {
+	var timeout int32
+	cmd := &cobra.Command{
+		Use:   "stop ID...",
+		Short: "Stop workloads (SIGTERM, then SIGKILL after --timeout); records and logs stay",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachID(api, args, func(ctx context.Context, c *client, id string) error {
+				_, err := c.workloads.Stop(ctx, connect.NewRequest(&v1.StopRequest{Id: id, TimeoutSeconds: timeout}))
+				return err
+			})
+		},
+	}
+	cmd.Flags().Int32Var(&timeout, "timeout", 0, "seconds to wait after SIGTERM (default 10)")
+	return cmd
+}
+
+func newRmCmd(api *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm ID...",
+		Aliases: []string{"remove"},
+		Short:   "Stop workloads if needed and delete every trace of them",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachID(api, args, func(ctx context.Context, c *client, id string) error {
+				_, err := c.workloads.Remove(ctx, connect.NewRequest(&v1.RemoveRequest{Id: id}))
+				return err
+			})
+		},
+	}
+}
+
+// eachID runs fn for every id, printing each id that succeeded, and fails
+// if any failed.
+func eachID(api *apiFlags, ids []string, fn func(context.Context, *client, string) error) error {
+	for _, id := range ids {
+		if err := spec.ValidateID(id); err != nil {
+			return err
+		}
+	}
+	c, err := api.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cmdContext()
+	defer cancel()
+	var failed []error
+	for _, id := range ids {
+		if err := fn(ctx, c, id); err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", id, explain(err)))
+			continue
+		}
+		fmt.Println(id)
+	}
+	return errors.Join(failed...)
+}
+
+func newInfoCmd(api *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "info",
+		Short: "Show the node's name, capacity and isolations",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext()
+			defer cancel()
+			res, err := c.nodes.Info(ctx, connect.NewRequest(&v1.InfoRequest{}))
+			if err != nil {
+				return err
+			}
+			return printJSON(res.Msg)
+		},
+	}
+}
+
+// printJSON prints v; protobuf messages use their JSON mapping, so field
+// names match the API's.
+func printJSON(v any) error {
+	if m, ok := v.(proto.Message); ok {
+		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Printf("%s\n", b)
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

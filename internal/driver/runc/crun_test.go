@@ -1,0 +1,51 @@
+package runc
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+)
+
+// TestCrun runs the lifecycle, limits, a tty exec and logs with crun, which
+// on this kind of host needs the hybrid-cgroup wrapper.
+func TestCrun(t *testing.T) {
+	t.Parallel()
+	d := newTestDriver(t, "crun")
+	if d.name != "crun" {
+		t.Fatalf("driver for crun calls itself %q", d.name)
+	}
+	t.Logf("crun command: %s", d.rt.Command)
+	testLifecycle(t, d)
+
+	cfg := testConfig(testRootfs(t), "sh", "-c", "echo hello from crun; sleep 1000")
+	cfg.Spec.Cores, cfg.Spec.MemoryMiB = 0.25, 48
+	run(t, d, cfg)
+	if detectCgroups() != cgroupUnified {
+		testLimits(t, d, cfg)
+	}
+	out := &syncBuffer{}
+	resize := make(chan driver.TermSize, 1)
+	resize <- driver.TermSize{Rows: 21, Cols: 61}
+	code, err := d.Exec(testCtx(t), cfg.ID, driver.ExecConfig{Args: []string{"sh", "-c", "stty size; exit 6"}, IO: driver.IO{Stdout: out, Tty: true, Resize: resize}})
+	if err != nil || code != 6 {
+		t.Fatalf("crun tty exec: %d, %v; output %q", code, err, out.String())
+	}
+	mustContain(t, "crun tty exec", out.String(), "21 61")
+	waitFor(t, "crun workload's log", func() bool {
+		return logText(t, d, cfg.ID, driver.LogOptions{}) == "hello from crun\n"
+	})
+
+	d2 := restarted(t, d)
+	st, err := d2.Recover(testCtx(t), cfg)
+	if err != nil || st.State != driver.StateRunning {
+		t.Fatalf("crun Recover: %+v, %v", st, err)
+	}
+	if err := d2.Stop(testCtx(t), cfg.ID, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Start(testCtx(t), cfg.ID); err != nil {
+		t.Fatalf("crun restart: %v", err)
+	}
+	execOK(t, d2, cfg.ID, "true")
+}

@@ -1,0 +1,187 @@
+// Package runc runs workloads as OCI containers with runc or crun.
+//
+// Nothing of hypercore stays alive per workload: the runtime is started
+// detached, the container's stdout and stderr are an O_APPEND log file and
+// its stdin a FIFO, all handed straight to the container. A daemon killed
+// with -9 leaves its containers running and logging, and a new Driver on the
+// same StateDir picks them up with Recover.
+//
+// Each workload lives in <StateDir>/<id>/: the OCI bundle (config.json), the
+// overlay upper/ and work/ dirs over the shared image rootfs, the merged
+// rootfs/, the log, the stdin FIFO, /etc files and, when the node gave no
+// network namespace, the workload's own netns bind mount.
+package runc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	gorunc "github.com/containerd/go-runc"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+)
+
+// Defaults for Options fields left at zero.
+const (
+	DefaultLogMaxBytes   = 10 << 20
+	DefaultLogKeep       = 3
+	DefaultLogCheckEvery = time.Minute
+)
+
+// Options configures a Driver.
+type Options struct {
+	// Runtime is "runc" (the default) or "crun", as a name found in PATH or
+	// a path.
+	Runtime string
+	// StateDir holds one directory per workload and the runtime's own
+	// state (its --root). It must be on a local filesystem that can be an
+	// overlay upper dir, such as ext4 or xfs.
+	StateDir string
+	// LogMaxBytes is the size at which a workload's log is rotated.
+	LogMaxBytes int64
+	// LogKeep is how many rotated log generations are kept.
+	LogKeep int
+	// LogCheckEvery is how often the Driver checks logs for rotation in
+	// the background. Negative turns the check off; call RotateLogs instead.
+	LogCheckEvery time.Duration
+}
+
+// Driver runs workloads as containers with an OCI runtime. It implements
+// driver.Driver.
+type Driver struct {
+	opts    Options
+	name    string // "runc" or "crun", for messages
+	rt      *gorunc.Runc
+	rtState string // the runtime's --root
+	locks   idLocks
+
+	stopRotation chan struct{}
+	rotationDone chan struct{}
+	closeOnce    sync.Once
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New checks that the runtime is installed, prepares StateDir and starts
+// the background log rotation. Close stops the rotation; the workloads keep
+// running.
+func New(opts Options) (*Driver, error) {
+	if opts.Runtime == "" {
+		opts.Runtime = "runc"
+	}
+	if opts.StateDir == "" {
+		return nil, errors.New("runc driver: StateDir is required (for example <data-dir>/containers)")
+	}
+	stateDir, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("runc driver: state dir: %w", err)
+	}
+	opts.StateDir = stateDir
+	if opts.LogMaxBytes <= 0 {
+		opts.LogMaxBytes = DefaultLogMaxBytes
+	}
+	if opts.LogKeep <= 0 {
+		opts.LogKeep = DefaultLogKeep
+	}
+	if opts.LogCheckEvery == 0 {
+		opts.LogCheckEvery = DefaultLogCheckEvery
+	}
+
+	binary, err := exec.LookPath(opts.Runtime)
+	if err != nil {
+		pkg := filepath.Base(opts.Runtime)
+		return nil, fmt.Errorf("runc driver: OCI runtime %q not found: %w; install it with `apt-get install %s` or `make deps`", opts.Runtime, err, pkg)
+	}
+	if err := ensureCgroupMounts(); err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
+	}
+	name := "runc"
+	if strings.Contains(filepath.Base(binary), "crun") {
+		name = "crun"
+	}
+	d := &Driver{
+		opts:         opts,
+		name:         name,
+		rtState:      filepath.Join(stateDir, name+"-root"),
+		stopRotation: make(chan struct{}),
+		rotationDone: make(chan struct{}),
+	}
+	for _, dir := range []string{stateDir, d.rtState} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("runc driver: create state dir: %w", err)
+		}
+	}
+	command := binary
+	if name == "crun" {
+		if command, err = crunCommand(binary, stateDir); err != nil {
+			return nil, err
+		}
+	}
+	d.rt = &gorunc.Runc{
+		Command: command,
+		Root:    d.rtState,
+		// A process group of its own keeps the runtime, and the container
+		// it forks, out of reach of signals sent to the daemon's group
+		// (Ctrl-C in a terminal).
+		Setpgid: true,
+	}
+	go d.rotateLoop()
+	return d, nil
+}
+
+// Close stops the background log rotation. Workloads are not touched.
+func (d *Driver) Close() error {
+	d.closeOnce.Do(func() {
+		close(d.stopRotation)
+		<-d.rotationDone
+	})
+	return nil
+}
+
+// Capabilities reports what this driver supports. Tty is true because Exec
+// can give a process a terminal; Attach does not support tty workloads yet.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Isolation: spec.IsolationContainer, Exec: true, Attach: true, Tty: true}
+}
+
+// paths names the files of one workload.
+type paths struct {
+	dir, config, rootfs, upper, work, log, stdin, netns string
+	hosts, resolv, hostname, startedAt, finishedAt      string
+}
+
+func (d *Driver) paths(id string) paths {
+	dir := filepath.Join(d.opts.StateDir, id)
+	return paths{
+		dir:        dir,
+		config:     filepath.Join(dir, "config.json"),
+		rootfs:     filepath.Join(dir, "rootfs"),
+		upper:      filepath.Join(dir, "upper"),
+		work:       filepath.Join(dir, "work"),
+		log:        filepath.Join(dir, "container.log"),
+		stdin:      filepath.Join(dir, "stdin"),
+		netns:      filepath.Join(dir, "netns"),
+		hosts:      filepath.Join(dir, "hosts"),
+		resolv:     filepath.Join(dir, "resolv.conf"),
+		hostname:   filepath.Join(dir, "hostname"),
+		startedAt:  filepath.Join(dir, "started-at"),
+		finishedAt: filepath.Join(dir, "finished-at"),
+	}
+}
+
+// withLog returns a copy of the runtime client that writes the runtime's
+// own messages, as JSON, to logPath. Commands whose stderr belongs to the
+// container or the caller use it so their errors can still be reported.
+func (d *Driver) withLog(logPath string) *gorunc.Runc {
+	r := *d.rt
+	r.Log = logPath
+	r.LogFormat = gorunc.JSON
+	return &r
+}

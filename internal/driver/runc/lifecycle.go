@@ -1,0 +1,396 @@
+package runc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	gorunc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/logfile"
+)
+
+// How Stop waits.
+const (
+	stopPoll = 50 * time.Millisecond
+	// killWait bounds the wait after SIGKILL, which only a process stuck
+	// in the kernel (D state, frozen cgroup) survives for long.
+	killWait = 10 * time.Second
+)
+
+// Create prepares the workload's bundle, mounts its rootfs and has the
+// runtime create the container, whose process waits for Start. Anything
+// left of an earlier Create of the same id is removed first.
+func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
+	if err := checkID(cfg.ID); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(cfg.Rootfs) {
+		return fmt.Errorf("create %s: image rootfs %q is not an absolute path", cfg.ID, cfg.Rootfs)
+	}
+	if fi, err := os.Stat(cfg.Rootfs); err != nil || !fi.IsDir() {
+		return fmt.Errorf("create %s: image rootfs %q is not a directory (is the image unpacked?): %v", cfg.ID, cfg.Rootfs, err)
+	}
+	unlock := d.locks.lock(cfg.ID)
+	defer unlock()
+
+	if err := d.destroy(ctx, cfg.ID); err != nil {
+		return fmt.Errorf("create %s: remove what an earlier attempt left: %w", cfg.ID, err)
+	}
+	p := d.paths(cfg.ID)
+	err := d.setupHost(cfg, p)
+	if err == nil {
+		err = d.runtimeCreate(ctx, cfg.ID, p)
+	}
+	if err != nil {
+		// Leave nothing half made; the error says what went wrong.
+		_ = d.destroy(context.WithoutCancel(ctx), cfg.ID)
+		return fmt.Errorf("create %s: %w", cfg.ID, err)
+	}
+	return nil
+}
+
+// setupHost makes everything on the host a workload needs from cfg: dirs,
+// overlay mount, netns, /etc files and config.json. Each step is skipped
+// when already done, so Recover can run it on a half-intact workload.
+func (d *Driver) setupHost(cfg driver.Config, p paths) error {
+	if err := mkdirs(p); err != nil {
+		return err
+	}
+	if err := mountOverlay(cfg.Rootfs, p); err != nil {
+		return err
+	}
+	netns, own := cfg.Network.NetNSPath, cfg.Network.NetNSPath == ""
+	if own {
+		if err := ensureNetNS(p.netns); err != nil {
+			return err
+		}
+		netns = p.netns
+	} else if err := removeNetNS(p.netns); err != nil {
+		// The node now provides the netns; drop one we made earlier.
+		return err
+	}
+	if err := writeEtcFiles(p, hostnameFor(cfg), cfg.Network.IP); err != nil {
+		return err
+	}
+	s, err := buildSpec(cfg, p, netns, own, canLimitSwap())
+	if err != nil {
+		return err
+	}
+	return writeSpec(p.config, s)
+}
+
+// remount redoes the mounts a stopped workload needs to start again, as
+// recorded in its config.json: after a reboot they are gone.
+func (d *Driver) remount(p paths, s *specs.Spec) error {
+	lower := s.Annotations[annLowerDir]
+	if lower == "" {
+		return fmt.Errorf("%s names no image rootfs; create the workload again", p.config)
+	}
+	if err := mountOverlay(lower, p); err != nil {
+		return err
+	}
+	if own, _ := strconv.ParseBool(s.Annotations[annOwnNetNS]); own {
+		return ensureNetNS(p.netns)
+	}
+	return nil
+}
+
+// runtimeCreate has the runtime create the container with the log file as
+// stdout and stderr and the FIFO as stdin.
+func (d *Driver) runtimeCreate(ctx context.Context, id string, p paths) error {
+	out, err := logfile.OpenWriter(p.log)
+	if err != nil {
+		return err
+	}
+	in, err := openStdinFIFO(p.stdin)
+	if err != nil {
+		out.Close()
+		return err
+	}
+	// The container holds its own copies once created.
+	stdio := &fileIO{stdin: in, out: out}
+	defer stdio.Close()
+	ol, err := newOpLog(p.dir)
+	if err != nil {
+		return err
+	}
+	defer ol.remove()
+	if err := d.withLog(ol.path).Create(ctx, id, p.dir, &gorunc.CreateOpts{IO: stdio}); err != nil {
+		return fmt.Errorf("%s create: %w", d.name, ol.wrap(err))
+	}
+	return nil
+}
+
+// Start starts a created workload. A running workload is left alone. A
+// stopped one, or one the runtime forgot (host reboot), is created again
+// from its bundle and started, appending to the same log.
+func (d *Driver) Start(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	unlock := d.locks.lock(id)
+	defer unlock()
+	p := d.paths(id)
+
+	c, err := d.state(ctx, id)
+	switch {
+	case errors.Is(err, errUnknown):
+		if err := d.recreate(ctx, id, p); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case c.Status == rtRunning || c.Status == rtPaused:
+		return nil
+	case c.Status == rtCreated:
+		// Ready: the process waits for the start below.
+	case c.Status == rtStopped:
+		if err := d.forceDelete(ctx, id); err != nil {
+			return fmt.Errorf("start %s: %w", id, err)
+		}
+		if err := d.recreate(ctx, id, p); err != nil {
+			return err
+		}
+	}
+
+	ol, err := newOpLog(p.dir)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	defer ol.remove()
+	if err := d.withLog(ol.path).Start(ctx, id); err != nil {
+		return fmt.Errorf("start %s: %s start: %w", id, d.name, ol.wrap(err))
+	}
+	_ = os.Remove(p.finishedAt)
+	writeTime(p.startedAt)
+	return nil
+}
+
+// recreate creates the runtime's container again from an existing bundle.
+func (d *Driver) recreate(ctx context.Context, id string, p paths) error {
+	s, err := readSpec(p.config)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("start %s: %w", id, driver.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	if err := d.remount(p, s); err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	if err := d.runtimeCreate(ctx, id, p); err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	return nil
+}
+
+// Stop sends SIGTERM to the workload's main process, waits up to timeout
+// for it to end, then kills every process in it. A workload that is
+// stopped or gone is not an error.
+func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	unlock := d.locks.lock(id)
+	defer unlock()
+
+	c, err := d.state(ctx, id)
+	if errors.Is(err, errUnknown) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch c.Status {
+	case rtStopped:
+		return nil
+	case rtPaused:
+		// A frozen process cannot act on SIGTERM.
+		if err := d.rt.Resume(ctx, id); err != nil {
+			return fmt.Errorf("stop %s: %s resume: %w", id, d.name, err)
+		}
+	case rtCreated:
+		// The process has not started: nothing to shut down gracefully.
+		timeout = 0
+	}
+	if timeout > 0 {
+		if err := d.rt.Kill(ctx, id, int(syscall.SIGTERM), nil); err != nil {
+			if stopped, _ := d.isStopped(ctx, id); !stopped {
+				return fmt.Errorf("stop %s: %s kill TERM: %w", id, d.name, err)
+			}
+		}
+		if stopped, err := d.waitStopped(ctx, id, timeout); err != nil || stopped {
+			return d.stopped(id, err)
+		}
+	}
+	if err := d.rt.Kill(ctx, id, int(syscall.SIGKILL), &gorunc.KillOpts{All: true}); err != nil {
+		if stopped, _ := d.isStopped(ctx, id); !stopped {
+			return fmt.Errorf("stop %s: %s kill --all KILL: %w", id, d.name, err)
+		}
+	}
+	stopped, err := d.waitStopped(ctx, id, killWait)
+	if err == nil && !stopped {
+		err = fmt.Errorf("still running %v after SIGKILL", killWait)
+	}
+	return d.stopped(id, err)
+}
+
+// stopped records when the workload stopped, unless stopping failed.
+func (d *Driver) stopped(id string, err error) error {
+	if err != nil {
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	writeTime(d.paths(id).finishedAt)
+	return nil
+}
+
+func (d *Driver) isStopped(ctx context.Context, id string) (bool, error) {
+	c, err := d.state(ctx, id)
+	if errors.Is(err, errUnknown) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return c.Status == rtStopped, nil
+}
+
+// waitStopped polls the runtime until the workload stopped or timeout.
+func (d *Driver) waitStopped(ctx context.Context, id string, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		stopped, err := d.isStopped(ctx, id)
+		if err != nil || stopped || time.Now().After(deadline) {
+			return stopped, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(stopPoll):
+		}
+	}
+}
+
+// Delete kills the workload if it runs and removes it from the runtime and
+// the host: mounts, netns, logs, everything. Deleting what is not there is
+// not an error.
+func (d *Driver) Delete(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	unlock := d.locks.lock(id)
+	defer unlock()
+	if err := d.destroy(ctx, id); err != nil {
+		return fmt.Errorf("delete %s: %w", id, err)
+	}
+	return nil
+}
+
+// destroy removes every trace of id. The rootfs mount point is removed with
+// os.Remove, which refuses a non-empty dir, before anything is removed
+// recursively: a recursive removal must never walk into a mounted rootfs.
+func (d *Driver) destroy(ctx context.Context, id string) error {
+	p := d.paths(id)
+	if err := d.forceDelete(ctx, id); err != nil {
+		return err
+	}
+	if err := unmountAll(p.rootfs); err != nil {
+		return err
+	}
+	if err := removeNetNS(p.netns); err != nil {
+		return err
+	}
+	if err := os.Remove(p.rootfs); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove rootfs mount point (still mounted?): %w", err)
+	}
+	if err := os.RemoveAll(p.dir); err != nil {
+		return fmt.Errorf("remove workload dir: %w", err)
+	}
+	return nil
+}
+
+// Status reports what the runtime says about the workload. The exit code of
+// a stopped workload is -1: the runtime does not keep it, and no process of
+// ours waits for the workload to collect it.
+func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
+	if err := checkID(id); err != nil {
+		return driver.Status{}, err
+	}
+	p := d.paths(id)
+	st := driver.Status{StartedAt: readTime(p.startedAt)}
+	c, err := d.state(ctx, id)
+	switch {
+	case errors.Is(err, errUnknown):
+		if _, err := os.Stat(p.config); err != nil {
+			return driver.Status{}, fmt.Errorf("workload %s: %w", id, driver.ErrNotFound)
+		}
+		// A bundle the runtime forgot, as after a reboot: Start brings it back.
+		st.State, st.ExitCode = driver.StateStopped, -1
+	case err != nil:
+		return driver.Status{}, err
+	case c.Status == rtCreated:
+		st.State, st.Pid = driver.StateCreated, c.Pid
+	case c.Status == rtRunning || c.Status == rtPaused:
+		// A paused workload still has its processes; hypercore has no
+		// paused state of its own.
+		st.State, st.Pid = driver.StateRunning, c.Pid
+	case c.Status == rtStopped:
+		st.State, st.ExitCode = driver.StateStopped, -1
+	default:
+		st.State = driver.StateUnknown
+	}
+	if st.State == driver.StateStopped {
+		st.FinishedAt = readTime(p.finishedAt)
+	}
+	return st, nil
+}
+
+// Recover adopts a workload after the daemon restarted. A workload that is
+// still running needs nothing. For a stopped one (or one the runtime lost
+// in a reboot) the host setup is redone from cfg, remounting its rootfs
+// if needed, so that Start works; nothing is set up twice.
+func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status, error) {
+	if err := checkID(cfg.ID); err != nil {
+		return driver.Status{}, err
+	}
+	unlock := d.locks.lock(cfg.ID)
+	defer unlock()
+	p := d.paths(cfg.ID)
+
+	c, err := d.state(ctx, cfg.ID)
+	if err != nil && !errors.Is(err, errUnknown) {
+		return driver.Status{}, fmt.Errorf("recover %s: %w", cfg.ID, err)
+	}
+	if err == nil && c.Status != rtStopped {
+		return d.Status(ctx, cfg.ID)
+	}
+	if _, err := os.Stat(p.config); err != nil {
+		return driver.Status{}, fmt.Errorf("recover %s: %w", cfg.ID, driver.ErrNotFound)
+	}
+	if err := d.setupHost(cfg, p); err != nil {
+		return driver.Status{}, fmt.Errorf("recover %s: %w", cfg.ID, err)
+	}
+	return d.Status(ctx, cfg.ID)
+}
+
+func writeTime(path string) {
+	// Best effort: only Status reads it, and a missing time reads as zero.
+	_ = os.WriteFile(path, []byte(time.Now().UTC().Format(time.RFC3339Nano)), 0o644)
+}
+
+func readTime(path string) time.Time {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339Nano, string(data))
+	return t
+}

@@ -1,0 +1,161 @@
+package runc
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+)
+
+func TestLogs(t *testing.T) {
+	t.Parallel()
+	d := newTestDriver(t, "runc")
+	cfg := testConfig(testRootfs(t), "sh", "-c", "echo hello; echo err >&2; sleep 1000")
+	run(t, d, cfg)
+	waitFor(t, "both lines in the log", func() bool {
+		return logText(t, d, cfg.ID, driver.LogOptions{}) == "hello\nerr\n"
+	})
+	if got := logText(t, d, cfg.ID, driver.LogOptions{Tail: 1}); got != "err\n" {
+		t.Errorf("tail 1 = %q, want the last line", got)
+	}
+
+	ctx, cancel := context.WithCancel(testCtx(t))
+	r, err := d.Logs(ctx, cfg.ID, driver.LogOptions{Follow: true, Tail: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	lines := scanLines(r)
+	expectLine(t, lines, "err")
+	// Written by another process through the workload's own stdout.
+	execOK(t, d, cfg.ID, "sh", "-c", "echo later >> /proc/1/fd/1")
+	expectLine(t, lines, "later")
+
+	// Rotation under a follower: nothing is lost or repeated.
+	d.opts.LogMaxBytes = 1
+	if err := d.RotateLogs(); err != nil {
+		t.Fatal(err)
+	}
+	execOK(t, d, cfg.ID, "sh", "-c", "echo rotated >> /proc/1/fd/1")
+	expectLine(t, lines, "rotated")
+	if got := logText(t, d, cfg.ID, driver.LogOptions{}); got != "hello\nerr\nlater\nrotated\n" {
+		t.Errorf("history across rotation = %q", got)
+	}
+
+	cancel()
+	expectEnd(t, lines)
+}
+
+// TestAttach writes to the workload's stdin and reads its output, twice, to
+// show that detaching does not end the workload's input.
+func TestAttach(t *testing.T) {
+	t.Parallel()
+	d := newTestDriver(t, "runc")
+	cfg := testConfig(testRootfs(t), "sh", "-c", `while read line; do echo "got $line"; done; echo "stdin closed"`)
+	run(t, d, cfg)
+
+	for _, word := range []string{"ping", "pong"} {
+		ctx, cancel := context.WithCancel(testCtx(t))
+		inR, inW := io.Pipe()
+		out := &syncBuffer{}
+		done := make(chan error, 1)
+		go func() { done <- d.Attach(ctx, cfg.ID, driver.IO{Stdin: inR, Stdout: out}) }()
+		if _, err := io.WriteString(inW, word+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the echo of "+word, func() bool { return strings.Contains(out.String(), "got "+word) })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Attach: %v", err)
+		}
+		inW.Close()
+	}
+	if strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "stdin closed") {
+		t.Error("the workload saw end of input after a detach")
+	}
+	st, err := d.Status(testCtx(t), cfg.ID)
+	if err != nil || st.State != driver.StateRunning {
+		t.Errorf("after detaching: %+v, %v; want still running", st, err)
+	}
+
+	// Attach ends when the workload stops.
+	done := make(chan error, 1)
+	go func() { done <- d.Attach(testCtx(t), cfg.ID, driver.IO{Stdout: io.Discard}) }()
+	if err := d.Stop(testCtx(t), cfg.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Attach: %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("Attach did not return after the workload stopped")
+	}
+
+	tty := testConfig(testRootfs(t), "sleep", "1000")
+	tty.Spec.Tty = true
+	run(t, d, tty)
+	err = d.Attach(testCtx(t), tty.ID, driver.IO{Stdout: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Errorf("Attach to a tty workload: %v, want a clear not-supported error", err)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func scanLines(r io.Reader) <-chan string {
+	ch := make(chan string, 100)
+	go func() {
+		defer close(ch)
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			ch <- s.Text()
+		}
+	}()
+	return ch
+}
+
+func expectLine(t *testing.T, ch <-chan string, want string) {
+	t.Helper()
+	select {
+	case got, ok := <-ch:
+		if !ok || got != want {
+			t.Fatalf("got line %q (open %v), want %q", got, ok, want)
+		}
+	case <-time.After(waitLimit):
+		t.Fatalf("no line within %v, want %q", waitLimit, want)
+	}
+}
+
+func expectEnd(t *testing.T, ch <-chan string) {
+	t.Helper()
+	select {
+	case got, ok := <-ch:
+		if ok {
+			t.Fatalf("got line %q, want the end of the stream", got)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the stream did not end")
+	}
+}
