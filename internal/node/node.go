@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -69,7 +68,7 @@ type Node struct {
 	placeMu sync.Mutex // placement decisions see each other's reservations
 	locks   keyedMutex // one operation at a time per workload
 
-	stop chan struct{}
+	quit chan struct{}
 	done chan struct{}
 }
 
@@ -100,7 +99,7 @@ func New(cfg Config, p Parts) (*Node, error) {
 	return &Node{
 		cfg: cfg, Parts: p, log: cfg.Log,
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		quit: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
 
@@ -125,7 +124,7 @@ func (n *Node) Start(ctx context.Context) error {
 
 // Close stops watching. Workloads keep running: the next daemon recovers them.
 func (n *Node) Close() {
-	close(n.stop)
+	close(n.quit)
 	<-n.done
 }
 
@@ -234,21 +233,26 @@ func (n *Node) start(ctx context.Context, w store.Workload) (store.Workload, err
 	if drv == nil {
 		return w, fmt.Errorf("%w: node %s cannot run %q workloads", ErrUnsupported, n.cfg.Name, w.Spec.Isolation)
 	}
+	t0 := time.Now()
 	img, err := n.Images.Ensure(ctx, w.Spec.Image, nil)
 	if err != nil {
 		return w, err
 	}
+	t1 := time.Now()
 	att, err := n.Network.Attach(ctx, w.ID)
 	if err != nil {
 		return w, fmt.Errorf("node: network for %s: %w", w.ID, err)
 	}
+	t2 := time.Now()
 	cfg := n.driverConfig(w, img, att)
 	if err := drv.Create(ctx, cfg); err != nil {
 		return w, fmt.Errorf("node: create %s: %w", w.ID, err)
 	}
+	t3 := time.Now()
 	if err := drv.Start(ctx, w.ID); err != nil {
 		return w, fmt.Errorf("node: start %s: %w", w.ID, err)
 	}
+	t4 := time.Now()
 	st, err := drv.Status(ctx, w.ID)
 	if err != nil {
 		return w, fmt.Errorf("node: status of %s: %w", w.ID, err)
@@ -262,7 +266,8 @@ func (n *Node) start(ctx context.Context, w store.Workload) (store.Workload, err
 		return w, fmt.Errorf("node: record %s: %w", w.ID, err)
 	}
 	n.setRoute(w)
-	n.log.Info("workload started", "id", w.ID, "image", w.Spec.Image, "ip", w.IP, "pid", w.Pid)
+	n.log.Info("workload started", "id", w.ID, "image", w.Spec.Image, "ip", w.IP, "pid", w.Pid,
+		"image_ms", ms(t1.Sub(t0)), "network_ms", ms(t2.Sub(t1)), "create_ms", ms(t3.Sub(t2)), "start_ms", ms(t4.Sub(t3)))
 	return w, nil
 }
 
@@ -353,15 +358,21 @@ func (n *Node) List() ([]store.Workload, error) { return n.Store.List() }
 
 // Stop ends id's process, takes it off the proxy and frees its network. The
 // record and logs stay until Remove.
+// A timeout of 0 means the node's default.
 func (n *Node) Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
+	if timeout <= 0 {
+		timeout = n.cfg.StopTimeout
+	}
+	return n.stop(ctx, id, timeout)
+}
+
+// stop is Stop with an exact grace period; 0 kills at once.
+func (n *Node) stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
 	unlock := n.locks.lock(id)
 	defer unlock()
 	w, err := n.Store.Get(id)
 	if err != nil {
 		return w, err
-	}
-	if timeout <= 0 {
-		timeout = n.cfg.StopTimeout
 	}
 	ctx = context.WithoutCancel(ctx)
 	// Desired state first: if we crash halfway, recovery finishes the stop.
@@ -385,14 +396,15 @@ func (n *Node) Stop(ctx context.Context, id string, timeout time.Duration) (stor
 	return w, err
 }
 
-// Remove stops id if it runs and deletes every trace of it.
+// Remove kills id at once if it runs, as `docker rm -f` does, and deletes
+// every trace of it. Stop first for a graceful end.
 func (n *Node) Remove(ctx context.Context, id string) error {
 	w, err := n.Store.Get(id)
 	if err != nil {
 		return err
 	}
 	if w.Desired == store.DesiredRunning || w.State != store.StateStopped {
-		if _, err := n.Stop(ctx, id, 0); err != nil {
+		if _, err := n.stop(ctx, id, 0); err != nil {
 			return err
 		}
 	}
@@ -485,6 +497,8 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	}
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 func totalMemoryMiB() int64 {
 	data, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
@@ -496,5 +510,3 @@ func totalMemoryMiB() int64 {
 	}
 	return kb / 1024
 }
-
-var _ = netip.Addr{}

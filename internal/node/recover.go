@@ -136,7 +136,7 @@ func (n *Node) watch() {
 	defer t.Stop()
 	for {
 		select {
-		case <-n.stop:
+		case <-n.quit:
 			return
 		case <-t.C:
 			n.checkAll()

@@ -152,8 +152,14 @@ func (s *Server) handleStopSeed(w http.ResponseWriter, r *http.Request) {
 	s.stop(w, r, id)
 }
 
+// stop takes an optional ?timeout=SECONDS, the grace period after SIGTERM.
 func (s *Server) stop(w http.ResponseWriter, r *http.Request, id string) {
-	wl, err := s.b.Stop(r.Context(), id, 0)
+	timeout, err := spec.ParseStopTimeout(r.URL.Query().Get("timeout"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	wl, err := s.b.Stop(r.Context(), id, timeout)
 	if err != nil {
 		s.fail(w, err)
 		return

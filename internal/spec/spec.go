@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -327,4 +328,20 @@ func ParseBool(field, s string) (bool, error) {
 		return true, nil
 	}
 	return false, fieldErr(field, "%q is not a boolean (use 1 or 0)", truncate(s, 20))
+}
+
+// MaxStopTimeout bounds how long a stop may wait for a graceful exit.
+const MaxStopTimeout = time.Hour
+
+// ParseStopTimeout reads a stop grace period in whole seconds; "" is 0,
+// which means the node's default.
+func ParseStopTimeout(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || time.Duration(n)*time.Second > MaxStopTimeout {
+		return 0, fieldErr("timeout", "%q is not a number of seconds from 0 to 3600", truncate(s, 20))
+	}
+	return time.Duration(n) * time.Second, nil
 }

@@ -3,11 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
 
 type spawnAnswer struct {
@@ -16,9 +16,9 @@ type spawnAnswer struct {
 	Node string `json:"node"`
 }
 
-func spawn(t *testing.T, n *node, body string) spawnAnswer {
+func spawn(t *testing.T, n *harness.Node, body string) spawnAnswer {
 	t.Helper()
-	code, out := n.api("POST", "/spawn", body)
+	code, out := n.API("POST", "/spawn", body)
 	if code != 200 {
 		t.Fatalf("spawn: %d %s", code, out)
 	}
@@ -29,9 +29,9 @@ func spawn(t *testing.T, n *node, body string) spawnAnswer {
 	return a
 }
 
-func workloadCount(t *testing.T, n *node) int {
+func workloadCount(t *testing.T, n *harness.Node) int {
 	t.Helper()
-	code, out := n.api("GET", "/list", "")
+	code, out := n.API("GET", "/list", "")
 	if code != 200 {
 		t.Fatalf("list: %d %s", code, out)
 	}
@@ -45,15 +45,13 @@ func workloadCount(t *testing.T, n *node) int {
 // TestSingleNode walks the black-box contract of the single-node issue:
 // token, spawn, proxy, list, bad input, kill -9 and recovery, stop.
 func TestSingleNode(t *testing.T) {
-	ns := newNetNS(t)
-	ref := startRegistry(t, ns)
-	n := startNode(t, ns, filepath.Join(t.TempDir(), "data"))
+	n, ref := newNode(t)
 
-	code, out := n.apiAs("GET", "/list", "", "")
+	code, out := n.APIAs("GET", "/list", "", "")
 	if code != 401 || !strings.Contains(out, "api-token") {
 		t.Fatalf("no token: %d %s, want 401 naming the token file", code, out)
 	}
-	if code, _ := n.apiAs("POST", "/spawn", `{"image_ref":"x"}`, "wrong"); code != 401 {
+	if code, _ := n.APIAs("POST", "/spawn", `{"image_ref":"x"}`, "wrong"); code != 401 {
 		t.Fatalf("wrong token: %d, want 401", code)
 	}
 
@@ -62,13 +60,13 @@ func TestSingleNode(t *testing.T) {
 		t.Fatalf("url %q, want %s.localhost", a.URL, a.ID)
 	}
 	host := a.ID + ".localhost"
-	if code, body := n.page(80, host); code != 200 || body != testutil.IndexHTML {
+	if code, body := n.Page(80, host); code != 200 || body != testutil.IndexHTML {
 		t.Fatalf("proxy: %d %q", code, body)
 	}
-	if code, _ := n.page(80, "0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70.localhost"); code != 404 {
+	if code, _ := n.Page(80, "0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70.localhost"); code != 404 {
 		t.Fatalf("unknown id through proxy: %d, want 404", code)
 	}
-	code, out = n.api("GET", "/list", "")
+	code, out = n.API("GET", "/list", "")
 	if code != 200 || !strings.Contains(out, a.ID) || !strings.Contains(out, `"state": "running"`) {
 		t.Fatalf("list: %d %s", code, out)
 	}
@@ -92,7 +90,7 @@ func TestSingleNode(t *testing.T) {
 		"bad env":        {"POST", "/spawn", `{"image_ref":"` + ref + `","env":["no-equals"]}`, "env"},
 	}
 	for name, c := range bad {
-		code, out := n.api(c.method, c.path, c.body)
+		code, out := n.API(c.method, c.path, c.body)
 		var e struct{ Error, Field string }
 		json.Unmarshal([]byte(out), &e)
 		if code != 400 || e.Field != c.field || e.Error == "" {
@@ -102,46 +100,46 @@ func TestSingleNode(t *testing.T) {
 	if after := workloadCount(t, n); after != before {
 		t.Fatalf("bad input changed the workload count from %d to %d", before, after)
 	}
-	if code, out := n.api("GET", "/logs?id=0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70", ""); code != 404 {
+	if code, out := n.API("GET", "/logs?id=0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70", ""); code != 404 {
 		t.Fatalf("logs of unknown id: %d %s, want 404", code, out)
 	}
 
 	// dry_run places and starts nothing.
-	code, out = n.api("POST", "/spawn", `{"image_ref":"`+ref+`","dry_run":true}`)
+	code, out = n.API("POST", "/spawn", `{"image_ref":"`+ref+`","dry_run":true}`)
 	if code != 200 || !strings.Contains(out, `"dry_run": true`) || workloadCount(t, n) != before {
 		t.Fatalf("dry run: %d %s", code, out)
 	}
 
 	// The CLI finds the API and token in --data-dir by itself.
-	if out, err := n.cli("exec", a.ID, "--", "cat", "/www/index.html"); err != nil || out != testutil.IndexHTML {
+	if out, err := n.CLI("exec", a.ID, "--", "cat", "/www/index.html"); err != nil || out != testutil.IndexHTML {
 		t.Fatalf("cli exec: %v %q", err, out)
 	}
-	if out, err := n.cli("exec", a.ID, "--", "sh", "-c", "exit 7"); err == nil || !strings.Contains(err.Error(), "exit status 7") {
+	if out, err := n.CLI("exec", a.ID, "--", "sh", "-c", "exit 7"); err == nil || !strings.Contains(err.Error(), "exit status 7") {
 		t.Fatalf("cli exec exit code: %v %q, want exit status 7", err, out)
 	}
-	if out, err := n.cli("list"); err != nil || !strings.Contains(out, a.ID) {
+	if out, err := n.CLI("list"); err != nil || !strings.Contains(out, a.ID) {
 		t.Fatalf("cli list: %v %q", err, out)
 	}
-	n.page(80, host) // httpd -v logs each request
-	waitFor(t, "httpd's log line", 10e9, func() bool {
-		code, out := n.api("GET", "/logs?id="+a.ID, "")
+	n.Page(80, host) // httpd -v logs each request
+	harness.WaitFor(t, "httpd's log line", 10e9, func() bool {
+		code, out := n.API("GET", "/logs?id="+a.ID, "")
 		return code == 200 && strings.Contains(out, "response:200")
 	})
 
 	// kill -9 and restart: still running, served, nothing duplicated, same IP.
 	var before9 struct{ IP string }
-	_, out = n.api("GET", "/v1/workloads/"+a.ID, "")
+	_, out = n.API("GET", "/v1/workloads/"+a.ID, "")
 	json.Unmarshal([]byte(out), &before9)
 	if net.ParseIP(before9.IP) == nil {
 		t.Fatalf("workload has no IP: %s", out)
 	}
-	n.kill9()
-	n.start()
-	if code, body := n.page(80, host); code != 200 || body != testutil.IndexHTML {
+	n.Kill9()
+	n.Start()
+	if code, body := n.Page(80, host); code != 200 || body != testutil.IndexHTML {
 		t.Fatalf("after kill -9 and restart: %d %q", code, body)
 	}
 	var after9 struct{ IP, State string }
-	_, out = n.api("GET", "/v1/workloads/"+a.ID, "")
+	_, out = n.API("GET", "/v1/workloads/"+a.ID, "")
 	json.Unmarshal([]byte(out), &after9)
 	if after9.IP != before9.IP || after9.State != "running" {
 		t.Fatalf("after restart: %s, want running on %s", out, before9.IP)
@@ -149,18 +147,18 @@ func TestSingleNode(t *testing.T) {
 	if c := workloadCount(t, n); c != 1 {
 		t.Fatalf("after restart there are %d workloads, want 1", c)
 	}
-	if out, err := n.cli("exec", a.ID, "--", "cat", "/www/index.html"); err != nil || out != testutil.IndexHTML {
+	if out, err := n.CLI("exec", a.ID, "--", "cat", "/www/index.html"); err != nil || out != testutil.IndexHTML {
 		t.Fatalf("exec after restart: %v %q", err, out)
 	}
 
 	// Stop: the proxy forgets the host.
-	if code, out := n.api("POST", "/stop", `{"id":"`+a.ID+`"}`); code != 200 {
+	if code, out := n.API("POST", "/stop", `{"id":"`+a.ID+`"}`); code != 200 {
 		t.Fatalf("stop: %d %s", code, out)
 	}
-	if code, _ := n.page(80, host); code != 404 {
+	if code, _ := n.Page(80, host); code != 404 {
 		t.Fatalf("after stop: %d, want 404", code)
 	}
-	if code, out := n.api("DELETE", "/v1/workloads/"+a.ID, ""); code != 200 {
+	if code, out := n.API("DELETE", "/v1/workloads/"+a.ID, ""); code != 200 {
 		t.Fatalf("remove: %d %s", code, out)
 	}
 	if c := workloadCount(t, n); c != 0 {
@@ -171,11 +169,9 @@ func TestSingleNode(t *testing.T) {
 // TestSeedPortMap spawns with seed 000's {"443": 3000}-style map: with no
 // TLS configured, plain :80 serves it.
 func TestSeedPortMap(t *testing.T) {
-	ns := newNetNS(t)
-	ref := startRegistry(t, ns)
-	n := startNode(t, ns, filepath.Join(t.TempDir(), "data"))
+	n, ref := newNode(t)
 	a := spawn(t, n, `{"cores":0.5,"memory":64,"image_ref":"`+ref+`","ports":{"443":8080}}`)
-	if code, body := n.page(80, a.ID+".localhost"); code != 200 || body != testutil.IndexHTML {
+	if code, body := n.Page(80, a.ID+".localhost"); code != 200 || body != testutil.IndexHTML {
 		t.Fatalf("443 map on :80: %d %q", code, body)
 	}
 }

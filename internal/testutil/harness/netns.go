@@ -1,4 +1,6 @@
-package e2e
+// Package harness starts real hypercore daemons in network namespaces that
+// a test makes, for end-to-end tests and benchmarks.
+package harness
 
 import (
 	"context"
@@ -14,13 +16,16 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// netNS is a network namespace the test made, standing in for a fresh host.
-type netNS struct {
-	name string
+// NetNS is a network namespace the test made, standing in for a fresh host.
+type NetNS struct {
+	// Name is the name `ip netns` knows it by.
+	Name string
 	h    netns.NsHandle
 }
 
-func newNetNS(t *testing.T) *netNS {
+// NewNetNS makes a network namespace with loopback up, deleted when the
+// test ends.
+func NewNetNS(t testing.TB) *NetNS {
 	t.Helper()
 	var b [4]byte
 	rand.Read(b[:])
@@ -37,12 +42,12 @@ func newNetNS(t *testing.T) *netNS {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	return &netNS{name: name, h: h}
+	return &NetNS{Name: name, h: h}
 }
 
-// do runs fn on a thread inside the namespace. Sockets made there stay in
+// Do runs fn on a thread inside the namespace. Sockets made there stay in
 // the namespace after the thread switches back.
-func (n *netNS) do(fn func() error) error {
+func (n *NetNS) Do(fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -57,10 +62,11 @@ func (n *netNS) do(fn func() error) error {
 	return fn()
 }
 
-func (n *netNS) listen(t *testing.T, addr string) net.Listener {
+// Listen opens a TCP listener inside the namespace.
+func (n *NetNS) Listen(t testing.TB, addr string) net.Listener {
 	t.Helper()
 	var l net.Listener
-	err := n.do(func() (err error) {
+	err := n.Do(func() (err error) {
 		l, err = net.Listen("tcp", addr)
 		return err
 	})
@@ -70,28 +76,29 @@ func (n *netNS) listen(t *testing.T, addr string) net.Listener {
 	return l
 }
 
-func (n *netNS) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+// Dial connects from inside the namespace.
+func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
-	err := n.do(func() (err error) {
+	err := n.Do(func() (err error) {
 		c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
 		return err
 	})
 	return c, err
 }
 
-// client is an HTTP client whose connections start inside the namespace.
-func (n *netNS) client() *http.Client {
+// Client is an HTTP client whose connections start inside the namespace.
+func (n *NetNS) Client() *http.Client {
 	return &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
-			DialContext:       n.dial,
+			DialContext:       n.Dial,
 			DisableKeepAlives: true,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
 
-// command runs a program inside the namespace, as `ip netns exec` does.
-func (n *netNS) command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", n.name, name}, args...)...)
+// Command runs a program inside the namespace, as `ip netns exec` does.
+func (n *NetNS) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }
