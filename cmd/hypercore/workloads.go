@@ -16,8 +16,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hypercore-dev/hypercore/api/hypercore/v1"
 	"github.com/hypercore-dev/hypercore/internal/spec"
@@ -236,7 +234,11 @@ func newListCmd(api *apiFlags) *cobra.Command {
 				return err
 			}
 			if jsonOut {
-				return printJSON(res.Msg)
+				views := make([]workloadView, 0, len(res.Msg.Workloads))
+				for _, w := range res.Msg.Workloads {
+					views = append(views, viewOf(w))
+				}
+				return printJSON(views)
 			}
 			if quiet {
 				for _, w := range res.Msg.Workloads {
@@ -292,7 +294,7 @@ func newInspectCmd(api *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(res.Msg.Workload)
+			return printJSON(viewOf(res.Msg.Workload))
 		},
 	}
 }
@@ -411,17 +413,41 @@ func newInfoCmd(api *apiFlags) *cobra.Command {
 	}
 }
 
-// printJSON prints v; protobuf messages use their JSON mapping, so field
-// names match the API's.
-func printJSON(v any) error {
-	if m, ok := v.(proto.Message); ok {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Printf("%s\n", b)
-		return err
+// workloadView is how the CLI prints a workload as JSON: the REST API's
+// field names, with numbers as numbers (protojson would quote int64s and
+// deliberately varies its spacing).
+type workloadView struct {
+	ID          string           `json:"id"`
+	URL         string           `json:"url"`
+	Node        string           `json:"node"`
+	State       string           `json:"state"`
+	Ready       bool             `json:"ready"`
+	IP          string           `json:"ip,omitempty"`
+	Pid         int32            `json:"pid,omitempty"`
+	ImageRef    string           `json:"image_ref"`
+	ImageDigest string           `json:"image_digest,omitempty"`
+	Cores       float64          `json:"cores"`
+	Memory      int64            `json:"memory"`
+	Ports       map[string]int64 `json:"ports,omitempty"`
+	Env         []string         `json:"env,omitempty"`
+	Args        []string         `json:"args,omitempty"`
+	Isolation   string           `json:"isolation"`
+	Tty         bool             `json:"tty,omitempty"`
+	Error       string           `json:"error,omitempty"`
+	CreatedAt   time.Time        `json:"created_at"`
+}
+
+func viewOf(w *v1.Workload) workloadView {
+	s := w.GetSpec()
+	return workloadView{
+		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
+		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(),
+		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(),
+		Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}
+}
+
+func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
