@@ -722,10 +722,12 @@ func TestAdoptRebindsLiveNamespace(t *testing.T) {
 	mustOK(t, holder.Start())
 	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
 	live := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
-	var want unix.Stat_t
+	// Wait until nsenter has switched: compare with the bind mount itself,
+	// not /proc/self, which names the main thread's namespace.
+	var want, ws unix.Stat_t
+	mustOK(t, unix.Stat(first.NetNSPath, &ws))
 	waitUntil(t, func() bool {
-		var self unix.Stat_t
-		return unix.Stat(live, &want) == nil && unix.Stat("/proc/self/ns/net", &self) == nil && want.Ino != self.Ino
+		return unix.Stat(live, &want) == nil && want.Ino == ws.Ino && want.Dev == ws.Dev
 	})
 
 	mustOK(t, unix.Unmount(first.NetNSPath, unix.MNT_DETACH))
