@@ -21,9 +21,15 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
-// cmdContext is cancelled by Ctrl-C, so a long call stops cleanly.
-func cmdContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt)
+// connect returns a client of the node's API and a context that Ctrl-C
+// cancels, so a long call stops cleanly.
+func (f *apiFlags) connect() (*client, context.Context, context.CancelFunc, error) {
+	c, err := f.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	return c, ctx, cancel, nil
 }
 
 func newSpawnCmd(api *apiFlags) *cobra.Command {
@@ -79,11 +85,10 @@ Arguments after -- replace the image's command.`,
 			if _, err := spec.Build(protoInput(ps)); err != nil {
 				return err
 			}
-			c, err := api.client()
+			c, ctx, cancel, err := api.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
 			defer cancel()
 			if !dryRun {
 				if err := pullWithProgress(ctx, c, ps.ImageRef, quiet || jsonOut); err != nil {
@@ -204,11 +209,10 @@ func newPullCmd(api *apiFlags) *cobra.Command {
 		Short: "Fetch an image into the node's store (always asks the registry)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := api.client()
+			c, ctx, cancel, err := api.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
 			defer cancel()
 			return pullWithProgress(ctx, c, args[0], false)
 		},
@@ -223,11 +227,10 @@ func newListCmd(api *apiFlags) *cobra.Command {
 		Short:   "List workloads",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := api.client()
+			c, ctx, cancel, err := api.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
 			defer cancel()
 			res, err := c.workloads.List(ctx, connect.NewRequest(&v1.ListRequest{}))
 			if err != nil {
@@ -284,11 +287,10 @@ func newInspectCmd(api *apiFlags) *cobra.Command {
 			if err := spec.ValidateID(args[0]); err != nil {
 				return err
 			}
-			c, err := api.client()
+			c, ctx, cancel, err := api.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
 			defer cancel()
 			res, err := c.workloads.Get(ctx, connect.NewRequest(&v1.GetRequest{Id: args[0]}))
 			if err != nil {
@@ -310,11 +312,10 @@ func newLogsCmd(api *apiFlags) *cobra.Command {
 			if err := spec.ValidateID(args[0]); err != nil {
 				return err
 			}
-			c, err := api.client()
+			c, ctx, cancel, err := api.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
 			defer cancel()
 			stream, err := c.workloads.Logs(ctx, connect.NewRequest(&v1.LogsRequest{Id: args[0], Follow: follow, Tail: tail}))
 			if err != nil {
@@ -375,11 +376,10 @@ func eachID(api *apiFlags, ids []string, fn func(context.Context, *client, strin
 			return err
 		}
 	}
-	c, err := api.client()
+	c, ctx, cancel, err := api.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cmdContext()
 	defer cancel()
 	var failed []error
 	for _, id := range ids {
@@ -398,11 +398,10 @@ func newInfoCmd(api *apiFlags) *cobra.Command {
 		Short: "Show the node's name, capacity and isolations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := api.client()
+			c, ctx, cancel, err := api.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext()
 			defer cancel()
 			res, err := c.nodes.Info(ctx, connect.NewRequest(&v1.InfoRequest{}))
 			if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
+	"github.com/hypercore-dev/hypercore/internal/keylock"
 	"github.com/hypercore-dev/hypercore/internal/network"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/spec"
@@ -65,8 +66,8 @@ type Node struct {
 	cores     float64
 	memoryMiB int64
 
-	placeMu sync.Mutex // placement decisions see each other's reservations
-	locks   keyedMutex // one operation at a time per workload
+	placeMu sync.Mutex  // placement decisions see each other's reservations
+	locks   keylock.Map // one operation at a time per workload
 
 	quit chan struct{}
 	done chan struct{}
@@ -164,7 +165,7 @@ func (n *Node) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload
 	}
 	n.placeMu.Unlock()
 
-	unlock := n.locks.lock(w.ID)
+	unlock := n.locks.Lock(w.ID)
 	defer unlock()
 	ctx = context.WithoutCancel(ctx)
 	w, err := n.start(ctx, w)
@@ -368,7 +369,7 @@ func (n *Node) Stop(ctx context.Context, id string, timeout time.Duration) (stor
 
 // stop is Stop with an exact grace period; 0 kills at once.
 func (n *Node) stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
-	unlock := n.locks.lock(id)
+	unlock := n.locks.Lock(id)
 	defer unlock()
 	w, err := n.Store.Get(id)
 	if err != nil {
@@ -408,7 +409,7 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	unlock := n.locks.lock(id)
+	unlock := n.locks.Lock(id)
 	defer unlock()
 	ctx = context.WithoutCancel(ctx)
 	n.teardown(ctx, id)
@@ -461,40 +462,6 @@ func (n *Node) Attach(ctx context.Context, id string, stdio driver.IO) error {
 		return err
 	}
 	return drv.Attach(ctx, id, stdio)
-}
-
-// keyedMutex serializes work per key without one global lock.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyedEntry{}
-	}
-	e := k.m[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.m[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

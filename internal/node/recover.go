@@ -47,7 +47,7 @@ func (n *Node) recover(ctx context.Context) error {
 }
 
 func (n *Node) recoverOne(ctx context.Context, w store.Workload) error {
-	unlock := n.locks.lock(w.ID)
+	unlock := n.locks.Lock(w.ID)
 	defer unlock()
 	drv := n.Drivers[w.Spec.Isolation]
 	if drv == nil {
@@ -161,7 +161,7 @@ func (n *Node) checkAll() {
 }
 
 func (n *Node) check(ctx context.Context, w store.Workload) {
-	unlock := n.locks.lock(w.ID)
+	unlock := n.locks.Lock(w.ID)
 	defer unlock()
 	drv := n.Drivers[w.Spec.Isolation]
 	if drv == nil {
