@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,6 +41,9 @@ type daemonFlags struct {
 	nodeName    string
 	httpAddr    string
 	httpsAddr   string
+	tcpBind     string
+	tcpIdle     time.Duration
+	tcpMaxConns int
 	runtime     string
 	subnet      string
 	bridge      string
@@ -70,12 +72,15 @@ The node keeps running workloads across its own restarts and crashes: a new
 	f := cmd.Flags()
 	f.StringVar(&d.clusterBind, "cluster-bind-addr", "0.0.0.0:7946", "gossip address (used when nodes form a cluster)")
 	f.StringVar(&d.baseDomain, "cluster-base-url", "localhost", "base domain: workloads are served at <id>.<base>")
-	f.StringVar(&d.tlsCert, "cluster-tls-cert", "", "TLS certificate (PEM, e.g. a *.<base> wildcard) to serve HTTPS")
+	f.StringVar(&d.tlsCert, "cluster-tls-cert", "", "TLS certificate (PEM, e.g. a *.<base> wildcard) to serve HTTPS; reloaded when the file changes")
 	f.StringVar(&d.tlsKey, "cluster-tls-key", "", "TLS private key (PEM) for --cluster-tls-cert")
 	f.StringVar(&d.apiAddr, "grpc-bind-addr", defaultAPIAddr, "API address (gRPC, Connect and JSON on one port)")
 	f.StringVar(&d.nodeName, "node-name", "", "node name (default: the hostname)")
 	f.StringVar(&d.httpAddr, "http-addr", ":80", "proxy HTTP address")
 	f.StringVar(&d.httpsAddr, "https-addr", ":443", "proxy HTTPS address, used with --cluster-tls-cert")
+	f.StringVar(&d.tcpBind, "tcp-bind-addr", "0.0.0.0", "host address that raw TCP public ports (any port but 80/443, or tcp:N) listen on")
+	f.DurationVar(&d.tcpIdle, "tcp-idle-timeout", 10*time.Minute, "close a raw TCP connection after this long with no traffic either way")
+	f.IntVar(&d.tcpMaxConns, "tcp-max-conns", 1024, "most open connections per raw TCP public port; more are refused")
 	f.StringVar(&d.runtime, "runtime", "runc", "OCI runtime for containers: runc or crun")
 	f.StringVar(&d.subnet, "subnet", "10.77.0.0/16", "workload network; the bridge takes its first address")
 	f.StringVar(&d.bridge, "bridge", "hc0", "name of the node's bridge")
@@ -181,8 +186,37 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 }
 
 // startServers binds every listener first, so a port in use fails the start
-// with a clear error instead of leaving a half-running node.
+// with a clear error instead of leaving a half-running node. Raw TCP public
+// ports open after that, as routes need them.
 func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node, routes *proxy.Table, token string) ([]*http.Server, error) {
+	if _, err := netip.ParseAddr(d.tcpBind); err != nil {
+		return nil, fmt.Errorf("--tcp-bind-addr %q: want an IP address such as 0.0.0.0 or ::", d.tcpBind)
+	}
+	var certs proxy.CertSources
+	if d.tlsCert != "" {
+		cf, err := proxy.NewCertFile(d.tlsCert, d.tlsKey, log)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-tls-cert/--cluster-tls-key: %w", err)
+		}
+		certs = append(certs, cf)
+		log.Info("serving HTTPS with a certificate from files; it is reloaded when they change",
+			"cert", d.tlsCert, "names", cf.Leaf().DNSNames, "not_after", cf.Leaf().NotAfter)
+	}
+	// The daemon's own ports are never given to a workload as raw TCP.
+	reserve := func(addr, what string) {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			if num, err := strconv.ParseUint(port, 10, 16); err == nil && num != 0 {
+				routes.Reserve(uint16(num), what)
+			}
+		}
+	}
+	reserve(d.apiAddr, "the API (--grpc-bind-addr)")
+	reserve(d.clusterBind, "cluster gossip (--cluster-bind-addr)")
+	reserve(d.httpAddr, "the HTTP proxy (--http-addr)")
+	if certs != nil {
+		reserve(d.httpsAddr, "the HTTPS proxy (--https-addr)")
+	}
+
 	p := proxy.New(d.baseDomain, routes, log)
 	apiHandler := server.New(n, server.Options{Token: token, TokenPath: filepath.Join(dataDir, tokenFile), Version: version, Log: log})
 	apiSrv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
@@ -209,22 +243,21 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 		return nil, err
 	}
 	httpHandler := p.Handler(80)
-	if d.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(d.tlsCert, d.tlsKey)
-		if err != nil {
-			return nil, fmt.Errorf("load --cluster-tls-cert/--cluster-tls-key: %w", err)
-		}
-		httpsSrv := proxy.Server(d.httpsAddr, p.Handler(443), log)
-		httpsSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if certs != nil {
+		httpsSrv := proxy.HTTPSServer(d.httpsAddr, p.Handler(443), certs, log)
 		if err := listen(d.httpsAddr, "proxy HTTPS (--https-addr)", httpsSrv, true); err != nil {
 			return nil, err
 		}
-		httpHandler = redirectHTTPS(d.httpsAddr)
+		httpHandler = proxy.RedirectHTTPS(d.httpsAddr)
 	}
-	if err := listen(d.httpAddr, "proxy HTTP (--http-addr)", proxy.Server(d.httpAddr, httpHandler, log), false); err != nil {
+	httpSrv := proxy.Server(d.httpAddr, httpHandler, log)
+	if err := listen(d.httpAddr, "proxy HTTP (--http-addr)", httpSrv, false); err != nil {
 		return nil, err
 	}
+	tcp := proxy.NewTCP(routes, proxy.TCPOptions{BindAddr: d.tcpBind, IdleTimeout: d.tcpIdle, MaxConns: d.tcpMaxConns, Log: log})
+	httpSrv.RegisterOnShutdown(func() { tcp.Close() })
 	if err := writeFileAtomic(filepath.Join(dataDir, addrFile), []byte(clientAddr(all[0].l.Addr())+"\n"), 0o600); err != nil {
+		tcp.Close()
 		return nil, err
 	}
 	servers := make([]*http.Server, 0, len(all))
@@ -243,21 +276,6 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 		}()
 	}
 	return servers, nil
-}
-
-// redirectHTTPS sends plain HTTP clients to the same URL over HTTPS.
-func redirectHTTPS(httpsAddr string) http.Handler {
-	_, port, _ := net.SplitHostPort(httpsAddr)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if port != "" && port != "443" {
-			host = net.JoinHostPort(host, port)
-		}
-		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
-	})
 }
 
 // clientAddr is the address a local CLI should dial: a wildcard bind is

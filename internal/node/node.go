@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -200,6 +201,10 @@ func (n *Node) place(w store.Workload, dryRun bool) error {
 		n.placeMu.Unlock()
 		return fmt.Errorf("%w: it asks for %d MiB and node %s has %d MiB free of %d", ErrNoCapacity, w.Spec.MemoryMiB, n.cfg.Name, free, n.memoryMiB)
 	}
+	if err := n.checkTCPPorts(w); err != nil {
+		n.placeMu.Unlock()
+		return err
+	}
 	if dryRun {
 		n.placeMu.Unlock()
 		return nil
@@ -207,6 +212,42 @@ func (n *Node) place(w store.Workload, dryRun bool) error {
 	if err := n.Store.Create(w); err != nil {
 		n.placeMu.Unlock()
 		return fmt.Errorf("node: record workload: %w", err)
+	}
+	return nil
+}
+
+// checkTCPPorts fails if a raw TCP public port of w is already held on
+// this node: raw TCP carries no host name, so one workload owns the port.
+// It runs under placeMu and reads the records, not the routes, so a
+// workload placed but not yet started holds its ports too.
+func (n *Node) checkTCPPorts(w store.Workload) error {
+	var want []uint16
+	for _, p := range w.Spec.Ports {
+		if p.Proto == spec.ProtoTCP {
+			want = append(want, p.Public)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	list, err := n.Store.List()
+	if err != nil {
+		return fmt.Errorf("node: read workloads: %w", err)
+	}
+	for _, other := range list {
+		if other.Node != n.cfg.Name || other.Desired != store.DesiredRunning || other.ID == w.ID {
+			continue
+		}
+		for _, p := range other.Spec.Ports {
+			if p.Proto == spec.ProtoTCP && slices.Contains(want, p.Public) {
+				return fmt.Errorf("%w: public TCP port %d is taken on node %s by workload %s", ErrNoCapacity, p.Public, n.cfg.Name, other.ID)
+			}
+		}
+	}
+	for _, port := range want {
+		if owner, taken := n.Routes.PortOwner(port); taken {
+			return fmt.Errorf("%w: public TCP port %d is taken on node %s by %s", ErrNoCapacity, port, n.cfg.Name, owner)
+		}
 	}
 	return nil
 }
@@ -330,11 +371,17 @@ func (n *Node) setRoute(w store.Workload) {
 		n.Routes.Delete(w.ID)
 		return
 	}
-	targets := make(map[uint16]string, len(w.Spec.Ports))
+	// HTTP ports share the HTTP(S) proxy; TCP ports get a listener each.
+	r := proxy.Route{ID: w.ID, Ready: w.Ready, HTTP: map[uint16]string{}, TCP: map[uint16]string{}}
 	for _, p := range w.Spec.Ports {
-		targets[p.Public] = net.JoinHostPort(w.IP, strconv.Itoa(int(p.Target)))
+		target := net.JoinHostPort(w.IP, strconv.Itoa(int(p.Target)))
+		if p.Proto == spec.ProtoTCP {
+			r.TCP[p.Public] = target
+		} else {
+			r.HTTP[p.Public] = target
+		}
 	}
-	n.Routes.Set(proxy.Route{ID: w.ID, Targets: targets, Ready: w.Ready})
+	n.Routes.Set(r)
 }
 
 // teardown removes every host resource of id. Each step tolerates a

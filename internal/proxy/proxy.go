@@ -53,8 +53,9 @@ func newTransport() *http.Transport {
 	}
 }
 
-// Handler serves one public port. On plain HTTP port 80 a workload that maps
-// only 443 is still reached: without TLS configured, 80 stands in for it.
+// Handler serves one public HTTP port (80 or 443). A workload that maps
+// only one of the two is reached on the other too: on :80 without TLS
+// configured, and on :443 because :80 then redirects to it.
 func (p *Proxy) Handler(publicPort uint16) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.serve(w, r, publicPort)
@@ -67,17 +68,27 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16)
 		http.Error(w, "404 no workload is served at "+r.Host+"\n", http.StatusNotFound)
 		return
 	}
+	if r.TLS != nil && r.TLS.ServerName != "" {
+		// A client may reuse a connection made for one workload to reach
+		// another the wildcard also covers (HTTP/2 coalescing). 421 makes
+		// it open a connection of the right name, so each workload's
+		// traffic stays on connections made for it.
+		if sni, _ := p.workloadID(r.TLS.ServerName); sni != id {
+			http.Error(w, "421 this connection was opened for "+r.TLS.ServerName+", not "+r.Host+"\n", http.StatusMisdirectedRequest)
+			return
+		}
+	}
 	route, ok := p.table.Lookup(id)
 	if !ok {
 		http.Error(w, "404 no workload "+id+" on this cluster\n", http.StatusNotFound)
 		return
 	}
-	target, ok := route.Targets[publicPort]
-	if !ok && publicPort == 80 {
-		target, ok = route.Targets[443]
+	target, ok := route.HTTP[publicPort]
+	if !ok {
+		target, ok = route.HTTP[otherHTTPPort(publicPort)]
 	}
 	if !ok {
-		http.Error(w, "404 workload "+id+" does not expose this port\n", http.StatusNotFound)
+		http.Error(w, "404 workload "+id+" does not expose this port over HTTP\n", http.StatusNotFound)
 		return
 	}
 	if !route.Ready {
@@ -88,6 +99,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16)
 	r.URL.Scheme = "http"
 	r.URL.Host = target
 	p.rp.ServeHTTP(w, r)
+}
+
+// otherHTTPPort pairs 80 with 443: one stands in for the other.
+func otherHTTPPort(port uint16) uint16 {
+	switch port {
+	case 80:
+		return 443
+	case 443:
+		return 80
+	}
+	return 0
 }
 
 // workloadID extracts <id> from "<id>.<base>[:port]". Only one label is
@@ -124,16 +146,3 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
-
-// Server returns an http.Server for one public port with timeouts that
-// keep a slow or idle client from holding resources forever.
-func Server(addr string, h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Addr:              addr,
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-}

@@ -33,11 +33,11 @@ func TestRouting(t *testing.T) {
 	if code, _ := get(t, h80, id+".example.test"); code != 404 {
 		t.Fatalf("unknown id: %d, want 404", code)
 	}
-	tbl.Set(Route{ID: id, Targets: map[uint16]string{80: addr}})
+	tbl.Set(Route{ID: id, HTTP: map[uint16]string{80: addr}})
 	if code, _ := get(t, h80, id+".example.test"); code != 503 {
 		t.Fatalf("route not ready: %d, want 503", code)
 	}
-	tbl.Set(Route{ID: id, Targets: map[uint16]string{80: addr}, Ready: true})
+	tbl.Set(Route{ID: id, HTTP: map[uint16]string{80: addr}, Ready: true})
 	code, body := get(t, h80, strings.ToUpper(id)+".example.test:80")
 	if code != 200 || !strings.Contains(body, "/x") || !strings.Contains(body, "xff=192.0.2.1") || !strings.Contains(body, "xfh="+strings.ToUpper(id)) {
 		t.Fatalf("routed: %d %q", code, body)
@@ -52,7 +52,7 @@ func TestRouting(t *testing.T) {
 	}
 
 	// Only 443 mapped: plain port 80 stands in for it.
-	tbl.Set(Route{ID: id, Targets: map[uint16]string{443: addr}, Ready: true})
+	tbl.Set(Route{ID: id, HTTP: map[uint16]string{443: addr}, Ready: true})
 	if code, _ := get(t, h80, id+".example.test"); code != 200 {
 		t.Fatalf("443-only on :80: %d, want 200", code)
 	}
@@ -64,7 +64,7 @@ func TestRouting(t *testing.T) {
 	}
 	dead := l.Addr().String()
 	l.Close()
-	tbl.Set(Route{ID: id, Targets: map[uint16]string{80: dead}, Ready: true})
+	tbl.Set(Route{ID: id, HTTP: map[uint16]string{80: dead}, Ready: true})
 	if code, _ := get(t, h80, id+".example.test"); code != 502 {
 		t.Fatalf("dead backend: %d, want 502", code)
 	}

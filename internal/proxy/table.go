@@ -1,5 +1,6 @@
 // Package proxy is the public front door of every node: it routes
-// <id>.<base-domain> on each public port to wherever the workload runs.
+// <id>.<base-domain> on the HTTP(S) ports, and raw TCP on any other public
+// port, to wherever the workload runs.
 package proxy
 
 import (
@@ -11,22 +12,39 @@ import (
 // Route says where one workload's public ports lead.
 type Route struct {
 	ID string
-	// Targets maps a public port to the workload's "ip:port".
-	Targets map[uint16]string
-	// Ready is false while the workload starts; requests then get 503.
+	// HTTP maps a public port served by the HTTP(S) proxy (80, 443) to the
+	// workload's "ip:port". Many workloads share these ports; the Host
+	// header tells them apart.
+	HTTP map[uint16]string
+	// TCP maps a public port forwarded as raw TCP to the workload's
+	// "ip:port". Raw TCP carries no name, so one workload owns the port.
+	TCP map[uint16]string
+	// Ready is false while the workload starts; HTTP requests then get 503.
 	Ready bool
 }
 
 // Table is the routing table. Reads take no lock, because every request
 // reads it and routes change only when workloads start or stop.
 type Table struct {
-	mu     sync.Mutex // serializes writers
-	routes atomic.Pointer[map[string]*Route]
+	mu       sync.Mutex // serializes writers, the watcher and reservations
+	routes   atomic.Pointer[map[string]*Route]
+	reserved map[uint16]string
+	watcher  watcher
+}
+
+// watcher acts on route changes outside the HTTP path: the TCP forwarder
+// opens and closes listeners with it.
+type watcher interface {
+	// routesChanged runs under the writer lock, so changes arrive in
+	// order and Set returns only after the watcher has acted on them.
+	routesChanged(routes map[string]*Route, reserved map[uint16]string)
+	// portOwner says whether something outside hypercore holds port.
+	portOwner(port uint16) (owner string, taken bool)
 }
 
 // NewTable returns an empty table.
 func NewTable() *Table {
-	t := &Table{}
+	t := &Table{reserved: map[uint16]string{}}
 	empty := map[string]*Route{}
 	t.routes.Store(&empty)
 	return t
@@ -51,10 +69,50 @@ func (t *Table) Delete(id string) {
 // Len returns how many routes there are.
 func (t *Table) Len() int { return len(*t.routes.Load()) }
 
+// Reserve marks a public port as used by the daemon itself (the HTTP
+// proxy, the API), so no workload is given it as a raw TCP port.
+func (t *Table) Reserve(port uint16, owner string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reserved[port] = owner
+	if t.watcher != nil {
+		t.watcher.routesChanged(*t.routes.Load(), t.reserved)
+	}
+}
+
+// PortOwner says who, other than a workload, holds a public TCP port: a
+// listener of the daemon, or another program found by a test bind. Which
+// workload holds a port is the placer's business: it knows the workloads
+// that are placed but not yet routed.
+func (t *Table) PortOwner(port uint16) (owner string, taken bool) {
+	t.mu.Lock()
+	owner, taken = t.reserved[port]
+	w := t.watcher
+	t.mu.Unlock()
+	if taken || w == nil {
+		return owner, taken
+	}
+	return w.portOwner(port)
+}
+
+// setWatcher makes w see every change from now on, starting with the
+// current routes.
+func (t *Table) setWatcher(w watcher) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.watcher = w
+	if w != nil {
+		w.routesChanged(*t.routes.Load(), t.reserved)
+	}
+}
+
 func (t *Table) write(fn func(map[string]*Route)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	next := maps.Clone(*t.routes.Load())
 	fn(next)
 	t.routes.Store(&next)
+	if t.watcher != nil {
+		t.watcher.routesChanged(next, t.reserved)
+	}
 }
