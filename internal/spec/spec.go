@@ -206,6 +206,10 @@ func parsePort(key string, target int64) (Port, error) {
 			p.Proto = ProtoHTTP
 		}
 	case "http":
+		// Only 80 and 443 have HTTP listeners that route by Host.
+		if pub != 80 && pub != 443 {
+			return Port{}, fieldErr("ports", "%q: HTTP routing is served on public ports 80 and 443 only; map %d as tcp", key, pub)
+		}
 		p.Proto = ProtoHTTP
 	case "tcp":
 		p.Proto = ProtoTCP

@@ -31,14 +31,17 @@ func TestDecodeSpawnSeedBody(t *testing.T) {
 }
 
 func TestDefaultsAndPortProtocols(t *testing.T) {
-	s, err := Build(Input{Image: "busybox", Ports: map[string]int64{"80": 8080, "5432": 5432, "tcp:443": 1, "http:8443": 2}})
+	if _, err := Build(Input{Image: "busybox", Ports: map[string]int64{"80": 8080, "http:80": 2}}); err == nil {
+		t.Fatal("80 and http:80 both accepted")
+	}
+	s, err := Build(Input{Image: "busybox", Ports: map[string]int64{"80": 8080, "5432": 5432, "tcp:443": 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Cores != DefaultCores || s.MemoryMiB != DefaultMemoryMiB {
 		t.Fatalf("defaults: %+v", s)
 	}
-	want := []Port{{80, 8080, ProtoHTTP}, {443, 1, ProtoTCP}, {5432, 5432, ProtoTCP}, {8443, 2, ProtoHTTP}}
+	want := []Port{{80, 8080, ProtoHTTP}, {443, 1, ProtoTCP}, {5432, 5432, ProtoTCP}}
 	for i, p := range want {
 		if s.Ports[i] != p {
 			t.Fatalf("port %d = %+v, want %+v", i, s.Ports[i], p)
@@ -57,6 +60,7 @@ func TestRejects(t *testing.T) {
 		"target too big": {`{"image_ref":"a","ports":{"80":70000}}`, "ports"},
 		"port word":      {`{"image_ref":"a","ports":{"http":80}}`, "ports"},
 		"bad proto":      {`{"image_ref":"a","ports":{"udp:53":53}}`, "ports"},
+		"http odd port":  {`{"image_ref":"a","ports":{"http:8443":53}}`, "ports"},
 		"float target":   {`{"image_ref":"a","ports":{"80":80.5}}`, "ports"},
 		"cores zero":     {`{"image_ref":"a","cores":0}`, "cores"},
 		"cores huge":     {`{"image_ref":"a","cores":1e9}`, "cores"},
