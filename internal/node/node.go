@@ -164,7 +164,6 @@ func (n *Node) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload
 	if req.DryRun {
 		return w, nil
 	}
-	n.placeMu.Unlock()
 
 	unlock := n.locks.Lock(w.ID)
 	defer unlock()
@@ -180,37 +179,32 @@ func (n *Node) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload
 	return n.waitReady(ctx, w), nil
 }
 
-// place checks that this node can run w and, unless dryRun, records it. It
-// returns holding placeMu when it records, so the caller releases it after
-// the record is durable.
+// place checks that this node can run w and, unless dryRun, records it.
+// Checks and record happen under one lock, so two spawns never both take
+// the last of the memory or the same TCP port.
 func (n *Node) place(w store.Workload, dryRun bool) error {
 	if _, ok := n.Drivers[w.Spec.Isolation]; !ok {
 		return fmt.Errorf("%w: node %s cannot run %q workloads (it offers %v)", ErrUnsupported, n.cfg.Name, w.Spec.Isolation, n.Info().Isolations)
 	}
 	n.placeMu.Lock()
+	defer n.placeMu.Unlock()
 	if w.Spec.Cores > n.cores {
-		n.placeMu.Unlock()
 		return fmt.Errorf("%w: it asks for %v cores and node %s has %v", ErrNoCapacity, w.Spec.Cores, n.cfg.Name, n.cores)
 	}
 	used, err := n.reservedMemory()
 	if err != nil {
-		n.placeMu.Unlock()
 		return err
 	}
 	if free := n.memoryMiB - used; w.Spec.MemoryMiB > free {
-		n.placeMu.Unlock()
 		return fmt.Errorf("%w: it asks for %d MiB and node %s has %d MiB free of %d", ErrNoCapacity, w.Spec.MemoryMiB, n.cfg.Name, free, n.memoryMiB)
 	}
 	if err := n.checkTCPPorts(w); err != nil {
-		n.placeMu.Unlock()
 		return err
 	}
 	if dryRun {
-		n.placeMu.Unlock()
 		return nil
 	}
 	if err := n.Store.Create(w); err != nil {
-		n.placeMu.Unlock()
 		return fmt.Errorf("node: record workload: %w", err)
 	}
 	return nil
