@@ -1,12 +1,13 @@
 package runc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,32 +23,39 @@ const (
 	followPoll = 100 * time.Millisecond
 )
 
-// Attach writes stdio.Stdin to the workload's stdin FIFO and streams its
-// new output (stdout and stderr together, to stdio.Stdout) until ctx ends or
-// the workload stops. Either way ends the attachment without error. The
-// workload keeps its stdin open, so detaching does not end its input.
-// Workloads with a terminal (spec Tty) cannot be attached to yet: they run
-// without one, since a pty master would need a process of ours to hold it.
+// Attach connects stdio to the workload's main process until ctx ends or
+// the workload stops; either way ends the attachment without error.
+// Detaching never ends the workload's input.
+//
+// A workload with a terminal (spec Tty) is attached to its pty: stdio.Stdin
+// is typed into the terminal, stdio.Stdout gets what the terminal shows,
+// and stdio.Resize (when stdio.Tty) resizes it. A workload without one gets
+// stdio.Stdin through its stdin FIFO, and its new output (stdout and stderr
+// together, to stdio.Stdout) read from its log; stdio.Tty asks for nothing
+// more there, as the workload has no terminal to resize.
 func (d *Driver) Attach(ctx context.Context, id string, stdio driver.IO) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
 	p := d.paths(id)
-	s, err := readSpec(p.config)
+	tty, err := isTty(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("attach to %s: %w", id, driver.ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("attach to %s: %w", id, err)
 	}
-	if tty, _ := strconv.ParseBool(s.Annotations[annTty]); tty || stdio.Tty {
-		return fmt.Errorf("attach to %s: attaching with a terminal is not supported by the %s driver yet; use exec with a tty, or logs", id, d.name)
-	}
 	if running, err := d.alive(ctx, id); err != nil || !running {
 		if err == nil {
 			err = errors.New("workload is not running; start it first")
 		}
 		return fmt.Errorf("attach to %s: %w", id, err)
+	}
+	if tty {
+		if err := d.attachTty(ctx, id, stdio); err != nil {
+			return fmt.Errorf("attach to %s: %w", id, err)
+		}
+		return nil
 	}
 
 	out, err := logfile.Open(p.log, logfile.Options{SkipExisting: true, Follow: true, Poll: followPoll})
@@ -105,4 +113,127 @@ func (d *Driver) alive(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	return c.Status != rtStopped, nil
+}
+
+// attachTty connects stdio to the workload's terminal through its pump.
+func (d *Driver) attachTty(ctx context.Context, id string, stdio driver.IO) error {
+	pump, err := d.ensureTTY(ctx, id)
+	if err != nil {
+		return err
+	}
+	if pump == nil {
+		return nil // it stopped meanwhile
+	}
+	// Subscribe before any input goes in, so no answer to it is missed.
+	sub := pump.subscribe()
+	if sub == nil {
+		return nil // the terminal closed: the workload stopped
+	}
+	defer pump.unsubscribe(sub)
+	input, err := pump.writer()
+	if err != nil {
+		return err
+	}
+	defer input.Close()
+
+	var resize <-chan driver.TermSize
+	if stdio.Tty {
+		resize = stdio.Resize
+	}
+	if size, ok := latestSize(resize); ok {
+		if err := pump.resize(size); err != nil {
+			return err
+		}
+	}
+
+	stop := make(chan struct{})
+	var workers sync.WaitGroup
+	defer func() {
+		close(stop)
+		input.Close() // ends a write blocked on a workload that does not read
+		workers.Wait()
+	}()
+
+	// Input and resizes go through one goroutine, resizes first: a client
+	// sends its size before what it types, and the program reading the
+	// line may well ask for the size next.
+	var typed chan []byte
+	if stdio.Stdin != nil {
+		typed = make(chan []byte)
+		go readChunks(stdio.Stdin, typed, stop)
+	}
+	workers.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case size, ok := <-resize:
+				if !ok {
+					resize = nil
+					continue
+				}
+				_ = pump.resize(size)
+			case chunk, ok := <-typed:
+				if !ok {
+					// The client's input ended; the workload's does not.
+					typed = nil
+					continue
+				}
+				if size, ok := latestSize(resize); ok {
+					_ = pump.resize(size)
+				}
+				if _, err := input.Write(chunk); err != nil {
+					return
+				}
+			}
+		}
+	})
+
+	var guard writerGuard
+	defer guard.close()
+	out := guard.wrap(stdio.Stdout)
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		for chunk := range sub.ch {
+			if _, err := out.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-copied:
+		if pump.wasBehind(sub) {
+			return errClientBehind
+		}
+		// The terminal closed: the workload stopped, and all it wrote was
+		// delivered.
+		return nil
+	}
+}
+
+// readChunks sends what r yields to ch until r ends or stop is closed; ch
+// is closed when r ends. It may stay blocked in r.Read after stop.
+func readChunks(r io.Reader, ch chan<- []byte, stop <-chan struct{}) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			select {
+			case ch <- bytes.Clone(buf[:n]):
+			case <-stop:
+				return
+			}
+		}
+		if err != nil {
+			select {
+			case <-stop:
+			default:
+				close(ch)
+			}
+			return
+		}
+	}
 }

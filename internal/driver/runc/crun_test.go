@@ -7,8 +7,9 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/driver"
 )
 
-// TestCrun runs the lifecycle, limits, a tty exec and logs with crun, which
-// on this kind of host needs the hybrid-cgroup wrapper.
+// TestCrun runs the lifecycle, limits, a tty exec, logs and attaching to a
+// workload with a terminal with crun, which on this kind of host needs the
+// hybrid-cgroup wrapper.
 func TestCrun(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "crun")
@@ -36,7 +37,18 @@ func TestCrun(t *testing.T) {
 		return logText(t, d, cfg.ID, driver.LogOptions{}) == "hello from crun\n"
 	})
 
+	// A workload with a terminal, attached before and after a new Driver
+	// takes it over.
+	tty := ttyConfig(testRootfs(t))
+	run(t, d, tty)
+	echoes(t, d, tty.ID, "crun", driver.TermSize{Rows: 22, Cols: 62})
+
+	d.Close()
 	d2 := restarted(t, d)
+	if st, err := d2.Recover(testCtx(t), tty); err != nil || st.State != driver.StateRunning {
+		t.Fatalf("crun Recover of the tty workload: %+v, %v", st, err)
+	}
+	echoes(t, d2, tty.ID, "crun-again", driver.TermSize{Rows: 23, Cols: 63})
 	st, err := d2.Recover(testCtx(t), cfg)
 	if err != nil || st.State != driver.StateRunning {
 		t.Fatalf("crun Recover: %+v, %v", st, err)

@@ -6,6 +6,12 @@
 // with -9 leaves its containers running and logging, and a new Driver on the
 // same StateDir picks them up with Recover.
 //
+// A workload with a terminal runs on a pty instead. The container itself
+// keeps the pty master open (queued in a socket it holds), a goroutine of
+// the daemon copies the terminal's output to the log and to attached
+// clients, and a restarted daemon takes the master back with pidfd_getfd;
+// see tty.go.
+//
 // Each workload lives in <StateDir>/<id>/: the OCI bundle (config.json), the
 // overlay upper/ and work/ dirs over the shared image rootfs, the merged
 // rootfs/, the log, the stdin FIFO, /etc files and, when the node gave no
@@ -61,6 +67,7 @@ type Driver struct {
 	rt      *gorunc.Runc
 	rtState string // the runtime's --root
 	locks   idLocks
+	ttys    ttyPumps
 
 	stopRotation chan struct{}
 	rotationDone chan struct{}
@@ -136,17 +143,21 @@ func New(opts Options) (*Driver, error) {
 	return d, nil
 }
 
-// Close stops the background log rotation. Workloads are not touched.
+// Close stops the background log rotation and lets go of the workloads'
+// terminals. Workloads are not touched: each keeps its own terminal open,
+// and a new Driver takes them over (Recover, or on first use).
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
 		close(d.stopRotation)
 		<-d.rotationDone
+		d.ttys.closeAll()
 	})
 	return nil
 }
 
-// Capabilities reports what this driver supports. Tty is true because Exec
-// can give a process a terminal; Attach does not support tty workloads yet.
+// Capabilities reports what this driver supports. Tty is true: Exec can
+// give a process a terminal, and a workload created with spec Tty runs on
+// one that Attach connects to, resizes included.
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{Isolation: spec.IsolationContainer, Exec: true, Attach: true, Tty: true}
 }

@@ -104,8 +104,16 @@ func (d *Driver) remount(p paths, s *specs.Spec) error {
 }
 
 // runtimeCreate has the runtime create the container with the log file as
-// stdout and stderr and the FIFO as stdin.
+// stdout and stderr and the FIFO as stdin, or, for a workload with a
+// terminal, on a pty whose output a pump copies to the log.
 func (d *Driver) runtimeCreate(ctx context.Context, id string, p paths) error {
+	tty, err := isTty(p)
+	if err != nil {
+		return err
+	}
+	if tty {
+		return d.runtimeCreateTty(ctx, id, p)
+	}
 	out, err := logfile.OpenWriter(p.log)
 	if err != nil {
 		return err
@@ -149,6 +157,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	case err != nil:
 		return err
 	case c.Status == rtRunning || c.Status == rtPaused:
+		d.adoptIfTty(ctx, id, p)
 		return nil
 	case c.Status == rtCreated:
 		// Ready: the process waits for the start below.
@@ -171,7 +180,18 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	}
 	_ = os.Remove(p.finishedAt)
 	writeTime(p.startedAt)
+	// Created by an earlier daemon: take its terminal over.
+	d.adoptIfTty(ctx, id, p)
 	return nil
+}
+
+// adoptIfTty starts pumping a running tty workload's terminal if this
+// Driver does not yet, so that its output reaches the log. Failing is not
+// fatal to the workload; Attach reports why.
+func (d *Driver) adoptIfTty(ctx context.Context, id string, p paths) {
+	if tty, err := isTty(p); err == nil && tty {
+		_, _ = d.adoptTTY(ctx, id)
+	}
 }
 
 // recreate creates the runtime's container again from an existing bundle.
@@ -204,6 +224,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 
 	c, err := d.state(ctx, id)
 	if errors.Is(err, errUnknown) {
+		d.ttys.finish(id, outputGrace)
 		return nil
 	}
 	if err != nil {
@@ -211,6 +232,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	}
 	switch c.Status {
 	case rtStopped:
+		d.ttys.finish(id, outputGrace)
 		return nil
 	case rtPaused:
 		// A frozen process cannot act on SIGTERM.
@@ -243,11 +265,13 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	return d.stopped(id, err)
 }
 
-// stopped records when the workload stopped, unless stopping failed.
+// stopped records when the workload stopped, unless stopping failed, and
+// closes its terminal once the pump has read what it wrote last.
 func (d *Driver) stopped(id string, err error) error {
 	if err != nil {
 		return fmt.Errorf("stop %s: %w", id, err)
 	}
+	d.ttys.finish(id, outputGrace)
 	writeTime(d.paths(id).finishedAt)
 	return nil
 }
@@ -302,6 +326,7 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 	if err := d.forceDelete(ctx, id); err != nil {
 		return err
 	}
+	d.ttys.finish(id, 0)
 	if err := unmountAll(p.rootfs); err != nil {
 		return err
 	}
@@ -354,7 +379,8 @@ func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
 }
 
 // Recover adopts a workload after the daemon restarted. A workload that is
-// still running needs nothing. For a stopped one (or one the runtime lost
+// still running needs nothing but, if it has a terminal, to have its pty
+// read again (see tty.go). For a stopped one (or one the runtime lost
 // in a reboot) the host setup is redone from cfg, remounting its rootfs
 // if needed, so that Start works; nothing is set up twice.
 func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status, error) {
@@ -370,6 +396,7 @@ func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status,
 		return driver.Status{}, fmt.Errorf("recover %s: %w", cfg.ID, err)
 	}
 	if err == nil && c.Status != rtStopped {
+		d.adoptIfTty(ctx, cfg.ID, p)
 		return d.Status(ctx, cfg.ID)
 	}
 	if _, err := os.Stat(p.config); err != nil {

@@ -21,6 +21,12 @@ func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (i
 		return nil, err
 	}
 	p := d.paths(id)
+	if tty, err := isTty(p); err == nil && tty {
+		// Output of a workload with a terminal reaches the log only while
+		// a pump reads the terminal; a restarted daemon may not have
+		// adopted it yet. Attach reports why adopting fails.
+		_, _ = d.ensureTTY(ctx, id)
+	}
 	r, err := logfile.Open(p.log, logfile.Options{Tail: opts.Tail, Follow: opts.Follow, Poll: followPoll})
 	if errors.Is(err, os.ErrNotExist) {
 		if _, serr := os.Stat(p.dir); serr != nil {

@@ -98,13 +98,6 @@ func TestAttach(t *testing.T) {
 		t.Fatal("Attach did not return after the workload stopped")
 	}
 
-	tty := testConfig(testRootfs(t), "sleep", "1000")
-	tty.Spec.Tty = true
-	run(t, d, tty)
-	err = d.Attach(testCtx(t), tty.ID, driver.IO{Stdout: io.Discard})
-	if err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Errorf("Attach to a tty workload: %v, want a clear not-supported error", err)
-	}
 }
 
 type syncBuffer struct {

@@ -132,6 +132,7 @@ const (
 	helperStateEnv = "HYPERCORE_RUNC_HELPER_STATE"
 	helperRootEnv  = "HYPERCORE_RUNC_HELPER_ROOTFS"
 	helperIDEnv    = "HYPERCORE_RUNC_HELPER_ID"
+	helperTtyEnv   = "HYPERCORE_RUNC_HELPER_TTY"
 )
 
 func tickerConfig(rootfs, id string) driver.Config {
@@ -151,6 +152,10 @@ func TestHelperDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := tickerConfig(os.Getenv(helperRootEnv), os.Getenv(helperIDEnv))
+	if os.Getenv(helperTtyEnv) != "" {
+		cfg = ttyConfig(os.Getenv(helperRootEnv))
+		cfg.ID = os.Getenv(helperIDEnv)
+	}
 	ctx := context.Background()
 	if err := d.Create(ctx, cfg); err != nil {
 		t.Fatal(err)
@@ -173,8 +178,64 @@ func TestDaemonKilled(t *testing.T) {
 	cfg := tickerConfig(rootfs, testConfig(rootfs).ID)
 	t.Cleanup(func() { _ = d.Delete(context.Background(), cfg.ID) })
 
+	killedHelper(t, d, rootfs, cfg.ID, false)
+	st, err := d.Recover(ctx, cfg)
+	if err != nil || st.State != driver.StateRunning {
+		t.Fatalf("after the daemon was killed: %+v, %v; want running", st, err)
+	}
+	lines := func() int { return strings.Count(logText(t, d, cfg.ID, driver.LogOptions{}), "tick") }
+	n := lines()
+	waitFor(t, "more output after the daemon died", func() bool { return lines() > n+5 })
+	execOK(t, d, cfg.ID, "true")
+	if err := d.Stop(ctx, cfg.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDaemonKilledTty starts a workload with a terminal from another
+// process and kills that process with SIGKILL: the pty master was never in
+// this process, so attaching through d proves it was taken back from the
+// container, and output written meanwhile waited in the terminal.
+func TestDaemonKilledTty(t *testing.T) {
+	t.Parallel()
+	d := newTestDriver(t, "runc")
+	ctx := testCtx(t)
+	rootfs := testRootfs(t)
+	cfg := ttyConfig(rootfs)
+	t.Cleanup(func() { _ = d.Delete(context.Background(), cfg.ID) })
+
+	killedHelper(t, d, rootfs, cfg.ID, true)
+	execOK(t, d, cfg.ID, "sh", "-c", "echo written while no daemon ran > /proc/1/fd/1")
+	st, err := d.Recover(ctx, cfg)
+	if err != nil || st.State != driver.StateRunning {
+		t.Fatalf("after the daemon was killed: %+v, %v; want running", st, err)
+	}
+	// Recover adopted the terminal: its output reaches the log unasked.
+	waitFor(t, "output written while no daemon ran", func() bool {
+		return strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "written while no daemon ran")
+	})
+	echoes(t, d, cfg.ID, "recovered", driver.TermSize{Rows: 33, Cols: 77})
+	mustContain(t, "log", logText(t, d, cfg.ID, driver.LogOptions{}), "got recovered")
+	if err := d.Stop(ctx, cfg.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// killedHelper has a helper daemon create and start workload id on d's
+// StateDir, then kills it with SIGKILL.
+func killedHelper(t *testing.T, d *Driver, rootfs, id string, tty bool) {
+	t.Helper()
 	helper := exec.Command(os.Args[0], "-test.run=^TestHelperDaemon$", "-test.v")
-	helper.Env = append(os.Environ(), helperEnv+"=1", helperStateEnv+"="+d.opts.StateDir, helperRootEnv+"="+rootfs, helperIDEnv+"="+cfg.ID)
+	helper.Env = append(os.Environ(), helperEnv+"=1", helperStateEnv+"="+d.opts.StateDir, helperRootEnv+"="+rootfs, helperIDEnv+"="+id)
+	if tty {
+		helper.Env = append(helper.Env, helperTtyEnv+"=1")
+	}
 	helper.Stderr = os.Stderr
 	out, err := helper.StdoutPipe()
 	if err != nil {
@@ -208,19 +269,4 @@ func TestDaemonKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	helper.Wait()
-
-	st, err := d.Recover(ctx, cfg)
-	if err != nil || st.State != driver.StateRunning {
-		t.Fatalf("after the daemon was killed: %+v, %v; want running", st, err)
-	}
-	lines := func() int { return strings.Count(logText(t, d, cfg.ID, driver.LogOptions{}), "tick") }
-	n := lines()
-	waitFor(t, "more output after the daemon died", func() bool { return lines() > n+5 })
-	execOK(t, d, cfg.ID, "true")
-	if err := d.Stop(ctx, cfg.ID, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Delete(ctx, cfg.ID); err != nil {
-		t.Fatal(err)
-	}
 }

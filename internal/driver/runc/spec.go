@@ -92,9 +92,11 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 			Env:  env,
 			Cwd:  cwd,
 			User: specs.User{UID: user.uid, GID: user.gid, AdditionalGids: user.groups},
-			// The workload's stdio are a log file and a FIFO, never a
-			// terminal: a pty master would need a process of ours to hold it.
-			Terminal:        false,
+			// Without a terminal the workload's stdio are a log file and
+			// a FIFO. With one the runtime makes a pty in the container
+			// and hands us the master (see tty.go).
+			Terminal:        cfg.Spec.Tty,
+			ConsoleSize:     consoleSize(cfg.Spec.Tty),
 			Capabilities:    capsFor(user.uid),
 			Rlimits:         []specs.POSIXRlimit{nofileLimit()},
 			NoNewPrivileges: true,
@@ -130,6 +132,14 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 		},
 	}
 	return s, nil
+}
+
+// consoleSize is the size a workload's terminal starts with.
+func consoleSize(tty bool) *specs.Box {
+	if !tty {
+		return nil
+	}
+	return &specs.Box{Height: defaultRows, Width: defaultCols}
 }
 
 // nofileLimit keeps the daemon's hard limit on open files: going above it
