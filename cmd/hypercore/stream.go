@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -43,7 +44,7 @@ func newExecCmd(api *apiFlags) *cobra.Command {
 			if tty {
 				q.Set("tty", "1")
 			}
-			return runStream(api, "/v1/workloads/"+id+"/exec?"+q.Encode(), interactive, tty)
+			return runStream(api, "/v1/workloads/"+id+"/exec?"+q.Encode(), interactive, tty, false)
 		},
 	}
 	f := cmd.Flags()
@@ -66,21 +67,28 @@ func dropDashes(args []string) []string {
 func newAttachCmd(api *apiFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "attach ID",
-		Short: "Connect your terminal to a workload's main process (Ctrl-C detaches)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Connect your terminal to a workload's main process",
+		Long: `Attach connects your terminal to a workload's main process: what you type
+goes to its stdin and you see its output. With a terminal, Ctrl-C goes to the
+workload; type Ctrl-P Ctrl-Q to detach and leave it running.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := spec.ValidateID(args[0]); err != nil {
 				return err
 			}
 			tty := term.IsTerminal(int(os.Stdin.Fd()))
-			return runStream(api, "/v1/workloads/"+args[0]+"/attach", true, tty)
+			return runStream(api, "/v1/workloads/"+args[0]+"/attach", true, tty, tty)
 		},
 	}
 }
 
+// detachKeys end an attach on a terminal, as in docker: Ctrl-P Ctrl-Q.
+var detachKeys = []byte{0x10, 0x11}
+
 // runStream opens an upgraded exec/attach connection and pumps the
-// terminal through it until the remote side sends its exit code.
-func runStream(api *apiFlags, path string, interactive, tty bool) error {
+// terminal through it until the remote side sends its exit code, or, when
+// detachable, until the user types detachKeys.
+func runStream(api *apiFlags, path string, interactive, tty, detachable bool) error {
 	c, err := api.client()
 	if err != nil {
 		return err
@@ -113,9 +121,19 @@ func runStream(api *apiFlags, path string, interactive, tty bool) error {
 			}
 		}()
 	}
+	detached := make(chan struct{})
 	if interactive {
+		var in io.Reader = os.Stdin
+		if detachable {
+			in = &detachReader{r: os.Stdin, keys: detachKeys}
+		}
 		go func() {
-			io.Copy(fw.Stream(wire.Stdin), os.Stdin)
+			_, err := io.Copy(fw.Stream(wire.Stdin), in)
+			if errors.Is(err, errDetach) {
+				close(detached)
+				conn.Close()
+				return
+			}
 			fw.WriteFrame(wire.CloseStdin, nil)
 		}()
 	} else {
@@ -124,6 +142,12 @@ func runStream(api *apiFlags, path string, interactive, tty bool) error {
 	for {
 		t, p, err := wire.ReadFrame(br)
 		if err != nil {
+			select {
+			case <-detached:
+				fmt.Fprint(os.Stderr, "\r\ndetached; the workload keeps running\r\n")
+				return nil
+			default:
+			}
 			return fmt.Errorf("connection to the node ended without an exit status: %w", err)
 		}
 		switch t {
@@ -144,6 +168,51 @@ func runStream(api *apiFlags, path string, interactive, tty bool) error {
 			return nil
 		}
 	}
+}
+
+var errDetach = errors.New("detach keys typed")
+
+// detachReader passes input through until it sees keys, then fails with
+// errDetach. Bytes that could start keys are held back until it is clear
+// they do not, so the workload never sees half of the sequence.
+type detachReader struct {
+	r       io.Reader
+	keys    []byte
+	matched int
+	out     []byte
+}
+
+func (d *detachReader) Read(p []byte) (int, error) {
+	for len(d.out) == 0 {
+		buf := make([]byte, len(p))
+		n, err := d.r.Read(buf)
+		for _, b := range buf[:n] {
+			if b == d.keys[d.matched] {
+				if d.matched++; d.matched == len(d.keys) {
+					return copy(p, d.out), errDetach
+				}
+				continue
+			}
+			d.out = append(d.out, d.keys[:d.matched]...)
+			d.matched = 0
+			if b == d.keys[0] {
+				d.matched = 1
+				continue
+			}
+			d.out = append(d.out, b)
+		}
+		if err != nil {
+			d.out = append(d.out, d.keys[:d.matched]...)
+			d.matched = 0
+			if len(d.out) == 0 {
+				return 0, err
+			}
+			break
+		}
+	}
+	n := copy(p, d.out)
+	d.out = d.out[n:]
+	return n, nil
 }
 
 // dialStream sends the upgrade request and returns the raw connection once

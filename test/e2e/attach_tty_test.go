@@ -82,6 +82,18 @@ func attachOnPty(t *testing.T, n *harness.Node, id string, rows, cols uint16, li
 			}
 		}
 		if missing == "" {
+			// Ctrl-P Ctrl-Q detaches: the CLI ends cleanly and the
+			// workload keeps running (the next attach proves it).
+			io.WriteString(master, "\x10\x11")
+			select {
+			case err := <-exited:
+				exited <- err
+				if err != nil {
+					t.Fatalf("detach: attach exited with %v; terminal showed %q", err, out.String())
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Ctrl-P Ctrl-Q did not detach; terminal showed %q", out.String())
+			}
 			return
 		}
 		select {
