@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -243,6 +244,12 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 		// The process has not started: nothing to shut down gracefully.
 		timeout = 0
 	}
+	if timeout > 0 && !catchesSignal(c.Pid, syscall.SIGTERM) {
+		// The workload's init is PID 1 of its namespace: the kernel drops
+		// signals it has no handler for, so waiting would only delay the
+		// kill (busybox httpd, most static servers).
+		timeout = 0
+	}
 	if timeout > 0 {
 		if err := d.rt.Kill(ctx, id, int(syscall.SIGTERM), nil); err != nil {
 			if stopped, _ := d.isStopped(ctx, id); !stopped {
@@ -420,4 +427,24 @@ func readTime(path string) time.Time {
 	}
 	t, _ := time.Parse(time.RFC3339Nano, string(data))
 	return t
+}
+
+// catchesSignal reports whether process pid has a handler for sig, from
+// the SigCgt mask in /proc/<pid>/status. When it cannot tell, it says yes,
+// so the caller keeps the graceful path.
+func catchesSignal(pid int, sig syscall.Signal) bool {
+	if pid <= 0 {
+		return true
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if mask, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			bits, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			return err != nil || bits&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return true
 }

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,4 +227,30 @@ func TestRootfsUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	check()
+}
+
+func TestCatchesSignal(t *testing.T) {
+	// This test process has Go's SIGTERM handler only if signal.Notify ran;
+	// a sleep child has none, and a shell with a trap has one.
+	plain := exec.Command("sleep", "30")
+	trapped := exec.Command("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done")
+	for _, c := range []*exec.Cmd{plain, trapped} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func(c *exec.Cmd) { c.Process.Kill(); c.Wait() }(c)
+	}
+	if catchesSignal(plain.Process.Pid, syscall.SIGTERM) {
+		t.Error("sleep reported as catching SIGTERM")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !catchesSignal(trapped.Process.Pid, syscall.SIGTERM) {
+		if time.Now().After(deadline) {
+			t.Fatal("a shell with a TERM trap never reported as catching SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !catchesSignal(-1, syscall.SIGTERM) {
+		t.Error("an unknown pid must keep the graceful path")
+	}
 }
