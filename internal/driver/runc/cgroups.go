@@ -51,24 +51,10 @@ func canLimitSwap() bool {
 // or "" if none is. Controllers may share a hierarchy (cpu,cpuacct), so the
 // mount options are what tells.
 func v1Hierarchy(controller string) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// ... mountpoint ... - fstype source superoptions
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		if !ok {
-			continue
-		}
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(tail) < 3 || tail[0] != "cgroup" {
-			continue
-		}
-		if slices.Contains(strings.Split(tail[2], ","), controller) {
-			return fields[4]
+	mounts, _ := cgroupMounts("/proc/self/mountinfo")
+	for _, m := range mounts {
+		if m.fstype == "cgroup" && slices.Contains(strings.Split(m.options, ","), controller) {
+			return m.point
 		}
 	}
 	return ""

@@ -31,6 +31,7 @@ import (
 	gorunc "github.com/containerd/go-runc"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/keylock"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
@@ -65,8 +66,8 @@ type Driver struct {
 	opts    Options
 	name    string // "runc" or "crun", for messages
 	rt      *gorunc.Runc
-	rtState string // the runtime's --root
-	locks   idLocks
+	rtState string      // the runtime's --root
+	locks   keylock.Map // lifecycle changes per workload never interleave
 	ttys    ttyPumps
 
 	stopRotation chan struct{}

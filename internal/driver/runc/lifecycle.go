@@ -39,7 +39,7 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	if fi, err := os.Stat(cfg.Rootfs); err != nil || !fi.IsDir() {
 		return fmt.Errorf("create %s: image rootfs %q is not a directory (is the image unpacked?): %v", cfg.ID, cfg.Rootfs, err)
 	}
-	unlock := d.locks.lock(cfg.ID)
+	unlock := d.locks.Lock(cfg.ID)
 	defer unlock()
 
 	if err := d.destroy(ctx, cfg.ID); err != nil {
@@ -145,7 +145,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	unlock := d.locks.lock(id)
+	unlock := d.locks.Lock(id)
 	defer unlock()
 	p := d.paths(id)
 
@@ -220,7 +220,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	if err := checkID(id); err != nil {
 		return err
 	}
-	unlock := d.locks.lock(id)
+	unlock := d.locks.Lock(id)
 	defer unlock()
 
 	c, err := d.state(ctx, id)
@@ -317,7 +317,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	unlock := d.locks.lock(id)
+	unlock := d.locks.Lock(id)
 	defer unlock()
 	if err := d.destroy(ctx, id); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
@@ -394,7 +394,7 @@ func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status,
 	if err := checkID(cfg.ID); err != nil {
 		return driver.Status{}, err
 	}
-	unlock := d.locks.lock(cfg.ID)
+	unlock := d.locks.Lock(cfg.ID)
 	defer unlock()
 	p := d.paths(cfg.ID)
 

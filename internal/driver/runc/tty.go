@@ -140,7 +140,7 @@ func (d *Driver) ensureTTY(ctx context.Context, id string) (*ttyPump, error) {
 	if pump := d.ttys.get(id); pump != nil {
 		return pump, nil
 	}
-	unlock := d.locks.lock(id)
+	unlock := d.locks.Lock(id)
 	defer unlock()
 	return d.adoptTTY(ctx, id)
 }
