@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
@@ -174,4 +176,27 @@ func TestSeedPortMap(t *testing.T) {
 	if code, body := n.Page(80, a.ID+".localhost"); code != 200 || body != testutil.IndexHTML {
 		t.Fatalf("443 map on :80: %d %q", code, body)
 	}
+}
+
+// TestDownWorkloadIs502: a workload whose process dies keeps its URL, which
+// answers 502 (not 404), and is reported as exited.
+func TestDownWorkloadIs502(t *testing.T) {
+	n, ref := newNode(t)
+	a := spawn(t, n, `{"memory":64,"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	_, out := n.API("GET", "/v1/workloads/"+a.ID, "")
+	var w struct{ Pid int }
+	if err := json.Unmarshal([]byte(out), &w); err != nil || w.Pid <= 0 {
+		t.Fatalf("no pid: %s", out)
+	}
+	if err := syscall.Kill(w.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, "a 502 for the dead workload", 10*time.Second, func() bool {
+		code, _ := n.Page(80, a.ID+".localhost")
+		return code == 502
+	})
+	harness.WaitFor(t, "state exited", 10*time.Second, func() bool {
+		_, out := n.API("GET", "/v1/workloads/"+a.ID, "")
+		return strings.Contains(out, `"state": "exited"`)
+	})
 }
