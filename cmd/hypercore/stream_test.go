@@ -27,3 +27,15 @@ func TestDetachReader(t *testing.T) {
 		}
 	}
 }
+
+func TestProgressBar(t *testing.T) {
+	if got := bar(512<<10, 1<<20); got != "[===============               ]  50.0% of 1.0 MiB" {
+		t.Fatalf("half: %q", got)
+	}
+	if got := bar(10, 0); !strings.HasPrefix(got, "[") {
+		t.Fatalf("zero total must not divide by zero: %q", got)
+	}
+	if got := bar(3<<30, 3<<30); !strings.Contains(got, "100.0% of 3.0 GiB") {
+		t.Fatalf("full: %q", got)
+	}
+}
