@@ -172,7 +172,7 @@ func pullWithProgress(ctx context.Context, c *client, ref string, quiet bool) er
 		m := stream.Msg()
 		if m.Done {
 			if show {
-				fmt.Fprintf(os.Stderr, "\rpulled %s %s\n", ref, m.Digest)
+				fmt.Fprintf(os.Stderr, "\r\x1b[Kpulled %s %s\n", ref, m.Digest)
 			}
 			return nil
 		}
