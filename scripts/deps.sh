@@ -44,3 +44,20 @@ if ! command -v go >/dev/null 2>&1; then
   echo "deps: Go 1.26 is required (https://go.dev/doc/install), with go on PATH" >&2
   exit 1
 fi
+
+# Go tools the tests run, built from the Go module proxy into a cache
+# outside the repository, one directory per version, so a version bump
+# installs next to the old one and nothing lands in the work tree.
+#   Pebble: Let's Encrypt's test ACME CA, and its DNS/challenge test server,
+#   for the ACME tests (internal/proxy, test/e2e).
+tools=${HYPERCORE_TOOLS:-/var/cache/hypercore/tools}
+pebble_version=v2.10.1
+pebble_dir=$tools/pebble-$pebble_version
+if [[ ! -x $pebble_dir/pebble || ! -x $pebble_dir/pebble-challtestsrv ]]; then
+  echo "deps: installing Pebble $pebble_version into $pebble_dir"
+  mkdir -p "$pebble_dir" || { echo "deps: cannot create $pebble_dir; set HYPERCORE_TOOLS to a writable directory" >&2; exit 1; }
+  # GOFLAGS cleared: a -mod setting of the caller's would break 'go install pkg@version'.
+  GOBIN=$pebble_dir GOFLAGS= go install \
+    "github.com/letsencrypt/pebble/v2/cmd/pebble@$pebble_version" \
+    "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$pebble_version"
+fi

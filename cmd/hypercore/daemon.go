@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -48,6 +49,15 @@ type daemonFlags struct {
 	subnet      string
 	bridge      string
 	logLevel    string
+
+	// ACME: certificates from a CA such as Let's Encrypt, see acmeConfig.
+	acmeEmail      string
+	acmeCA         string
+	acmeCARoot     string
+	acmeDNS        string
+	acmeDNSConfig  string
+	acmeResolvers  string
+	acmeChallenges string
 }
 
 func newClusterCmd(api *apiFlags) *cobra.Command {
@@ -63,7 +73,11 @@ The node keeps running workloads across its own restarts and crashes: a new
 'hypercore cluster' on the same --data-dir re-adopts them.`,
 		Example: `  hypercore cluster
   hypercore cluster --cluster-base-url deployments.example.com \
-      --cluster-tls-cert fullchain.pem --cluster-tls-key privkey.pem`,
+      --cluster-tls-cert fullchain.pem --cluster-tls-key privkey.pem
+  hypercore cluster --cluster-base-url deployments.example.com --acme-email ops@example.com
+  HYPERCORE_ACME_DNS_KEY=base64secret hypercore cluster --cluster-base-url deployments.example.com \
+      --acme-email ops@example.com --acme-dns rfc2136 \
+      --acme-dns-config server=ns1.example.com:53,key_name=acme-key`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDaemon(cmd.Context(), api.dataDir, d, args)
@@ -77,7 +91,7 @@ The node keeps running workloads across its own restarts and crashes: a new
 	f.StringVar(&d.apiAddr, "grpc-bind-addr", defaultAPIAddr, "API address (gRPC, Connect and JSON on one port)")
 	f.StringVar(&d.nodeName, "node-name", "", "node name (default: the hostname)")
 	f.StringVar(&d.httpAddr, "http-addr", ":80", "proxy HTTP address")
-	f.StringVar(&d.httpsAddr, "https-addr", ":443", "proxy HTTPS address, used with --cluster-tls-cert")
+	f.StringVar(&d.httpsAddr, "https-addr", ":443", "proxy HTTPS address, used with --cluster-tls-cert or --acme-email")
 	f.StringVar(&d.tcpBind, "tcp-bind-addr", "0.0.0.0", "host address that raw TCP public ports (any port but 80/443, or tcp:N) listen on")
 	f.DurationVar(&d.tcpIdle, "tcp-idle-timeout", 10*time.Minute, "close a raw TCP connection after this long with no traffic either way")
 	f.IntVar(&d.tcpMaxConns, "tcp-max-conns", 1024, "most open connections per raw TCP public port; more are refused")
@@ -85,6 +99,13 @@ The node keeps running workloads across its own restarts and crashes: a new
 	f.StringVar(&d.subnet, "subnet", "10.77.0.0/16", "workload network; the bridge takes its first address")
 	f.StringVar(&d.bridge, "bridge", "hc0", "name of the node's bridge")
 	f.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&d.acmeEmail, "acme-email", "", "get certificates from an ACME CA with this account email (agrees to the CA's terms): per <id>.<base> on demand, or *.<base> with --acme-dns; stored in <data-dir>/acme")
+	f.StringVar(&d.acmeCA, "acme-ca", proxy.LetsEncrypt, "ACME directory URL")
+	f.StringVar(&d.acmeCARoot, "acme-ca-root", "", "PEM file of roots to trust for the ACME CA's own HTTPS (a private CA)")
+	f.StringVar(&d.acmeDNS, "acme-dns", "", "DNS provider for one *.<base> wildcard through DNS-01; built in: "+strings.Join(proxy.DNSProviderNames(), ", "))
+	f.StringVar(&d.acmeDNSConfig, "acme-dns-config", "", "DNS provider settings key=value,...; each may instead be in HYPERCORE_ACME_DNS_<KEY> (better for secrets)")
+	f.StringVar(&d.acmeResolvers, "acme-dns-resolvers", "", "DNS servers host[:port],... used to find the zone of _acme-challenge.<base> (default: the system's)")
+	f.StringVar(&d.acmeChallenges, "acme-challenges", "tls-alpn-01,http-01", "challenge types for per-name certificates: tls-alpn-01 (on --https-addr) and/or http-01 (on --http-addr)")
 	cmd.AddCommand(newClusterSpawnCmd(api))
 	return cmd
 }
@@ -127,6 +148,9 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	}
 	if (d.tlsCert == "") != (d.tlsKey == "") {
 		return errors.New("--cluster-tls-cert and --cluster-tls-key go together: pass both or neither")
+	}
+	if _, err := d.acmeConfig(dataDir); err != nil { // fail before making anything
+		return err
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create --data-dir %s: %w", dataDir, err)
@@ -188,7 +212,7 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 // startServers binds every listener first, so a port in use fails the start
 // with a clear error instead of leaving a half-running node. Raw TCP public
 // ports open after that, as routes need them.
-func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node, routes *proxy.Table, token string) ([]*http.Server, error) {
+func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node, routes *proxy.Table, token string) (_ []*http.Server, retErr error) {
 	if _, err := netip.ParseAddr(d.tcpBind); err != nil {
 		return nil, fmt.Errorf("--tcp-bind-addr %q: want an IP address such as 0.0.0.0 or ::", d.tcpBind)
 	}
@@ -201,6 +225,30 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 		certs = append(certs, cf)
 		log.Info("serving HTTPS with a certificate from files; it is reloaded when they change",
 			"cert", d.tlsCert, "names", cf.Leaf().DNSNames, "not_after", cf.Leaf().NotAfter)
+	}
+	// ACME comes after the files, so files win for the names they cover.
+	acmeCfg, err := d.acmeConfig(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	var acme *proxy.ACME
+	if acmeCfg != nil {
+		acmeCfg.Table, acmeCfg.Log = routes, log
+		if acme, err = proxy.NewACME(*acmeCfg); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if retErr != nil {
+				acme.Stop() // no server will stop it
+			}
+		}()
+		certs = append(certs, acme)
+		if acme.Wildcard() != "" {
+			log.Info("ACME: one wildcard certificate through DNS-01", "name", acme.Wildcard(), "dns", d.acmeDNS, "ca", acmeCfg.CA, "storage", acmeCfg.StorageDir)
+		} else {
+			log.Info("ACME: a certificate per workload, obtained at the first handshake for <id>."+d.baseDomain,
+				"challenges", d.acmeChallenges, "ca", acmeCfg.CA, "storage", acmeCfg.StorageDir)
+		}
 	}
 	// The daemon's own ports are never given to a workload as raw TCP.
 	reserve := func(addr, what string) {
@@ -249,6 +297,11 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 			return nil, err
 		}
 		httpHandler = proxy.RedirectHTTPS(d.httpsAddr)
+		if acme != nil {
+			// The CA's HTTP-01 requests are answered before the redirect.
+			httpHandler = acme.HTTPChallengeHandler(httpHandler)
+			httpsSrv.RegisterOnShutdown(acme.Stop)
+		}
 	}
 	httpSrv := proxy.Server(d.httpAddr, httpHandler, log)
 	if err := listen(d.httpAddr, "proxy HTTP (--http-addr)", httpSrv, false); err != nil {
@@ -259,6 +312,16 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 	if err := writeFileAtomic(filepath.Join(dataDir, addrFile), []byte(clientAddr(all[0].l.Addr())+"\n"), 0o600); err != nil {
 		tcp.Close()
 		return nil, err
+	}
+	if acme != nil {
+		// After the listeners: the wildcard's issuance may start at once.
+		if err := acme.Start(); err != nil {
+			tcp.Close()
+			for _, b := range all {
+				b.l.Close()
+			}
+			return nil, err
+		}
 	}
 	servers := make([]*http.Server, 0, len(all))
 	for _, b := range all {
@@ -276,6 +339,92 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 		}()
 	}
 	return servers, nil
+}
+
+// acmeConfig turns the --acme-* flags into the ACME setup, or nil when
+// --acme-email is not given. It only checks and reads (the CA root file,
+// the environment), so runDaemon calls it first to fail before making
+// anything.
+func (d *daemonFlags) acmeConfig(dataDir string) (*proxy.ACMEConfig, error) {
+	if d.acmeEmail == "" {
+		for _, f := range []struct{ name, val, def string }{
+			{"--acme-dns", d.acmeDNS, ""},
+			{"--acme-dns-config", d.acmeDNSConfig, ""},
+			{"--acme-dns-resolvers", d.acmeResolvers, ""},
+			{"--acme-ca-root", d.acmeCARoot, ""},
+			{"--acme-ca", d.acmeCA, proxy.LetsEncrypt},
+		} {
+			if f.val != f.def {
+				return nil, fmt.Errorf("%s needs --acme-email: ACME is on only with an account email for the CA", f.name)
+			}
+		}
+		return nil, nil
+	}
+	if !strings.Contains(d.acmeEmail, "@") {
+		return nil, fmt.Errorf("--acme-email %q: want an email address, the CA's contact for the account", d.acmeEmail)
+	}
+	if base := strings.ToLower(strings.Trim(d.baseDomain, ".")); base == "localhost" || strings.HasSuffix(base, ".localhost") {
+		return nil, fmt.Errorf("--acme-email needs --cluster-base-url set to a domain whose DNS points at this node; no CA issues certificates for %q", d.baseDomain)
+	}
+	c := &proxy.ACMEConfig{
+		Email:      d.acmeEmail,
+		CA:         d.acmeCA,
+		StorageDir: filepath.Join(dataDir, "acme"),
+		BaseDomain: d.baseDomain,
+		HTTPAddr:   d.httpAddr,
+		HTTPSAddr:  d.httpsAddr,
+	}
+	if c.CA == "" {
+		return nil, errors.New("--acme-ca is empty; leave it out for Let's Encrypt")
+	}
+	if d.acmeCARoot != "" {
+		pool, err := proxy.LoadCARoots(d.acmeCARoot)
+		if err != nil {
+			return nil, fmt.Errorf("--acme-ca-root: %w", err)
+		}
+		c.CARoots = pool
+	}
+	c.DisableHTTP01, c.DisableTLSALPN01 = true, true
+	for ch := range strings.SplitSeq(d.acmeChallenges, ",") {
+		switch strings.TrimSpace(ch) {
+		case "http-01":
+			c.DisableHTTP01 = false
+		case "tls-alpn-01":
+			c.DisableTLSALPN01 = false
+		case "":
+		default:
+			return nil, fmt.Errorf("--acme-challenges: unknown challenge %q; use tls-alpn-01, http-01 or both (dns-01 is chosen by --acme-dns)", ch)
+		}
+	}
+	if d.acmeDNS == "" {
+		if d.acmeDNSConfig != "" || d.acmeResolvers != "" {
+			return nil, errors.New("--acme-dns-config and --acme-dns-resolvers need --acme-dns PROVIDER, built in: " + strings.Join(proxy.DNSProviderNames(), ", "))
+		}
+		if c.DisableHTTP01 && c.DisableTLSALPN01 {
+			return nil, errors.New("--acme-challenges names no challenge; use tls-alpn-01, http-01 or both, or --acme-dns for DNS-01")
+		}
+		return c, nil
+	}
+	// Settings from the environment, then the flag, which wins.
+	settings := proxy.DNSConfigFromEnv(d.acmeDNS, os.Getenv)
+	fromFlag, err := proxy.ParseDNSConfig(d.acmeDNSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("--acme-dns-config: %w", err)
+	}
+	maps.Copy(settings, fromFlag)
+	if c.DNSProvider, err = proxy.NewDNSProvider(d.acmeDNS, settings); err != nil {
+		return nil, fmt.Errorf("--acme-dns: %w", err)
+	}
+	for r := range strings.SplitSeq(d.acmeResolvers, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			r = net.JoinHostPort(strings.Trim(r, "[]"), "53")
+		}
+		c.DNSResolvers = append(c.DNSResolvers, r)
+	}
+	return c, nil
 }
 
 // clientAddr is the address a local CLI should dial: a wildcard bind is
