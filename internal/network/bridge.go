@@ -53,7 +53,31 @@ func ensureBridge(name string, subnet netip.Prefix) (netlink.Link, error) {
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("bring bridge %s up: %w", name, err)
 	}
+	if err := isolatePorts(br); err != nil {
+		return nil, err
+	}
 	return br, nil
+}
+
+// isolatePorts turns bridge port isolation on for every port of br, so that
+// workloads plugged in by an older daemon, or whose flag was cleared, are
+// cut off from each other before Adopt gets to them. Only hypercore plugs
+// into its bridge, so every port is a workload's.
+func isolatePorts(br netlink.Link) error {
+	links, err := retryDump(netlink.LinkList)
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex != br.Attrs().Index {
+			continue
+		}
+		// A port that goes away meanwhile (a concurrent Release) is fine.
+		if err := netlink.LinkSetIsolated(l, true); err != nil && !isNotFound(err) {
+			return fmt.Errorf("isolate port %s of bridge %s: %w", l.Attrs().Name, br.Attrs().Name, err)
+		}
+	}
+	return nil
 }
 
 // dropOtherAddrs removes IPv4 addresses other than keep, left over from a

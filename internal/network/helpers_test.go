@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -203,4 +204,109 @@ func roundTrip(t *testing.T, from string, l net.Listener) netip.Addr {
 		t.Fatalf("read greeting from %s: %q, %v", l.Addr(), line, err)
 	}
 	return <-seen
+}
+
+// Addresses of the "outside" that newOutside makes: the node's uplink, and
+// a host beyond it, standing in for the internet.
+var (
+	uplinkAddr  = netip.MustParseAddr("192.0.2.2")
+	outsideAddr = netip.MustParseAddr("192.0.2.1")
+)
+
+// newOutside puts an "outside" netns behind a veth, as if it were the
+// internet: the node's end is "uplink" with uplinkAddr/24, the far end eth0
+// with outsideAddr/24. The outside gets a route to the workloads through
+// the uplink, so that only the firewall can stop it connecting in. It
+// returns the path of the outside netns.
+func newOutside(t *testing.T) string {
+	t.Helper()
+	outside := filepath.Join(t.TempDir(), "outside")
+	t.Cleanup(func() { removeNetNS(outside) })
+	if err := ensureNetNS(outside, ""); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.GetFromPath(outside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := netlink.LinkAdd(&netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: "uplink"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ns)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	up, err := netlink.LinkByName("uplink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, netlink.AddrAdd(up, &netlink.Addr{IPNet: ipNet(uplinkAddr, 24)}))
+	mustOK(t, netlink.LinkSetUp(up))
+	nsh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	eth, err := nsh.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, nsh.AddrAdd(eth, &netlink.Addr{IPNet: ipNet(outsideAddr, 24)}))
+	mustOK(t, nsh.LinkSetUp(eth))
+	_, workloads, _ := net.ParseCIDR("10.77.0.0/16")
+	mustOK(t, nsh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: workloads, Gw: uplinkAddr.AsSlice()}))
+	return outside
+}
+
+// nodeReaches reports whether the node (the test's own netns) can open a
+// connection to a listener inside w and read its greeting, as the proxy
+// and the readiness probe do. The workload sees it come from the gateway.
+func nodeReaches(t *testing.T, w Attachment) bool {
+	t.Helper()
+	l := listen(t, w.NetNSPath, w.IP.String()+":0")
+	seen := serveOne(l)
+	c, err := dial(t, "", l.Addr().String())
+	if err != nil {
+		t.Logf("node connecting to workload %s: %v", w.IP, err)
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // a broken test fails, not hangs
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "hello\n" {
+		t.Logf("reading the greeting of workload %s: %q, %v", w.IP, line, err)
+		return false
+	}
+	if src := <-seen; src != w.Gateway {
+		t.Errorf("workload %s saw the node as %s, want the gateway %s", w.IP, src, w.Gateway)
+	}
+	return true
+}
+
+// portIsolated reads back whether the bridge port name is isolated.
+func portIsolated(t *testing.T, name string) bool {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi, err := netlink.LinkGetProtinfo(l)
+	if err != nil {
+		t.Fatalf("read bridge port flags of %s: %v", name, err)
+	}
+	return pi.Isolated
+}
+
+// setBridgeNF sets br_netfilter's bridge-nf-call-iptables and -ip6tables,
+// which are per netns, to v. "1" needs br_netfilter and skips without it.
+func setBridgeNF(t *testing.T, v string) {
+	t.Helper()
+	for _, name := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+		p := "/proc/sys/net/bridge/" + name
+		if _, err := os.Stat(p); err != nil {
+			if v == "1" {
+				t.Skip("br_netfilter is not loaded; bridged traffic skips the IP hooks anyway")
+			}
+			continue
+		}
+		mustOK(t, os.WriteFile(p, []byte(v), 0o644))
+	}
 }

@@ -1,6 +1,8 @@
 // Package network gives each workload its own network namespace on a node
 // bridge, with an address leased durably so it survives daemon restarts, and
-// NATs the workloads' traffic out of the node. All of it works on the
+// NATs the workloads' traffic out of the node. Workloads can reach the
+// outside but neither the node itself (any of its addresses) nor each
+// other; the node still connects to them. All of it works on the
 // network namespace of the calling process, which is the host's in the
 // daemon and a throwaway one in tests.
 package network
@@ -38,7 +40,7 @@ type Config struct {
 	StateDir string
 }
 
-// Manager owns the node bridge, its NAT rules, and every workload's netns,
+// Manager owns the node bridge, its firewall rules, and every workload's netns,
 // veth and address lease. It is safe for concurrent use.
 type Manager struct {
 	cfg    Config
@@ -92,20 +94,23 @@ func (m *Manager) Close() error {
 	return nil
 }
 
-// Setup makes the node side of the network: the bridge up with the gateway
-// address, IPv4 forwarding on, and the hypercore nftables table. It repairs
-// whatever has drifted, so the daemon calls it at every start.
+// Setup makes the node side of the network: the hypercore nftables tables
+// (NAT, and the isolation of workloads from the node and from each other;
+// see applyRules), the bridge up with the gateway address and every port
+// isolated, and IPv4 forwarding on. It repairs whatever has drifted, so the
+// daemon calls it at every start. The rules go in first, so that the bridge
+// is never up, nor forwarding on, without them.
 func (m *Manager) Setup(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if err := applyRules(m.cfg.Bridge, m.cfg.Subnet); err != nil {
+		return fmt.Errorf("set up workload network: %w", err)
 	}
 	if _, err := ensureBridge(m.cfg.Bridge, m.cfg.Subnet); err != nil {
 		return fmt.Errorf("set up workload network: %w", err)
 	}
 	if err := enableForwarding(); err != nil {
-		return fmt.Errorf("set up workload network: %w", err)
-	}
-	if err := applyRules(m.cfg.Bridge, m.cfg.Subnet); err != nil {
 		return fmt.Errorf("set up workload network: %w", err)
 	}
 	return nil

@@ -19,7 +19,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/spec"
@@ -69,23 +68,35 @@ func TestSetupIsIdempotentAndLeavesOtherTablesAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := nft.AddTable(&nftables.Table{Name: "other", Family: nftables.TableFamilyIPv4})
-	oc := nft.AddChain(&nftables.Chain{Name: "keep", Table: other})
-	nft.AddRule(&nftables.Rule{Table: other, Chain: oc, Exprs: []expr.Any{&expr.Counter{}}})
+	// A table of someone else's in every family we use.
+	var others []*nftables.Table
+	var otherChains []*nftables.Chain
+	for _, f := range ourFamilies {
+		other := nft.AddTable(&nftables.Table{Name: "other", Family: f})
+		oc := nft.AddChain(&nftables.Chain{Name: "keep", Table: other})
+		nft.AddRule(&nftables.Rule{Table: other, Chain: oc, Exprs: []expr.Any{&expr.Counter{}}})
+		others, otherChains = append(others, other), append(otherChains, oc)
+	}
 	if err := nft.Flush(); err != nil {
 		t.Fatal(err)
 	}
 
 	m := newManager(t, "10.77.0.0/16") // first Setup
-	want := map[string]int{"postrouting": 1, "forward": 4}
+	want := map[string]int{"ip postrouting": 1, "ip forward": 6, "inet input": 4, "bridge forward": 1}
 	if got := ruleCounts(t, nft); !mapsEqual(got, want) {
 		t.Fatalf("after one Setup, rules per chain = %v, want %v", got, want)
 	}
 
-	// Drift that a second Setup must undo: a foreign rule in our table
-	// and a stale address on the bridge.
-	fwd := &nftables.Chain{Name: "forward", Table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}}
-	nft.AddRule(&nftables.Rule{Table: fwd.Table, Chain: fwd, Exprs: []expr.Any{&expr.Counter{}}})
+	// Drift that a second Setup must undo: a foreign rule in each of our
+	// tables, a foreign chain, and a stale address on the bridge.
+	for _, c := range []struct {
+		family nftables.TableFamily
+		chain  string
+	}{{nftables.TableFamilyIPv4, "forward"}, {nftables.TableFamilyINet, "input"}, {nftables.TableFamilyBridge, "forward"}} {
+		ch := &nftables.Chain{Name: c.chain, Table: &nftables.Table{Name: TableName, Family: c.family}}
+		nft.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: []expr.Any{&expr.Counter{}}})
+	}
+	nft.AddChain(&nftables.Chain{Name: "stray", Table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}})
 	if err := nft.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,21 +117,28 @@ func TestSetupIsIdempotentAndLeavesOtherTablesAlone(t *testing.T) {
 	if got := ruleCounts(t, nft); !mapsEqual(got, want) {
 		t.Errorf("after three Setups, rules per chain = %v, want %v", got, want)
 	}
-	tables, err := nft.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	tables, err := nft.ListTables()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ours int
+	ours := map[nftables.TableFamily]int{}
 	for _, tb := range tables {
 		if tb.Name == TableName {
-			ours++
+			ours[tb.Family]++
 		}
 	}
-	if ours != 1 {
-		t.Errorf("found %d tables named %s, want 1", ours, TableName)
+	for _, f := range ourFamilies {
+		if ours[f] != 1 {
+			t.Errorf("found %d tables %s %s, want 1", ours[f], familyName(f), TableName)
+		}
 	}
-	if rules, err := nft.GetRules(other, oc); err != nil || len(rules) != 1 {
-		t.Errorf("table other has %d rules (err %v) after Setup, want its 1 rule untouched", len(rules), err)
+	if len(ours) != len(ourFamilies) {
+		t.Errorf("tables named %s per family: %v, want one in each of %v", TableName, ours, ourFamilies)
+	}
+	for i, other := range others {
+		if rules, err := nft.GetRules(other, otherChains[i]); err != nil || len(rules) != 1 {
+			t.Errorf("table %s other has %d rules (err %v) after Setup, want its 1 rule untouched", familyName(other.Family), len(rules), err)
+		}
 	}
 
 	br, err = netlink.LinkByName(DefaultBridge)
@@ -142,9 +160,10 @@ func TestSetupIsIdempotentAndLeavesOtherTablesAlone(t *testing.T) {
 	}
 }
 
+// ruleCounts reads back the rules in our tables, keyed "family chain".
 func ruleCounts(t *testing.T, nft *nftables.Conn) map[string]int {
 	t.Helper()
-	chains, err := nft.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	chains, err := nft.ListChains()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,9 +176,23 @@ func ruleCounts(t *testing.T, nft *nftables.Conn) map[string]int {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[c.Name] = len(rules)
+		out[familyName(c.Table.Family)+" "+c.Name] = len(rules)
 	}
 	return out
+}
+
+func familyName(f nftables.TableFamily) string {
+	switch f {
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
+	case nftables.TableFamilyINet:
+		return "inet"
+	case nftables.TableFamilyBridge:
+		return "bridge"
+	}
+	return fmt.Sprintf("family%d", f)
 }
 
 func mapsEqual(a, b map[string]int) bool {
@@ -179,14 +212,7 @@ func TestAttachConnectsWorkloads(t *testing.T) {
 		return
 	}
 	// Exercise the harder case where bridged traffic passes the IP hooks.
-	const bridgeNF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
-	if _, err := os.Stat(bridgeNF); err == nil {
-		if err := os.WriteFile(bridgeNF, []byte("1"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		t.Log("br_netfilter is not loaded; bridged traffic skips the IP hooks")
-	}
+	setBridgeNF(t, "1")
 	m := newManager(t, "10.77.0.0/16")
 	a := attach(t, m, spec.NewID())
 	b := attach(t, m, spec.NewID())
@@ -212,15 +238,17 @@ func TestAttachConnectsWorkloads(t *testing.T) {
 		t.Errorf("host veth %s is not up on the bridge", a.HostVeth)
 	}
 
-	// Workload to gateway: the node sees the workload's own address.
-	gw := listen(t, "", "10.77.0.1:0")
-	if src := roundTrip(t, a.NetNSPath, gw); src != a.IP {
-		t.Errorf("gateway saw %s, want %s", src, a.IP)
+	if !portIsolated(t, a.HostVeth) || !portIsolated(t, b.HostVeth) {
+		t.Error("host veths are not isolated bridge ports")
 	}
-	// Workload to workload: bridged, and never masqueraded.
-	lb := listen(t, b.NetNSPath, b.IP.String()+":0")
-	if src := roundTrip(t, a.NetNSPath, lb); src != a.IP {
-		t.Errorf("workload b saw %s, want a's own address %s", src, a.IP)
+
+	// The node reaches each workload from the gateway address, and the
+	// workload's replies come back.
+	for _, w := range []Attachment{a, b} {
+		l := listen(t, w.NetNSPath, w.IP.String()+":0")
+		if src := roundTrip(t, "", l); src != w.Gateway {
+			t.Errorf("workload %s saw the node as %s, want the gateway %s", w.IP, src, w.Gateway)
+		}
 	}
 }
 
@@ -238,7 +266,6 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	gw := listen(t, "", "10.77.0.1:0")
 	id := spec.NewID()
 	first := attach(t, m, id)
 	if again := attach(t, m, id); again != first {
@@ -272,7 +299,9 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
-		// Both names taken by interfaces that are not one pair.
+		// Both names taken by interfaces that are not one pair; the
+		// workload's eth0 even has the index of the host end's peer,
+		// which lives in the host's namespace.
 		"ends replaced by strangers": func() {
 			inNS(t, first.NetNSPath, func() {
 				l, err := netlink.LinkByName(workloadIf)
@@ -280,9 +309,16 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 					t.Fatal(err)
 				}
 				mustOK(t, netlink.LinkDel(l))
-				mustOK(t, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: workloadIf}, PeerName: "stranger"}))
 			})
 			mustOK(t, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: first.HostVeth}, PeerName: "stranger"}))
+			stranger, err := netlink.LinkByName("stranger")
+			if err != nil {
+				t.Fatal(err)
+			}
+			idx := fmt.Sprint(stranger.Attrs().Index)
+			if out, err := exec.Command("nsenter", "--net="+first.NetNSPath, "ip", "link", "add", workloadIf, "index", idx, "type", "veth", "peer", "name", "stranger").CombinedOutput(); err != nil {
+				t.Fatalf("make a stranger %s with index %s: %v: %s", workloadIf, idx, err, out)
+			}
 		},
 		"workload eth0 down, address gone": func() {
 			inNS(t, first.NetNSPath, func() {
@@ -294,6 +330,16 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 				netlink.LinkSetDown(l)
 			})
 		},
+		"port isolation turned off": func() {
+			l, err := netlink.LinkByName(first.HostVeth)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustOK(t, netlink.LinkSetIsolated(l, false))
+			if portIsolated(t, first.HostVeth) {
+				t.Fatal("could not turn port isolation off")
+			}
+		},
 	}
 	for name, breakIt := range damage {
 		breakIt()
@@ -301,8 +347,11 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 		if got != first {
 			t.Errorf("%s: Attach = %+v, want %+v", name, got, first)
 		}
-		if src := roundTrip(t, first.NetNSPath, gw); src != first.IP {
-			t.Errorf("%s: gateway saw %s after repair, want %s", name, src, first.IP)
+		if !nodeReaches(t, got) {
+			t.Errorf("%s: node cannot reach the workload after repair", name)
+		}
+		if !portIsolated(t, got.HostVeth) {
+			t.Errorf("%s: host veth is not an isolated port after repair", name)
 		}
 	}
 
@@ -425,9 +474,8 @@ func TestSubnetChangeMovesLeases(t *testing.T) {
 	if moved.IP != netip.MustParseAddr("10.79.0.2") || moved.Gateway != netip.MustParseAddr("10.79.0.1") {
 		t.Errorf("after the subnet changed, Attach gave %s via %s, want 10.79.0.2 via 10.79.0.1", moved.IP, moved.Gateway)
 	}
-	gw := listen(t, "", "10.79.0.1:0")
-	if src := roundTrip(t, moved.NetNSPath, gw); src != moved.IP {
-		t.Errorf("gateway saw %s, want %s", src, moved.IP)
+	if !nodeReaches(t, moved) {
+		t.Error("node cannot reach the moved workload")
 	}
 }
 
@@ -522,7 +570,6 @@ func TestReconcileRemovesStrays(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	gw := listen(t, "", "10.77.0.1:0")
 	kept := attach(t, m, spec.NewID())
 	gone1 := attach(t, m, spec.NewID())
 	gone2 := attach(t, m, spec.NewID())
@@ -560,8 +607,8 @@ func TestReconcileRemovesStrays(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != kept.ID {
 		t.Errorf("netns dir holds %v, want only %s", entries, kept.ID)
 	}
-	if src := roundTrip(t, kept.NetNSPath, gw); src != kept.IP {
-		t.Errorf("kept workload reaches the gateway as %s, want %s", src, kept.IP)
+	if !nodeReaches(t, kept) {
+		t.Error("node cannot reach the kept workload")
 	}
 }
 
@@ -574,42 +621,7 @@ func TestEgressIsMasqueraded(t *testing.T) {
 	m := newManager(t, "10.77.0.0/16")
 	w := attach(t, m, spec.NewID())
 
-	outside := filepath.Join(t.TempDir(), "outside")
-	t.Cleanup(func() { removeNetNS(outside) })
-	if err := ensureNetNS(outside, ""); err != nil {
-		t.Fatal(err)
-	}
-	ns, err := netns.GetFromPath(outside)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	if err := netlink.LinkAdd(&netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{Name: "uplink"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ns)),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	up, err := netlink.LinkByName("uplink")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustOK(t, netlink.AddrAdd(up, &netlink.Addr{IPNet: ipNet(netip.MustParseAddr("192.0.2.2"), 24)}))
-	mustOK(t, netlink.LinkSetUp(up))
-	nsh, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	eth, err := nsh.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustOK(t, nsh.AddrAdd(eth, &netlink.Addr{IPNet: ipNet(netip.MustParseAddr("192.0.2.1"), 24)}))
-	mustOK(t, nsh.LinkSetUp(eth))
-	// Give the outside a way to the workloads so that only the firewall
-	// can be what stops it connecting in.
-	_, workloads, _ := net.ParseCIDR("10.77.0.0/16")
-	mustOK(t, nsh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: workloads, Gw: net.ParseIP("192.0.2.2")}))
+	outside := newOutside(t)
 
 	server := listen(t, outside, "192.0.2.1:0")
 	if src := roundTrip(t, w.NetNSPath, server); src != netip.MustParseAddr("192.0.2.2") {
@@ -713,7 +725,6 @@ func TestAdoptRebindsLiveNamespace(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	gw := listen(t, "", "10.77.0.1:0")
 	id := spec.NewID()
 	first := attach(t, m, id)
 
@@ -743,8 +754,8 @@ func TestAdoptRebindsLiveNamespace(t *testing.T) {
 	if st.Ino != want.Ino || st.Dev != want.Dev {
 		t.Fatal("netns path names a new namespace, not the workload's live one")
 	}
-	if src := roundTrip(t, first.NetNSPath, gw); src != first.IP {
-		t.Errorf("gateway saw %s, want %s", src, first.IP)
+	if !nodeReaches(t, first) {
+		t.Error("node cannot reach the adopted workload")
 	}
 	// Adopting again changes nothing.
 	if again, err := m.Adopt(ctx, id, live); err != nil || again != first {

@@ -3,6 +3,7 @@ package network
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // workloadIf is the interface name a workload sees, as in most runtimes.
@@ -19,6 +21,10 @@ const workloadIf = "eth0"
 // can find strays even when their lease and netns are long gone.
 const aliasPrefix = "hypercore:"
 
+// vethPrefix starts the name of every host veth; the bridge family rule
+// that keeps workloads apart matches it.
+const vethPrefix = "hc"
+
 // hostVethName derives the host end's name from id. Hashing, rather than
 // cutting the id short, keeps ids that share a prefix apart; 48 bits make a
 // collision between live workloads negligible, and the alias check in plumb
@@ -26,7 +32,7 @@ const aliasPrefix = "hypercore:"
 // characters fits the kernel's 15-character limit.
 func hostVethName(id string) string {
 	sum := sha256.Sum256([]byte(id))
-	return "hc" + hex.EncodeToString(sum[:6])
+	return vethPrefix + hex.EncodeToString(sum[:6])
 }
 
 func vethAlias(id string) string { return aliasPrefix + id }
@@ -34,6 +40,11 @@ func vethAlias(id string) string { return aliasPrefix + id }
 // plumb makes, or repairs, the veth pair joining the netns to the bridge and
 // configures the workload side. Each step checks before it acts so it can be
 // rerun over whatever a crash left behind.
+//
+// The host end is an isolated bridge port (IFLA_BRPORT_ISOLATED): the
+// bridge forwards nothing between two isolated ports, so workloads cannot
+// reach each other, while the node, on the bridge device itself, reaches
+// all of them. The flag lives on the veth, so it goes with it at Release.
 func plumb(br netlink.Link, id string, ns netns.NsHandle, ip netip.Addr, bits int) error {
 	nsh, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -54,7 +65,7 @@ func plumb(br netlink.Link, id string, ns netns.NsHandle, ip netip.Addr, bits in
 		return fmt.Errorf("look up %s inside netns of %s: %w", workloadIf, id, err)
 	}
 
-	if !paired(host, peer) {
+	if !paired(host, peer, ns) {
 		// Half a pair is useless: the host end may point into a
 		// namespace that was replaced. Start over from nothing.
 		if host != nil {
@@ -90,19 +101,43 @@ func plumb(br netlink.Link, id string, ns netns.NsHandle, ip netip.Addr, bits in
 	if err := netlink.LinkSetMaster(host, br); err != nil {
 		return fmt.Errorf("attach host veth %s to bridge %s: %w", name, br.Attrs().Name, err)
 	}
+	// Before the port comes up, so it never forwards unisolated.
+	if err := netlink.LinkSetIsolated(host, true); err != nil {
+		return fmt.Errorf("isolate host veth %s on bridge %s from other workloads: %w", name, br.Attrs().Name, err)
+	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return fmt.Errorf("bring host veth %s up: %w", name, err)
 	}
 	if err := configureInside(nsh, ip, bits); err != nil {
 		return fmt.Errorf("configure netns of %s: %w", id, err)
 	}
+	return forgetNeighbour(br, ip)
+}
+
+// forgetNeighbour drops the node's ARP entry for ip on the bridge. After a
+// repair, or when a released address goes to a new workload, the entry
+// names a MAC that is gone, and the node, which is the one opening
+// connections to workloads (they send it nothing unasked), would keep
+// sending to it until the entry expires. Without it the node asks afresh.
+func forgetNeighbour(br netlink.Link, ip netip.Addr) error {
+	n := &netlink.Neigh{LinkIndex: br.Attrs().Index, Family: netlink.FAMILY_V4, IP: ip.AsSlice()}
+	if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("drop the node's ARP entry for %s on %s: %w", ip, br.Attrs().Name, err)
+	}
 	return nil
 }
 
-// paired reports whether host and peer are the two ends of one veth.
-func paired(host, peer netlink.Link) bool {
+// paired reports whether host and peer, inside ns, are the two ends of one
+// veth. Interface indexes are per namespace, so the host end's peer index
+// alone could name an interface of the same index in another namespace,
+// the host's own among them: the peer's namespace must be ns as well.
+func paired(host, peer netlink.Link, ns netns.NsHandle) bool {
 	hv, ok := host.(*netlink.Veth)
-	if !ok || peer == nil || peer.Type() != "veth" {
+	if !ok || peer == nil || peer.Type() != "veth" || hv.Attrs().NetNsID < 0 {
+		return false
+	}
+	nsid, err := netlink.GetNetNsIdByFd(int(ns))
+	if err != nil || nsid != hv.Attrs().NetNsID {
 		return false
 	}
 	idx, err := netlink.VethPeerIndex(hv)
