@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/keylock"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
@@ -45,7 +46,7 @@ type Config struct {
 type Manager struct {
 	cfg    Config
 	leases *leases
-	locks  idLocks
+	locks  keylock.Map // one Attach or Release per id at a time
 
 	nsDirMu    sync.Mutex
 	nsDirReady bool
@@ -162,7 +163,7 @@ func (m *Manager) attach(ctx context.Context, id, from string) (Attachment, erro
 	if err := spec.ValidateID(id); err != nil {
 		return Attachment{}, fmt.Errorf("attach to network: %w", err)
 	}
-	unlock := m.locks.lock(id)
+	unlock := m.locks.Lock(id)
 	defer unlock()
 
 	ip, err := m.leases.acquire(id)
@@ -209,7 +210,7 @@ func (m *Manager) Release(ctx context.Context, id string) error {
 }
 
 func (m *Manager) release(id string) error {
-	unlock := m.locks.lock(id)
+	unlock := m.locks.Lock(id)
 	defer unlock()
 	if err := deleteHostVeth(id); err != nil {
 		return fmt.Errorf("release %s: %w", id, err)
@@ -313,40 +314,4 @@ func (m *Manager) prepareNetNSDir() error {
 	}
 	m.nsDirReady = true
 	return nil
-}
-
-// idLocks serialises work on one id while letting different ids proceed in
-// parallel; bbolt already serialises the lease writes themselves.
-type idLocks struct {
-	mu sync.Mutex
-	m  map[string]*idLock
-}
-
-type idLock struct {
-	sync.Mutex
-	refs int
-}
-
-func (l *idLocks) lock(id string) (unlock func()) {
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = map[string]*idLock{}
-	}
-	e := l.m[id]
-	if e == nil {
-		e = &idLock{}
-		l.m[id] = e
-	}
-	e.refs++
-	l.mu.Unlock()
-
-	e.Lock()
-	return func() {
-		e.Unlock()
-		l.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(l.m, id)
-		}
-		l.mu.Unlock()
-	}
 }
