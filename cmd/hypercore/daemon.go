@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hypercore-dev/hypercore/internal/atomicfile"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/runc"
 	"github.com/hypercore-dev/hypercore/internal/image"
@@ -309,7 +310,7 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 	}
 	tcp := proxy.NewTCP(routes, proxy.TCPOptions{BindAddr: d.tcpBind, IdleTimeout: d.tcpIdle, MaxConns: d.tcpMaxConns, Log: log})
 	httpSrv.RegisterOnShutdown(func() { tcp.Close() })
-	if err := writeFileAtomic(filepath.Join(dataDir, addrFile), []byte(clientAddr(all[0].l.Addr())+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dataDir, addrFile), []byte(clientAddr(all[0].l.Addr())+"\n"), 0o600); err != nil {
 		tcp.Close()
 		return nil, err
 	}
@@ -452,36 +453,10 @@ func loadOrCreateToken(path string) (string, error) {
 		return "", err
 	}
 	t := hex.EncodeToString(b[:])
-	if err := writeFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write API token: %w", err)
 	}
 	return t, nil
-}
-
-// writeFileAtomic writes via a temp file and rename, so a crash never leaves
-// a half-written file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func newLogger(level string) (*slog.Logger, error) {

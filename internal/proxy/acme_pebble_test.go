@@ -8,127 +8,52 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
 )
 
-// pebbleVersion is the Pebble release scripts/deps.sh installs.
-const pebbleVersion = "v2.10.1"
-
-// pebbleBin finds a Pebble tool in the cache scripts/deps.sh fills, or on
-// PATH, and skips the test when it is in neither.
-func pebbleBin(t *testing.T, name string) string {
-	t.Helper()
-	dir := os.Getenv("HYPERCORE_TOOLS")
-	if dir == "" {
-		dir = "/var/cache/hypercore/tools"
-	}
-	p := filepath.Join(dir, "pebble-"+pebbleVersion, name)
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	t.Skipf("%s not found in %s or on PATH; run scripts/deps.sh to install Pebble %s", name, filepath.Dir(p), pebbleVersion)
-	return ""
-}
-
 // loopbackPort returns a free port on 127.0.0.1, for the tools that take
 // an address on their command line.
 func loopbackPort(t *testing.T) int { return int(freePort(t)) }
-
-// pebbleTLS writes a certificate for 127.0.0.1 and localhost, for Pebble's
-// own HTTPS, and returns its paths and a pool that trusts it.
-func pebbleTLS(t *testing.T, dir string) (certPath, keyPath string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "pebble test TLS"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, "pebble-cert.pem"), filepath.Join(dir, "pebble-key.pem")
-	writeFile(t, certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certPath, keyPath, pool
-}
 
 // pebbleCA is a running Pebble.
 type pebbleCA struct {
 	DirURL  string         // ACME directory
 	TLSPool *x509.CertPool // trusts Pebble's HTTPS
 	mgmt    string         // management API base URL
-	log     *syncBuffer
+	log     *testutil.LockedBuffer
 }
 
 // startPebble runs Pebble on loopback. It validates HTTP-01 on httpPort
 // and TLS-ALPN-01 on tlsPort of whatever dnsServer resolves names to.
 func startPebble(t *testing.T, httpPort, tlsPort int, dnsServer string) *pebbleCA {
 	t.Helper()
-	bin := pebbleBin(t, "pebble")
+	bin := testutil.PebbleTool(t, "pebble")
 	dir := t.TempDir()
-	certPath, keyPath, pool := pebbleTLS(t, dir)
+	certPath, keyPath, pool := testutil.SelfSignedCert(t, dir, "localhost", "127.0.0.1")
 	listen := fmt.Sprintf("127.0.0.1:%d", loopbackPort(t))
 	mgmt := fmt.Sprintf("127.0.0.1:%d", loopbackPort(t))
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":           listen,
-		"managementListenAddress": mgmt,
-		"certificate":             certPath,
-		"privateKey":              keyPath,
-		"httpPort":                httpPort,
-		"tlsPort":                 tlsPort,
-		"ocspResponderURL":        "",
-		"keyAlgorithm":            "ecdsa",
-	}}
-	b, _ := json.Marshal(cfg)
-	writeFile(t, filepath.Join(dir, "pebble.json"), b)
-	p := &pebbleCA{DirURL: "https://" + listen + "/dir", TLSPool: pool, mgmt: "https://" + mgmt, log: &syncBuffer{}}
-	cmd := exec.Command(bin, "-config", filepath.Join(dir, "pebble.json"), "-dnsserver", dnsServer)
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	startTool(t, cmd, p.log)
+	cfg := testutil.WritePebbleConfig(t, dir, testutil.PebbleConfig{
+		Listen: listen, Management: mgmt, Certificate: certPath, Key: keyPath,
+		HTTPPort: httpPort, TLSPort: tlsPort,
+	})
+	p := &pebbleCA{DirURL: "https://" + listen + "/dir", TLSPool: pool, mgmt: "https://" + mgmt, log: &testutil.LockedBuffer{}}
+	cmd := exec.Command(bin, "-config", cfg, "-dnsserver", dnsServer)
+	cmd.Env = testutil.PebbleEnv()
+	testutil.StartTool(t, cmd, p.log)
 	waitUp(t, "pebble", p.log, func() bool {
 		resp, err := p.client().Get(p.DirURL)
 		if err == nil {
@@ -137,22 +62,6 @@ func startPebble(t *testing.T, httpPort, tlsPort int, dnsServer string) *pebbleC
 		return err == nil && resp.StatusCode == 200
 	})
 	return p
-}
-
-// startTool runs cmd with its output in log, and kills it when the test
-// ends.
-func startTool(t *testing.T, cmd *exec.Cmd, log io.Writer) {
-	t.Helper()
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
 }
 
 // waitUp polls up for at most 10 seconds.
@@ -178,17 +87,7 @@ func (p *pebbleCA) client() *http.Client {
 // management API. Pebble makes a new one at every start.
 func (p *pebbleCA) Roots(t *testing.T) *x509.CertPool {
 	t.Helper()
-	resp, err := p.client().Get(p.mgmt + "/roots/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	pool := x509.NewCertPool()
-	if resp.StatusCode != 200 || !pool.AppendCertsFromPEM(b) {
-		t.Fatalf("pebble root: %d %q", resp.StatusCode, b)
-	}
-	return pool
+	return testutil.PebbleRoots(t, p.client(), p.mgmt)
 }
 
 // Orders counts the orders Pebble has taken.
@@ -199,22 +98,19 @@ func (p *pebbleCA) Orders() int { return strings.Count(p.log.String(), "Added or
 type challtestsrv struct {
 	DNS  string // host:port
 	mgmt string // http://host:port
-	log  *syncBuffer
+	log  *testutil.LockedBuffer
 }
 
 func startChalltestsrv(t *testing.T) *challtestsrv {
 	t.Helper()
-	bin := pebbleBin(t, "pebble-challtestsrv")
+	bin := testutil.PebbleTool(t, "pebble-challtestsrv")
 	c := &challtestsrv{
 		DNS:  fmt.Sprintf("127.0.0.1:%d", loopbackPort(t)),
 		mgmt: fmt.Sprintf("http://127.0.0.1:%d", loopbackPort(t)),
-		log:  &syncBuffer{},
+		log:  &testutil.LockedBuffer{},
 	}
-	// Only DNS and the API: the challenge servers it could also run
-	// would listen on fixed ports.
-	cmd := exec.Command(bin, "-dnsserver", c.DNS, "-management", strings.TrimPrefix(c.mgmt, "http://"),
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-	startTool(t, cmd, c.log)
+	cmd := exec.Command(bin, testutil.ChalltestsrvArgs(c.DNS, strings.TrimPrefix(c.mgmt, "http://"))...)
+	testutil.StartTool(t, cmd, c.log)
 	waitUp(t, "pebble-challtestsrv", c.log, func() bool {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(c.mgmt, "http://"))
 		if err == nil {

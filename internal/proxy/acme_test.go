@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/libdns/libdns"
 )
 
@@ -33,7 +34,7 @@ func TestWorkloadIDUnder(t *testing.T) {
 
 // offlineACME is an ACME source whose CA cannot be reached, so a test
 // sees in the log when an attempt is made.
-func offlineACME(t *testing.T, tbl *Table, mod func(*ACMEConfig)) (*ACME, *syncBuffer) {
+func offlineACME(t *testing.T, tbl *Table, mod func(*ACMEConfig)) (*ACME, *testutil.LockedBuffer) {
 	t.Helper()
 	log, buf := testLog()
 	c := ACMEConfig{
@@ -135,7 +136,7 @@ func (solverStub) SolvesTLSALPN() {}
 // acme-tls/1 is offered only when there is a solver.
 func TestTLSALPNChallengeRouting(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, 1, "*.example.test")
+	testutil.WriteSelfSignedCert(t, dir, 1, "*.example.test")
 	cf, err := NewCertFile(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), nil)
 	if err != nil {
 		t.Fatal(err)

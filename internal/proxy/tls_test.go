@@ -1,65 +1,23 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
 
-// writeCert writes a self-signed certificate for names with the given
-// serial to dir/cert.pem and dir/key.pem and returns it.
-func writeCert(t *testing.T, dir string, serial int64, names ...string) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: names[0]},
-		DNSNames:              names,
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
+	"github.com/hypercore-dev/hypercore/internal/testutil"
+)
 
 func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
@@ -68,26 +26,8 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 }
 
-// syncBuffer is a log sink tests can read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLog() (*slog.Logger, *syncBuffer) {
-	var buf syncBuffer
+func testLog() (*slog.Logger, *testutil.LockedBuffer) {
+	var buf testutil.LockedBuffer
 	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), &buf
 }
 
@@ -97,7 +37,7 @@ func testLog() (*slog.Logger, *syncBuffer) {
 func httpsFront(t *testing.T, p *Proxy) (addr string, client func(serverName string, protos ...string) *http.Client) {
 	t.Helper()
 	dir := t.TempDir()
-	leaf := writeCert(t, dir, 1, "*.example.test")
+	leaf := testutil.WriteSelfSignedCert(t, dir, 1, "*.example.test")
 	log, _ := testLog()
 	cf, err := NewCertFile(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), log)
 	if err != nil {
@@ -221,7 +161,7 @@ func serialAt(t *testing.T, addr, serverName string) int64 {
 func TestCertFileReload(t *testing.T) {
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeCert(t, dir, 1, "*.example.test")
+	testutil.WriteSelfSignedCert(t, dir, 1, "*.example.test")
 	log, logs := testLog()
 	cf, err := NewCertFile(certPath, keyPath, log)
 	if err != nil {
@@ -247,7 +187,7 @@ func TestCertFileReload(t *testing.T) {
 		t.Fatalf("serial %d, want 1", s)
 	}
 
-	writeCert(t, dir, 2, "*.example.test")
+	testutil.WriteSelfSignedCert(t, dir, 2, "*.example.test")
 	if s := serialAt(t, addr, "a.example.test"); s != 2 {
 		t.Fatalf("after rewrite: serial %d, want 2", s)
 	}
@@ -266,7 +206,7 @@ func TestCertFileReload(t *testing.T) {
 	}
 
 	// A fixed pair is picked up again.
-	writeCert(t, dir, 3, "*.example.test")
+	testutil.WriteSelfSignedCert(t, dir, 3, "*.example.test")
 	if s := serialAt(t, addr, "a.example.test"); s != 3 {
 		t.Fatalf("after repair: serial %d, want 3", s)
 	}
@@ -280,13 +220,13 @@ func TestCertFileReload(t *testing.T) {
 
 func TestCertFileCheckEvery(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, 1, "a.example.test")
+	testutil.WriteSelfSignedCert(t, dir, 1, "a.example.test")
 	cf, err := NewCertFile(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cf.CheckEvery = time.Hour
-	writeCert(t, dir, 2, "a.example.test")
+	testutil.WriteSelfSignedCert(t, dir, 2, "a.example.test")
 	hello := &tls.ClientHelloInfo{ServerName: "a.example.test"}
 	if c, _ := cf.GetCertificate(hello); c == nil || c.Leaf.SerialNumber.Int64() != 1 {
 		t.Fatal("files were looked at before CheckEvery passed")
@@ -316,7 +256,7 @@ func (s acmeStub) GetCertificate(h *tls.ClientHelloInfo) (*tls.Certificate, erro
 
 func TestCertSources(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, 1, "*.example.test")
+	testutil.WriteSelfSignedCert(t, dir, 1, "*.example.test")
 	cf, err := NewCertFile(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), nil)
 	if err != nil {
 		t.Fatal(err)

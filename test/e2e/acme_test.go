@@ -2,24 +2,13 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
-	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,53 +16,13 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
 
-// pebbleVersion is the Pebble release scripts/deps.sh installs.
-const pebbleVersion = "v2.10.1"
-
-// pebbleTool finds a Pebble binary in the cache scripts/deps.sh fills, or
-// on PATH, and skips the test when it is in neither.
-func pebbleTool(t *testing.T, name string) string {
-	t.Helper()
-	dir := os.Getenv("HYPERCORE_TOOLS")
-	if dir == "" {
-		dir = "/var/cache/hypercore/tools"
-	}
-	p := filepath.Join(dir, "pebble-"+pebbleVersion, name)
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	t.Skipf("%s not found in %s or on PATH; run scripts/deps.sh to install Pebble %s", name, filepath.Dir(p), pebbleVersion)
-	return ""
-}
-
-// lockedBuffer collects a tool's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // acmeLab is a network namespace with Pebble and pebble-challtestsrv in it,
 // and a node started there with ACME pointed at Pebble.
 type acmeLab struct {
 	ns        *harness.NetNS
 	node      *harness.Node
 	ref       string // the test image in the namespace's registry
-	pebbleLog *lockedBuffer
+	pebbleLog *testutil.LockedBuffer
 	pebbleTLS *x509.CertPool // trusts Pebble's own HTTPS
 }
 
@@ -83,37 +32,26 @@ type acmeLab struct {
 // with flags added to the ACME ones.
 func newACMELab(t *testing.T, flags ...string) *acmeLab {
 	t.Helper()
-	pebbleBin, challBin := pebbleTool(t, "pebble"), pebbleTool(t, "pebble-challtestsrv")
-	lab := &acmeLab{ns: harness.NewNetNS(t), pebbleLog: &lockedBuffer{}}
+	pebbleBin, challBin := testutil.PebbleTool(t, "pebble"), testutil.PebbleTool(t, "pebble-challtestsrv")
+	lab := &acmeLab{ns: harness.NewNetNS(t), pebbleLog: &testutil.LockedBuffer{}}
 	lab.ref = harness.StartRegistry(t, lab.ns, testutil.HTTPDImage(t))
 	dir := t.TempDir()
-	certPath, keyPath := writePebbleTLS(t, dir)
-	lab.pebbleTLS = x509.NewCertPool()
-	pemBytes, _ := os.ReadFile(certPath)
-	lab.pebbleTLS.AppendCertsFromPEM(pemBytes)
+	// Pebble's own HTTPS certificate doubles as the node's --acme-ca-root.
+	certPath, keyPath, pool := testutil.SelfSignedCert(t, dir, "localhost", "127.0.0.1")
+	lab.pebbleTLS = pool
 
-	challLog := &lockedBuffer{}
-	startInNS(t, lab.ns.Command(challBin, "-dnsserver", "127.0.0.1:8053", "-management", "127.0.0.1:8055",
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""), challLog)
+	// `ip netns exec` execs the tool in place, so the process StartTool
+	// kills at the end is the tool itself.
+	challLog := &testutil.LockedBuffer{}
+	testutil.StartTool(t, lab.ns.Command(challBin, testutil.ChalltestsrvArgs("127.0.0.1:8053", "127.0.0.1:8055")...), challLog)
 
-	cfg, _ := json.Marshal(map[string]any{"pebble": map[string]any{
-		"listenAddress":           "127.0.0.1:14000",
-		"managementListenAddress": "127.0.0.1:15000",
-		"certificate":             certPath,
-		"privateKey":              keyPath,
-		"httpPort":                80,
-		"tlsPort":                 443,
-		"ocspResponderURL":        "",
-		"keyAlgorithm":            "ecdsa",
-	}})
-	cfgPath := filepath.Join(dir, "pebble.json")
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := testutil.WritePebbleConfig(t, dir, testutil.PebbleConfig{
+		Listen: "127.0.0.1:14000", Management: "127.0.0.1:15000", Certificate: certPath, Key: keyPath,
+		HTTPPort: 80, TLSPort: 443,
+	})
 	pebble := lab.ns.Command(pebbleBin, "-config", cfgPath, "-dnsserver", "127.0.0.1:8053")
-	pebble.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	startInNS(t, pebble, lab.pebbleLog)
+	pebble.Env = testutil.PebbleEnv()
+	testutil.StartTool(t, pebble, lab.pebbleLog)
 	harness.WaitFor(t, "pebble's directory", 10*time.Second, func() bool {
 		resp, err := lab.pebbleClient().Get("https://127.0.0.1:14000/dir")
 		if err != nil {
@@ -134,60 +72,6 @@ func newACMELab(t *testing.T, flags ...string) *acmeLab {
 	return lab
 }
 
-// startInNS starts a tool and kills it when the test ends. `ip netns
-// exec` execs the tool in place, so the process is the tool itself.
-func startInNS(t *testing.T, cmd *exec.Cmd, out io.Writer) {
-	t.Helper()
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
-}
-
-// writePebbleTLS writes a certificate for 127.0.0.1 and localhost for
-// Pebble's HTTPS; it doubles as the node's --acme-ca-root.
-func writePebbleTLS(t *testing.T, dir string) (certPath, keyPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "pebble test TLS"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, "pebble-cert.pem"), filepath.Join(dir, "pebble-key.pem")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPath, keyPath
-}
-
 func (l *acmeLab) pebbleClient() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext:     l.ns.Dial,
@@ -199,17 +83,7 @@ func (l *acmeLab) pebbleClient() *http.Client {
 // new one at every start.
 func (l *acmeLab) issuingRoot(t *testing.T) *x509.CertPool {
 	t.Helper()
-	resp, err := l.pebbleClient().Get("https://127.0.0.1:15000/roots/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	pool := x509.NewCertPool()
-	if resp.StatusCode != 200 || !pool.AppendCertsFromPEM(b) {
-		t.Fatalf("pebble root: %d %q", resp.StatusCode, b)
-	}
-	return pool
+	return testutil.PebbleRoots(t, l.pebbleClient(), "https://127.0.0.1:15000")
 }
 
 // orders counts the orders Pebble has taken.
@@ -343,7 +217,7 @@ func TestACMEFlagErrors(t *testing.T) {
 	} {
 		args := append([]string{"cluster", "--data-dir", filepath.Join(t.TempDir(), "data")}, c.args...)
 		cmd := ns.Command(hypercoreBin, args...)
-		var out lockedBuffer
+		var out testutil.LockedBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -4,33 +4,15 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/console"
 
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
-
-// ptyOutput collects what a terminal shows.
-type ptyOutput struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (o *ptyOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *ptyOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
 
 // attachOnPty runs `hypercore attach id` on a real terminal of the given
 // size, types line into it (Enter included) and waits until the terminal
@@ -62,7 +44,7 @@ func attachOnPty(t *testing.T, n *harness.Node, id string, rows, cols uint16, li
 		cmd.Process.Kill()
 		<-exited
 	}()
-	out := &ptyOutput{}
+	out := &testutil.LockedBuffer{} // what the terminal shows
 	copied := make(chan struct{})
 	go func() { io.Copy(out, master); close(copied) }()
 

@@ -2,21 +2,13 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,49 +17,6 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
-
-// wildcardCert writes a self-signed certificate for name to dir and
-// returns the certificate and key paths and a pool that trusts it.
-func wildcardCert(t *testing.T, dir, name string) (certPath, keyPath string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name},
-		DNSNames:              []string{name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certPath, keyPath, pool
-}
 
 // httpsGet fetches https://host/ through 127.0.0.1:443 in the node's
 // namespace, as `curl --resolve host:443:127.0.0.1` does.
@@ -95,7 +44,7 @@ func httpsGet(t *testing.T, n *harness.Node, pool *x509.CertPool, host string) (
 // certificate for *.test, HTTPS with HTTP/2, a redirect on :80, 404 for an
 // unknown id, and a raw TCP port.
 func TestIngress(t *testing.T) {
-	certPath, keyPath, pool := wildcardCert(t, t.TempDir(), "*.test")
+	certPath, keyPath, pool := testutil.SelfSignedCert(t, t.TempDir(), "*.test")
 	n, ref := newNode(t, "--cluster-base-url", "test", "--cluster-tls-cert", certPath, "--cluster-tls-key", keyPath)
 
 	a := spawn(t, n, `{"cores":0.5,"memory":64,"image_ref":"`+ref+`","ports":{"443":8080}}`)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/hypercore-dev/hypercore/internal/atomicfile"
 )
 
 // GossipKeySize is the length of a gossip key: 32 bytes selects AES-256.
@@ -91,24 +92,8 @@ func writeKeyringFile(file string, keys [][]byte) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return fmt.Errorf("membership: gossip keyring directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".keyring-*")
-	if err != nil {
-		return fmt.Errorf("membership: write gossip keyring: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	// CreateTemp makes the file 0600, which is what key material needs.
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("membership: write gossip keyring: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("membership: write gossip keyring: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("membership: write gossip keyring: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
+	// 0600: this is key material.
+	if err := atomicfile.WriteFile(file, data, 0o600); err != nil {
 		return fmt.Errorf("membership: write gossip keyring: %w", err)
 	}
 	return nil

@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/hypercore-dev/hypercore/internal/atomicfile"
 )
 
 // The join protocol.
@@ -448,7 +450,7 @@ func Join(ctx context.Context, token JoinToken, nodeName string, ips []net.IP, d
 		{NodeCertFile, resp.Cert, 0o644},
 	}
 	for _, w := range writes {
-		if err := writeFileAtomic(filepath.Join(dir, w.name), w.data, w.mode); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, w.name), w.data, w.mode); err != nil {
 			return nil, fmt.Errorf("pki: write %s: %w", filepath.Join(dir, w.name), err)
 		}
 	}

@@ -39,6 +39,8 @@ import (
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/hypercore-dev/hypercore/internal/atomicfile"
 )
 
 // Sizes and lifetimes. GossipKeySize is 32 because serf's keyring picks
@@ -184,7 +186,7 @@ func createAuthority(dir string) error {
 		{CACertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644},
 	}
 	for _, w := range writes {
-		if err := writeFileAtomic(filepath.Join(dir, w.name), w.data, w.mode); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, w.name), w.data, w.mode); err != nil {
 			return fmt.Errorf("pki: write %s: %w", filepath.Join(dir, w.name), err)
 		}
 	}
@@ -266,7 +268,7 @@ func (a *Authority) WriteJoinToken(path, serverAddr string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
 		return fmt.Errorf("pki: write join token %s: %w", path, err)
 	}
 	return nil
@@ -329,10 +331,10 @@ func (a *Authority) EnsureNode(nodeName string, ips []net.IP, dnsNames []string)
 	}
 	// node.crt goes last: Load pairs it with node.key, and a crash between
 	// the two writes leaves a mismatch that the next EnsureNode repairs.
-	if err := writeFileAtomic(filepath.Join(a.dir, NodeKeyFile), keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(a.dir, NodeKeyFile), keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("pki: write node key: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(a.dir, NodeCertFile), certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(a.dir, NodeCertFile), certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("pki: write node certificate: %w", err)
 	}
 	return Load(a.dir)
@@ -547,40 +549,4 @@ func exists(path string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("pki: %w", err)
-}
-
-// writeFileAtomic writes via a temp file and rename, so a crash never leaves
-// a half-written key. The temp file is created 0600, so a secret is never
-// readable by others even before the final chmod.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// Sync the directory so the rename itself survives a power cut.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -2,10 +2,11 @@ package runc
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/hypercore-dev/hypercore/internal/atomicfile"
 )
 
 // crunCommand returns the command the driver runs as crun. crun 1.8 refuses
@@ -32,11 +33,7 @@ func crunCommand(crun, stateDir string) (string, error) {
 exec %s --mount --propagation private %s -c 'umount %s/unified 2>/dev/null; exec "$0" "$@"' %s "$@"
 `, sh, shellQuote(unshare), shellQuote(sh), cgroupRoot, shellQuote(crun))
 	path := filepath.Join(stateDir, "crun-hybrid-wrapper")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(script), 0o700); err != nil {
-		return "", fmt.Errorf("write crun wrapper: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(script), 0o700); err != nil {
 		return "", fmt.Errorf("write crun wrapper: %w", err)
 	}
 	return path, nil

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // TestCrun runs the lifecycle, limits, a tty exec, logs and attaching to a
@@ -25,7 +26,7 @@ func TestCrun(t *testing.T) {
 	if detectCgroups() != cgroupUnified {
 		testLimits(t, d, cfg)
 	}
-	out := &syncBuffer{}
+	out := &testutil.LockedBuffer{}
 	resize := make(chan driver.TermSize, 1)
 	resize <- driver.TermSize{Rows: 21, Cols: 61}
 	code, err := d.Exec(testCtx(t), cfg.ID, driver.ExecConfig{Args: []string{"sh", "-c", "stty size; exit 6"}, IO: driver.IO{Stdout: out, Tty: true, Resize: resize}})

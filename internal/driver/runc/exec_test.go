@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 func TestExecTty(t *testing.T) {
@@ -21,7 +22,7 @@ func TestExecTty(t *testing.T) {
 	// A size queued before Exec is the terminal's size from the start.
 	resize := make(chan driver.TermSize, 1)
 	resize <- driver.TermSize{Rows: 33, Cols: 77}
-	out := &syncBuffer{}
+	out := &testutil.LockedBuffer{}
 	code, err := d.Exec(ctx, cfg.ID, driver.ExecConfig{
 		Args: []string{"sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty; stty size; echo $TERM"},
 		IO:   driver.IO{Stdout: out, Tty: true, Resize: resize},
@@ -44,7 +45,7 @@ func TestExecTty(t *testing.T) {
 	resize = make(chan driver.TermSize)
 	inR, inW := io.Pipe()
 	defer inW.Close()
-	out = &syncBuffer{}
+	out = &testutil.LockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		code, err := d.Exec(ctx, cfg.ID, driver.ExecConfig{

@@ -5,11 +5,11 @@ import (
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 func TestLogs(t *testing.T) {
@@ -62,7 +62,7 @@ func TestAttach(t *testing.T) {
 	for _, word := range []string{"ping", "pong"} {
 		ctx, cancel := context.WithCancel(testCtx(t))
 		inR, inW := io.Pipe()
-		out := &syncBuffer{}
+		out := &testutil.LockedBuffer{}
 		done := make(chan error, 1)
 		go func() { done <- d.Attach(ctx, cfg.ID, driver.IO{Stdin: inR, Stdout: out}) }()
 		if _, err := io.WriteString(inW, word+"\n"); err != nil {
@@ -98,23 +98,6 @@ func TestAttach(t *testing.T) {
 		t.Fatal("Attach did not return after the workload stopped")
 	}
 
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func scanLines(r io.Reader) <-chan string {

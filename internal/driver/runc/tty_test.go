@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // ttyScript reports on its terminal, then echoes lines with the terminal's
@@ -39,7 +40,7 @@ func ttyConfig(rootfs string) driver.Config {
 // attachment is an Attach running in the background.
 type attachment struct {
 	in     *io.PipeWriter
-	out    *syncBuffer
+	out    *testutil.LockedBuffer
 	resize chan driver.TermSize
 	cancel context.CancelFunc
 	ended  chan struct{} // closed when Attach returned, with err
@@ -52,7 +53,7 @@ func attach(t *testing.T, d *Driver, id string, size driver.TermSize) *attachmen
 	t.Helper()
 	ctx, cancel := context.WithCancel(testCtx(t))
 	inR, inW := io.Pipe()
-	a := &attachment{in: inW, out: &syncBuffer{}, resize: make(chan driver.TermSize, 4), cancel: cancel, ended: make(chan struct{})}
+	a := &attachment{in: inW, out: &testutil.LockedBuffer{}, resize: make(chan driver.TermSize, 4), cancel: cancel, ended: make(chan struct{})}
 	a.resize <- size
 	go func() {
 		defer close(a.ended)

@@ -149,19 +149,19 @@ func (n *Node) APIAs(method, path, body, token string) (int, string) {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := n.NS.Client().Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return n.do(req)
 }
 
 // Page fetches / from the proxy on 127.0.0.1:port with the given Host.
 func (n *Node) Page(port int, host string) (int, string) {
 	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
 	req.Host = host
+	return n.do(req)
+}
+
+// do sends req from inside the node's namespace and returns the status
+// code and body, or 0 and the error.
+func (n *Node) do(req *http.Request) (int, string) {
 	resp, err := n.NS.Client().Do(req)
 	if err != nil {
 		return 0, err.Error()
