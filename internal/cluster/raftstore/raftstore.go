@@ -1,0 +1,426 @@
+// Package raftstore keeps workload records in a state machine replicated
+// with hashicorp/raft: the store.Workloads of a cluster, where store.Bolt
+// is that of a cluster of one.
+//
+// Consistency: writes go through the raft log on the leader and return once
+// committed and applied there. Reads are served from the local copy of the
+// state machine without a network round trip, so a follower (or a leader
+// that has just been deposed) may return stale data. A caller that needs to
+// read its own or others' latest writes calls Barrier on the leader first.
+//
+// A follower refuses writes with ErrNotLeader, which names the leader so
+// the API layer can forward the request; this package does not forward.
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/hypercore-dev/hypercore/internal/keylock"
+	"github.com/hypercore-dev/hypercore/internal/store"
+)
+
+// Timeouts, tuned for servers on one LAN where a round trip is well under
+// a millisecond. With these a lost leader is noticed after about
+// HeartbeatTimeout and replaced within roughly a second, where raft's
+// defaults (1 s each, meant for WANs and slow disks) take 2-3 s. They must
+// stay well above the worst fsync time of the log disk, or a slow disk
+// reads as a dead leader and causes needless elections.
+const (
+	// HeartbeatTimeout is how long a follower goes without hearing from
+	// the leader before it becomes a candidate.
+	HeartbeatTimeout = 500 * time.Millisecond
+	// ElectionTimeout is how long a candidate waits for votes before
+	// starting a new election.
+	ElectionTimeout = 500 * time.Millisecond
+	// LeaderLeaseTimeout is how long a leader keeps leading without
+	// hearing from a quorum; it must not exceed HeartbeatTimeout.
+	LeaderLeaseTimeout = 250 * time.Millisecond
+	// ApplyTimeout bounds how long a write waits to be enqueued on the
+	// leader; commit itself waits for a quorum.
+	ApplyTimeout = 5 * time.Second
+	// membershipTimeout bounds Join and Remove.
+	membershipTimeout = 10 * time.Second
+	// transportTimeout bounds one raft RPC on the wire.
+	transportTimeout = 5 * time.Second
+	// updateAttempts is how many times Update retries a compare-and-set
+	// that lost to a concurrent write.
+	updateAttempts = 5
+	// snapshotRetain is how many snapshots stay on disk; more than one so
+	// a snapshot that turns out corrupt is not the only one.
+	snapshotRetain = 2
+)
+
+// ErrNotLeader is returned by writes on a node that is not the leader. The
+// leader's fields are empty while no leader is known (during an election);
+// the caller should then retry after a short wait.
+type ErrNotLeader struct {
+	// LeaderAddr is the leader's raft address, as it advertises it.
+	LeaderAddr string
+	// LeaderID is the leader's node id.
+	LeaderID string
+}
+
+func (e ErrNotLeader) Error() string {
+	if e.LeaderAddr == "" {
+		return "raftstore: not the leader, and no leader is known"
+	}
+	return fmt.Sprintf("raftstore: not the leader; the leader is %s at %s", e.LeaderID, e.LeaderAddr)
+}
+
+// Config says how to open a Store.
+type Config struct {
+	// NodeID names this server in the raft configuration; it must be
+	// stable across restarts and unique in the cluster.
+	NodeID string
+	// BindAddr is the TCP address the raft transport listens on, e.g.
+	// "10.0.0.5:7946" or "127.0.0.1:0" for a kernel-picked port.
+	BindAddr string
+	// AdvertiseAddr is the address other servers reach this one at. If
+	// empty, the listener's address is used, which must then not be
+	// unspecified (0.0.0.0).
+	AdvertiseAddr string
+	// DataDir holds the raft log and stable store (raft.db) and the
+	// snapshots (snapshots/).
+	DataDir string
+	// Bootstrap makes this server the first of a new cluster, voting for
+	// itself. It is ignored when DataDir already holds raft state, so it
+	// is safe to leave set across restarts.
+	Bootstrap bool
+	// Log receives raft's and this package's messages; nil means
+	// slog.Default().
+	Log *slog.Logger
+}
+
+// Store is a store.Workloads replicated with raft. Its methods are safe for
+// concurrent use.
+type Store struct {
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *fsm
+	trans *raft.NetworkTransport
+	logs  *raftboltdb.BoltStore
+	// locks serializes Updates of one id on this node, so concurrent
+	// Updates through one leader queue instead of failing each other's
+	// compare-and-set.
+	locks keylock.Map
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Workloads = (*Store)(nil)
+
+// Open starts a raft server on cfg.DataDir. A new server with Bootstrap
+// unset waits, as a follower, to be added to a cluster with Join on its
+// leader.
+func Open(cfg Config) (_ *Store, err error) {
+	if cfg.NodeID == "" || cfg.BindAddr == "" || cfg.DataDir == "" {
+		return nil, errors.New("raftstore: NodeID, BindAddr and DataDir are required")
+	}
+	lg := cfg.Log
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lg = lg.With("node", cfg.NodeID)
+	hl := newHCLog(lg)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftstore: create %s: %w", cfg.DataDir, err)
+	}
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	dbPath := filepath.Join(cfg.DataDir, "raft.db")
+	logs, err := raftboltdb.New(raftboltdb.Options{
+		Path:        dbPath,
+		BoltOptions: &bolt.Options{Timeout: 2 * time.Second},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open %s (is another hypercore using this --data-dir?): %w", dbPath, err)
+	}
+	closers = append(closers, logs.Close)
+
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, snapshotRetain, hl)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open snapshots in %s: %w", cfg.DataDir, err)
+	}
+
+	var advertise net.Addr
+	if cfg.AdvertiseAddr != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: advertise address %q: %w", cfg.AdvertiseAddr, err)
+		}
+		advertise = a
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, transportTimeout, hl)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: listen on %s: %w", cfg.BindAddr, err)
+	}
+	closers = append(closers, trans.Close)
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = HeartbeatTimeout
+	rc.ElectionTimeout = ElectionTimeout
+	rc.LeaderLeaseTimeout = LeaderLeaseTimeout
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raftstore: %w", err)
+	}
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, logs, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: inspect %s: %w", cfg.DataDir, err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter,
+				ID:       rc.LocalID,
+				Address:  trans.LocalAddr(),
+			}}}
+			if err := raft.BootstrapCluster(rc, logs, logs, snaps, trans, conf); err != nil {
+				return nil, fmt.Errorf("raftstore: bootstrap: %w", err)
+			}
+			lg.Info("bootstrapped a new raft cluster", "addr", trans.LocalAddr())
+		}
+	}
+
+	f := newFSM()
+	r, err := raft.NewRaft(rc, f, logs, logs, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	return &Store{log: lg, raft: r, fsm: f, trans: trans, logs: logs}, nil
+}
+
+// Close stops the raft server and closes its files. It does not leave the
+// cluster: the others see this server as down until Remove is called.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		err := s.raft.Shutdown().Error()
+		s.closeErr = errors.Join(err, s.trans.Close(), s.logs.Close())
+	})
+	return s.closeErr
+}
+
+// Addr returns the raft address this server advertises.
+func (s *Store) Addr() string { return string(s.trans.LocalAddr()) }
+
+// Leader returns the address and id of the current leader, or empty
+// strings while there is none.
+func (s *Store) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// IsLeader reports whether this server believes it is the leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Servers returns the current raft configuration.
+func (s *Store) Servers() ([]raft.Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raftstore: get configuration: %w", err)
+	}
+	return f.Configuration().Servers, nil
+}
+
+// Join adds the server id at addr as a voter. It must be called on the
+// leader. Joining again with the same id and address is a no-op, so a
+// server that restarts may simply ask again; a known id at a new address,
+// or a known address under a new id, replaces the old entry.
+func (s *Store) Join(id, addr string) error {
+	if !s.IsLeader() {
+		return s.notLeader()
+	}
+	servers, err := s.Servers()
+	if err != nil {
+		return err
+	}
+	for _, srv := range servers {
+		sameID, sameAddr := srv.ID == raft.ServerID(id), srv.Address == raft.ServerAddress(addr)
+		switch {
+		case sameID && sameAddr:
+			return nil
+		case sameID || sameAddr:
+			if err := s.raft.RemoveServer(srv.ID, 0, membershipTimeout).Error(); err != nil {
+				return fmt.Errorf("raftstore: remove stale server %s at %s: %w", srv.ID, srv.Address, s.mapErr(err))
+			}
+		}
+	}
+	if err := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout).Error(); err != nil {
+		return fmt.Errorf("raftstore: add voter %s at %s: %w", id, addr, s.mapErr(err))
+	}
+	s.log.Info("server joined", "id", id, "addr", addr)
+	return nil
+}
+
+// Remove takes the server id out of the cluster. It must be called on the
+// leader; removing an unknown id is not an error.
+func (s *Store) Remove(id string) error {
+	if !s.IsLeader() {
+		return s.notLeader()
+	}
+	if err := s.raft.RemoveServer(raft.ServerID(id), 0, membershipTimeout).Error(); err != nil {
+		return fmt.Errorf("raftstore: remove server %s: %w", id, s.mapErr(err))
+	}
+	s.log.Info("server removed", "id", id)
+	return nil
+}
+
+// Barrier waits, on the leader, until every write committed before the call
+// is applied to the local state machine, so reads after it see them. On a
+// follower it returns ErrNotLeader.
+func (s *Store) Barrier(timeout time.Duration) error {
+	if !s.IsLeader() {
+		return s.notLeader()
+	}
+	if err := s.raft.Barrier(timeout).Error(); err != nil {
+		return fmt.Errorf("raftstore: barrier: %w", s.mapErr(err))
+	}
+	return nil
+}
+
+// Snapshot writes a snapshot of the state machine now and lets raft trim
+// its log. Raft also snapshots by itself as the log grows; this is for
+// tests and operators.
+func (s *Store) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("raftstore: snapshot: %w", err)
+	}
+	return nil
+}
+
+// Get implements store.Workloads from the local state; see the package
+// comment on staleness.
+func (s *Store) Get(id string) (store.Workload, error) {
+	r, ok := s.fsm.get(id)
+	if !ok {
+		return store.Workload{}, fmt.Errorf("%w: %s", store.ErrNotFound, id)
+	}
+	return r.Workload, nil
+}
+
+// List implements store.Workloads from the local state, oldest first.
+func (s *Store) List() ([]store.Workload, error) {
+	return s.fsm.list(), nil
+}
+
+// Create implements store.Workloads. It fails with ErrExists if the id is
+// taken, and with ErrNotLeader off the leader.
+func (s *Store) Create(w store.Workload) error {
+	if w.ID == "" {
+		return errors.New("raftstore: create: workload has no id")
+	}
+	return s.apply(command{Op: opCreate, ID: w.ID, Workload: &w})
+}
+
+// Update implements store.Workloads as a compare-and-set: fn runs on a copy
+// of the leader's current record, and the result is committed only if the
+// record is still at the version that was read. A lost race is retried a
+// few times, so fn may run more than once, each time on a fresh copy; it
+// must not have effects outside the record it is handed.
+func (s *Store) Update(id string, fn func(*store.Workload) error) (store.Workload, error) {
+	unlock := s.locks.Lock(id)
+	defer unlock()
+	var lastErr error
+	for attempt := range updateAttempts {
+		if attempt > 0 {
+			// A miss or a conflict may only mean this server's state
+			// machine trails its log, as it does just after an election;
+			// the barrier catches it up before the next read.
+			if err := s.Barrier(ApplyTimeout); err != nil {
+				return store.Workload{}, err
+			}
+		}
+		if !s.IsLeader() {
+			return store.Workload{}, s.notLeader()
+		}
+		cur, ok := s.fsm.get(id)
+		if !ok {
+			lastErr = fmt.Errorf("%w: %s", store.ErrNotFound, id)
+			if attempt == 0 {
+				continue
+			}
+			return store.Workload{}, lastErr
+		}
+		w := cur.Workload
+		if err := fn(&w); err != nil {
+			return store.Workload{}, err
+		}
+		w.ID = id
+		err := s.apply(command{Op: opUpdate, ID: id, Workload: &w, Version: cur.Version})
+		if errors.Is(err, ErrConflict) {
+			lastErr = err
+			continue
+		}
+		if err != nil {
+			return store.Workload{}, err
+		}
+		return w, nil
+	}
+	if errors.Is(lastErr, store.ErrNotFound) {
+		return store.Workload{}, lastErr
+	}
+	return store.Workload{}, fmt.Errorf("raftstore: update %s: gave up after %d attempts: %w", id, updateAttempts, lastErr)
+}
+
+// Delete implements store.Workloads; a missing id is not an error.
+func (s *Store) Delete(id string) error {
+	return s.apply(command{Op: opDelete, ID: id})
+}
+
+// apply commits c through the log and returns the state machine's result.
+func (s *Store) apply(c command) error {
+	if !s.IsLeader() {
+		return s.notLeader()
+	}
+	data, err := encodeCommand(c)
+	if err != nil {
+		return err
+	}
+	f := s.raft.Apply(data, ApplyTimeout)
+	if err := f.Error(); err != nil {
+		// ErrLeadershipLost leaves the outcome unknown: the entry may
+		// still commit under the next leader. Callers see it wrapped and
+		// may retry; Create then reports ErrExists if it did commit.
+		return fmt.Errorf("raftstore: %s %s: %w", c.Op, c.ID, s.mapErr(err))
+	}
+	if err, ok := f.Response().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// mapErr turns raft's not-leader error into ErrNotLeader, which says where
+// the leader is.
+func (s *Store) mapErr(err error) error {
+	if errors.Is(err, raft.ErrNotLeader) {
+		return s.notLeader()
+	}
+	return err
+}
+
+func (s *Store) notLeader() error {
+	addr, id := s.Leader()
+	return ErrNotLeader{LeaderAddr: addr, LeaderID: id}
+}
