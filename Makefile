@@ -34,6 +34,7 @@ proto:
 
 bench: bench-deps build
 	bench/spawn/run.sh
+	bench/proxy/run.sh
 
 clean:
 	rm -rf bin
