@@ -14,6 +14,8 @@ need=(
   busybox:busybox-static
   mkfs.ext4:e2fsprogs
   file:file
+  curl:curl
+  nsenter:util-linux
 )
 if [[ "${1:-}" == "--bench" ]]; then
   need+=(ctr:containerd nginx:nginx-light wrk:wrk)
