@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
 
@@ -198,7 +199,7 @@ func report(cs []contender, protos []string, rs []result) string {
 					cpu, others = append(cpu, r.cpuPerReq), append(others, r.others)
 				}
 			}
-			m := result{rps: median(rps), p50: median(p50), p99: median(p99), cpuPerReq: median(cpu), others: median(others)}
+			m := result{rps: testutil.Median(rps), p50: testutil.Median(p50), p99: testutil.Median(p99), cpuPerReq: testutil.Median(cpu), others: testutil.Median(others)}
 			med[[2]string{p, c.name}] = m
 			fmt.Fprintf(&b, "%-5s %-9s %4d %10.0f %10.0f %10.0f %8.2f %8.2f %8.2f %12.1f %8.2f\n",
 				p, c.name, len(rps), m.rps, minOf(rps), maxOf(rps), m.p50, m.p99, maxOf(p99), m.cpuPerReq, m.others)
@@ -216,19 +217,6 @@ func report(cs []contender, protos []string, rs []result) string {
 			p, cs[0].name, cs[1].name, h.rps/n.rps, h.p99-n.p99, h.cpuPerReq/n.cpuPerReq, verdict)
 	}
 	return b.String()
-}
-
-// median is the middle value, or the mean of the two middle ones.
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := slices.Sorted(slices.Values(v))
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func minOf(v []float64) float64 {

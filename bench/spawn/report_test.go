@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // report formats the results as the table bench/README.md shows: each
@@ -21,14 +23,14 @@ func report(cs []contender, results [][]sample) string {
 		t := totals[k]
 		launch := "-"
 		if c.Returned() != "" {
-			launch = fmt.Sprintf("%.1f  %s", median(launches(results[k])), c.Returned())
+			launch = fmt.Sprintf("%.1f  %s", testutil.Median(launches(results[k])), c.Returned())
 		}
-		fmt.Fprintf(&b, "%-14s %4d %9.1f %8.1f %8.1f %8.1f   %s\n", c.Name(), len(t), median(t), p90(t), slices.Min(t), slices.Max(t), launch)
+		fmt.Fprintf(&b, "%-14s %4d %9.1f %8.1f %8.1f %8.1f   %s\n", c.Name(), len(t), testutil.Median(t), p90(t), slices.Min(t), slices.Max(t), launch)
 	}
 	b.WriteString("\n")
 	for k := 1; k < len(cs); k++ {
 		fmt.Fprintf(&b, "%s / %-14s median %.2fx   p90 %.2fx\n", cs[0].Name(), cs[k].Name(),
-			median(totals[0])/median(totals[k]), p90(totals[0])/p90(totals[k]))
+			testutil.Median(totals[0])/testutil.Median(totals[k]), p90(totals[0])/p90(totals[k]))
 	}
 	b.WriteString("\n" + phaseBreakdown(results[0]))
 	return b.String()
@@ -59,10 +61,10 @@ func phaseBreakdown(samples []sample) string {
 	}
 	fmt.Fprintf(&b, "hypercore phases, median ms over %d spawns:\n", len(rest))
 	for i, k := range phaseKeys {
-		fmt.Fprintf(&b, "  %-50s %7.1f\n", strings.TrimSuffix(k, "_ms"), median(per[i]))
+		fmt.Fprintf(&b, "  %-50s %7.1f\n", strings.TrimSuffix(k, "_ms"), testutil.Median(per[i]))
 	}
-	fmt.Fprintf(&b, "  %-50s %7.1f\n", "rest of POST /spawn (place, wait for port, HTTP)", median(rest))
-	fmt.Fprintf(&b, "  %-50s %7.1f\n", "answer to first 200 through the proxy", median(after))
+	fmt.Fprintf(&b, "  %-50s %7.1f\n", "rest of POST /spawn (place, wait for port, HTTP)", testutil.Median(rest))
+	fmt.Fprintf(&b, "  %-50s %7.1f\n", "answer to first 200 through the proxy", testutil.Median(after))
 	return b.String()
 }
 
@@ -72,19 +74,6 @@ func launches(ss []sample) []float64 {
 		out = append(out, ms(s.launch))
 	}
 	return out
-}
-
-// median is the middle value, or the mean of the two middle ones.
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := slices.Sorted(slices.Values(v))
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // p90 is the nearest-rank 90th percentile: the smallest value that at

@@ -21,6 +21,15 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
+// connectFor is connect for verbs that act on one workload: the id is
+// checked first, so a typo fails before any network call.
+func (f *apiFlags) connectFor(id string) (*client, context.Context, context.CancelFunc, error) {
+	if err := spec.ValidateID(id); err != nil {
+		return nil, nil, nil, err
+	}
+	return f.connect()
+}
+
 // connect returns a client of the node's API and a context that Ctrl-C
 // cancels, so a long call stops cleanly.
 func (f *apiFlags) connect() (*client, context.Context, context.CancelFunc, error) {
@@ -284,10 +293,7 @@ func newInspectCmd(api *apiFlags) *cobra.Command {
 		Short: "Show everything known about a workload, as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := spec.ValidateID(args[0]); err != nil {
-				return err
-			}
-			c, ctx, cancel, err := api.connect()
+			c, ctx, cancel, err := api.connectFor(args[0])
 			if err != nil {
 				return err
 			}
@@ -309,10 +315,7 @@ func newLogsCmd(api *apiFlags) *cobra.Command {
 		Short: "Print a workload's output (stdout and stderr)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := spec.ValidateID(args[0]); err != nil {
-				return err
-			}
-			c, ctx, cancel, err := api.connect()
+			c, ctx, cancel, err := api.connectFor(args[0])
 			if err != nil {
 				return err
 			}
