@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
 
@@ -115,7 +116,8 @@ func TestProxyBench(t *testing.T) {
 
 	ns := harness.NewNetNS(t)
 	dir := benchDir(t)
-	certPath, keyPath := writeCert(t, dir)
+	// Both proxies serve this self-signed P-256 certificate for *.localhost.
+	certPath, keyPath, _ := testutil.SelfSignedCert(t, dir, "*."+baseDomain, baseDomain)
 	page := writePage(t, dir)
 	resolveInNS(t, ns)
 
