@@ -191,14 +191,16 @@ func (n *Node) place(w store.Workload, dryRun bool) error {
 	if w.Spec.Cores > n.cores {
 		return fmt.Errorf("%w: it asks for %v cores and node %s has %v", ErrNoCapacity, w.Spec.Cores, n.cfg.Name, n.cores)
 	}
-	used, err := n.reservedMemory()
+	// One read of the records serves both the memory and the port checks.
+	list, err := n.Store.List()
 	if err != nil {
-		return err
+		return fmt.Errorf("node: read workloads: %w", err)
 	}
+	used := n.reservedMemory(list)
 	if free := n.memoryMiB - used; w.Spec.MemoryMiB > free {
 		return fmt.Errorf("%w: it asks for %d MiB and node %s has %d MiB free of %d", ErrNoCapacity, w.Spec.MemoryMiB, n.cfg.Name, free, n.memoryMiB)
 	}
-	if err := n.checkTCPPorts(w); err != nil {
+	if err := n.checkTCPPorts(w, list); err != nil {
 		return err
 	}
 	if dryRun {
@@ -214,7 +216,7 @@ func (n *Node) place(w store.Workload, dryRun bool) error {
 // this node: raw TCP carries no host name, so one workload owns the port.
 // It runs under placeMu and reads the records, not the routes, so a
 // workload placed but not yet started holds its ports too.
-func (n *Node) checkTCPPorts(w store.Workload) error {
+func (n *Node) checkTCPPorts(w store.Workload, list []store.Workload) error {
 	var want []uint16
 	for _, p := range w.Spec.Ports {
 		if p.Proto == spec.ProtoTCP {
@@ -223,10 +225,6 @@ func (n *Node) checkTCPPorts(w store.Workload) error {
 	}
 	if len(want) == 0 {
 		return nil
-	}
-	list, err := n.Store.List()
-	if err != nil {
-		return fmt.Errorf("node: read workloads: %w", err)
 	}
 	for _, other := range list {
 		if other.Node != n.cfg.Name || other.Desired != store.DesiredRunning || other.ID == w.ID {
@@ -249,18 +247,14 @@ func (n *Node) checkTCPPorts(w store.Workload) error {
 // reservedMemory sums the memory of workloads meant to run here. CPU is not
 // reserved: a core count is a ceiling that the kernel shares fairly, while
 // memory cannot be taken back once used.
-func (n *Node) reservedMemory() (int64, error) {
-	list, err := n.Store.List()
-	if err != nil {
-		return 0, fmt.Errorf("node: read workloads: %w", err)
-	}
+func (n *Node) reservedMemory(list []store.Workload) int64 {
 	var sum int64
 	for _, w := range list {
 		if w.Node == n.cfg.Name && w.Desired == store.DesiredRunning {
 			sum += w.Spec.MemoryMiB
 		}
 	}
-	return sum, nil
+	return sum
 }
 
 // start pulls, networks, creates and starts w, recording each result.
