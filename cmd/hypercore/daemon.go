@@ -22,14 +22,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hypercore-dev/hypercore/internal/atomicfile"
-	"github.com/hypercore-dev/hypercore/internal/driver"
-	"github.com/hypercore-dev/hypercore/internal/driver/runc"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/network"
 	"github.com/hypercore-dev/hypercore/internal/node"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/server"
-	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
 )
 
@@ -176,14 +173,14 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 		return err
 	}
 	defer netm.Close()
-	ctr, err := runc.New(runc.Options{Runtime: d.runtime, StateDir: filepath.Join(dataDir, "containers")})
+	drivers, err := newDrivers(log, dataDir, d)
 	if err != nil {
 		return err
 	}
 	routes := proxy.NewTable()
 	n, err := node.New(node.Config{Name: d.nodeName, BaseDomain: d.baseDomain, Log: log}, node.Parts{
 		Store: st, Images: images, Network: netm, Routes: routes,
-		Drivers: map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr},
+		Drivers: drivers,
 	})
 	if err != nil {
 		return err
