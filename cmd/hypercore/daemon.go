@@ -22,6 +22,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hypercore-dev/hypercore/internal/atomicfile"
+	"github.com/hypercore-dev/hypercore/internal/cluster"
+	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/network"
 	"github.com/hypercore-dev/hypercore/internal/node"
@@ -47,6 +49,16 @@ type daemonFlags struct {
 	subnet      string
 	bridge      string
 	logLevel    string
+
+	// The cluster: see internal/cluster.
+	joinToken     string
+	server        bool
+	public        bool
+	advertise     string
+	placement     string
+	failoverGrace time.Duration
+	portRange     string
+	fastFailure   bool
 
 	// ACME: certificates from a CA such as Let's Encrypt, see acmeConfig.
 	acmeEmail      string
@@ -82,7 +94,15 @@ The node keeps running workloads across its own restarts and crashes: a new
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&d.clusterBind, "cluster-bind-addr", "0.0.0.0:7946", "gossip address (used when nodes form a cluster)")
+	f.StringVar(&d.clusterBind, "cluster-bind-addr", "0.0.0.0:7946", "gossip address IP:PORT; node RPC (mutual TLS, joins) uses PORT+1 and raft PORT+2")
+	f.StringVar(&d.joinToken, "join-token", "", "token that admits this node to the cluster at JOIN_ADDR, from <data-dir>/join-token on the first node (or HYPERCORE_JOIN_TOKEN); needed on the first start only")
+	f.BoolVar(&d.server, "server", false, "keep the cluster state (a raft voter); give it to the first 1, 3 or 5 nodes. The first node always is one")
+	f.BoolVar(&d.public, "public", true, "take workloads with raw TCP public ports (--public=false for a private node)")
+	f.StringVar(&d.advertise, "cluster-advertise-addr", "", "IP other nodes reach this one at (default: the --cluster-bind-addr IP, or the first global address)")
+	f.StringVar(&d.placement, "placement", "binpack", "how to pick among nodes that fit: binpack (fill nodes) or spread")
+	f.DurationVar(&d.failoverGrace, "failover-grace", cluster.DefaultFailoverGrace, "how long a failed node keeps its workloads before they are placed elsewhere")
+	f.StringVar(&d.portRange, "port-range", "", "public TCP ports this node may open, MIN-MAX (default: any)")
+	f.BoolVar(&d.fastFailure, "fast-failure", false, "detect failed nodes in 2-3 s instead of about 4 s, with more gossip traffic")
 	f.StringVar(&d.baseDomain, "cluster-base-url", "localhost", "base domain: workloads are served at <id>.<base>")
 	f.StringVar(&d.tlsCert, "cluster-tls-cert", "", "TLS certificate (PEM, e.g. a *.<base> wildcard) to serve HTTPS; reloaded when the file changes")
 	f.StringVar(&d.tlsKey, "cluster-tls-key", "", "TLS private key (PEM) for --cluster-tls-cert")
@@ -137,8 +157,9 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	if _, _, err := net.SplitHostPort(d.clusterBind); err != nil {
 		return fmt.Errorf("--cluster-bind-addr %q: %w", d.clusterBind, err)
 	}
-	if len(joins) > 0 {
-		log.Warn("joining other nodes is not built yet; this node runs as a cluster of one", "join", joins)
+	ccfg, err := d.clusterConfig(dataDir, joins, log)
+	if err != nil {
+		return err
 	}
 	subnet, err := netip.ParsePrefix(d.subnet)
 	if err != nil {
@@ -191,8 +212,14 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 		return err
 	}
 	defer n.Close()
+	ccfg.NodeName = n.Name()
+	cl, err := cluster.Start(ctx, ccfg, n, routes)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
 
-	servers, err := startServers(log, dataDir, d, n, routes, token)
+	servers, err := startServers(log, dataDir, d, cl, routes, token)
 	if err != nil {
 		return err
 	}
@@ -207,10 +234,44 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	return nil
 }
 
+// clusterConfig checks the cluster flags; the node name is filled in once
+// the node knows it.
+func (d *daemonFlags) clusterConfig(dataDir string, joins []string, log *slog.Logger) (cluster.Config, error) {
+	strategy, err := scheduler.ParseStrategy(d.placement)
+	if err != nil {
+		return cluster.Config{}, fmt.Errorf("--placement: %w", err)
+	}
+	cfg := cluster.Config{
+		DataDir: dataDir, BindAddr: d.clusterBind, AdvertiseIP: d.advertise, Bridge: d.bridge,
+		Joins: joins, JoinToken: d.joinToken, Server: d.server, Public: d.public,
+		Strategy: strategy, FailoverGrace: d.failoverGrace, APIAddr: d.apiAddr,
+		FastFailure: d.fastFailure, Log: log,
+	}
+	if cfg.JoinToken == "" {
+		cfg.JoinToken = strings.TrimSpace(os.Getenv("HYPERCORE_JOIN_TOKEN"))
+	}
+	if d.advertise != "" && net.ParseIP(d.advertise) == nil {
+		return cluster.Config{}, fmt.Errorf("--cluster-advertise-addr %q: want an IP address", d.advertise)
+	}
+	if d.portRange != "" {
+		lo, hi, ok := strings.Cut(d.portRange, "-")
+		a, errA := strconv.ParseUint(lo, 10, 16)
+		b, errB := strconv.ParseUint(hi, 10, 16)
+		if !ok || errA != nil || errB != nil || a == 0 || a > b {
+			return cluster.Config{}, fmt.Errorf("--port-range %q: want MIN-MAX with 1 <= MIN <= MAX <= 65535", d.portRange)
+		}
+		cfg.PortMin, cfg.PortMax = uint16(a), uint16(b)
+	}
+	if d.failoverGrace < 0 {
+		return cluster.Config{}, errors.New("--failover-grace must not be negative")
+	}
+	return cfg, nil
+}
+
 // startServers binds every listener first, so a port in use fails the start
 // with a clear error instead of leaving a half-running node. Raw TCP public
 // ports open after that, as routes need them.
-func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node, routes *proxy.Table, token string) (_ []*http.Server, retErr error) {
+func startServers(log *slog.Logger, dataDir string, d *daemonFlags, cl *cluster.Cluster, routes *proxy.Table, token string) (_ []*http.Server, retErr error) {
 	if _, err := netip.ParseAddr(d.tcpBind); err != nil {
 		return nil, fmt.Errorf("--tcp-bind-addr %q: want an IP address such as 0.0.0.0 or ::", d.tcpBind)
 	}
@@ -258,13 +319,20 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, n *node.Node
 	}
 	reserve(d.apiAddr, "the API (--grpc-bind-addr)")
 	reserve(d.clusterBind, "cluster gossip (--cluster-bind-addr)")
+	if host, port, err := net.SplitHostPort(d.clusterBind); err == nil {
+		if num, err := strconv.Atoi(port); err == nil {
+			reserve(net.JoinHostPort(host, strconv.Itoa(num+1)), "node RPC (--cluster-bind-addr port + 1)")
+			reserve(net.JoinHostPort(host, strconv.Itoa(num+2)), "raft (--cluster-bind-addr port + 2)")
+		}
+	}
 	reserve(d.httpAddr, "the HTTP proxy (--http-addr)")
 	if certs != nil {
 		reserve(d.httpsAddr, "the HTTPS proxy (--https-addr)")
 	}
 
 	p := proxy.New(d.baseDomain, routes, log)
-	apiHandler := server.New(n, server.Options{Token: token, TokenPath: filepath.Join(dataDir, tokenFile), Version: version, Log: log})
+	apiOpts := server.Options{Token: token, TokenPath: filepath.Join(dataDir, tokenFile), Version: version, Log: log}
+	apiHandler := server.Authenticate(cl.Forward(server.Handler(cl, apiOpts)), apiOpts)
 	apiSrv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
 	apiSrv.Protocols.SetHTTP1(true)
 	apiSrv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients without TLS

@@ -54,6 +54,7 @@ HYPERCORE_TOKEN, else the files the node wrote in --data-dir.`,
 		newRmCmd(api),
 		newPullCmd(api),
 		newInfoCmd(api),
+		newNodesCmd(api),
 	)
 	return root
 }

@@ -158,21 +158,36 @@ func (n *Node) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload
 		ID: spec.NewID(), Spec: req.Spec, Desired: store.DesiredRunning,
 		State: store.StateCreating, Node: n.cfg.Name, CreatedAt: time.Now().UTC(),
 	}
-	if err := n.place(w, req.DryRun); err != nil {
-		return store.Workload{}, err
-	}
 	if req.DryRun {
+		if err := n.place(w, true); err != nil {
+			return store.Workload{}, err
+		}
 		return w, nil
 	}
+	return n.Run(ctx, w)
+}
 
+// Run starts a workload the cluster placed here, under the id the cluster
+// gave it. It is idempotent: when this node already has the id, it answers
+// with the local record instead of starting a second copy, so a retried
+// call or a reconciler racing the placement call cannot double-start.
+func (n *Node) Run(ctx context.Context, w store.Workload) (store.Workload, error) {
 	unlock := n.locks.Lock(w.ID)
 	defer unlock()
+	if cur, err := n.Store.Get(w.ID); err == nil {
+		return cur, nil
+	}
+	w.Node, w.Desired, w.State = n.cfg.Name, store.DesiredRunning, store.StateCreating
+	w.IP, w.Pid, w.Ready, w.Error, w.ExitCode = "", 0, false, "", 0
+	if err := n.place(w, false); err != nil {
+		return store.Workload{}, err
+	}
 	ctx = context.WithoutCancel(ctx)
 	w, err := n.start(ctx, w)
 	if err != nil {
 		n.teardown(ctx, w.ID)
 		if derr := n.Store.Delete(w.ID); derr != nil {
-			n.log.Error("spawn: could not delete the record of a failed spawn", "id", w.ID, "err", derr)
+			n.log.Error("run: could not delete the record of a failed start", "id", w.ID, "err", derr)
 		}
 		return store.Workload{}, err
 	}

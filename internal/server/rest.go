@@ -95,6 +95,14 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.b.Info())
 	})
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := s.b.(Cluster)
+		if !ok {
+			writeError(w, http.StatusNotFound, "this node is not part of a cluster", "")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"nodes": c.Members()})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no API route "+r.Method+" "+r.URL.Path+"; see docs/api.md", "")
 	})

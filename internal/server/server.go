@@ -57,8 +57,41 @@ type Server struct {
 	log  *slog.Logger
 }
 
-// New returns the API's http.Handler.
+// Member is one node of the cluster as the API shows it.
+type Member struct {
+	Name          string   `json:"name"`
+	State         string   `json:"state"`
+	Role          string   `json:"role"`
+	Leader        bool     `json:"leader"`
+	Addr          string   `json:"addr"`
+	APIAddr       string   `json:"api_addr,omitempty"`
+	Public        bool     `json:"public"`
+	Cores         float64  `json:"cores"`
+	MemoryMiB     int64    `json:"memory_mib"`
+	FreeMemoryMiB int64    `json:"free_memory_mib"`
+	Isolations    []string `json:"isolations,omitempty"`
+	Workloads     int      `json:"workloads"`
+}
+
+// Cluster is what a Backend offers when it is part of a cluster.
+type Cluster interface {
+	Members() []Member
+}
+
+// New returns the API's http.Handler, which demands the bearer token.
 func New(b Backend, opts Options) http.Handler {
+	return Authenticate(Handler(b, opts), opts)
+}
+
+// Authenticate refuses every call to next that lacks opts.Token.
+func Authenticate(next http.Handler, opts Options) http.Handler {
+	return (&Server{opts: opts}).auth(next)
+}
+
+// Handler returns the API without the token check, for a listener that
+// authenticates callers itself: the node-to-node port, where mutual TLS
+// has already proven the caller is a cluster member.
+func Handler(b Backend, opts Options) http.Handler {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -67,7 +100,7 @@ func New(b Backend, opts Options) http.Handler {
 	mux.Handle(hypercorev1connect.NewWorkloadServiceHandler(&workloadService{s}))
 	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}))
 	s.routes(mux)
-	return s.auth(mux)
+	return mux
 }
 
 // auth refuses every call without the node's bearer token.

@@ -349,3 +349,24 @@ func ParseStopTimeout(s string) (time.Duration, error) {
 	}
 	return time.Duration(n) * time.Second, nil
 }
+
+// Check validates a Spec that arrived already built, such as a record a
+// peer node sends: the network is not trusted just because the sender is
+// a cluster member, so it goes through the same rules as Build.
+func (s Spec) Check() error {
+	ports := make(map[string]int64, len(s.Ports))
+	for _, p := range s.Ports {
+		key := strconv.Itoa(int(p.Public))
+		if p.Proto == ProtoTCP && (p.Public == 80 || p.Public == 443) {
+			key = "tcp:" + key
+		} else if p.Proto != ProtoTCP && p.Proto != ProtoHTTP {
+			return fieldErr("ports", "port %d has unknown protocol %q", p.Public, p.Proto)
+		}
+		ports[key] = int64(p.Target)
+	}
+	_, err := Build(Input{
+		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
+		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+	})
+	return err
+}

@@ -139,3 +139,23 @@ func TestExecAndQueryParams(t *testing.T) {
 		t.Fatal("bad bool accepted")
 	}
 }
+
+func TestCheckAcceptsBuiltSpecsAndRefusesTamperedOnes(t *testing.T) {
+	s, err := Build(Input{Image: "busybox:1", Ports: map[string]int64{"443": 3000, "tcp:80": 8080, "5432": 5432}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatalf("a spec Build made fails Check: %v", err)
+	}
+	bad := s
+	bad.MemoryMiB = 1
+	if err := bad.Check(); err == nil {
+		t.Fatal("Check accepted 1 MiB of memory")
+	}
+	bad = s
+	bad.Ports = []Port{{Public: 443, Target: 1, Proto: "udp"}}
+	if err := bad.Check(); err == nil {
+		t.Fatal("Check accepted an unknown port protocol")
+	}
+}

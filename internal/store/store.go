@@ -37,6 +37,9 @@ const (
 	// StateCreating: placed and being pulled, networked and started. A
 	// record left in this state by a crash is started again from scratch.
 	StateCreating State = "creating"
+	// StatePending: placed by the cluster on a node (after a failover),
+	// whose reconciler starts it.
+	StatePending State = "pending"
 	StateRunning  State = "running"
 	// StateExited: its process ended by itself while it was meant to run.
 	StateExited  State = "exited"

@@ -97,18 +97,20 @@ type snapshotData struct {
 type fsm struct {
 	mu        sync.RWMutex
 	workloads map[string]record
+	changed   chan struct{} // see Store.Changes
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM() *fsm {
-	return &fsm{workloads: map[string]record{}}
+	return &fsm{workloads: map[string]record{}, changed: make(chan struct{}, 1)}
 }
 
 // Apply implements raft.FSM. It returns nil on success or an error value;
 // the error is the result of the write, the same on every node, since it
 // depends only on the log.
 func (f *fsm) Apply(l *raft.Log) any {
+	defer f.notify()
 	c, err := decodeCommand(l.Data)
 	if err != nil {
 		return err
@@ -148,6 +150,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	default:
 		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+	}
+}
+
+// notify wakes a watcher without ever blocking the raft goroutine.
+func (f *fsm) notify() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -216,6 +226,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.workloads = data.Workloads
 	f.mu.Unlock()
+	f.notify()
 	return nil
 }
 

@@ -8,8 +8,9 @@
 // that has just been deposed) may return stale data. A caller that needs to
 // read its own or others' latest writes calls Barrier on the leader first.
 //
-// A follower refuses writes with ErrNotLeader, which names the leader so
-// the API layer can forward the request; this package does not forward.
+// A follower hands writes to Config.Forward, which carries the encoded
+// command to the leader (ApplyEncoded there); without a Forward it refuses
+// them with ErrNotLeader, which names the leader.
 package raftstore
 
 import (
@@ -100,6 +101,15 @@ type Config struct {
 	// Log receives raft's and this package's messages; nil means
 	// slog.Default().
 	Log *slog.Logger
+	// Stream, when set, carries raft's traffic instead of plain TCP on
+	// BindAddr (the cluster passes a mutual-TLS layer). Its Addr is what
+	// this server advertises.
+	Stream raft.StreamLayer
+	// Forward, when set, sends a write this node cannot commit (it is not
+	// the leader) to the leader, which applies it with ApplyEncoded. It
+	// returns the leader's result, with ErrExists, ErrConflict and
+	// store.ErrNotFound kept recognisable.
+	Forward func(leaderID, leaderAddr string, command []byte) error
 }
 
 // Store is a store.Workloads replicated with raft. Its methods are safe for
@@ -113,7 +123,8 @@ type Store struct {
 	// locks serializes Updates of one id on this node, so concurrent
 	// Updates through one leader queue instead of failing each other's
 	// compare-and-set.
-	locks keylock.Map
+	locks   keylock.Map
+	forward func(leaderID, leaderAddr string, command []byte) error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -170,8 +181,10 @@ func Open(cfg Config) (_ *Store, err error) {
 		}
 		advertise = a
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, transportTimeout, hl)
-	if err != nil {
+	var trans *raft.NetworkTransport
+	if cfg.Stream != nil {
+		trans = raft.NewNetworkTransportWithLogger(cfg.Stream, 3, transportTimeout, hl)
+	} else if trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, transportTimeout, hl); err != nil {
 		return nil, fmt.Errorf("raftstore: listen on %s: %w", cfg.BindAddr, err)
 	}
 	closers = append(closers, trans.Close)
@@ -209,7 +222,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
-	return &Store{log: lg, raft: r, fsm: f, trans: trans, logs: logs}, nil
+	return &Store{log: lg, raft: r, fsm: f, trans: trans, logs: logs, forward: cfg.Forward}, nil
 }
 
 // Close stops the raft server and closes its files. It does not leave the
@@ -220,6 +233,25 @@ func (s *Store) Close() error {
 		s.closeErr = errors.Join(err, s.trans.Close(), s.logs.Close())
 	})
 	return s.closeErr
+}
+
+// Changes returns a channel that receives a value after state machine
+// changes (coalesced: one value may stand for many), so a reconciler can
+// react at once instead of polling.
+func (s *Store) Changes() <-chan struct{} { return s.fsm.changed }
+
+// AppliedIndex is the index of the last log entry applied to this node's
+// state machine.
+func (s *Store) AppliedIndex() uint64 { return s.raft.AppliedIndex() }
+
+// LeaderBarrier, on the leader, waits until every committed entry is
+// applied and returns the applied index: a follower whose AppliedIndex
+// reaches it has seen every write committed before the call.
+func (s *Store) LeaderBarrier(timeout time.Duration) (uint64, error) {
+	if err := s.Barrier(timeout); err != nil {
+		return 0, err
+	}
+	return s.raft.AppliedIndex(), nil
 }
 
 // Addr returns the raft address this server advertises.
@@ -248,7 +280,14 @@ func (s *Store) Servers() ([]raft.Server, error) {
 // leader. Joining again with the same id and address is a no-op, so a
 // server that restarts may simply ask again; a known id at a new address,
 // or a known address under a new id, replaces the old entry.
-func (s *Store) Join(id, addr string) error {
+func (s *Store) Join(id, addr string) error { return s.join(id, addr, true) }
+
+// JoinNonvoter adds id at addr as a non-voter: it receives the log and
+// keeps a full copy of the state to read, but does not vote, so workers
+// can read state locally without weakening the servers' quorum.
+func (s *Store) JoinNonvoter(id, addr string) error { return s.join(id, addr, false) }
+
+func (s *Store) join(id, addr string, voter bool) error {
 	if !s.IsLeader() {
 		return s.notLeader()
 	}
@@ -259,7 +298,7 @@ func (s *Store) Join(id, addr string) error {
 	for _, srv := range servers {
 		sameID, sameAddr := srv.ID == raft.ServerID(id), srv.Address == raft.ServerAddress(addr)
 		switch {
-		case sameID && sameAddr:
+		case sameID && sameAddr && (srv.Suffrage == raft.Voter) == voter:
 			return nil
 		case sameID || sameAddr:
 			if err := s.raft.RemoveServer(srv.ID, 0, membershipTimeout).Error(); err != nil {
@@ -267,10 +306,14 @@ func (s *Store) Join(id, addr string) error {
 			}
 		}
 	}
-	if err := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout).Error(); err != nil {
-		return fmt.Errorf("raftstore: add voter %s at %s: %w", id, addr, s.mapErr(err))
+	add := s.raft.AddVoter
+	if !voter {
+		add = s.raft.AddNonvoter
 	}
-	s.log.Info("server joined", "id", id, "addr", addr)
+	if err := add(raft.ServerID(id), raft.ServerAddress(addr), 0, membershipTimeout).Error(); err != nil {
+		return fmt.Errorf("raftstore: add %s at %s (voter: %v): %w", id, addr, voter, s.mapErr(err))
+	}
+	s.log.Info("server joined", "id", id, "addr", addr, "voter", voter)
 	return nil
 }
 
@@ -346,13 +389,18 @@ func (s *Store) Update(id string, fn func(*store.Workload) error) (store.Workloa
 	for attempt := range updateAttempts {
 		if attempt > 0 {
 			// A miss or a conflict may only mean this server's state
-			// machine trails its log, as it does just after an election;
-			// the barrier catches it up before the next read.
-			if err := s.Barrier(ApplyTimeout); err != nil {
-				return store.Workload{}, err
+			// machine trails its log, as it does just after an election
+			// or on a follower; the barrier catches a leader up, and a
+			// follower waits for the log to reach it.
+			if s.IsLeader() {
+				if err := s.Barrier(ApplyTimeout); err != nil {
+					return store.Workload{}, err
+				}
+			} else {
+				time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
 			}
 		}
-		if !s.IsLeader() {
+		if !s.IsLeader() && s.forward == nil {
 			return store.Workload{}, s.notLeader()
 		}
 		cur, ok := s.fsm.get(id)
@@ -390,14 +438,41 @@ func (s *Store) Delete(id string) error {
 }
 
 // apply commits c through the log and returns the state machine's result.
+// Off the leader it forwards c, when a Forward is set.
 func (s *Store) apply(c command) error {
-	if !s.IsLeader() {
-		return s.notLeader()
-	}
 	data, err := encodeCommand(c)
 	if err != nil {
 		return err
 	}
+	if !s.IsLeader() {
+		if s.forward == nil {
+			return s.notLeader()
+		}
+		addr, id := s.Leader()
+		if addr == "" {
+			return s.notLeader()
+		}
+		return s.forward(id, addr, data)
+	}
+	return s.commit(c, data)
+}
+
+// ApplyEncoded commits a command another node forwarded (see
+// Config.Forward). The command is checked as the state machine will check
+// it, so a malformed one is refused here with ErrBadCommand rather than
+// written to the log.
+func (s *Store) ApplyEncoded(data []byte) error {
+	c, err := decodeCommand(data)
+	if err != nil {
+		return err
+	}
+	if !s.IsLeader() {
+		return s.notLeader()
+	}
+	return s.commit(c, data)
+}
+
+func (s *Store) commit(c command, data []byte) error {
 	f := s.raft.Apply(data, ApplyTimeout)
 	if err := f.Error(); err != nil {
 		// ErrLeadershipLost leaves the outcome unknown: the entry may

@@ -55,6 +55,11 @@ type Options struct {
 	LogMaxBytes int64
 	// LogKeep is how many rotated log generations are kept.
 	LogKeep int
+	// CgroupParent is the cgroup, below each hierarchy's root, that holds
+	// one cgroup per workload; "/hypercore" by default. Nodes that share a
+	// kernel (tests run several on one machine) need different parents, or
+	// killing a workload on one would kill the same id on another.
+	CgroupParent string
 	// LogCheckEvery is how often the Driver checks logs for rotation in
 	// the background. Negative turns the check off; call RotateLogs instead.
 	LogCheckEvery time.Duration
@@ -92,6 +97,9 @@ func New(opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("runc driver: state dir: %w", err)
 	}
 	opts.StateDir = stateDir
+	if opts.CgroupParent == "" {
+		opts.CgroupParent = "/hypercore"
+	}
 	if opts.LogMaxBytes <= 0 {
 		opts.LogMaxBytes = DefaultLogMaxBytes
 	}

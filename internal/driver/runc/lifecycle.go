@@ -85,6 +85,7 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 	if err != nil {
 		return err
 	}
+	s.Linux.CgroupsPath = d.cgroupPath(cfg.ID)
 	return writeSpec(p.config, s)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -119,7 +120,7 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 			},
 			// With the cgroupfs driver this is the path below each
 			// hierarchy's root: /sys/fs/cgroup/<controller>/hypercore/<id>.
-			CgroupsPath: cgroupPath(cfg.ID),
+			CgroupsPath: "/hypercore/" + cfg.ID,
 			Resources:   resources(cfg, swapLimit),
 			Sysctl: map[string]string{
 				// As Docker does: a non-root workload may bind low ports
@@ -225,7 +226,7 @@ func defaultMounts(p paths) []specs.Mount {
 }
 
 // cgroupPath is where the runtime puts the workload's cgroup.
-func cgroupPath(id string) string { return "/hypercore/" + id }
+func (d *Driver) cgroupPath(id string) string { return path.Join(d.opts.CgroupParent, id) }
 
 // mergeEnv merges KEY=VALUE lists; a later list's value for a key replaces
 // an earlier one in place, and new keys are appended in order.

@@ -24,7 +24,7 @@ func (d *Driver) Stats(ctx context.Context, id string) (driver.Stats, error) {
 	if _, err := os.Stat(d.paths(id).config); err != nil {
 		return driver.Stats{}, fmt.Errorf("stats of %s: %w", id, driver.ErrNotFound)
 	}
-	rel := cgroupPath(id)
+	rel := d.cgroupPath(id)
 	var st driver.Stats
 	var err error
 	if detectCgroups() == cgroupUnified {

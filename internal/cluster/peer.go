@@ -1,0 +1,218 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	clusterv1 "github.com/hypercore-dev/hypercore/api/hypercore/cluster/v1"
+	"github.com/hypercore-dev/hypercore/api/hypercore/cluster/v1/clusterv1connect"
+	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
+	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/image"
+	"github.com/hypercore-dev/hypercore/internal/node"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/store"
+)
+
+// localPrefix is where a node serves its own workload API to peers: the
+// same handlers as the public API, bound to its local workloads, so a peer
+// can stop, remove, read logs of or exec into a workload hosted here.
+const localPrefix = "/local"
+
+// peerService answers PeerService calls from other nodes.
+type peerService struct{ c *Cluster }
+
+var _ clusterv1connect.PeerServiceHandler = peerService{}
+
+func (p peerService) Apply(ctx context.Context, req *connect.Request[clusterv1.ApplyRequest]) (*connect.Response[clusterv1.ApplyResponse], error) {
+	if err := p.c.raft.ApplyEncoded(req.Msg.Command); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&clusterv1.ApplyResponse{}), nil
+}
+
+func (p peerService) AddPeer(ctx context.Context, req *connect.Request[clusterv1.AddPeerRequest]) (*connect.Response[clusterv1.AddPeerResponse], error) {
+	if caller := peerName(ctx); caller != req.Msg.NodeName {
+		// A node may add only itself: its certificate names it.
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("node %s may not add %s", caller, req.Msg.NodeName))
+	}
+	if err := p.c.addPeer(ctx, req.Msg.NodeName, req.Msg.RaftAddr, req.Msg.Voter); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&clusterv1.AddPeerResponse{}), nil
+}
+
+func (p peerService) Run(ctx context.Context, req *connect.Request[clusterv1.RunRequest]) (*connect.Response[clusterv1.RunResponse], error) {
+	var w store.Workload
+	if err := json.Unmarshal(req.Msg.Workload, &w); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("decode workload: %w", err))
+	}
+	// The record came from a peer's raft state, but it is still input
+	// from the network: check it as the API would.
+	if err := spec.ValidateID(w.ID); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if err := w.Spec.Check(); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	got, err := p.c.local.Run(ctx, w)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	data, err := json.Marshal(got)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return connect.NewResponse(&clusterv1.RunResponse{Workload: data}), nil
+}
+
+type peerNameKey struct{}
+
+// peerName is the verified node name of the caller, put in the context by
+// requirePeer.
+func peerName(ctx context.Context) string {
+	s, _ := ctx.Value(peerNameKey{}).(string)
+	return s
+}
+
+// requirePeer lets through only requests whose client certificate the TLS
+// layer verified against the cluster CA. The listener already demands one;
+// this keeps a handler from ever running without a peer identity, even if
+// the listener's set-up changes.
+func requirePeer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, err := pki.PeerNode(r.TLS)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerNameKey{}, name)))
+	})
+}
+
+func (p peerService) Barrier(ctx context.Context, _ *connect.Request[clusterv1.BarrierRequest]) (*connect.Response[clusterv1.BarrierResponse], error) {
+	idx, err := p.c.raft.LeaderBarrier(raftstore.ApplyTimeout)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&clusterv1.BarrierResponse{AppliedIndex: idx}), nil
+}
+
+// errorCodes pairs errors that must keep their meaning across a peer call
+// with the Connect codes that carry them.
+var errorCodes = []struct {
+	err  error
+	code connect.Code
+}{
+	{raftstore.ErrExists, connect.CodeAlreadyExists},
+	{raftstore.ErrConflict, connect.CodeAborted},
+	{store.ErrNotFound, connect.CodeNotFound},
+	{image.ErrNotFound, connect.CodeInvalidArgument},
+	{image.ErrRegistry, connect.CodeUnavailable},
+	{node.ErrNoCapacity, connect.CodeResourceExhausted},
+	{node.ErrUnsupported, connect.CodeFailedPrecondition},
+}
+
+func toConnect(err error) error {
+	var nl raftstore.ErrNotLeader
+	if errors.As(err, &nl) {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	for _, e := range errorCodes {
+		if errors.Is(err, e.err) {
+			return connect.NewError(e.code, err)
+		}
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+// fromConnect turns a peer's answer back into an error that errors.Is
+// recognises, keeping the peer's message.
+func fromConnect(node string, err error) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	for _, e := range errorCodes {
+		if ce.Code() == e.code && (e.code != connect.CodeUnavailable || e.err == image.ErrRegistry) {
+			if e.code == connect.CodeUnavailable && ce.Message() == "" {
+				break
+			}
+			return fmt.Errorf("%w: on node %s: %s", e.err, node, ce.Message())
+		}
+	}
+	return fmt.Errorf("node %s: %s", node, ce.Message())
+}
+
+// peers holds one HTTP client per peer node. Peers are called over
+// HTTP/1.1 because exec and attach forward an Upgrade, which HTTP/2 does
+// not carry; the pooled connections make that cheap.
+type peers struct {
+	mat *pki.Material
+	mu  sync.Mutex
+	by  map[string]*http.Client
+}
+
+func newPeers(mat *pki.Material) *peers {
+	return &peers{mat: mat, by: map[string]*http.Client{}}
+}
+
+// client returns the HTTP client for node name, which verifies that the
+// peer's certificate names that node.
+func (p *peers) client(name string) *http.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.by[name]; ok {
+		return c
+	}
+	c := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     p.mat.ClientTLS(name),
+		DialContext:         (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 5 * time.Second,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	p.by[name] = c
+	return c
+}
+
+// forget drops the pooled connections of a node that left or failed, so a
+// node that comes back at a new address is dialled afresh.
+func (p *peers) forget(name string) {
+	p.mu.Lock()
+	c := p.by[name]
+	delete(p.by, name)
+	p.mu.Unlock()
+	if c != nil {
+		c.CloseIdleConnections()
+	}
+}
+
+func (p *peers) service(name, rpcAddr string) clusterv1connect.PeerServiceClient {
+	return clusterv1connect.NewPeerServiceClient(p.client(name), "https://"+rpcAddr)
+}
+
+// dialTunnel opens a tunnel to target (a workload's ip:port) on node name.
+func (p *peers) dialTunnel(ctx context.Context, name, rpcAddr, target string) (net.Conn, error) {
+	cfg := p.mat.ClientTLS(name)
+	cfg.NextProtos = []string{tunnelALPN}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: cfg}
+	conn, err := d.DialContext(ctx, "tcp", rpcAddr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write([]byte(target + "\n")); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
