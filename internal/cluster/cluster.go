@@ -114,8 +114,7 @@ type Cluster struct {
 	rpcAddr string
 
 	mu         sync.Mutex
-	downSince  map[string]time.Time // failed or left members, for failover
-	lastRemote map[string]bool      // ids routed through tunnels last sync
+	lastRemote map[string]bool // ids routed through tunnels last sync
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -143,7 +142,7 @@ func Start(ctx context.Context, cfg Config, local *node.Node, routes *proxy.Tabl
 	}
 	c := &Cluster{
 		cfg: cfg, log: cfg.Log.With("component", "cluster"), local: local, routes: routes,
-		downSince: map[string]time.Time{}, lastRemote: map[string]bool{}, quit: make(chan struct{}),
+		lastRemote: map[string]bool{}, quit: make(chan struct{}),
 	}
 	bindIP, port, err := splitBind(cfg.BindAddr)
 	if err != nil {

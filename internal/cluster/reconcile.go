@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
+	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
@@ -209,8 +210,11 @@ func sameRoute(a, b *proxy.Route) bool {
 	return true
 }
 
-// failoverLoop tracks which members are down and, on the leader, places
-// the workloads of a member down for longer than the grace elsewhere.
+// failoverLoop, on the leader, records in the cluster state when members
+// go down and come back, and places the workloads of a member down for
+// longer than the grace elsewhere. Recording it in raft means a new
+// leader continues the count where the old one stopped: the failover of
+// a node that was the leader is not delayed by a fresh grace period.
 func (c *Cluster) failoverLoop() {
 	defer c.wg.Done()
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -221,32 +225,37 @@ func (c *Cluster) failoverLoop() {
 			return
 		case <-tick.C:
 		}
+		if !c.raft.IsLeader() {
+			continue
+		}
 		now := time.Now()
 		due := map[string]bool{}
 		downNow := map[string]bool{}
-		c.mu.Lock()
 		for _, m := range c.mem.Members() {
-			if !down(m) {
-				delete(c.downSince, m.Name)
-				continue
+			rec, _ := c.raft.Node(m.Name)
+			want := raftstore.Node{Name: m.Name, State: string(m.State)}
+			if down(m) {
+				downNow[m.Name] = true
+				want.DownSince = rec.DownSince
+				if want.DownSince.IsZero() {
+					want.DownSince = now
+					c.peers.forget(m.Name)
+				}
+				grace := c.cfg.FailoverGrace
+				if m.State == membership.StateLeft {
+					grace = max(grace, leftGrace)
+				}
+				if now.Sub(want.DownSince) >= grace {
+					due[m.Name] = true
+				}
 			}
-			downNow[m.Name] = true
-			since, ok := c.downSince[m.Name]
-			if !ok {
-				c.downSince[m.Name] = now
-				c.peers.forget(m.Name)
-				continue
-			}
-			grace := c.cfg.FailoverGrace
-			if m.State == membership.StateLeft {
-				grace = max(grace, leftGrace)
-			}
-			if now.Sub(since) >= grace {
-				due[m.Name] = true
+			if rec.State != want.State || !rec.DownSince.Equal(want.DownSince) {
+				if err := c.raft.SetNode(want); err != nil {
+					c.log.Warn("failover: record node state", "node", m.Name, "err", err)
+				}
 			}
 		}
-		c.mu.Unlock()
-		if len(due) > 0 && c.raft.IsLeader() {
+		if len(due) > 0 {
 			c.failover(due, downNow)
 		}
 	}

@@ -40,7 +40,7 @@ const (
 	// StatePending: placed by the cluster on a node (after a failover),
 	// whose reconciler starts it.
 	StatePending State = "pending"
-	StateRunning  State = "running"
+	StateRunning State = "running"
 	// StateExited: its process ended by itself while it was meant to run.
 	StateExited  State = "exited"
 	StateStopped State = "stopped"

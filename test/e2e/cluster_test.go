@@ -30,6 +30,13 @@ type clusterNode struct {
 // as each machine would reach a registry of its own.
 func startCluster(t *testing.T, n int, extra ...string) ([]*clusterNode, *harness.LAN, string) {
 	t.Helper()
+	return startClusterWith(t, n, func(int) bool { return true }, extra...)
+}
+
+// startClusterWith is startCluster where withRegistry says which nodes
+// (numbered from 1) can reach a registry.
+func startClusterWith(t *testing.T, n int, withRegistry func(i int) bool, extra ...string) ([]*clusterNode, *harness.LAN, string) {
+	t.Helper()
 	lan := harness.NewLAN(t)
 	img := testutil.HTTPDImage(t)
 	var nodes []*clusterNode
@@ -38,7 +45,9 @@ func startCluster(t *testing.T, n int, extra ...string) ([]*clusterNode, *harnes
 		ns := harness.NewNetNS(t)
 		ip := fmt.Sprintf("10.98.0.%d", i)
 		lan.Attach(t, ns, ip+"/24")
-		ref = harness.StartRegistry(t, ns, img)
+		if withRegistry(i) {
+			ref = harness.StartRegistry(t, ns, img)
+		}
 		name := fmt.Sprintf("n%d", i)
 		args := append([]string{"--node-name", name, "--server", "--cluster-bind-addr", ip + ":7946"}, extra...)
 		if i > 1 {
@@ -235,6 +244,64 @@ func TestCluster(t *testing.T) {
 				t.Fatalf("node RPC answered a caller without a certificate: %q", buf[:n])
 			}
 		}
+	})
+
+	// Losing the raft leader: the two other servers elect another, and
+	// nothing is lost.
+	var leader *clusterNode
+	var others []*clusterNode
+	for _, m := range members(t, nodes[0]) {
+		for _, n := range nodes {
+			if m.Leader && m.Name == n.name {
+				leader = n
+			}
+		}
+	}
+	if leader == nil {
+		t.Fatal("no leader in GET /v1/nodes")
+	}
+	for _, n := range nodes {
+		if n != leader {
+			others = append(others, n)
+		}
+	}
+	leader.Kill9()
+	harness.WaitFor(t, "a new leader", 20*time.Second, func() bool {
+		for _, m := range members(t, others[0]) {
+			if m.Leader && m.Name != leader.name {
+				return true
+			}
+		}
+		return false
+	})
+	c := spawn(t, others[1].Node, `{"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	if c.Node == leader.name {
+		t.Fatalf("spawned onto the dead leader %s", leader.name)
+	}
+	if n := workloadCount(t, others[0].Node); n != 3 {
+		t.Fatalf("after losing the leader the cluster holds %d workloads, want 3", n)
+	}
+	harness.WaitFor(t, "the first workload served after the leader loss", 20*time.Second, func() bool {
+		code, _ := others[0].Page(80, host)
+		return code == 200
+	})
+}
+
+// TestClusterTriesNextNode: when the best node cannot start a workload
+// (here it cannot reach the registry), the spawn moves on to the next.
+func TestClusterTriesNextNode(t *testing.T) {
+	nodes, _, ref := startClusterWith(t, 2, func(i int) bool { return i != 1 })
+	// Equal load ranks n1 first (ties break by name); n1 has no registry.
+	a := spawn(t, nodes[0].Node, `{"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	if a.Node != "n2" {
+		t.Fatalf("spawn landed on %q, want n2 after n1 failed to pull", a.Node)
+	}
+	if !strings.Contains(nodes[0].Log(), "spawn: trying the next node") {
+		t.Fatal("n1's log does not show the spawn moving on from n1")
+	}
+	harness.WaitFor(t, "the page through n1", 10*time.Second, func() bool {
+		code, body := nodes[0].Page(80, a.ID+".localhost")
+		return code == 200 && body == testutil.IndexHTML
 	})
 }
 

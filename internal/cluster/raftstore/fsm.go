@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -36,13 +38,26 @@ const commandVersion byte = 1
 // snapshotVersion is recorded in every snapshot for the same reason.
 const snapshotVersion = 1
 
-// The ops a command may carry. Nodes and port allocations will get ops of
-// their own here.
+// The ops a command may carry. Port use needs no op of its own: it is
+// derived from the placed workloads' specs, which the log already orders.
 const (
-	opCreate = "create"
-	opUpdate = "update"
-	opDelete = "delete"
+	opCreate  = "create"
+	opUpdate  = "update"
+	opDelete  = "delete"
+	opSetNode = "set-node"
 )
+
+// Node is what the cluster state records about a member, beyond what gossip
+// says now: when it went down, so a new leader picks up a failover where
+// the old one left it instead of starting the grace period again.
+type Node struct {
+	Name string `json:"name"`
+	// State is the gossip state the leader last recorded.
+	State string `json:"state"`
+	// DownSince is when the leader first saw it failed or gone; zero
+	// while it is alive.
+	DownSince time.Time `json:"down_since,omitzero"`
+}
 
 // command is one replicated write. It is JSON after a version byte so the
 // log stays readable with standard tools and new fields can be added
@@ -54,6 +69,7 @@ type command struct {
 	// Version is, for an update, the version the record must still have
 	// for the update to apply: the compare half of compare-and-set.
 	Version uint64 `json:"version,omitempty"`
+	Node    *Node  `json:"node,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -90,6 +106,7 @@ type record struct {
 type snapshotData struct {
 	Version   int               `json:"version"`
 	Workloads map[string]record `json:"workloads"`
+	Nodes     map[string]Node   `json:"nodes,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -97,13 +114,14 @@ type snapshotData struct {
 type fsm struct {
 	mu        sync.RWMutex
 	workloads map[string]record
+	nodes     map[string]Node
 	changed   chan struct{} // see Store.Changes
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM() *fsm {
-	return &fsm{workloads: map[string]record{}, changed: make(chan struct{}, 1)}
+	return &fsm{workloads: map[string]record{}, nodes: map[string]Node{}, changed: make(chan struct{}, 1)}
 }
 
 // Apply implements raft.FSM. It returns nil on success or an error value;
@@ -148,6 +166,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 		}
 		delete(f.workloads, c.ID)
 		return nil
+	case opSetNode:
+		if c.Node == nil || c.Node.Name == "" {
+			return fmt.Errorf("%w: set-node without a name", ErrBadCommand)
+		}
+		f.nodes[c.Node.Name] = *c.Node
+		return nil
 	default:
 		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 	}
@@ -188,6 +212,14 @@ func (f *fsm) list() []store.Workload {
 	return out
 }
 
+// node returns the record of a member.
+func (f *fsm) node(name string) (Node, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.nodes[name]
+	return n, ok
+}
+
 // clone copies the slices of w so callers can change what they are handed
 // without reaching into the FSM. Extend it when spec.Spec gains a field
 // of reference type.
@@ -203,7 +235,7 @@ func clone(w store.Workload) store.Workload {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	data := snapshotData{Version: snapshotVersion, Workloads: make(map[string]record, len(f.workloads))}
+	data := snapshotData{Version: snapshotVersion, Workloads: make(map[string]record, len(f.workloads)), Nodes: maps.Clone(f.nodes)}
 	for id, r := range f.workloads {
 		data.Workloads[id] = r
 	}
@@ -223,8 +255,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.Workloads == nil {
 		data.Workloads = map[string]record{}
 	}
+	if data.Nodes == nil {
+		data.Nodes = map[string]Node{}
+	}
 	f.mu.Lock()
 	f.workloads = data.Workloads
+	f.nodes = data.Nodes
 	f.mu.Unlock()
 	f.notify()
 	return nil

@@ -192,3 +192,35 @@ func (s *memSink) Write(p []byte) (int, error) { return s.buf.Write(p) }
 func (s *memSink) Close() error                { return nil }
 func (s *memSink) ID() string                  { return "mem" }
 func (s *memSink) Cancel() error               { return nil }
+
+func TestFSMNodesSurviveSnapshot(t *testing.T) {
+	f := newFSM()
+	down := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	data, err := encodeCommand(command{Op: opSetNode, Node: &Node{Name: "n1", State: "failed", DownSince: down}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := f.Apply(&raft.Log{Index: 1, Data: data}); res != nil {
+		t.Fatalf("set-node: %v", res)
+	}
+	bad, _ := encodeCommand(command{Op: opSetNode, Node: &Node{}})
+	if res, _ := f.Apply(&raft.Log{Index: 2, Data: bad}).(error); !errors.Is(res, ErrBadCommand) {
+		t.Fatalf("set-node without a name: %v, want ErrBadCommand", res)
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := newFSM()
+	if err := g.Restore(io.NopCloser(&sink.buf)); err != nil {
+		t.Fatal(err)
+	}
+	n, ok := g.node("n1")
+	if !ok || n.State != "failed" || !n.DownSince.Equal(down) {
+		t.Fatalf("restored node %+v %v", n, ok)
+	}
+}

@@ -432,6 +432,14 @@ func (s *Store) Update(id string, fn func(*store.Workload) error) (store.Workloa
 	return store.Workload{}, fmt.Errorf("raftstore: update %s: gave up after %d attempts: %w", id, updateAttempts, lastErr)
 }
 
+// SetNode records what the cluster knows about member n.Name.
+func (s *Store) SetNode(n Node) error {
+	return s.apply(command{Op: opSetNode, ID: n.Name, Node: &n})
+}
+
+// Node returns the recorded state of member name, from the local copy.
+func (s *Store) Node(name string) (Node, bool) { return s.fsm.node(name) }
+
 // Delete implements store.Workloads; a missing id is not an error.
 func (s *Store) Delete(id string) error {
 	return s.apply(command{Op: opDelete, ID: id})
