@@ -178,6 +178,14 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	if err != nil {
 		return err
 	}
+	// The node's name and certificates come first: the name goes into
+	// every workload record and cgroup.
+	ccfg.NodeName = d.nodeName
+	id, err := cluster.Identify(ctx, ccfg)
+	if err != nil {
+		return err
+	}
+	d.nodeName = id.Name
 
 	st, err := store.OpenBolt(filepath.Join(dataDir, "state.db"))
 	if err != nil {
@@ -212,8 +220,7 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 		return err
 	}
 	defer n.Close()
-	ccfg.NodeName = n.Name()
-	cl, err := cluster.Start(ctx, ccfg, n, routes)
+	cl, err := cluster.Start(ctx, ccfg, id, n, routes)
 	if err != nil {
 		return err
 	}

@@ -125,11 +125,11 @@ var (
 	_ server.Cluster = (*Cluster)(nil)
 )
 
-// Start brings this node into the cluster: it loads or makes its
-// certificates (joining with the token on first start), serves node RPC,
-// starts raft and gossip, waits until it can read the cluster state, and
-// starts reconciling. local must already be started.
-func Start(ctx context.Context, cfg Config, local *node.Node, routes *proxy.Table) (_ *Cluster, err error) {
+// Start brings this node into the cluster with the identity Identify
+// settled: it serves node RPC, starts raft and gossip, waits until it can
+// read the cluster state, and starts reconciling. local must already be
+// started, under id.Name.
+func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, routes *proxy.Table) (_ *Cluster, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -140,6 +140,7 @@ func Start(ctx context.Context, cfg Config, local *node.Node, routes *proxy.Tabl
 	if first {
 		cfg.Server = true
 	}
+	cfg.NodeName = id.Name
 	c := &Cluster{
 		cfg: cfg, log: cfg.Log.With("component", "cluster"), local: local, routes: routes,
 		lastRemote: map[string]bool{}, quit: make(chan struct{}),
@@ -148,12 +149,8 @@ func Start(ctx context.Context, cfg Config, local *node.Node, routes *proxy.Tabl
 	if err != nil {
 		return nil, err
 	}
-	advertise := cfg.AdvertiseIP
-	if advertise == "" {
-		if advertise, err = pickAdvertiseIP(bindIP, cfg.Bridge); err != nil {
-			return nil, err
-		}
-	}
+	advertise := id.AdvertiseIP
+	c.mat, c.auth = id.mat, id.auth
 	c.rpcAddr = net.JoinHostPort(advertise, strconv.Itoa(port+1))
 	raftAdvertise := net.JoinHostPort(advertise, strconv.Itoa(port+2))
 
@@ -166,9 +163,6 @@ func Start(ctx context.Context, cfg Config, local *node.Node, routes *proxy.Tabl
 		}
 	}()
 
-	if err := c.loadPKI(ctx, first, net.ParseIP(advertise)); err != nil {
-		return nil, err
-	}
 	c.peers = newPeers(c.mat)
 	c.tunnels = newTunnels(c.peers, c.log)
 	closers = append(closers, c.tunnels.close)
@@ -211,6 +205,9 @@ func Start(ctx context.Context, cfg Config, local *node.Node, routes *proxy.Tabl
 	if err := c.awaitState(ctx); err != nil {
 		return nil, err
 	}
+	if c.raft.Bootstrapped() {
+		c.adoptLocal()
+	}
 	if first {
 		if err := c.auth.WriteJoinToken(filepath.Join(cfg.DataDir, JoinTokenFile), c.rpcAddr); err != nil {
 			return nil, err
@@ -238,51 +235,6 @@ func (c *Cluster) Close() {
 	cancel()
 	c.raft.Close()
 	c.tunnels.close()
-}
-
-// loadPKI loads this node's certificates, makes the cluster's trust root
-// on the first start of the first node, or joins with the token.
-func (c *Cluster) loadPKI(ctx context.Context, first bool, ip net.IP) error {
-	dir := filepath.Join(c.cfg.DataDir, "cluster", "pki")
-	hasCAKey := fileExists(filepath.Join(dir, pki.CAKeyFile))
-	hasNode := fileExists(filepath.Join(dir, pki.NodeCertFile))
-	switch {
-	case hasCAKey || (first && !hasNode):
-		a, err := pki.Bootstrap(dir)
-		if err != nil {
-			return err
-		}
-		m, err := a.EnsureNode(c.cfg.NodeName, []net.IP{ip}, nil)
-		if err != nil {
-			return err
-		}
-		c.auth, c.mat = a, m
-	case hasNode:
-		m, err := pki.Load(dir)
-		if err != nil {
-			return err
-		}
-		if m.NodeName != c.cfg.NodeName {
-			return fmt.Errorf("cluster: %s holds the certificate of node %q, not %q: start with --node-name %s, or use another --data-dir", dir, m.NodeName, c.cfg.NodeName, m.NodeName)
-		}
-		c.mat = m
-	default:
-		if c.cfg.JoinToken == "" {
-			return errors.New("cluster: joining needs a join token: pass --join-token or set HYPERCORE_JOIN_TOKEN to the contents of " + JoinTokenFile + " in the first node's data dir")
-		}
-		tok, err := pki.ParseJoinToken(c.cfg.JoinToken)
-		if err != nil {
-			return fmt.Errorf("cluster: --join-token: %w", err)
-		}
-		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		m, err := pki.Join(jctx, tok, c.cfg.NodeName, []net.IP{ip}, dir)
-		if err != nil {
-			return fmt.Errorf("cluster: join with the token: %w", err)
-		}
-		c.mat = m
-	}
-	return nil
 }
 
 func fileExists(p string) bool {
@@ -319,6 +271,25 @@ func (c *Cluster) serveRPC(bind string) error {
 		}
 	}()
 	return nil
+}
+
+// adoptLocal records in a new cluster the workloads this node already
+// runs: a node from before clustering, or one whose cluster state was
+// lost, keeps them instead of removing them as unknown.
+func (c *Cluster) adoptLocal() {
+	locals, err := c.local.List()
+	if err != nil {
+		c.log.Error("adopt local workloads", "err", err)
+		return
+	}
+	for _, w := range locals {
+		w.Node = c.cfg.NodeName
+		if err := c.raft.Create(w); err != nil && !errors.Is(err, raftstore.ErrExists) {
+			c.log.Error("adopt local workload", "id", w.ID, "err", err)
+			continue
+		}
+		c.log.Info("adopted a workload this node ran before the cluster existed", "id", w.ID)
+	}
 }
 
 // admit refuses a join under the name of a live member.
@@ -468,18 +439,23 @@ func (c *Cluster) addPeer(ctx context.Context, name, raftAddr string, voter bool
 }
 
 // forwardApply carries a raft write to the leader (raftstore.Config.Forward).
-func (c *Cluster) forwardApply(leaderID, _ string, command []byte) error {
+func (c *Cluster) forwardApply(leaderID, _ string, command []byte) (uint64, error) {
 	rpc, ok := c.rpcAddrOf(leaderID)
 	if !ok {
-		return raftstore.ErrNotLeader{}
+		return 0, raftstore.ErrNotLeader{}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), raftstore.ApplyTimeout+2*time.Second)
 	defer cancel()
-	_, err := c.peers.service(leaderID, rpc).Apply(ctx, connect.NewRequest(&clusterv1.ApplyRequest{Command: command}))
+	resp, err := c.peers.service(leaderID, rpc).Apply(ctx, connect.NewRequest(&clusterv1.ApplyRequest{Command: command}))
 	if err != nil {
-		return fromConnect(leaderID, err)
+		var ce *connect.Error
+		var index uint64
+		if errors.As(err, &ce) {
+			index, _ = strconv.ParseUint(ce.Meta().Get(indexHeader), 10, 64)
+		}
+		return index, fromConnect(leaderID, err)
 	}
-	return nil
+	return resp.Msg.Index, nil
 }
 
 // rpcAddrOf finds a member's RPC address in its gossip tags.

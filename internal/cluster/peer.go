@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,10 +35,15 @@ type peerService struct{ c *Cluster }
 var _ clusterv1connect.PeerServiceHandler = peerService{}
 
 func (p peerService) Apply(ctx context.Context, req *connect.Request[clusterv1.ApplyRequest]) (*connect.Response[clusterv1.ApplyResponse], error) {
-	if err := p.c.raft.ApplyEncoded(req.Msg.Command); err != nil {
-		return nil, toConnect(err)
+	index, err := p.c.raft.ApplyEncoded(req.Msg.Command)
+	if err != nil {
+		// A refused command is in the log too; the index travels in
+		// the error's metadata so the caller still waits for it.
+		ce := toConnect(err).(*connect.Error)
+		ce.Meta().Set(indexHeader, strconv.FormatUint(index, 10))
+		return nil, ce
 	}
-	return connect.NewResponse(&clusterv1.ApplyResponse{}), nil
+	return connect.NewResponse(&clusterv1.ApplyResponse{Index: index}), nil
 }
 
 func (p peerService) AddPeer(ctx context.Context, req *connect.Request[clusterv1.AddPeerRequest]) (*connect.Response[clusterv1.AddPeerResponse], error) {
@@ -74,6 +80,9 @@ func (p peerService) Run(ctx context.Context, req *connect.Request[clusterv1.Run
 	}
 	return connect.NewResponse(&clusterv1.RunResponse{Workload: data}), nil
 }
+
+// indexHeader carries the log index of a refused Apply.
+const indexHeader = "Hypercore-Raft-Index"
 
 type peerNameKey struct{}
 

@@ -30,17 +30,19 @@ type clusterNode struct {
 // as each machine would reach a registry of its own.
 func startCluster(t *testing.T, n int, extra ...string) ([]*clusterNode, *harness.LAN, string) {
 	t.Helper()
-	return startClusterWith(t, n, func(int) bool { return true }, extra...)
+	return startClusterWith(t, n, true, func(int) bool { return true }, extra...)
 }
 
 // startClusterWith is startCluster where withRegistry says which nodes
-// (numbered from 1) can reach a registry.
-func startClusterWith(t *testing.T, n int, withRegistry func(i int) bool, extra ...string) ([]*clusterNode, *harness.LAN, string) {
+// (numbered from 1) can reach a registry, and named whether each gets a
+// --node-name (n1, n2, ...) or is left to pick its own.
+func startClusterWith(t *testing.T, n int, named bool, withRegistry func(i int) bool, extra ...string) ([]*clusterNode, *harness.LAN, string) {
 	t.Helper()
 	lan := harness.NewLAN(t)
 	img := testutil.HTTPDImage(t)
 	var nodes []*clusterNode
 	var ref, token string
+	var err error
 	for i := 1; i <= n; i++ {
 		ns := harness.NewNetNS(t)
 		ip := fmt.Sprintf("10.98.0.%d", i)
@@ -49,7 +51,16 @@ func startClusterWith(t *testing.T, n int, withRegistry func(i int) bool, extra 
 			ref = harness.StartRegistry(t, ns, img)
 		}
 		name := fmt.Sprintf("n%d", i)
-		args := append([]string{"--node-name", name, "--server", "--cluster-bind-addr", ip + ":7946"}, extra...)
+		args := append([]string{"--server", "--cluster-bind-addr", ip + ":7946"}, extra...)
+		if named {
+			args = append(args, "--node-name", name)
+		} else if name, err = os.Hostname(); err != nil {
+			t.Fatal(err)
+		} else if i > 1 {
+			// The namespaces share the hostname: a joining node whose
+			// default name is taken picks <hostname>-<address>.
+			name += "-" + strings.ReplaceAll(ip, ".", "-")
+		}
 		if i > 1 {
 			args = append(args, "--join-token", token, "10.98.0.1:7946")
 		}
@@ -288,13 +299,25 @@ func TestCluster(t *testing.T) {
 }
 
 // TestClusterTriesNextNode: when the best node cannot start a workload
-// (here it cannot reach the registry), the spawn moves on to the next.
+// (here it cannot reach the registry), the spawn moves on to the next. The
+// nodes get no --node-name, as a user on one machine per node would not
+// give one, so this also shows two nodes with one hostname joining.
 func TestClusterTriesNextNode(t *testing.T) {
-	nodes, _, ref := startClusterWith(t, 2, func(i int) bool { return i != 1 })
-	// Equal load ranks n1 first (ties break by name); n1 has no registry.
+	nodes, _, ref := startClusterWith(t, 2, false, func(i int) bool { return i != 1 })
+	for _, n := range nodes {
+		found := false
+		for _, m := range members(t, nodes[0]) {
+			found = found || (m.Name == n.name && m.State == "alive")
+		}
+		if !found {
+			t.Fatalf("node %s is not an alive member: %+v", n.name, members(t, nodes[0]))
+		}
+	}
+	// Equal load ranks the first node first (ties break by name); it has
+	// no registry.
 	a := spawn(t, nodes[0].Node, `{"image_ref":"`+ref+`","ports":{"80":8080}}`)
-	if a.Node != "n2" {
-		t.Fatalf("spawn landed on %q, want n2 after n1 failed to pull", a.Node)
+	if a.Node != nodes[1].name {
+		t.Fatalf("spawn landed on %q, want %s after %s failed to pull", a.Node, nodes[1].name, nodes[0].name)
 	}
 	if !strings.Contains(nodes[0].Log(), "spawn: trying the next node") {
 		t.Fatal("n1's log does not show the spawn moving on from n1")

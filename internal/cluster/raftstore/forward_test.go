@@ -18,7 +18,7 @@ func TestNonvoterForwardsWrites(t *testing.T) {
 	var forwarded int
 	worker := openNode(t, Config{
 		NodeID: "w1", BindAddr: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "w1"), Log: testLog(),
-		Forward: func(leaderID, leaderAddr string, cmd []byte) error {
+		Forward: func(leaderID, leaderAddr string, cmd []byte) (uint64, error) {
 			forwarded++
 			if leaderID != "n0" {
 				t.Errorf("forwarded to %q, want n0", leaderID)
@@ -37,6 +37,10 @@ func TestNonvoterForwardsWrites(t *testing.T) {
 
 	if err := worker.s.Create(workload("a", time.Now())); err != nil {
 		t.Fatalf("create through the worker: %v", err)
+	}
+	// Read your writes: the worker's own copy has it as soon as Create returns.
+	if _, err := worker.s.Get("a"); err != nil {
+		t.Fatalf("the worker cannot read what it just wrote: %v", err)
 	}
 	waitVisible(t, "a", 0, leader, worker)
 	if _, err := worker.s.Update("a", func(w *store.Workload) error { w.Pid = 7; return nil }); err != nil {
@@ -59,7 +63,7 @@ func TestNonvoterForwardsWrites(t *testing.T) {
 	default:
 		t.Fatal("no change notification on the worker after replicated writes")
 	}
-	if err := leader.s.ApplyEncoded([]byte("garbage")); !errors.Is(err, ErrBadCommand) {
+	if _, err := leader.s.ApplyEncoded([]byte("garbage")); !errors.Is(err, ErrBadCommand) {
 		t.Fatalf("garbage command: %v, want ErrBadCommand", err)
 	}
 }

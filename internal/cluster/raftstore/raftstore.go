@@ -107,9 +107,10 @@ type Config struct {
 	Stream raft.StreamLayer
 	// Forward, when set, sends a write this node cannot commit (it is not
 	// the leader) to the leader, which applies it with ApplyEncoded. It
-	// returns the leader's result, with ErrExists, ErrConflict and
-	// store.ErrNotFound kept recognisable.
-	Forward func(leaderID, leaderAddr string, command []byte) error
+	// returns the log index the leader committed it at and the leader's
+	// result, with ErrExists, ErrConflict and store.ErrNotFound kept
+	// recognisable.
+	Forward func(leaderID, leaderAddr string, command []byte) (uint64, error)
 }
 
 // Store is a store.Workloads replicated with raft. Its methods are safe for
@@ -124,7 +125,8 @@ type Store struct {
 	// Updates through one leader queue instead of failing each other's
 	// compare-and-set.
 	locks   keylock.Map
-	forward func(leaderID, leaderAddr string, command []byte) error
+	forward func(leaderID, leaderAddr string, command []byte) (uint64, error)
+	fresh   bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -199,6 +201,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, fmt.Errorf("raftstore: %w", err)
 	}
 
+	fresh := false
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logs, logs, snaps)
 		if err != nil {
@@ -214,6 +217,7 @@ func Open(cfg Config) (_ *Store, err error) {
 				return nil, fmt.Errorf("raftstore: bootstrap: %w", err)
 			}
 			lg.Info("bootstrapped a new raft cluster", "addr", trans.LocalAddr())
+			fresh = true
 		}
 	}
 
@@ -222,7 +226,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
-	return &Store{log: lg, raft: r, fsm: f, trans: trans, logs: logs, forward: cfg.Forward}, nil
+	return &Store{log: lg, raft: r, fsm: f, trans: trans, logs: logs, forward: cfg.Forward, fresh: fresh}, nil
 }
 
 // Close stops the raft server and closes its files. It does not leave the
@@ -234,6 +238,10 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
+
+// Bootstrapped reports whether Open made a new cluster rather than finding
+// raft state in DataDir.
+func (s *Store) Bootstrapped() bool { return s.fresh }
 
 // Changes returns a channel that receives a value after state machine
 // changes (coalesced: one value may stand for many), so a reconciler can
@@ -460,38 +468,55 @@ func (s *Store) apply(c command) error {
 		if addr == "" {
 			return s.notLeader()
 		}
-		return s.forward(id, addr, data)
+		index, err := s.forward(id, addr, data)
+		if index > 0 {
+			// Read your writes: the caller's next read of this node's
+			// copy must see what it just wrote.
+			s.waitApplied(index, ApplyTimeout)
+		}
+		return err
 	}
-	return s.commit(c, data)
+	_, err = s.commit(c, data)
+	return err
+}
+
+// waitApplied waits, up to timeout, until this node has applied index.
+func (s *Store) waitApplied(index uint64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for s.raft.AppliedIndex() < index && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // ApplyEncoded commits a command another node forwarded (see
-// Config.Forward). The command is checked as the state machine will check
-// it, so a malformed one is refused here with ErrBadCommand rather than
-// written to the log.
-func (s *Store) ApplyEncoded(data []byte) error {
+// Config.Forward) and returns the log index it was committed at. The
+// command is checked as the state machine will check it, so a malformed
+// one is refused here with ErrBadCommand rather than written to the log.
+func (s *Store) ApplyEncoded(data []byte) (uint64, error) {
 	c, err := decodeCommand(data)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !s.IsLeader() {
-		return s.notLeader()
+		return 0, s.notLeader()
 	}
 	return s.commit(c, data)
 }
 
-func (s *Store) commit(c command, data []byte) error {
+// commit applies data on the leader. A command the state machine refuses
+// still has an index: it is in the log, and a follower waits for it too.
+func (s *Store) commit(c command, data []byte) (uint64, error) {
 	f := s.raft.Apply(data, ApplyTimeout)
 	if err := f.Error(); err != nil {
 		// ErrLeadershipLost leaves the outcome unknown: the entry may
 		// still commit under the next leader. Callers see it wrapped and
 		// may retry; Create then reports ErrExists if it did commit.
-		return fmt.Errorf("raftstore: %s %s: %w", c.Op, c.ID, s.mapErr(err))
+		return 0, fmt.Errorf("raftstore: %s %s: %w", c.Op, c.ID, s.mapErr(err))
 	}
 	if err, ok := f.Response().(error); ok {
-		return err
+		return f.Index(), err
 	}
-	return nil
+	return f.Index(), nil
 }
 
 // mapErr turns raft's not-leader error into ErrNotLeader, which says where

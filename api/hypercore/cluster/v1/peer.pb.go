@@ -147,7 +147,10 @@ func (x *ApplyRequest) GetCommand() []byte {
 }
 
 type ApplyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log index the command was committed at; the caller waits until its
+	// own copy has applied it, so it reads its own writes.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +183,13 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
 	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ApplyResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 type AddPeerRequest struct {
@@ -378,8 +388,9 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x0fBarrierResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"\x0f\n" +
-	"\rApplyResponse\"`\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"%\n" +
+	"\rApplyResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"`\n" +
 	"\x0eAddPeerRequest\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x14\n" +
