@@ -63,3 +63,50 @@ if [[ ! -x $pebble_dir/pebble || ! -x $pebble_dir/pebble-challtestsrv ]]; then
     "github.com/letsencrypt/pebble/v2/cmd/pebble@$pebble_version" \
     "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$pebble_version"
 fi
+
+# gVisor's runsc, for `isolation: gvisor`, with the systrap platform (no KVM
+# needed). Bookworm's runsc (2022-12) predates systrap. bookworm-backports
+# has 2024-07, built with the Go gVisor supports; sid's build of the same
+# version uses a Go too new for gVisor's goroutine-id code and panics in the
+# sandbox, so it is not used. The .deb is fetched with a private apt config
+# (sources list, lists and archives under $tools/apt-<suite>) that leaves
+# the system's sources and dpkg alone, unpacked into $tools/runsc-<suite>-
+# <version>/, and /usr/local/bin/runsc is linked to it: the daemon finds it
+# on PATH. A runsc that is not our link is used as it is if it has systrap.
+runsc_suite=bookworm-backports
+runsc_link=/usr/local/bin/runsc
+runsc_have=$(command -v runsc || true)
+if [[ $runsc_have == "$runsc_link" && $(readlink "$runsc_link") != "$tools/runsc-$runsc_suite-"* ]]; then
+  runsc_have= # an older deps.sh's link, to sid's build
+fi
+# (runsc prints its flags to stderr; a pipe to grep -q would fail on SIGPIPE.)
+if [[ -z $runsc_have || $("$runsc_have" flags 2>&1) != *systrap* ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: runsc with systrap is missing; run as root to install it" >&2
+    exit 1
+  fi
+  apt_dir=$tools/apt-$runsc_suite
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $runsc_suite main" >"$apt_dir/sources.list"
+  apt_suite=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
+    -o APT::Architectures::=amd64 -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false)
+  apt-get "${apt_suite[@]}" update -q >/dev/null
+  version=$(apt-cache "${apt_suite[@]}" policy runsc | awk '/Candidate:/ {print $2}')
+  if [[ -z $version || $version == "(none)" ]]; then
+    echo "deps: Debian $runsc_suite has no runsc package; install a runsc with systrap by hand (https://gvisor.dev/docs/user_guide/install/)" >&2
+    exit 1
+  fi
+  dir=$tools/runsc-$runsc_suite-${version//[^A-Za-z0-9.+-]/_}
+  if [[ ! -x $dir/runsc ]]; then
+    echo "deps: installing runsc $version from Debian $runsc_suite into $dir"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/deb"
+    chown _apt "$dir.tmp/deb" 2>/dev/null || true # apt downloads as _apt
+    (cd "$dir.tmp/deb" && apt-get "${apt_suite[@]}" download runsc >/dev/null)
+    dpkg-deb -x "$dir.tmp/deb"/runsc_*.deb "$dir.tmp/root"
+    mv "$dir.tmp/root/usr/bin/runsc" "$dir.tmp/runsc"
+    rm -rf "$dir.tmp/deb" "$dir.tmp/root"
+    mv "$dir.tmp" "$dir"
+  fi
+  ln -sfn "$dir/runsc" "$runsc_link"
+fi

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/gvisor"
 	"github.com/hypercore-dev/hypercore/internal/driver/runc"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
@@ -19,7 +22,30 @@ func newDrivers(log *slog.Logger, dataDir string, d *daemonFlags) (map[spec.Isol
 		return nil, err
 	}
 	drivers := map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}
+	if sb := newGVisorDriver(log, dataDir, cgroupParent(d)); sb != nil {
+		drivers[spec.IsolationGVisor] = sb
+	}
 	return drivers, nil
+}
+
+// newGVisorDriver returns the gVisor driver, or nil (logged) when runsc is
+// missing or cannot boot a sandbox here: a probe sandbox runs once, at
+// start, so that a node offers gvisor only when it works.
+func newGVisorDriver(log *slog.Logger, dataDir, cgroupParent string) driver.Driver {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	version, err := gvisor.Probe(ctx, "", "")
+	if err != nil {
+		log.Info("gVisor sandboxes unavailable", "err", err)
+		return nil
+	}
+	sb, err := gvisor.New(gvisor.Options{StateDir: filepath.Join(dataDir, "gvisor"), CgroupParent: cgroupParent})
+	if err != nil {
+		log.Warn("gVisor sandboxes unavailable", "err", err)
+		return nil
+	}
+	log.Info("gVisor sandboxes available", "runsc", version, "platform", gvisor.DefaultPlatform)
+	return sb
 }
 
 // cgroupParent puts each node's workloads under a cgroup of its own, so

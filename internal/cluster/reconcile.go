@@ -27,6 +27,8 @@ const (
 	// copy of the state before it counts as removed: a spawn records it on
 	// the leader, and this node's copy can trail the start by a moment.
 	recordLag = 30 * time.Second
+	// tagsEvery is how often a node refreshes the free memory it announces.
+	tagsEvery = 30 * time.Second
 	// retryFailedStart spaces out attempts to start a workload that failed.
 	retryFailedStart = 10 * time.Second
 )
@@ -35,6 +37,8 @@ func (c *Cluster) reconcileLoop() {
 	defer c.wg.Done()
 	tick := time.NewTicker(reconcileEvery)
 	defer tick.Stop()
+	tags := time.NewTicker(tagsEvery)
+	defer tags.Stop()
 	inflight := map[string]bool{}
 	lastTry := map[string]time.Time{}
 	done := make(chan string, 16)
@@ -48,6 +52,11 @@ func (c *Cluster) reconcileLoop() {
 		case id := <-done:
 			delete(inflight, id)
 		case <-tick.C:
+		case <-tags.C:
+			// Free memory drifts; the rest of the tags is fixed.
+			if err := c.mem.UpdateTags(c.tags()); err != nil {
+				c.log.Warn("update gossip tags", "err", err)
+			}
 		}
 	}
 }

@@ -198,8 +198,12 @@ func (n *Node) Run(ctx context.Context, w store.Workload) (store.Workload, error
 // Checks and record happen under one lock, so two spawns never both take
 // the last of the memory or the same TCP port.
 func (n *Node) place(w store.Workload, dryRun bool) error {
-	if _, ok := n.Drivers[w.Spec.Isolation]; !ok {
+	drv, ok := n.Drivers[w.Spec.Isolation]
+	if !ok {
 		return fmt.Errorf("%w: node %s cannot run %q workloads (it offers %v)", ErrUnsupported, n.cfg.Name, w.Spec.Isolation, n.Info().Isolations)
+	}
+	if w.Spec.Tty && !drv.Capabilities().Tty {
+		return fmt.Errorf("%w: %q workloads cannot have a terminal (tty); run it without one and use exec -t", ErrUnsupported, w.Spec.Isolation)
 	}
 	n.placeMu.Lock()
 	defer n.placeMu.Unlock()

@@ -44,8 +44,9 @@ const (
 
 // Options configures a Driver.
 type Options struct {
-	// Runtime is "runc" (the default) or "crun", as a name found in PATH or
-	// a path.
+	// Runtime is "runc" (the default), "crun" or gVisor's "runsc", as a
+	// name found in PATH or a path. The driver tells them apart by the
+	// binary's name, so a wrapper script must be named after its runtime.
 	Runtime string
 	// StateDir holds one directory per workload and the runtime's own
 	// state (its --root). It must be on a local filesystem that can be an
@@ -118,10 +119,7 @@ func New(opts Options) (*Driver, error) {
 	if err := ensureCgroupMounts(); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
 	}
-	name := "runc"
-	if strings.Contains(filepath.Base(binary), "crun") {
-		name = "crun"
-	}
+	name := runtimeName(binary)
 	d := &Driver{
 		opts:         opts,
 		name:         name,
@@ -162,6 +160,18 @@ func (d *Driver) Close() error {
 		d.ttys.closeAll()
 	})
 	return nil
+}
+
+// runtimeName tells which runtime binary is: "crun", "runsc" or "runc".
+func runtimeName(binary string) string {
+	base := filepath.Base(binary)
+	switch {
+	case strings.Contains(base, "crun"):
+		return "crun"
+	case strings.Contains(base, "runsc"):
+		return "runsc"
+	}
+	return "runc"
 }
 
 // Capabilities reports what this driver supports. Tty is true: Exec can

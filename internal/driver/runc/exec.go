@@ -62,10 +62,20 @@ func (d *Driver) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (in
 	pidFile := ol.path + ".pid"
 	defer os.Remove(pidFile)
 	opts := &gorunc.ExecOpts{LogFile: ol.path, PidFile: pidFile}
+	kill := func() { killPidFile(pidFile) }
+	if d.name == "runsc" {
+		// runsc writes its own pid to --pid-file, and the process runs in
+		// the sandbox where no host signal reaches it: it is killed through
+		// runsc by its pid inside the sandbox.
+		internal := ol.path + ".internal-pid"
+		defer os.Remove(internal)
+		opts.ExtraArgs = []string{"--internal-pid-file", internal}
+		kill = func() { d.killInSandbox(id, internal) }
+	}
 
 	// The runtime must not be killed when ctx ends: that would orphan the
 	// process. The process is killed instead, and the runtime then returns.
-	stop := context.AfterFunc(ctx, func() { killPidFile(pidFile) })
+	stop := context.AfterFunc(ctx, kill)
 	rt := d.withLog(ol.path)
 	rctx := context.WithoutCancel(ctx)
 	if cfg.Tty {
@@ -116,18 +126,36 @@ func exitCode(err error, ol *opLog) (int, error) {
 	return -1, err
 }
 
-// killPidFile kills the process whose pid the runtime wrote to path,
-// waiting a little for the runtime to write it if the process is only
-// starting.
+// killPidFile kills the process whose pid the runtime wrote to path.
 func killPidFile(path string) {
+	if pid := readPidFile(path); pid > 0 {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+}
+
+// killInSandbox kills the exec'd process of a runsc sandbox whose pid in
+// the sandbox runsc wrote to path.
+func (d *Driver) killInSandbox(id, path string) {
+	pid := readPidFile(path)
+	if pid <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), killWait)
+	defer cancel()
+	_ = d.rt.Kill(ctx, id, int(unix.SIGKILL), &gorunc.KillOpts{ExtraArgs: []string{"--pid", strconv.Itoa(pid)}})
+}
+
+// readPidFile returns the pid the runtime wrote to path, waiting a little
+// for the runtime to write it if the process is only starting, or 0.
+func readPidFile(path string) int {
 	for range 40 {
 		data, err := os.ReadFile(path)
 		if pid, perr := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && perr == nil && pid > 0 {
-			_ = unix.Kill(pid, unix.SIGKILL)
-			return
+			return pid
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return 0
 }
 
 // execPipes runs proc with its stdio connected to stdio through pipes.

@@ -62,6 +62,13 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 // overlay mount, netns, /etc files and config.json. Each step is skipped
 // when already done, so Recover can run it on a half-intact workload.
 func (d *Driver) setupHost(cfg driver.Config, p paths) error {
+	if cfg.Spec.Tty && d.name == "runsc" {
+		// A tty workload's pty master is kept in a socket inside the
+		// container (tty.go), which runsc cannot pass in (no
+		// --preserve-fds), and a restarted daemon could not take it back
+		// from the sandbox with pidfd_getfd.
+		return errors.New("a workload with a terminal (tty) cannot run in gVisor; spawn it without tty, or with isolation container")
+	}
 	if err := mkdirs(p); err != nil {
 		return err
 	}

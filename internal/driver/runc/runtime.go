@@ -24,10 +24,17 @@ const (
 	rtStopped = "stopped"
 )
 
-// known reports whether the runtime keeps state for id. Both runc and crun
-// keep a directory named after the container under their --root; asking
-// this way avoids parsing their different "does not exist" messages.
+// known reports whether the runtime keeps state for id. runc and crun keep
+// a directory named after the container under their --root, runsc a file
+// <sandbox>_sandbox:<container>.state; asking this way avoids parsing their
+// different "does not exist" messages.
 func (d *Driver) known(id string) bool {
+	if d.name == "runsc" {
+		// The sandbox id is the container id for the one container of a
+		// workload, but the pattern does not rely on it.
+		m, _ := filepath.Glob(filepath.Join(d.rtState, "*_sandbox:"+id+".state"))
+		return len(m) > 0
+	}
 	_, err := os.Stat(filepath.Join(d.rtState, id))
 	return err == nil
 }
