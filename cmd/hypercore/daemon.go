@@ -80,8 +80,17 @@ func newClusterCmd(api *apiFlags) *cobra.Command {
 :80 serving <id>.localhost, and runc for workloads.
 
 The node keeps running workloads across its own restarts and crashes: a new
-'hypercore cluster' on the same --data-dir re-adopts them.`,
+'hypercore cluster' on the same --data-dir re-adopts them.
+
+A node given no JOIN_ADDR starts a new cluster: it is its first raft server,
+makes the cluster CA and gossip key, and writes a join token to
+<data-dir>/join-token. Other nodes join with that token and the first
+node's gossip address; give --server to the first 1, 3 or 5. Gossip uses
+--cluster-bind-addr (TCP and UDP), node RPC with mutual TLS its port + 1,
+raft its port + 2. See docs/cluster.md.`,
 		Example: `  hypercore cluster
+  hypercore cluster --server --cluster-bind-addr 10.0.0.1:7946
+  hypercore cluster --server --cluster-bind-addr 10.0.0.2:7946 --join-token "$(cat join-token)" 10.0.0.1:7946
   hypercore cluster --cluster-base-url deployments.example.com \
       --cluster-tls-cert fullchain.pem --cluster-tls-key privkey.pem
   hypercore cluster --cluster-base-url deployments.example.com --acme-email ops@example.com

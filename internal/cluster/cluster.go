@@ -570,7 +570,11 @@ func (c *Cluster) Logs(ctx context.Context, id string, opts driver.LogOptions) (
 	if !ok {
 		return nil, fmt.Errorf("%w: node %s, which hosts %s, is down", errHostDown, w.Node, id)
 	}
-	u := fmt.Sprintf("https://%s%s/v1/workloads/%s/logs?follow=%v&tail=%d", rpc, localPrefix, id, opts.Follow, opts.Tail)
+	follow := 0
+	if opts.Follow {
+		follow = 1
+	}
+	u := fmt.Sprintf("https://%s%s/v1/workloads/%s/logs?follow=%d&tail=%d", rpc, localPrefix, id, follow, opts.Tail)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
@@ -681,7 +685,8 @@ func (r *remoteHost) Stop(ctx context.Context, id string, timeout time.Duration)
 		State    string `json:"state"`
 		ExitCode int    `json:"exit_code"`
 	}
-	path := fmt.Sprintf("/v1/workloads/%s/stop?timeout=%s", id, timeout)
+	// The API takes whole seconds, 0 meaning the node's default.
+	path := fmt.Sprintf("/v1/workloads/%s/stop?timeout=%d", id, int(timeout.Seconds()))
 	if err := r.call(ctx, http.MethodPost, path, &view); err != nil {
 		return store.Workload{}, err
 	}

@@ -195,6 +195,28 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("cluster holds %d workloads with a server down, want 2", c)
 	}
 
+	// Streams and writes about a workload on another node go to that node.
+	var away *clusterNode
+	for _, n := range survivors {
+		if n.name != b.Node {
+			away = n
+		}
+	}
+	if out, err := away.CLI("exec", b.ID, "--", "cat", "/www/index.html"); err != nil || out != testutil.IndexHTML {
+		t.Fatalf("exec through %s into %s on %s: %v %q", away.name, b.ID, b.Node, err, out)
+	}
+	if code, out := away.API("GET", "/v1/workloads/"+b.ID+"/logs", ""); code != 200 {
+		t.Fatalf("logs through %s: %d %s", away.name, code, out)
+	}
+	code, out = away.API("POST", "/v1/workloads/"+b.ID+"/stop?timeout=2", "")
+	if code != 200 || !strings.Contains(out, `"state": "stopped"`) {
+		t.Fatalf("stop through %s: %d %s", away.name, code, out)
+	}
+	if code, out := away.API("DELETE", "/v1/workloads/"+b.ID, ""); code != 200 {
+		t.Fatalf("remove through %s: %d %s", away.name, code, out)
+	}
+	b = spawn(t, survivors[1].Node, `{"image_ref":"`+ref+`","ports":{"80":8080}}`)
+
 	// The killed node comes back: it rejoins and drops the copy that was
 	// moved away (its container kept running while its daemon was dead).
 	victim.Start()
