@@ -16,6 +16,7 @@ need=(
   file:file
   curl:curl
   nsenter:util-linux
+  qemu-system-x86_64:qemu-system-x86 # microVMs (isolation: microvm)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   need+=(ctr:containerd nginx:nginx-light wrk:wrk)

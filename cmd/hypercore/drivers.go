@@ -4,11 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/gvisor"
+	"github.com/hypercore-dev/hypercore/internal/driver/qemu"
 	"github.com/hypercore-dev/hypercore/internal/driver/runc"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
@@ -22,10 +24,40 @@ func newDrivers(log *slog.Logger, dataDir string, d *daemonFlags) (map[spec.Isol
 		return nil, err
 	}
 	drivers := map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}
+	if vm := newQEMUDriver(log, dataDir); vm != nil {
+		drivers[spec.IsolationMicroVM] = vm
+	}
 	if sb := newGVisorDriver(log, dataDir, cgroupParent(d)); sb != nil {
 		drivers[spec.IsolationGVisor] = sb
 	}
 	return drivers, nil
+}
+
+// newQEMUDriver returns the microVM driver, or nil (logged) when QEMU or a
+// guest kernel is missing. A node with no kernel yet prepares one, as
+// `hypercore vm prepare` would, so a fresh data dir still offers microVMs.
+func newQEMUDriver(log *slog.Logger, dataDir string) driver.Driver {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		log.Info("microVMs unavailable: qemu-system-x86_64 not found; install qemu-system-x86")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	k, err := qemu.FindKernel(qemu.KernelDir(dataDir))
+	if err != nil {
+		log.Info("no guest kernel in the data dir; preparing one", "dir", qemu.KernelDir(dataDir))
+		if k, err = qemu.Prepare(ctx, qemu.PrepareOptions{CacheDir: envOr("HYPERCORE_CACHE", qemu.DefaultCacheDir), DataDir: dataDir}); err != nil {
+			log.Warn("microVMs unavailable: no guest kernel; run `hypercore vm prepare`", "err", err)
+			return nil
+		}
+	}
+	vm, err := qemu.New(ctx, qemu.Options{StateDir: filepath.Join(dataDir, "vms"), Kernel: k, Log: log})
+	if err != nil {
+		log.Warn("microVMs unavailable", "err", err)
+		return nil
+	}
+	log.Info("microVMs available", "kernel", k.Version, "accel", vm.Accel(), "initramfs", vm.Initramfs())
+	return vm
 }
 
 // newGVisorDriver returns the gVisor driver, or nil (logged) when runsc is

@@ -1,6 +1,6 @@
 // Command hypercore is the whole product in one binary: the node daemon
-// (hypercore cluster), a docker-like CLI for its API, and, later, the guest
-// agent inside microVMs.
+// (hypercore cluster), a docker-like CLI for its API, and the guest agent
+// inside microVMs (when it runs as their PID 1).
 package main
 
 import (
@@ -8,12 +8,18 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hypercore-dev/hypercore/internal/guest"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	// Inside a microVM this binary is the guest's /init and agent.
+	if guest.IsInit() {
+		guest.Init()
+	}
 	if err := newRoot().Execute(); err != nil {
 		if _, ok := err.(exitStatus); !ok {
 			fmt.Fprintln(os.Stderr, "hypercore:", explain(err))
@@ -55,6 +61,7 @@ HYPERCORE_TOKEN, else the files the node wrote in --data-dir.`,
 		newPullCmd(api),
 		newInfoCmd(api),
 		newNodesCmd(api),
+		newVMCmd(api),
 	)
 	return root
 }

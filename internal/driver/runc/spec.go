@@ -120,6 +120,7 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 			},
 			// With the cgroupfs driver this is the path below each
 			// hierarchy's root: /sys/fs/cgroup/<controller>/hypercore/<id>.
+			// The driver puts it under its Options.CgroupParent.
 			CgroupsPath: "/hypercore/" + cfg.ID,
 			Resources:   resources(cfg, swapLimit),
 			Sysctl: map[string]string{
