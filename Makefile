@@ -45,6 +45,7 @@ proto:
 bench: bench-deps build
 	bench/spawn/run.sh
 	bench/proxy/run.sh
+	bench/cluster/run.sh
 
 clean:
 	rm -rf bin

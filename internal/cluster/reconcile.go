@@ -166,12 +166,34 @@ func (c *Cluster) syncRoutes(records []store.Workload, localIDs map[string]bool)
 	keep := map[tunnelKey]bool{}
 	remote := map[string]bool{}
 	for _, w := range records {
-		rpc, up := live[w.Node]
-		if w.Node == c.cfg.NodeName || localIDs[w.ID] || !up || w.Desired != store.DesiredRunning ||
-			w.State != store.StateRunning || w.IP == "" || len(w.Spec.Ports) == 0 {
+		if w.Node == c.cfg.NodeName && !localIDs[w.ID] && w.Desired == store.DesiredRunning {
+			// Placed here and being started: the node sets its own
+			// route when it runs. Until then the old one stays, rather
+			// than none (a 404 for a workload that exists); changing it
+			// now could overwrite the route the start just set.
+			remote[w.ID] = c.lastRemote[w.ID]
+			continue
+		}
+		if w.Node == c.cfg.NodeName || localIDs[w.ID] || w.Desired != store.DesiredRunning || len(w.Spec.Ports) == 0 {
 			continue
 		}
 		r := proxy.Route{ID: w.ID, Ready: w.Ready, HTTP: map[uint16]string{}, TCP: map[uint16]string{}}
+		rpc, up := live[w.Node]
+		if !up || w.State != store.StateRunning || w.IP == "" {
+			// Being placed, started or moved: it exists, so the proxy
+			// answers 503 (try again) rather than 404 (no such thing).
+			r.Ready = false
+			for _, p := range w.Spec.Ports {
+				if p.Proto != spec.ProtoTCP {
+					r.HTTP[p.Public] = ""
+				}
+			}
+			remote[w.ID] = true
+			if cur, ok := c.routes.Lookup(w.ID); !ok || !sameRoute(cur, &r) {
+				c.routes.Set(r)
+			}
+			continue
+		}
 		for _, p := range w.Spec.Ports {
 			k := tunnelKey{w.Node, rpc, joinHostPort(w.IP, p.Target)}
 			addr, err := c.tunnels.addr(k.node, k.rpcAddr, k.target)

@@ -137,6 +137,9 @@ type Info struct {
 	MemoryMiB  int64
 	Isolations []spec.Isolation
 	BaseDomain string
+	// MicroVMAccel is how microVMs run here, "kvm" or "tcg", when the
+	// microVM driver says.
+	MicroVMAccel string
 }
 
 // Info returns this node's identity and capacity.
@@ -146,6 +149,11 @@ func (n *Node) Info() Info {
 		if _, ok := n.Drivers[iso]; ok {
 			info.Isolations = append(info.Isolations, iso)
 		}
+	}
+	// The accelerator is a microVM driver's own business; it is shown
+	// when the driver tells.
+	if a, ok := n.Drivers[spec.IsolationMicroVM].(interface{ Accel() string }); ok {
+		info.MicroVMAccel = a.Accel()
 	}
 	return info
 }

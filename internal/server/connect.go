@@ -154,7 +154,7 @@ func (ns *nodeService) Info(ctx context.Context, req *connect.Request[v1.InfoReq
 	info := ns.s.b.Info()
 	out := &v1.InfoResponse{
 		Name: info.Name, Version: ns.s.opts.Version, Cores: info.Cores, Memory: info.MemoryMiB,
-		BaseDomain: info.BaseDomain,
+		BaseDomain: info.BaseDomain, MicrovmAccel: info.MicroVMAccel,
 	}
 	for _, iso := range info.Isolations {
 		out.Isolations = append(out.Isolations, string(iso))

@@ -173,6 +173,11 @@ func TestCluster(t *testing.T) {
 	killed := time.Now()
 	harness.WaitFor(t, "the page served again after the host died", 15*time.Second, func() bool {
 		code, body := survivors[0].Page(80, host)
+		if code == 404 {
+			// The workload exists throughout: while it moves the
+			// answer is 502 or 503, never "no such workload".
+			t.Errorf("a survivor answered 404 during the failover: %s", body)
+		}
 		return code == 200 && body == testutil.IndexHTML
 	})
 	t.Logf("failover: serving again %v after kill -9 of %s", time.Since(killed).Round(10*time.Millisecond), victim.name)

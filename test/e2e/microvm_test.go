@@ -19,6 +19,11 @@ func TestMicroVM(t *testing.T) {
 	n, ref := newNode(t)
 	nodeService := isoPort(isoServe(t, n.NS, "0.0.0.0:0", isoNodeSecret))
 
+	// The node says how it runs microVMs, as detected once at its start.
+	if code, out := n.API("GET", "/v1/node", ""); code != 200 || !(strings.Contains(out, `"MicroVMAccel": "tcg"`) || strings.Contains(out, `"MicroVMAccel": "kvm"`)) {
+		t.Errorf("GET /v1/node: %d %s, want MicroVMAccel tcg or kvm", code, out)
+	}
+
 	// 64 MiB, as a container spec would say: the VM gets its minimum.
 	vm := spawn(t, n, fmt.Sprintf(`{"cores":1,"memory":64,"image_ref":"%s","ports":{"80":%d},"isolation":"microvm"}`, ref, testutil.HTTPPort))
 	if code, body := n.Page(80, vm.URL); code != 200 || body != testutil.IndexHTML {

@@ -1000,14 +1000,17 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 }
 
 type InfoResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Cores         float64                `protobuf:"fixed64,3,opt,name=cores,proto3" json:"cores,omitempty"`
-	Memory        int64                  `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
-	Isolations    []string               `protobuf:"bytes,5,rep,name=isolations,proto3" json:"isolations,omitempty"`
-	BaseDomain    string                 `protobuf:"bytes,6,opt,name=base_domain,json=baseDomain,proto3" json:"base_domain,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,7,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version    string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Cores      float64                `protobuf:"fixed64,3,opt,name=cores,proto3" json:"cores,omitempty"`
+	Memory     int64                  `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
+	Isolations []string               `protobuf:"bytes,5,rep,name=isolations,proto3" json:"isolations,omitempty"`
+	BaseDomain string                 `protobuf:"bytes,6,opt,name=base_domain,json=baseDomain,proto3" json:"base_domain,omitempty"`
+	ApiAddr    string                 `protobuf:"bytes,7,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	// How this node runs microVMs: "kvm" or "tcg" (detected once at start);
+	// empty when it offers none.
+	MicrovmAccel  string `protobuf:"bytes,8,opt,name=microvm_accel,json=microvmAccel,proto3" json:"microvm_accel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1091,6 +1094,13 @@ func (x *InfoResponse) GetApiAddr() string {
 	return ""
 }
 
+func (x *InfoResponse) GetMicrovmAccel() string {
+	if x != nil {
+		return x.MicrovmAccel
+	}
+	return ""
+}
+
 var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
@@ -1162,7 +1172,7 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x05layer\x18\x03 \x01(\tR\x05layer\x12\x16\n" +
 	"\x06digest\x18\x04 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04done\x18\x05 \x01(\bR\x04done\"\r\n" +
-	"\vInfoRequest\"\xc6\x01\n" +
+	"\vInfoRequest\"\xeb\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
@@ -1173,7 +1183,8 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"isolations\x12\x1f\n" +
 	"\vbase_domain\x18\x06 \x01(\tR\n" +
 	"baseDomain\x12\x19\n" +
-	"\bapi_addr\x18\a \x01(\tR\aapiAddr2\xd4\x03\n" +
+	"\bapi_addr\x18\a \x01(\tR\aapiAddr\x12#\n" +
+	"\rmicrovm_accel\x18\b \x01(\tR\fmicrovmAccel2\xd4\x03\n" +
 	"\x0fWorkloadService\x12@\n" +
 	"\x05Spawn\x12\x1a.hypercore.v1.SpawnRequest\x1a\x1b.hypercore.v1.SpawnResponse\x12:\n" +
 	"\x03Get\x12\x18.hypercore.v1.GetRequest\x1a\x19.hypercore.v1.GetResponse\x12=\n" +
