@@ -30,13 +30,14 @@ type clusterNode struct {
 // as each machine would reach a registry of its own.
 func startCluster(t *testing.T, n int, extra ...string) ([]*clusterNode, *harness.LAN, string) {
 	t.Helper()
-	return startClusterWith(t, n, true, func(int) bool { return true }, extra...)
+	return startClusterWith(t, n, n, true, func(int) bool { return true }, extra...)
 }
 
-// startClusterWith is startCluster where withRegistry says which nodes
+// startClusterWith is startCluster where only the first servers nodes get
+// --server (the rest are workers), withRegistry says which nodes
 // (numbered from 1) can reach a registry, and named whether each gets a
 // --node-name (n1, n2, ...) or is left to pick its own.
-func startClusterWith(t *testing.T, n int, named bool, withRegistry func(i int) bool, extra ...string) ([]*clusterNode, *harness.LAN, string) {
+func startClusterWith(t *testing.T, n, servers int, named bool, withRegistry func(i int) bool, extra ...string) ([]*clusterNode, *harness.LAN, string) {
 	t.Helper()
 	lan := harness.NewLAN(t)
 	img := testutil.HTTPDImage(t)
@@ -51,7 +52,10 @@ func startClusterWith(t *testing.T, n int, named bool, withRegistry func(i int) 
 			ref = harness.StartRegistry(t, ns, img)
 		}
 		name := fmt.Sprintf("n%d", i)
-		args := append([]string{"--server", "--cluster-bind-addr", ip + ":7946"}, extra...)
+		args := append([]string{"--cluster-bind-addr", ip + ":7946"}, extra...)
+		if i <= servers {
+			args = append(args, "--server")
+		}
 		if named {
 			args = append(args, "--node-name", name)
 		} else if name, err = os.Hostname(); err != nil {
@@ -328,16 +332,19 @@ func TestCluster(t *testing.T) {
 // TestClusterTriesNextNode: when the best node cannot start a workload
 // (here it cannot reach the registry), the spawn moves on to the next. The
 // nodes get no --node-name, as a user on one machine per node would not
-// give one, so this also shows two nodes with one hostname joining.
+// give one, so this also shows two nodes with one hostname joining; and
+// the second is a worker, which keeps a copy of the state without voting
+// and forwards its writes to the leader.
 func TestClusterTriesNextNode(t *testing.T) {
-	nodes, _, ref := startClusterWith(t, 2, false, func(i int) bool { return i != 1 })
-	for _, n := range nodes {
+	nodes, _, ref := startClusterWith(t, 2, 1, false, func(i int) bool { return i != 1 })
+	for i, n := range nodes {
 		found := false
 		for _, m := range members(t, nodes[0]) {
-			found = found || (m.Name == n.name && m.State == "alive")
+			role := map[int]string{0: "server", 1: "worker"}[i]
+			found = found || (m.Name == n.name && m.State == "alive" && m.Role == role)
 		}
 		if !found {
-			t.Fatalf("node %s is not an alive member: %+v", n.name, members(t, nodes[0]))
+			t.Fatalf("node %s is not an alive member with its role: %+v", n.name, members(t, nodes[0]))
 		}
 	}
 	// Equal load ranks the first node first (ties break by name); it has
@@ -353,6 +360,14 @@ func TestClusterTriesNextNode(t *testing.T) {
 		code, body := nodes[0].Page(80, a.ID+".localhost")
 		return code == 200 && body == testutil.IndexHTML
 	})
+	// The worker reads the state from its own copy and writes through
+	// the leader: a spawn on it is seen at once by both.
+	b := spawn(t, nodes[1].Node, `{"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	for _, n := range nodes {
+		if got := hostOf(t, n, b.ID); got != nodes[1].name {
+			t.Fatalf("%s says %s runs on %q, want %s", n.name, b.ID, got, nodes[1].name)
+		}
+	}
 }
 
 func tokenOf(t *testing.T, n *clusterNode) string {

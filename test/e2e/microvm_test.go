@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -25,7 +27,8 @@ func TestMicroVM(t *testing.T) {
 	}
 
 	// 64 MiB, as a container spec would say: the VM gets its minimum.
-	vm := spawn(t, n, fmt.Sprintf(`{"cores":1,"memory":64,"image_ref":"%s","ports":{"80":%d},"isolation":"microvm"}`, ref, testutil.HTTPPort))
+	const secret = "SECRET=only-over-the-agent-stream-7f3a"
+	vm := spawn(t, n, fmt.Sprintf(`{"cores":1,"memory":64,"image_ref":"%s","ports":{"80":%d},"isolation":"microvm","env":[%q]}`, ref, testutil.HTTPPort, secret))
 	if code, body := n.Page(80, vm.URL); code != 200 || body != testutil.IndexHTML {
 		t.Fatalf("proxy to the microVM: %d %q, want 200 and the page", code, body)
 	}
@@ -40,6 +43,21 @@ func TestMicroVM(t *testing.T) {
 	}
 	if !strings.Contains(guest, "cloud-amd64") {
 		t.Errorf("uname -r in the microVM = %q; want Debian's cloud kernel", guest)
+	}
+
+	// Env (secrets included) reaches the workload over the agent stream,
+	// never through QEMU's argv or the guest kernel's command line.
+	if env, err := n.CLI("exec", vm.ID, "--", "env"); err != nil || !strings.Contains(env, secret) {
+		t.Errorf("env in the microVM: %v %q, want %s", err, env, secret)
+	}
+	if cmdline, err := n.CLI("exec", vm.ID, "--", "cat", "/proc/cmdline"); err != nil || strings.Contains(cmdline, "only-over") {
+		t.Errorf("guest kernel command line: %v %q must not hold the env", err, cmdline)
+	}
+	var rec struct{ Pid int }
+	if code, out := n.API("GET", "/v1/workloads/"+vm.ID, ""); code != 200 || json.Unmarshal([]byte(out), &rec) != nil || rec.Pid == 0 {
+		t.Errorf("record of the microVM: %d %s, want its VMM's pid", code, out)
+	} else if argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", rec.Pid)); err != nil || !strings.Contains(string(argv), "qemu") || strings.Contains(string(argv), "only-over") {
+		t.Errorf("QEMU's argv (pid %d): %v %q: want qemu, and not the env", rec.Pid, err, argv)
 	}
 
 	// The guest is a workload like any other on the node's network: it
