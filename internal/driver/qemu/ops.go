@@ -162,11 +162,11 @@ func (d *Driver) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (in
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	proc := st.Guest.Process
-	proc.Args, proc.Env = cfg.Args, mergeEnv(proc.Env, cfg.Env)
+	proc.Args, proc.Env = cfg.Args, driver.MergeEnv(proc.Env, cfg.Env)
 	if cfg.WorkDir != "" {
 		proc.WorkDir = cfg.WorkDir
 	}
-	if cfg.Tty && !hasEnv(proc.Env, "TERM") {
+	if cfg.Tty && !driver.HasEnv(proc.Env, "TERM") {
 		proc.Env = append(proc.Env, "TERM=xterm")
 	}
 	code, err := c.Exec(ctx, proc, cfg.IO)

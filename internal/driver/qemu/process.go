@@ -32,8 +32,8 @@ func mainProcess(cfg driver.Config) (guest.Process, error) {
 	if err != nil {
 		return guest.Process{}, err
 	}
-	env := mergeEnv([]string{defaultPath, "HOSTNAME=" + hostnameFor(cfg), "HOME=" + home}, cfg.ImageConfig.Env, cfg.Spec.Env)
-	if cfg.Spec.Tty && !hasEnv(env, "TERM") {
+	env := driver.MergeEnv([]string{defaultPath, "HOSTNAME=" + hostnameFor(cfg), "HOME=" + home}, cfg.ImageConfig.Env, cfg.Spec.Env)
+	if cfg.Spec.Tty && !driver.HasEnv(env, "TERM") {
 		env = append(env, "TERM=xterm")
 	}
 	wd := cfg.ImageConfig.WorkingDir
@@ -80,37 +80,6 @@ func hostResolvConf() string {
 		}
 	}
 	return string(data)
-}
-
-// mergeEnv merges KEY=VALUE lists; a later value for a key replaces an
-// earlier one in place.
-func mergeEnv(lists ...[]string) []string {
-	var out []string
-	index := map[string]int{}
-	for _, l := range lists {
-		for _, kv := range l {
-			k, _, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				continue
-			}
-			if i, seen := index[k]; seen {
-				out[i] = kv
-				continue
-			}
-			index[k] = len(out)
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func hasEnv(env []string, key string) bool {
-	for _, kv := range env {
-		if strings.HasPrefix(kv, key+"=") {
-			return true
-		}
-	}
-	return false
 }
 
 // resolveUser turns an image's User ("", "uid", "name", "uid:gid",

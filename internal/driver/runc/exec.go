@@ -98,12 +98,12 @@ func (d *Driver) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (in
 func execProcess(base specs.Process, cfg driver.ExecConfig) specs.Process {
 	proc := base
 	proc.Args = cfg.Args
-	proc.Env = mergeEnv(base.Env, cfg.Env)
+	proc.Env = driver.MergeEnv(base.Env, cfg.Env)
 	if cfg.WorkDir != "" {
 		proc.Cwd = cfg.WorkDir
 	}
 	proc.Terminal = cfg.Tty
-	if cfg.Tty && !hasEnv(proc.Env, "TERM") {
+	if cfg.Tty && !driver.HasEnv(proc.Env, "TERM") {
 		proc.Env = append(proc.Env, "TERM=xterm")
 	}
 	proc.ConsoleSize = nil

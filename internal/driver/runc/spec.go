@@ -74,8 +74,8 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 	hostname := hostnameFor(cfg)
 	// The spec's env wins over the image's, which wins over the defaults.
 	defaults := []string{defaultEnv, "HOSTNAME=" + hostname, "HOME=" + user.home}
-	env := mergeEnv(defaults, cfg.ImageConfig.Env, cfg.Spec.Env)
-	if cfg.Spec.Tty && !hasEnv(env, "TERM") {
+	env := driver.MergeEnv(defaults, cfg.ImageConfig.Env, cfg.Spec.Env)
+	if cfg.Spec.Tty && !driver.HasEnv(env, "TERM") {
 		env = append(env, "TERM=xterm")
 	}
 	cwd := cfg.ImageConfig.WorkingDir
@@ -228,37 +228,6 @@ func defaultMounts(p paths) []specs.Mount {
 
 // cgroupPath is where the runtime puts the workload's cgroup.
 func (d *Driver) cgroupPath(id string) string { return path.Join(d.opts.CgroupParent, id) }
-
-// mergeEnv merges KEY=VALUE lists; a later list's value for a key replaces
-// an earlier one in place, and new keys are appended in order.
-func mergeEnv(lists ...[]string) []string {
-	var out []string
-	index := map[string]int{}
-	for _, l := range lists {
-		for _, kv := range l {
-			k, _, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				continue
-			}
-			if i, seen := index[k]; seen {
-				out[i] = kv
-				continue
-			}
-			index[k] = len(out)
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func hasEnv(env []string, key string) bool {
-	for _, kv := range env {
-		if strings.HasPrefix(kv, key+"=") {
-			return true
-		}
-	}
-	return false
-}
 
 // writeSpec writes config.json atomically, so a crash never leaves a
 // bundle the runtime cannot parse.

@@ -192,13 +192,6 @@ func TestResolveUserStaysInRootfs(t *testing.T) {
 	}
 }
 
-func TestMergeEnv(t *testing.T) {
-	got := mergeEnv([]string{"A=1", "B=2"}, []string{"B=3", "C=4", "bad", "=x"}, []string{"A=5"})
-	if want := []string{"A=5", "B=3", "C=4"}; !slices.Equal(got, want) {
-		t.Errorf("mergeEnv = %q, want %q", got, want)
-	}
-}
-
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
