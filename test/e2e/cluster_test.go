@@ -361,11 +361,16 @@ func TestClusterTriesNextNode(t *testing.T) {
 		return code == 200 && body == testutil.IndexHTML
 	})
 	// The worker reads the state from its own copy and writes through
-	// the leader: a spawn on it is seen at once by both.
-	b := spawn(t, nodes[1].Node, `{"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	// the leader: a spawn on it, with seed 000's command, is seen at once
+	// by both.
+	out, err := nodes[1].CLI("cluster", "spawn", "--grpc-bind-addr", "127.0.0.1:8000", "--ports", "80:8080", "--image-ref", ref)
+	m := idLine.FindStringSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("hypercore cluster spawn: %v\n%s", err, out)
+	}
 	for _, n := range nodes {
-		if got := hostOf(t, n, b.ID); got != nodes[1].name {
-			t.Fatalf("%s says %s runs on %q, want %s", n.name, b.ID, got, nodes[1].name)
+		if got := hostOf(t, n, m[1]); got != nodes[1].name {
+			t.Fatalf("%s says %s runs on %q, want %s", n.name, m[1], got, nodes[1].name)
 		}
 	}
 }
