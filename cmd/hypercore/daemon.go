@@ -355,10 +355,9 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, cl *cluster.
 	type bound struct {
 		srv *http.Server
 		l   net.Listener
-		tls bool
 	}
 	var all []bound
-	listen := func(addr, what string, srv *http.Server, isTLS bool) error {
+	listen := func(addr, what string, srv *http.Server) error {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			for _, b := range all {
@@ -366,16 +365,16 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, cl *cluster.
 			}
 			return fmt.Errorf("%s: listen on %s: %w (is another hypercore or web server running? choose another address with its flag)", what, addr, err)
 		}
-		all = append(all, bound{srv, l, isTLS})
+		all = append(all, bound{srv, l})
 		return nil
 	}
-	if err := listen(d.apiAddr, "API (--grpc-bind-addr)", apiSrv, false); err != nil {
+	if err := listen(d.apiAddr, "API (--grpc-bind-addr)", apiSrv); err != nil {
 		return nil, err
 	}
 	httpHandler := p.Handler(80)
 	if certs != nil {
 		httpsSrv := proxy.HTTPSServer(d.httpsAddr, p.Handler(443), certs, log)
-		if err := listen(d.httpsAddr, "proxy HTTPS (--https-addr)", httpsSrv, true); err != nil {
+		if err := listen(d.httpsAddr, "proxy HTTPS (--https-addr)", httpsSrv); err != nil {
 			return nil, err
 		}
 		httpHandler = proxy.RedirectHTTPS(d.httpsAddr)
@@ -386,7 +385,7 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, cl *cluster.
 		}
 	}
 	httpSrv := proxy.Server(d.httpAddr, httpHandler, log)
-	if err := listen(d.httpAddr, "proxy HTTP (--http-addr)", httpSrv, false); err != nil {
+	if err := listen(d.httpAddr, "proxy HTTP (--http-addr)", httpSrv); err != nil {
 		return nil, err
 	}
 	tcp := proxy.NewTCP(routes, proxy.TCPOptions{BindAddr: d.tcpBind, IdleTimeout: d.tcpIdle, MaxConns: d.tcpMaxConns, Log: log})
@@ -409,12 +408,9 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, cl *cluster.
 	for _, b := range all {
 		servers = append(servers, b.srv)
 		go func() {
-			var err error
-			if b.tls {
-				err = b.srv.ServeTLS(b.l, "", "")
-			} else {
-				err = b.srv.Serve(b.l)
-			}
+			// The proxy's ports get its fast path; the others are
+			// served by net/http as usual (proxy.Serve tells them apart).
+			err := proxy.Serve(b.srv, b.l)
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("server stopped", "addr", b.l.Addr(), "err", err)
 			}

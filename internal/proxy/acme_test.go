@@ -226,7 +226,7 @@ func (f *acmeFront) serve(t *testing.T, p *Proxy, a *ACME) {
 	log, _ := testLog()
 	https := HTTPSServer("", p.Handler(443), CertSources{a}, log)
 	plain := Server("", a.HTTPChallengeHandler(RedirectHTTPS(f.httpsL.Addr().String())), log)
-	go https.ServeTLS(f.httpsL, "", "")
+	go Serve(https, f.httpsL)
 	go plain.Serve(f.httpL)
 	t.Cleanup(func() { https.Close(); plain.Close() })
 }

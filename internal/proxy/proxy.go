@@ -19,10 +19,11 @@ import (
 
 // Proxy serves HTTP for the workloads in its Table.
 type Proxy struct {
-	base  string // lower case, no leading dot
-	table *Table
-	rp    *httputil.ReverseProxy
-	log   *slog.Logger
+	base      string // lower case, no leading dot
+	table     *Table
+	rp        *httputil.ReverseProxy
+	transport *backendTransport // rp's, which the fast path (Serve) shares
+	log       *slog.Logger
 }
 
 // New returns a proxy for hosts under baseDomain (such as "localhost" or
@@ -31,13 +32,13 @@ func New(baseDomain string, table *Table, log *slog.Logger) *Proxy {
 	if log == nil {
 		log = slog.Default()
 	}
-	p := &Proxy{base: strings.ToLower(strings.Trim(baseDomain, ".")), table: table, log: log}
+	p := &Proxy{base: strings.ToLower(strings.Trim(baseDomain, ".")), table: table, transport: newBackendTransport(), log: log}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// ServeHTTP put the backend in In.URL; Out is its clone.
 			pr.SetXForwarded()
 		},
-		Transport:    newBackendTransport(),
+		Transport:    p.transport,
 		BufferPool:   bufferPool{},
 		ErrorHandler: p.backendError,
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -61,11 +62,63 @@ func newTransport() *http.Transport {
 
 // Handler serves one public HTTP port (80 or 443). A workload that maps
 // only one of the two is reached on the other too: on :80 without TLS
-// configured, and on :443 because :80 then redirects to it.
+// configured, and on :443 because :80 then redirects to it. Serve gives
+// a server with this handler the proxy's fast path.
 func (p *Proxy) Handler(publicPort uint16) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.serve(w, r, publicPort)
-	})
+	return &portHandler{p: p, port: publicPort}
+}
+
+// portHandler is the Handler of one public port.
+type portHandler struct {
+	p    *Proxy
+	port uint16
+}
+
+// ServeHTTP implements http.Handler.
+func (h *portHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if hc, ok := r.Context().Value(handedKey{}).(*handedConn); ok && hc.pending != nil {
+		// The fast path sent this request to the workload already;
+		// the transport reads its response.
+		pending := hc.pending
+		hc.pending = nil
+		defer func() {
+			if pr, ok := pending.take(); ok && pr.bc != nil {
+				pr.bc.conn.Close() // not routed to the workload after all
+			}
+		}()
+		r = r.WithContext(context.WithValue(r.Context(), pendingKey{}, pending))
+	}
+	h.p.serve(w, r, h.port)
+}
+
+// Why a request is or is not routed (pick).
+type routing uint8
+
+const (
+	routed     routing = iota
+	noWorkload         // no such workload on this cluster
+	noPort             // the workload maps neither HTTP port
+	starting           // the workload is not ready yet
+)
+
+// pick returns the address of workload id's HTTP port for publicPort, or
+// why there is none. It allocates nothing: every request calls it.
+func (p *Proxy) pick(id string, publicPort uint16) (string, routing) {
+	route, ok := p.table.Lookup(id)
+	if !ok {
+		return "", noWorkload
+	}
+	target, ok := route.HTTP[publicPort]
+	if !ok {
+		target, ok = route.HTTP[otherHTTPPort(publicPort)]
+	}
+	if !ok {
+		return "", noPort
+	}
+	if !route.Ready {
+		return "", starting
+	}
+	return target, routed
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16) {
@@ -84,20 +137,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16)
 			return
 		}
 	}
-	route, ok := p.table.Lookup(id)
-	if !ok {
+	target, why := p.pick(id, publicPort)
+	switch why {
+	case noWorkload:
 		http.Error(w, "404 no workload "+id+" on this cluster\n", http.StatusNotFound)
 		return
-	}
-	target, ok := route.HTTP[publicPort]
-	if !ok {
-		target, ok = route.HTTP[otherHTTPPort(publicPort)]
-	}
-	if !ok {
+	case noPort:
 		http.Error(w, "404 workload "+id+" does not expose this port over HTTP\n", http.StatusNotFound)
 		return
-	}
-	if !route.Ready {
+	case starting:
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "503 workload "+id+" is starting\n", http.StatusServiceUnavailable)
 		return
@@ -244,6 +292,14 @@ func pooled(req *http.Request) bool {
 
 // RoundTrip implements http.RoundTripper.
 func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if pending, ok := req.Context().Value(pendingKey{}).(*pendingResponse); ok {
+		if pr, ok := pending.take(); ok {
+			if pr.err != nil {
+				return nil, pr.err
+			}
+			return t.readResponse(pr.bc, req, false, t.abortOnDone(pr.bc, req))
+		}
+	}
 	if !pooled(req) {
 		return t.slow.RoundTrip(req)
 	}
@@ -286,10 +342,7 @@ func (e staleError) Unwrap() []error { return []error{e.err, errStale} }
 // roundTrip sends req on bc and reads the response headers. The body is
 // read by the caller; reading it to the end gives bc back to the pool.
 func (t *backendTransport) roundTrip(bc *backendConn, req *http.Request, reused bool) (*http.Response, error) {
-	ctx := req.Context()
-	// The request's context ends when its client goes away: that ends
-	// whatever bc is waiting for, even in the middle of a streamed body.
-	stop := context.AfterFunc(ctx, func() { bc.conn.SetDeadline(aLongTimeAgo) })
+	stop := t.abortOnDone(bc, req)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		bc.conn.Close()
@@ -301,6 +354,25 @@ func (t *backendTransport) roundTrip(bc *backendConn, req *http.Request, reused 
 	if err := bc.bw.Flush(); err != nil {
 		return fail(staleError{err})
 	}
+	return t.readResponse(bc, req, reused, stop)
+}
+
+// abortOnDone makes the end of req's context, which comes when its client
+// goes away, end whatever bc is waiting for, even in the middle of a
+// streamed body. Calling the function it returns undoes that.
+func (t *backendTransport) abortOnDone(bc *backendConn, req *http.Request) (stop func() bool) {
+	return context.AfterFunc(req.Context(), func() { bc.conn.SetDeadline(aLongTimeAgo) })
+}
+
+// readResponse reads the response to req, sent on bc, up to its body,
+// which the caller reads; stop is abortOnDone's.
+func (t *backendTransport) readResponse(bc *backendConn, req *http.Request, reused bool, stop func() bool) (*http.Response, error) {
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		bc.conn.Close()
+		return nil, err
+	}
+	ctx := req.Context()
 	start := bc.nread
 	bc.limit = maxResponseHeaderBytes
 	trace := httptrace.ContextClientTrace(ctx)
@@ -417,6 +489,7 @@ func (t *backendTransport) dial(ctx context.Context, addr string) (*backendConn,
 	if err != nil {
 		return nil, err
 	}
+	c = newSysConn(c)
 	bc := &backendConn{addr: addr, conn: c, bw: bufio.NewWriter(c), limit: -1}
 	bc.br = bufio.NewReader(bc)
 	return bc, nil

@@ -25,7 +25,7 @@ func httpFront(t *testing.T, p *Proxy) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(l)
+	go Serve(srv, l)
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().String()
 }

@@ -48,7 +48,7 @@ func httpsFront(t *testing.T, p *Proxy) (addr string, client func(serverName str
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.ServeTLS(l, "", "")
+	go Serve(srv, l)
 	t.Cleanup(func() { srv.Close() })
 	addr = l.Addr().String()
 	pool := x509.NewCertPool()

@@ -53,27 +53,23 @@ func run(base, id, backend, httpAddr, httpsAddr, certPath, keyPath, pprofAddr st
 	p := proxy.New(base, table, log)
 
 	var servers []*http.Server
-	serve := func(srv *http.Server, tls bool) error {
+	// proxy.Serve is how the daemon serves the proxy's ports: the fast
+	// path in front of net/http, TLS when srv.TLSConfig is set.
+	serve := func(srv *http.Server) error {
 		l, err := net.Listen("tcp", srv.Addr)
 		if err != nil {
 			return err
 		}
 		servers = append(servers, srv)
 		go func() {
-			var err error
-			if tls {
-				err = srv.ServeTLS(l, "", "")
-			} else {
-				err = srv.Serve(l)
-			}
-			if !errors.Is(err, http.ErrServerClosed) {
+			if err := proxy.Serve(srv, l); !errors.Is(err, http.ErrServerClosed) {
 				log.Error("serve", "addr", srv.Addr, "err", err)
 				os.Exit(1)
 			}
 		}()
 		return nil
 	}
-	if err := serve(proxy.Server(httpAddr, p.Handler(80), log), false); err != nil {
+	if err := serve(proxy.Server(httpAddr, p.Handler(80), log)); err != nil {
 		return err
 	}
 	if httpsAddr != "" {
@@ -81,7 +77,7 @@ func run(base, id, backend, httpAddr, httpsAddr, certPath, keyPath, pprofAddr st
 		if err != nil {
 			return err
 		}
-		if err := serve(proxy.HTTPSServer(httpsAddr, p.Handler(443), proxy.CertSources{cf}, log), true); err != nil {
+		if err := serve(proxy.HTTPSServer(httpsAddr, p.Handler(443), proxy.CertSources{cf}, log)); err != nil {
 			return err
 		}
 	}
@@ -89,7 +85,7 @@ func run(base, id, backend, httpAddr, httpsAddr, certPath, keyPath, pprofAddr st
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		if err := serve(&http.Server{Addr: pprofAddr, Handler: mux}, false); err != nil {
+		if err := serve(&http.Server{Addr: pprofAddr, Handler: mux}); err != nil {
 			return err
 		}
 	}
