@@ -136,7 +136,10 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 	if cfg.FailoverGrace <= 0 {
 		cfg.FailoverGrace = DefaultFailoverGrace
 	}
-	first := len(cfg.Joins) == 0
+	// The first node is the one that made the CA. A node that joined and
+	// restarts without JOIN_ADDR is not: it rejoins the members its serf
+	// snapshot remembers.
+	first := len(cfg.Joins) == 0 && id.auth != nil
 	if first {
 		cfg.Server = true
 	}
@@ -197,7 +200,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 		return nil, err
 	}
 	closers = append(closers, func() { c.mem.Shutdown() })
-	if !first {
+	if len(cfg.Joins) > 0 {
 		if _, err := c.mem.Join(cfg.Joins); err != nil {
 			return nil, err
 		}
@@ -208,7 +211,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 	if c.raft.Bootstrapped() {
 		c.adoptLocal()
 	}
-	if first {
+	if c.auth != nil {
 		if err := c.auth.WriteJoinToken(filepath.Join(cfg.DataDir, JoinTokenFile), c.rpcAddr); err != nil {
 			return nil, err
 		}
@@ -680,6 +683,7 @@ func (r *remoteHost) call(ctx context.Context, method, path string, out any) err
 	return nil
 }
 
+// Stop stops the workload on the peer and records what it answered.
 func (r *remoteHost) Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
 	var view struct {
 		State    string `json:"state"`
@@ -696,6 +700,7 @@ func (r *remoteHost) Stop(ctx context.Context, id string, timeout time.Duration)
 	})
 }
 
+// Remove removes the workload from the peer.
 func (r *remoteHost) Remove(ctx context.Context, id string) error {
 	return r.call(ctx, http.MethodDelete, "/v1/workloads/"+id, nil)
 }

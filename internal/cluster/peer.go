@@ -34,6 +34,7 @@ type peerService struct{ c *Cluster }
 
 var _ clusterv1connect.PeerServiceHandler = peerService{}
 
+// Apply commits a forwarded raft command; see PeerService.Apply.
 func (p peerService) Apply(ctx context.Context, req *connect.Request[clusterv1.ApplyRequest]) (*connect.Response[clusterv1.ApplyResponse], error) {
 	index, err := p.c.raft.ApplyEncoded(req.Msg.Command)
 	if err != nil {
@@ -46,6 +47,7 @@ func (p peerService) Apply(ctx context.Context, req *connect.Request[clusterv1.A
 	return connect.NewResponse(&clusterv1.ApplyResponse{Index: index}), nil
 }
 
+// AddPeer adds the calling node to raft; see PeerService.AddPeer.
 func (p peerService) AddPeer(ctx context.Context, req *connect.Request[clusterv1.AddPeerRequest]) (*connect.Response[clusterv1.AddPeerResponse], error) {
 	if caller := peerName(ctx); caller != req.Msg.NodeName {
 		// A node may add only itself: its certificate names it.
@@ -57,6 +59,7 @@ func (p peerService) AddPeer(ctx context.Context, req *connect.Request[clusterv1
 	return connect.NewResponse(&clusterv1.AddPeerResponse{}), nil
 }
 
+// Run starts a placed workload here; see PeerService.Run.
 func (p peerService) Run(ctx context.Context, req *connect.Request[clusterv1.RunRequest]) (*connect.Response[clusterv1.RunResponse], error) {
 	var w store.Workload
 	if err := json.Unmarshal(req.Msg.Workload, &w); err != nil {
@@ -108,6 +111,7 @@ func requirePeer(next http.Handler) http.Handler {
 	})
 }
 
+// Barrier answers the leader's applied index; see PeerService.Barrier.
 func (p peerService) Barrier(ctx context.Context, _ *connect.Request[clusterv1.BarrierRequest]) (*connect.Response[clusterv1.BarrierResponse], error) {
 	idx, err := p.c.raft.LeaderBarrier(raftstore.ApplyTimeout)
 	if err != nil {

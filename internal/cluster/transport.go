@@ -27,8 +27,11 @@ var _ raft.StreamLayer = (*raftStream)(nil)
 // nodeAddr is a raft address with its node name; see raftStream.
 type nodeAddr struct{ name, hostport string }
 
+// Network implements net.Addr.
 func (a nodeAddr) Network() string { return "tcp" }
-func (a nodeAddr) String() string  { return a.name + "@" + a.hostport }
+
+// String implements net.Addr: it is the raft address, node@host:port.
+func (a nodeAddr) String() string { return a.name + "@" + a.hostport }
 
 func parseNodeAddr(s string) (nodeAddr, error) {
 	name, hostport, ok := strings.Cut(s, "@")
