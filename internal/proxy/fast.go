@@ -563,14 +563,27 @@ func (c *fastConn) forward(req *fastRequest, target string) (step, *pendingRespo
 // exchange is forward on one workload connection. stale reports that a
 // reused connection failed before any of the response came.
 func (c *fastConn) exchange(bc *backendConn, req *fastRequest, reused bool) (s step, pending *pendingResponse, stale bool) {
-	if err := c.writeRequest(bc.bw, req); err != nil {
+	written := bc.nwritten
+	c.writeRequest(bc.bw, req)
+	// The watch starts before the Flush, which also waits for the
+	// response to begin (backendConn.await), unless part of the request
+	// went out already (a head longer than bw's buffer): a workload may
+	// answer before it has all of it, and the wait would miss that.
+	c.arm(bc.conn, req.size)
+	bc.await = bc.nwritten == written
+	err := bc.bw.Flush()
+	bc.await = false
+	if err != nil {
+		gone := c.disarm()
 		bc.conn.Close()
+		if gone {
+			return stepClose, nil, false
+		}
 		if reused {
 			return 0, nil, true
 		}
 		return stepHandOff, &pendingResponse{err: err}, false
 	}
-	c.arm(bc.conn, req.size)
 	start := bc.nread
 	head, err := responseHead(bc.br)
 	var resp fastResponse
@@ -620,8 +633,9 @@ func (c *fastConn) exchange(bc *backendConn, req *fastRequest, reused bool) (s s
 // headers as the client sent them, less hop-by-hop headers and the
 // client's own X-Forwarded-* and Forwarded, plus the proxy's
 // X-Forwarded-For, -Host and -Proto, as httputil.ProxyRequest.SetXForwarded
-// sets them.
-func (c *fastConn) writeRequest(w *bufio.Writer, req *fastRequest) error {
+// sets them. The caller flushes w; a write that failed meanwhile is
+// Flush's error.
+func (c *fastConn) writeRequest(w *bufio.Writer, req *fastRequest) {
 	w.Write(req.line)
 	w.WriteString("\r\n")
 	for rest := req.fields; len(rest) > 0; {
@@ -647,7 +661,6 @@ func (c *fastConn) writeRequest(w *bufio.Writer, req *fastRequest) error {
 	} else {
 		w.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
 	}
-	return w.Flush()
 }
 
 // writeResponseHead writes the response's status line as net/http does

@@ -256,6 +256,24 @@ type backendConn struct {
 	nread int64     // bytes read from conn so far
 	limit int64     // bytes that may still be read; -1: no limit
 	since time.Time // when it went idle
+
+	// await makes the next write through bw (its Flush) wait, after the
+	// write, until the connection is readable (sysConn.writeAwaitRead).
+	// Set only around the Flush of a whole request, none of which was
+	// written before, so that its response is all that can come.
+	await    bool
+	nwritten int64 // bytes written to conn so far
+}
+
+// Write writes to the connection; see await.
+func (bc *backendConn) Write(p []byte) (n int, err error) {
+	if sc, ok := bc.conn.(*sysConn); ok && bc.await {
+		n, err = sc.writeAwaitRead(p)
+	} else {
+		n, err = bc.conn.Write(p)
+	}
+	bc.nwritten += int64(n)
+	return n, err
 }
 
 // Read reads from the connection, within the header limit if one is set.
@@ -490,7 +508,8 @@ func (t *backendTransport) dial(ctx context.Context, addr string) (*backendConn,
 		return nil, err
 	}
 	c = newSysConn(c)
-	bc := &backendConn{addr: addr, conn: c, bw: bufio.NewWriter(c), limit: -1}
+	bc := &backendConn{addr: addr, conn: c, limit: -1}
+	bc.bw = bufio.NewWriter(bc)
 	bc.br = bufio.NewReader(bc)
 	return bc, nil
 }
