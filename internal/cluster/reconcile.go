@@ -103,7 +103,9 @@ func (c *Cluster) reconcile(inflight map[string]bool, lastTry map[string]time.Ti
 				_, err := c.local.Stop(ctx, l.ID, 0)
 				return err
 			})
-		case !sameObserved(r, l) && r.State != store.StateCreating:
+		case !sameObserved(r, l) && (r.State != store.StateCreating || time.Since(r.CreatedAt) > staleCreating):
+			// While a spawn call drives the record it reports the start
+			// itself; after staleCreating that caller is taken for dead.
 			if _, err := c.observe(l); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, errMoved) {
 				c.log.Warn("reconcile: report state", "id", l.ID, "err", err)
 			}
@@ -131,6 +133,11 @@ func (c *Cluster) reconcile(inflight map[string]bool, lastTry map[string]time.Ti
 			}
 			return err
 		})
+	}
+	for id := range lastTry {
+		if _, ok := byID[id]; !ok {
+			delete(lastTry, id)
+		}
 	}
 	c.syncRoutes(records, localIDs)
 }
