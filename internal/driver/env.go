@@ -34,3 +34,28 @@ func HasEnv(env []string, key string) bool {
 	}
 	return false
 }
+
+// DefaultPath is the PATH a workload starts with; the image's env may
+// replace it.
+const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// ProcessArgs is the entrypoint followed by the spec's args, or the image's
+// cmd when the spec gives none, as docker run does.
+func ProcessArgs(cfg Config) []string {
+	cmd := cfg.ImageConfig.Cmd
+	if len(cfg.Spec.Args) > 0 {
+		cmd = cfg.Spec.Args
+	}
+	return append(append([]string{}, cfg.ImageConfig.Entrypoint...), cmd...)
+}
+
+// ProcessEnv is the workload's main process environment: the defaults
+// (PATH, HOSTNAME, HOME), then the image's env, then the spec's, each
+// winning over the one before; a terminal gets TERM=xterm unless set.
+func ProcessEnv(cfg Config, home string) []string {
+	env := MergeEnv([]string{DefaultPath, "HOSTNAME=" + HostnameOf(cfg), "HOME=" + home}, cfg.ImageConfig.Env, cfg.Spec.Env)
+	if cfg.Spec.Tty && !HasEnv(env, "TERM") {
+		env = append(env, "TERM=xterm")
+	}
+	return env
+}

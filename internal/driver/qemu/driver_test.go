@@ -69,8 +69,8 @@ func TestLifecycle(t *testing.T) {
 	if _, errOut, code := execOut(t, d, cfg.ID, "", "sh", "-c", "echo oops >&2; exit 3"); code != 3 || errOut != "oops\n" {
 		t.Errorf("exec exit = %d, stderr %q; want 3 and oops", code, errOut)
 	}
-	if out, _, _ := execOut(t, d, cfg.ID, "", "hostname"); strings.TrimSpace(out) != hostnameFor(cfg) {
-		t.Errorf("guest hostname = %q, want %q", out, hostnameFor(cfg))
+	if out, _, _ := execOut(t, d, cfg.ID, "", "hostname"); strings.TrimSpace(out) != driver.HostnameOf(cfg) {
+		t.Errorf("guest hostname = %q, want %q", out, driver.HostnameOf(cfg))
 	}
 	// The root is writable (overlay) while the image disk is not.
 	if _, errOut, code := execOut(t, d, cfg.ID, "", "sh", "-c", "echo x > /written && cat /written"); code != 0 {

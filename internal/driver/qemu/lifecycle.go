@@ -71,14 +71,14 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", cfg.ID, err)
 	}
-	hostname := hostnameFor(cfg)
+	hostname := driver.HostnameOf(cfg)
 	st := vmState{
 		ID: cfg.ID, Cores: vcpus(cfg.Spec.Cores), MemoryMiB: mem, Disk: disk,
 		NetNS: cfg.Network.NetNSPath,
 		Guest: guest.Config{
 			Hostname: hostname,
 			Process:  proc,
-			Files:    etcFiles(hostname, cfg.Network.IP),
+			Files:    driver.EtcFiles(hostname, cfg.Network.IP),
 			// Writes live in guest memory; a quarter of it leaves the
 			// workload the rest.
 			OverlayMiB: int(mem / 4),

@@ -85,7 +85,7 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		// The node now provides the netns; drop one we made earlier.
 		return err
 	}
-	if err := writeEtcFiles(p, hostnameFor(cfg), cfg.Network.IP); err != nil {
+	if err := writeEtcFiles(p, driver.HostnameOf(cfg), cfg.Network.IP); err != nil {
 		return err
 	}
 	s, err := buildSpec(cfg, p, netns, own, canLimitSwap())

@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -31,10 +30,9 @@ const (
 
 // Resource settings that are the same for every workload.
 const (
-	cpuPeriod  = 100000 // µs, the kernel default CFS period
-	minQuota   = 1000   // µs, the smallest CFS quota the kernel accepts
-	pidsLimit  = 4096
-	defaultEnv = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	cpuPeriod = 100000 // µs, the kernel default CFS period
+	minQuota  = 1000   // µs, the smallest CFS quota the kernel accepts
+	pidsLimit = 4096
 )
 
 // defaultCaps is Docker's default capability set.
@@ -63,21 +61,16 @@ var (
 // driver made it. swapLimit says the kernel can limit swap (memsw), so
 // memory+swap is set to the memory limit and the workload never swaps.
 func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit bool) (*specs.Spec, error) {
-	args := processArgs(cfg)
+	args := driver.ProcessArgs(cfg)
 	if len(args) == 0 {
 		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no args")
 	}
-	user, err := resolveUser(cfg.Rootfs, cfg.ImageConfig.User)
+	user, err := driver.ResolveUser(cfg.Rootfs, cfg.ImageConfig.User)
 	if err != nil {
 		return nil, err
 	}
-	hostname := hostnameFor(cfg)
-	// The spec's env wins over the image's, which wins over the defaults.
-	defaults := []string{defaultEnv, "HOSTNAME=" + hostname, "HOME=" + user.home}
-	env := driver.MergeEnv(defaults, cfg.ImageConfig.Env, cfg.Spec.Env)
-	if cfg.Spec.Tty && !driver.HasEnv(env, "TERM") {
-		env = append(env, "TERM=xterm")
-	}
+	hostname := driver.HostnameOf(cfg)
+	env := driver.ProcessEnv(cfg, user.Home)
 	cwd := cfg.ImageConfig.WorkingDir
 	if cwd == "" {
 		cwd = "/"
@@ -92,13 +85,13 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 			Args: args,
 			Env:  env,
 			Cwd:  cwd,
-			User: specs.User{UID: user.uid, GID: user.gid, AdditionalGids: user.groups},
+			User: specs.User{UID: user.UID, GID: user.GID, AdditionalGids: user.Groups},
 			// Without a terminal the workload's stdio are a log file and
 			// a FIFO. With one the runtime makes a pty in the container
 			// and hands us the master (see tty.go).
 			Terminal:        cfg.Spec.Tty,
 			ConsoleSize:     consoleSize(cfg.Spec.Tty),
-			Capabilities:    capsFor(user.uid),
+			Capabilities:    capsFor(user.UID),
 			Rlimits:         []specs.POSIXRlimit{nofileLimit()},
 			NoNewPrivileges: true,
 		},
@@ -155,25 +148,6 @@ func nofileLimit() specs.POSIXRlimit {
 		hard = rl.Max
 	}
 	return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Soft: min(1024, hard), Hard: hard}
-}
-
-// processArgs is the entrypoint followed by the spec's args, or the image's
-// cmd when the spec gives none, as docker run does.
-func processArgs(cfg driver.Config) []string {
-	cmd := cfg.ImageConfig.Cmd
-	if len(cfg.Spec.Args) > 0 {
-		cmd = cfg.Spec.Args
-	}
-	return append(append([]string{}, cfg.ImageConfig.Entrypoint...), cmd...)
-}
-
-// hostnameFor is the Config's hostname or, like Docker, the start of the id.
-func hostnameFor(cfg driver.Config) string {
-	if cfg.Hostname != "" {
-		return cfg.Hostname
-	}
-	h := strings.ReplaceAll(cfg.ID, "-", "")
-	return h[:min(12, len(h))]
 }
 
 // capsFor gives root Docker's default capabilities. Other users only get

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -36,7 +35,7 @@ func TestBuildSpec(t *testing.T) {
 	if want := []string{"/bin/app", "serve", "--fast"}; !slices.Equal(s.Process.Args, want) {
 		t.Errorf("args %q, want %q (spec args replace the image cmd)", s.Process.Args, want)
 	}
-	wantEnv := []string{defaultEnv, "HOSTNAME=web-1", "HOME=/", "A=image", "B=spec", "C=new"}
+	wantEnv := []string{driver.DefaultPath, "HOSTNAME=web-1", "HOME=/", "A=image", "B=spec", "C=new"}
 	if !slices.Equal(s.Process.Env, wantEnv) {
 		t.Errorf("env %q, want %q", s.Process.Env, wantEnv)
 	}
@@ -116,79 +115,6 @@ func TestBuildSpec(t *testing.T) {
 	cfg.ImageConfig.Entrypoint, cfg.ImageConfig.Cmd = nil, nil
 	if _, err := buildSpec(cfg, p, "", false, true); err == nil {
 		t.Error("a workload with nothing to run was accepted")
-	}
-}
-
-func TestResolveUser(t *testing.T) {
-	rootfs := testRootfs(t)
-	writeFile(t, filepath.Join(rootfs, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n")
-	writeFile(t, filepath.Join(rootfs, "etc/group"), "root:x:0:\napp:x:1001:\nstaff:x:50:app,other\nwww:x:33:app\n")
-	cases := []struct {
-		user      string
-		uid, gid  uint32
-		groups    []uint32
-		home      string
-		wantError string
-	}{
-		{"", 0, 0, nil, "/root", ""},
-		{"root", 0, 0, nil, "/root", ""},
-		{"app", 1000, 1001, []uint32{50, 33}, "/home/app", ""},
-		{"1000", 1000, 1001, []uint32{50, 33}, "/home/app", ""},
-		{"app:staff", 1000, 50, []uint32{33}, "/home/app", ""},
-		{"app:7", 1000, 7, []uint32{50, 33}, "/home/app", ""},
-		{"4242", 4242, 0, nil, "/", ""},
-		{"4242:4243", 4242, 4243, nil, "/", ""},
-		{"ghost", 0, 0, nil, "", "not in the image's /etc/passwd"},
-		{"app:ghosts", 0, 0, nil, "", "not in the image's /etc/group"},
-	}
-	for _, c := range cases {
-		u, err := resolveUser(rootfs, c.user)
-		if c.wantError != "" {
-			if err == nil || !strings.Contains(err.Error(), c.wantError) {
-				t.Errorf("user %q: error %v, want %q", c.user, err, c.wantError)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("user %q: %v", c.user, err)
-			continue
-		}
-		if u.uid != c.uid || u.gid != c.gid || !slices.Equal(u.groups, c.groups) || u.home != c.home {
-			t.Errorf("user %q = %+v, want uid %d gid %d groups %v home %s", c.user, u, c.uid, c.gid, c.groups, c.home)
-		}
-	}
-}
-
-// TestResolveUserStaysInRootfs plants symlinks that a naive lookup would
-// follow out of the rootfs.
-func TestResolveUserStaysInRootfs(t *testing.T) {
-	link := func(t *testing.T, target string) string {
-		rootfs := testRootfs(t)
-		if err := os.Remove(filepath.Join(rootfs, "etc/passwd")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(target, filepath.Join(rootfs, "etc/passwd")); err != nil {
-			t.Fatal(err)
-		}
-		return rootfs
-	}
-
-	// An absolute symlink means the image's own file.
-	rootfs := link(t, "/etc/real-passwd")
-	writeFile(t, filepath.Join(rootfs, "etc/real-passwd"), "alice:x:1234:1234::/home/alice:/bin/sh\n")
-	if u, err := resolveUser(rootfs, "alice"); err != nil || u.uid != 1234 {
-		t.Errorf("alice = %+v, %v; want uid 1234 from the image's /etc/real-passwd", u, err)
-	}
-
-	// Followed naively this reaches the host's /etc/passwd; inside the
-	// rootfs ".." stops at its root and the link points at itself.
-	host, err := os.ReadFile("/etc/passwd")
-	if err != nil || !strings.Contains(string(host), "\ndaemon:") {
-		t.Skip("the host's /etc/passwd has no daemon user to tell it apart")
-	}
-	rootfs = link(t, strings.Repeat("../", 20)+"etc/passwd")
-	if u, err := resolveUser(rootfs, "daemon"); err == nil {
-		t.Errorf("resolved the host's daemon user through a symlink: %+v", u)
 	}
 }
 

@@ -1,4 +1,4 @@
-package runc
+package driver
 
 import (
 	"bufio"
@@ -14,21 +14,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// execUser is who the workload's process runs as.
-type execUser struct {
-	uid, gid uint32
-	groups   []uint32 // supplementary groups, from the image's /etc/group
-	home     string
+// User is who a workload's process runs as.
+type User struct {
+	UID, GID uint32
+	Groups   []uint32 // supplementary groups, from the image's /etc/group
+	Home     string
 }
 
 // maxIDFile bounds how much of an image's /etc/passwd or /etc/group is read.
 const maxIDFile = 4 << 20
 
-// resolveUser turns an image's User ("", "uid", "name", "uid:gid",
-// "name:group"...) into ids, reading /etc/passwd and /etc/group of rootfs.
-// Names must exist there; numeric ids need not, as with Docker.
-func resolveUser(rootfs, user string) (execUser, error) {
-	u := execUser{home: "/"}
+// ResolveUser turns an image's User ("", "uid", "name", "uid:gid",
+// "name:group"...) into ids, reading /etc/passwd and /etc/group of rootfs
+// without ever leaving it (symlinks resolve inside it). Names must exist
+// there; numeric ids need not, as with Docker.
+func ResolveUser(rootfs, user string) (User, error) {
+	u := User{Home: "/"}
 	userPart, groupPart, hasGroup := strings.Cut(user, ":")
 	if userPart == "" {
 		userPart = "0"
@@ -44,42 +45,42 @@ func resolveUser(rootfs, user string) (execUser, error) {
 
 	var entry []string // the user's passwd fields, if it has a line
 	if n, err := strconv.ParseUint(userPart, 10, 32); err == nil {
-		u.uid = uint32(n)
+		u.UID = uint32(n)
 		entry = findLine(passwd, func(f []string) bool { return len(f) >= 6 && f[2] == userPart })
 	} else {
 		entry = findLine(passwd, func(f []string) bool { return len(f) >= 6 && f[0] == userPart })
 		if entry == nil {
 			return u, fmt.Errorf("image user %q is not in the image's /etc/passwd; use a numeric uid or add the user to the image", userPart)
 		}
-		if u.uid, err = parseID(entry[2]); err != nil {
+		if u.UID, err = parseID(entry[2]); err != nil {
 			return u, fmt.Errorf("image /etc/passwd entry for %q: uid: %w", userPart, err)
 		}
 	}
 	if entry != nil {
-		if u.gid, err = parseID(entry[3]); err != nil {
+		if u.GID, err = parseID(entry[3]); err != nil {
 			return u, fmt.Errorf("image /etc/passwd entry for %q: gid: %w", userPart, err)
 		}
 		if entry[5] != "" {
-			u.home = entry[5]
+			u.Home = entry[5]
 		}
 	}
 
 	if hasGroup && groupPart != "" {
 		if n, err := strconv.ParseUint(groupPart, 10, 32); err == nil {
-			u.gid = uint32(n)
+			u.GID = uint32(n)
 		} else {
 			g := findLine(groups, func(f []string) bool { return len(f) >= 3 && f[0] == groupPart })
 			if g == nil {
 				return u, fmt.Errorf("image group %q is not in the image's /etc/group; use a numeric gid or add the group to the image", groupPart)
 			}
-			if u.gid, err = parseID(g[2]); err != nil {
+			if u.GID, err = parseID(g[2]); err != nil {
 				return u, fmt.Errorf("image /etc/group entry for %q: gid: %w", groupPart, err)
 			}
 		}
 	}
 
 	if entry != nil {
-		u.groups = memberOf(groups, entry[0], u.gid)
+		u.Groups = memberOf(groups, entry[0], u.GID)
 	}
 	return u, nil
 }
