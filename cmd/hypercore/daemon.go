@@ -335,11 +335,9 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, cl *cluster.
 	}
 	reserve(d.apiAddr, "the API (--grpc-bind-addr)")
 	reserve(d.clusterBind, "cluster gossip (--cluster-bind-addr)")
-	if host, port, err := net.SplitHostPort(d.clusterBind); err == nil {
-		if num, err := strconv.Atoi(port); err == nil {
-			reserve(net.JoinHostPort(host, strconv.Itoa(num+1)), "node RPC (--cluster-bind-addr port + 1)")
-			reserve(net.JoinHostPort(host, strconv.Itoa(num+2)), "raft (--cluster-bind-addr port + 2)")
-		}
+	if rpc, raft, err := cluster.PeerAddrs(d.clusterBind); err == nil {
+		reserve(rpc, "node RPC (--cluster-bind-addr port + 1)")
+		reserve(raft, "raft (--cluster-bind-addr port + 2)")
 	}
 	reserve(d.httpAddr, "the HTTP proxy (--http-addr)")
 	if certs != nil {

@@ -148,14 +148,15 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 		cfg: cfg, log: cfg.Log.With("component", "cluster"), local: local, routes: routes,
 		lastRemote: map[string]bool{}, quit: make(chan struct{}),
 	}
-	bindIP, port, err := splitBind(cfg.BindAddr)
+	rpcBind, raftBind, err := PeerAddrs(cfg.BindAddr)
 	if err != nil {
 		return nil, err
 	}
+	_, port, _ := net.SplitHostPort(cfg.BindAddr)
 	advertise := id.AdvertiseIP
 	c.mat, c.auth = id.mat, id.auth
-	c.rpcAddr = net.JoinHostPort(advertise, strconv.Itoa(port+1))
-	raftAdvertise := net.JoinHostPort(advertise, strconv.Itoa(port+2))
+	rpcAdvertise, raftAdvertise, _ := PeerAddrs(net.JoinHostPort(advertise, port))
+	c.rpcAddr = rpcAdvertise
 
 	var closers []func()
 	defer func() {
@@ -171,7 +172,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 	closers = append(closers, c.tunnels.close)
 
 	dir := filepath.Join(cfg.DataDir, "cluster")
-	stream, err := listenRaft(net.JoinHostPort(bindIP, strconv.Itoa(port+2)), raftAdvertise, cfg.NodeName, c.mat)
+	stream, err := listenRaft(raftBind, raftAdvertise, cfg.NodeName, c.mat)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +186,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 	}
 	closers = append(closers, func() { c.raft.Close() })
 
-	if err := c.serveRPC(net.JoinHostPort(bindIP, strconv.Itoa(port+1))); err != nil {
+	if err := c.serveRPC(rpcBind); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { c.rpc.Close() })
@@ -320,7 +321,7 @@ func (c *Cluster) tags() membership.Tags {
 		isos[i] = string(iso)
 	}
 	return membership.Tags{
-		Role: role, Cores: info.Cores, MemoryMiB: info.MemoryMiB, FreeMemoryMiB: freeMemoryMiB(),
+		Role: role, Cores: info.Cores, MemoryMiB: info.MemoryMiB, FreeMemoryMiB: info.FreeMemoryMiB,
 		Public: c.cfg.Public, APIAddr: c.cfg.APIAddr, RPCAddr: c.rpcAddr,
 		PortMin: c.cfg.PortMin, PortMax: c.cfg.PortMax, Isolations: isos,
 	}
@@ -577,21 +578,8 @@ func (c *Cluster) Logs(ctx context.Context, id string, opts driver.LogOptions) (
 	if opts.Follow {
 		follow = 1
 	}
-	u := fmt.Sprintf("https://%s%s/v1/workloads/%s/logs?follow=%d&tail=%d", rpc, localPrefix, id, follow, opts.Tail)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.peers.client(w.Node).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("logs from node %s: %w", w.Node, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("logs from node %s: %s: %s", w.Node, resp.Status, msg)
-	}
-	return resp.Body, nil
+	host := &remoteHost{c: c, name: w.Node, rpc: rpc}
+	return host.open(ctx, http.MethodGet, fmt.Sprintf("/v1/workloads/%s/logs?follow=%d&tail=%d", id, follow, opts.Tail))
 }
 
 // Exec implements server.Backend for workloads on this node; the API
@@ -660,27 +648,41 @@ type remoteHost struct {
 	name, rpc string
 }
 
-func (r *remoteHost) call(ctx context.Context, method, path string, out any) error {
+// open sends a body-less request to the peer's /local API and returns the
+// answer's body, or an error: ErrNotFound for 404, errHostDown when the
+// peer cannot be reached.
+func (r *remoteHost) open(ctx context.Context, method, path string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "https://"+r.rpc+localPrefix+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := r.c.peers.client(r.name).Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", errHostDown, r.name, err)
+		return nil, fmt.Errorf("%w: %s: %v", errHostDown, r.name, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp.Body, nil
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("%w: on node %s", store.ErrNotFound, r.name)
-	case resp.StatusCode != http.StatusOK:
-		return fmt.Errorf("node %s: %s: %s", r.name, resp.Status, body)
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("%w: on node %s", store.ErrNotFound, r.name)
 	}
-	if out != nil {
-		return json.Unmarshal(body, out)
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return nil, fmt.Errorf("node %s: %s: %s", r.name, resp.Status, msg)
+}
+
+// call is open for answers that are JSON, decoded into out (if not nil).
+func (r *remoteHost) call(ctx context.Context, method, path string, out any) error {
+	body, err := r.open(ctx, method, path)
+	if err != nil {
+		return err
 	}
-	return nil
+	defer body.Close()
+	data, err := io.ReadAll(io.LimitReader(body, 1<<20))
+	if err != nil || out == nil {
+		return err
+	}
+	return json.Unmarshal(data, out)
 }
 
 // Stop stops the workload on the peer and records what it answered.
@@ -745,6 +747,17 @@ func splitBind(addr string) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	return host, port, nil
+}
+
+// PeerAddrs are the node RPC and raft addresses that go with a gossip
+// address: the same IP, its port + 1 and + 2. The daemon reserves them
+// from workloads' raw TCP ports; Start listens on them.
+func PeerAddrs(gossip string) (rpc, raft string, err error) {
+	host, port, err := splitBind(gossip)
+	if err != nil {
+		return "", "", err
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port+1)), net.JoinHostPort(host, strconv.Itoa(port+2)), nil
 }
 
 // pickAdvertiseIP is the bind IP when it is specific, else the first

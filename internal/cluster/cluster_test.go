@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -8,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
+	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
@@ -130,5 +134,24 @@ func TestRetryElsewhere(t *testing.T) {
 	}
 	if !retryElsewhere(errHostDown) || !retryElsewhere(image.ErrRegistry) {
 		t.Error("a node-local failure is not retried elsewhere")
+	}
+}
+
+// TestPeerErrorsKeepTheirMeaning: an error a peer answers comes back as
+// the same error, even where Connect codes coincide, and a peer that was
+// not reached reads as down.
+func TestPeerErrorsKeepTheirMeaning(t *testing.T) {
+	for _, e := range errorKinds {
+		if got := fromConnect("n2", toConnect(fmt.Errorf("wrapped: %w", e.err))); !errors.Is(got, e.err) {
+			t.Errorf("%s came back as %v", e.kind, got)
+		}
+	}
+	got := fromConnect("n2", toConnect(raftstore.ErrNotLeader{LeaderID: "n1"}))
+	var nl raftstore.ErrNotLeader
+	if !errors.As(got, &nl) || errors.Is(got, image.ErrRegistry) {
+		t.Errorf("not-leader came back as %v", got)
+	}
+	if got := fromConnect("n2", connect.NewError(connect.CodeUnavailable, errors.New("dial tcp: connection refused"))); !errors.Is(got, errHostDown) || errors.Is(got, image.ErrRegistry) {
+		t.Errorf("an unreachable peer came back as %v", got)
 	}
 }

@@ -120,48 +120,67 @@ func (p peerService) Barrier(ctx context.Context, _ *connect.Request[clusterv1.B
 	return connect.NewResponse(&clusterv1.BarrierResponse{AppliedIndex: idx}), nil
 }
 
-// errorCodes pairs errors that must keep their meaning across a peer call
-// with the Connect codes that carry them.
-var errorCodes = []struct {
+// errorKinds are the errors that must keep their meaning across a peer
+// call. The peer names the kind in a header beside the Connect code, so
+// the caller tells them apart even where codes coincide (a peer that is
+// not the leader and a registry that is down are both "unavailable", as
+// is a peer that cannot be reached at all).
+var errorKinds = []struct {
+	kind string
 	err  error
 	code connect.Code
 }{
-	{raftstore.ErrExists, connect.CodeAlreadyExists},
-	{raftstore.ErrConflict, connect.CodeAborted},
-	{store.ErrNotFound, connect.CodeNotFound},
-	{image.ErrNotFound, connect.CodeInvalidArgument},
-	{image.ErrRegistry, connect.CodeUnavailable},
-	{node.ErrNoCapacity, connect.CodeResourceExhausted},
-	{node.ErrUnsupported, connect.CodeFailedPrecondition},
+	{"exists", raftstore.ErrExists, connect.CodeAlreadyExists},
+	{"conflict", raftstore.ErrConflict, connect.CodeAborted},
+	{"not-found", store.ErrNotFound, connect.CodeNotFound},
+	{"no-image", image.ErrNotFound, connect.CodeInvalidArgument},
+	{"registry", image.ErrRegistry, connect.CodeUnavailable},
+	{"no-capacity", node.ErrNoCapacity, connect.CodeResourceExhausted},
+	{"unsupported", node.ErrUnsupported, connect.CodeFailedPrecondition},
 }
 
+// kindHeader carries an errorKinds kind, or "not-leader".
+const kindHeader = "Hypercore-Error"
+
 func toConnect(err error) error {
+	code, kind := connect.CodeInternal, ""
 	var nl raftstore.ErrNotLeader
 	if errors.As(err, &nl) {
-		return connect.NewError(connect.CodeUnavailable, err)
-	}
-	for _, e := range errorCodes {
-		if errors.Is(err, e.err) {
-			return connect.NewError(e.code, err)
+		code, kind = connect.CodeUnavailable, "not-leader"
+	} else {
+		for _, e := range errorKinds {
+			if errors.Is(err, e.err) {
+				code, kind = e.code, e.kind
+				break
+			}
 		}
 	}
-	return connect.NewError(connect.CodeInternal, err)
+	ce := connect.NewError(code, err)
+	if kind != "" {
+		ce.Meta().Set(kindHeader, kind)
+	}
+	return ce
 }
 
 // fromConnect turns a peer's answer back into an error that errors.Is
-// recognises, keeping the peer's message.
+// and errors.As recognise, keeping the peer's message. An unavailable
+// answer the peer did not write itself means the peer was not reached.
 func fromConnect(node string, err error) error {
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return err
 	}
-	for _, e := range errorCodes {
-		if ce.Code() == e.code && (e.code != connect.CodeUnavailable || e.err == image.ErrRegistry) {
-			if e.code == connect.CodeUnavailable && ce.Message() == "" {
-				break
-			}
+	kind := ce.Meta().Get(kindHeader)
+	if kind == "not-leader" {
+		return fmt.Errorf("node %s: %w", node, raftstore.ErrNotLeader{})
+	}
+	for _, e := range errorKinds {
+		if kind == e.kind {
 			return fmt.Errorf("%w: on node %s: %s", e.err, node, ce.Message())
 		}
+	}
+	if kind == "" && ce.Code() == connect.CodeUnavailable {
+		return fmt.Errorf("%w: %s: %s", errHostDown, node, ce.Message())
 	}
 	return fmt.Errorf("node %s: %s", node, ce.Message())
 }

@@ -1,13 +1,10 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -173,21 +170,4 @@ func portHolders(s spec.Spec, list []store.Workload) string {
 // down reports whether gossip sees member name as failed or gone.
 func down(m membership.Member) bool {
 	return m.State == membership.StateFailed || m.State == membership.StateLeft
-}
-
-// freeMemoryMiB is MemAvailable from /proc/meminfo, 0 if unknown.
-func freeMemoryMiB() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb / 1024
-		}
-	}
-	return 0
 }

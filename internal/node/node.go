@@ -4,6 +4,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -137,6 +139,8 @@ type Info struct {
 	MemoryMiB  int64
 	Isolations []spec.Isolation
 	BaseDomain string
+	// FreeMemoryMiB is what the host reports available now (MemAvailable).
+	FreeMemoryMiB int64
 	// MicroVMAccel is how microVMs run here, "kvm" or "tcg", when the
 	// microVM driver says.
 	MicroVMAccel string
@@ -144,7 +148,10 @@ type Info struct {
 
 // Info returns this node's identity and capacity.
 func (n *Node) Info() Info {
-	info := Info{Name: n.cfg.Name, Cores: n.cores, MemoryMiB: n.memoryMiB, BaseDomain: n.cfg.BaseDomain}
+	info := Info{
+		Name: n.cfg.Name, Cores: n.cores, MemoryMiB: n.memoryMiB, BaseDomain: n.cfg.BaseDomain,
+		FreeMemoryMiB: meminfoKB("MemAvailable:") / 1024,
+	}
 	for _, iso := range []spec.Isolation{spec.IsolationContainer, spec.IsolationGVisor, spec.IsolationMicroVM} {
 		if _, ok := n.Drivers[iso]; ok {
 			info.Isolations = append(info.Isolations, iso)
@@ -529,13 +536,25 @@ func (n *Node) Attach(ctx context.Context, id string, stdio driver.IO) error {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func totalMemoryMiB() int64 {
-	data, err := os.ReadFile("/proc/meminfo")
+	if kb := meminfoKB("MemTotal:"); kb > 0 {
+		return kb / 1024
+	}
+	return 1024
+}
+
+// meminfoKB reads one field of /proc/meminfo, in kB; 0 if it is missing.
+func meminfoKB(field string) int64 {
+	f, err := os.Open("/proc/meminfo")
 	if err != nil {
-		return 1024
+		return 0
 	}
-	var kb int64
-	if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err != nil {
-		return 1024
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb
+		}
 	}
-	return kb / 1024
+	return 0
 }
