@@ -68,6 +68,7 @@ func Serve(srv *http.Server, l net.Listener) error {
 		return ctx
 	}
 	go f.acceptLoop()
+	go f.sweep()
 	return srv.Serve(f.handoff)
 }
 
@@ -102,8 +103,12 @@ func (f *fastServer) acceptLoop() {
 			return
 		}
 		delay = 0
-		c = newSysConn(c)
-		fc := &fastConn{f: f, raw: c, conn: c}
+		sc, ok := newSysConn(c).(*sysConn)
+		if !ok {
+			f.handoff.give(c) // not TCP: net/http's
+			continue
+		}
+		fc := &fastConn{f: f, sc: sc, conn: sc}
 		f.mu.Lock()
 		if f.closing.Load() {
 			f.mu.Unlock()
@@ -126,6 +131,54 @@ func (f *fastServer) shutdown() {
 		if c.idle.Load() {
 			c.conn.Close()
 		}
+	}
+}
+
+// sweepEvery is how often the sweeper looks at idle connections, and so
+// about how long a client that shut its side down with its last request
+// waits for the proxy to close the connection (see sysConn.serveLoop).
+const sweepEvery = time.Second
+
+// sweep closes, until the server shuts down, the connections whose
+// client has left while they were idle in a way their loop has not seen:
+// a FIN that came with the last request. Each connection is looked at
+// once in each time it is idle, after it has been idle a while, with one
+// system call that takes nothing from the socket.
+func (f *fastServer) sweep() {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	var idle []*fastConn
+	for {
+		select {
+		case <-f.handoff.done:
+			return
+		case <-t.C:
+		}
+		idle = idle[:0]
+		f.mu.Lock()
+		for c := range f.conns {
+			if n := c.served.Load(); !c.idle.Load() || n != c.seen {
+				c.seen, c.checked = n, false // busy since the last look
+			} else if !c.checked {
+				c.checked = true
+				idle = append(idle, c)
+			}
+		}
+		f.mu.Unlock()
+		for _, c := range idle {
+			if !c.sc.peerLeft() {
+				continue
+			}
+			// Wake the loop, which reads the end and closes; unless the
+			// connection has been handed to net/http meanwhile.
+			f.mu.Lock()
+			if _, ok := f.conns[c]; ok && c.idle.Load() {
+				c.poked.Store(true)
+				c.sc.SetReadDeadline(aLongTimeAgo)
+			}
+			f.mu.Unlock()
+		}
+		clear(idle)
 	}
 }
 
@@ -256,8 +309,8 @@ func (p *pendingResponse) take() (pendingResponse, bool) {
 // fastConn is one client connection on the fast path.
 type fastConn struct {
 	f     *fastServer
-	raw   net.Conn // as accepted
-	conn  net.Conn // raw, or a *tls.Conn over it
+	sc    *sysConn // as accepted
+	conn  net.Conn // sc, or a *tls.Conn over it
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	xff   string // the client's IP address, for X-Forwarded-For
@@ -265,6 +318,21 @@ type fastConn struct {
 	sni   string // the workload id the TLS server name names, if any
 	idle  atomic.Bool
 	rdl   time.Time // the read deadline readHead last set; zero: none
+
+	// Where step is: still before the first request's head; the read
+	// deadline set for the head being read, and the shorter one for the
+	// rest of a head begun; and how the connection ends.
+	first, deadlineSet, slow bool
+	end                      step
+	pending                  *pendingResponse // for net/http, with stepHandOff
+
+	// served counts requests; poked is set by the sweeper to have the
+	// loop read the socket (see sweep). seen and checked are the
+	// sweeper's own.
+	served  atomic.Uint32
+	poked   atomic.Bool
+	seen    uint32
+	checked bool
 
 	// Host headers repeat on a connection: the last one and the workload
 	// id it names are kept, so routing a request allocates nothing.
@@ -334,6 +402,7 @@ func (c *fastConn) serve() {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		c.sc.closePeer()
 		if c.br != nil {
 			c.br.Reset(nil)
 			fastReaders.Put(c.br)
@@ -341,7 +410,7 @@ func (c *fastConn) serve() {
 			fastWriters.Put(c.bw)
 		}
 	}()
-	if ip, _, err := net.SplitHostPort(c.raw.RemoteAddr().String()); err == nil {
+	if ip, _, err := net.SplitHostPort(c.sc.RemoteAddr().String()); err == nil {
 		c.xff = ip
 	}
 	if c.f.tlsConf != nil {
@@ -363,51 +432,78 @@ func (c *fastConn) serve() {
 	c.br.Reset(c)
 	c.bw = fastWriters.Get().(*bufio.Writer)
 	c.bw.Reset(c.conn)
-	first := true
-	var pending *pendingResponse
+	c.first, c.end = true, stepClose
+	for {
+		err := c.sc.serveLoop(c.step)
+		if err == nil || !c.poked.Swap(false) {
+			break
+		}
+		// The sweeper woke the loop through the read deadline: the
+		// deadline readHead sets is to be set again.
+		c.rdl = time.Time{}
+		c.conn.SetReadDeadline(c.rdl)
+	}
+	if c.end == stepHandOff {
+		c.idle.Store(false)
+		c.f.forget(c) // out of the sweeper's sight
+		if c.poked.Load() {
+			c.conn.SetReadDeadline(time.Time{})
+		}
+		handed = c.handOff(c.pending)
+	}
+}
+
+// step serves the requests the client has sent, inside serveLoop. It
+// returns false when it has to wait for more from the client, and true
+// when the connection is done on the fast path, with c.end saying how.
+func (c *fastConn) step() bool {
 	for {
 		c.idle.Store(true)
 		if c.f.closing.Load() {
-			return
+			c.end = stepClose
+			return true
 		}
-		head, ok := c.readHead(first)
+		head, st := c.readHead()
+		switch st {
+		case headWait:
+			return false
+		case headClosed:
+			c.end = stepClose
+			return true
+		case headTooLong:
+			c.end = stepHandOff // net/http's limit applies
+			return true
+		}
 		c.idle.Store(false)
-		first = false
-		if head == nil {
-			if !ok {
-				return
-			}
-			break // too long for the buffer: net/http's limit applies
-		}
+		c.first, c.deadlineSet = false, false
+		c.served.Add(1)
 		var req fastRequest
 		if !parseRequest(head, &req) {
-			break
+			c.end = stepHandOff
+			return true
 		}
 		target, ok := c.route(req.host)
 		if !ok {
-			break
+			c.end = stepHandOff
+			return true
 		}
-		var s step
-		s, pending = c.forward(&req, target)
-		if s == stepClose {
-			return
-		}
-		if s == stepHandOff {
-			break
+		s, pending := c.forward(&req, target)
+		if s != stepNext {
+			c.end, c.pending = s, pending
+			return true
 		}
 		c.br.Discard(len(head))
 	}
-	handed = c.handOff(pending)
 }
 
 // handshake runs the TLS handshake, within the time net/http allows it,
 // and answers a plain HTTP request as net/http does.
 func (c *fastConn) handshake() bool {
-	tc := tls.Server(c.raw, c.f.tlsConf)
+	tc := tls.Server(c.sc, c.f.tlsConf)
 	c.conn = tc
 	to := c.f.srv.ReadHeaderTimeout
 	if to > 0 {
-		c.raw.SetDeadline(time.Now().Add(to))
+		c.sc.SetDeadline(time.Now().Add(to))
 	}
 	if err := tc.HandshakeContext(context.Background()); err != nil {
 		reason := err.Error()
@@ -416,11 +512,11 @@ func (c *fastConn) handshake() bool {
 			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 			reason = "client sent an HTTP request to an HTTPS server"
 		}
-		c.f.logf("http: TLS handshake error from %s: %v", c.raw.RemoteAddr(), reason)
+		c.f.logf("http: TLS handshake error from %s: %v", c.sc.RemoteAddr(), reason)
 		return false
 	}
 	if to > 0 {
-		c.raw.SetDeadline(time.Time{})
+		c.sc.SetDeadline(time.Time{})
 	}
 	return true
 }
@@ -460,42 +556,53 @@ func (c *fastConn) handOff(pending *pendingResponse) bool {
 	return true
 }
 
-// readHead waits for the next request and returns its head (request line
-// and headers), still in c.br. It returns nil, true when the head does not
-// fit in c.br, and nil, false when the connection is done: closed, idle
-// for too long, or too slow to send its headers.
-func (c *fastConn) readHead(first bool) ([]byte, bool) {
+// What readHead found.
+type headState uint8
+
+const (
+	headOK      headState = iota
+	headWait              // the head is not all there yet
+	headTooLong           // the head does not fit in c.br
+	headClosed            // closed, idle for too long, or too slow to send its headers
+)
+
+// readHead returns the head (request line and headers) of the next
+// request, still in c.br, once it is all there.
+func (c *fastConn) readHead() ([]byte, headState) {
 	srv := c.f.srv
 	headerTO := srv.ReadHeaderTimeout
-	if c.br.Buffered() == 0 {
+	if !c.deadlineSet {
 		// A client may take IdleTimeout to start its next request, and
 		// ReadHeaderTimeout to send the headers of its first, as with
 		// net/http.
-		wait := srv.IdleTimeout
-		if first {
-			wait = headerTO
-		}
-		c.setReadTimeout(wait)
-		if _, err := c.br.Peek(1); err != nil {
-			return nil, false
+		c.deadlineSet, c.slow = true, c.first
+		if c.br.Buffered() == 0 {
+			wait := srv.IdleTimeout
+			if c.first {
+				wait = headerTO
+			}
+			c.setReadTimeout(wait)
 		}
 	}
-	slow := first
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
 		if n := headEnd(b); n >= 0 {
-			return b[:n], true
+			return b[:n], headOK
 		}
 		if len(b) == c.br.Size() {
-			return nil, true
+			return nil, headTooLong
 		}
-		if !slow && headerTO > 0 {
+		if len(b) > 0 && !c.slow && headerTO > 0 {
+			// Begun: the rest within ReadHeaderTimeout.
 			c.rdl = time.Now().Add(headerTO)
 			c.conn.SetReadDeadline(c.rdl)
-			slow = true
+			c.slow = true
 		}
 		if _, err := c.br.Peek(len(b) + 1); err != nil {
-			return nil, false
+			if errors.Is(err, errWouldBlock) {
+				return nil, headWait
+			}
+			return nil, headClosed
 		}
 	}
 }
@@ -771,10 +878,17 @@ func (c *fastConn) watchClient() {
 		c.mu.Unlock()
 		return
 	}
+	// The request's goroutine holds the socket's read lock (serveLoop):
+	// the watch reads from a descriptor of its own.
+	if c.sc.watchPeer() != nil {
+		c.watch = watchOff
+		c.mu.Unlock()
+		return
+	}
 	c.watch = watchOn
-	c.conn.SetReadDeadline(time.Time{})
 	c.mu.Unlock()
 	n, err := c.conn.Read(c.extra[:])
+	c.sc.endWatch()
 	c.hasExtra = n > 0
 	var ne net.Error
 	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
@@ -794,13 +908,11 @@ func (c *fastConn) disarm() (gone bool) {
 	was := c.watch
 	c.watch = watchOff
 	if was == watchOn {
-		c.conn.SetReadDeadline(aLongTimeAgo) // ends the watcher's read
+		c.sc.stopWatch() // ends the watcher's read
 	}
 	c.mu.Unlock()
 	if was == watchOn {
 		<-c.watchDone
-		c.conn.SetReadDeadline(time.Time{}) // readHead sets the next one
-		c.rdl = time.Time{}
 	}
 	c.mu.Lock()
 	gone = c.gone

@@ -129,3 +129,28 @@ func TestWriteAwaitRead(t *testing.T) {
 		}
 	})
 }
+
+// TestPeerLeft: peerLeft tells a peer that closed or reset the connection
+// from one that is there, without taking what it sent.
+func TestPeerLeft(t *testing.T) {
+	sc, peer := sysPair(t)
+	if sc.peerLeft() {
+		t.Fatal("peerLeft on an open, quiet connection")
+	}
+	io.WriteString(peer, "x")
+	peer.(*net.TCPConn).CloseWrite()
+	time.Sleep(50 * time.Millisecond) // for the FIN to be there too
+	if sc.peerLeft() {
+		t.Fatal("peerLeft with data unread before the FIN")
+	}
+	b := make([]byte, 2)
+	if n, err := sc.Read(b); n != 1 || err != nil {
+		t.Fatalf("Read = %d, %v; want the byte peerLeft left", n, err)
+	}
+	waitFor(t, sc.peerLeft)
+
+	sc, peer = sysPair(t)
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close() // a reset
+	waitFor(t, sc.peerLeft)
+}
