@@ -75,20 +75,6 @@ func hypercore(t *testing.T) string {
 	return bin
 }
 
-// envInt reads a positive whole number from the environment, or def.
-func envInt(t *testing.T, name string, def int) int {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		t.Fatalf("%s=%q: want a positive whole number", name, s)
-	}
-	return n
-}
-
 // loadavg is /proc/loadavg's first three fields, to print with the numbers:
 // the machine is shared.
 func loadavg() string {

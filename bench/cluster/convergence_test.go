@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
 
@@ -34,11 +35,11 @@ const (
 // restarts it and times until all list it alive again.
 func TestConvergenceBench(t *testing.T) {
 	bin := hypercore(t)
-	size := envInt(t, "NODES", defaultClusterSize)
+	size := testutil.EnvInt(t, "NODES", defaultClusterSize)
 	if size < servers+1 || size > 250 {
 		t.Fatalf("NODES=%d: want %d to 250", size, servers+1)
 	}
-	kills := envInt(t, "KILLS", defaultKills)
+	kills := testutil.EnvInt(t, "KILLS", defaultKills)
 	t.Logf("load before: %s", loadavg())
 
 	lan := harness.NewLAN(t)

@@ -75,7 +75,7 @@ type foRun struct {
 // the next run.
 func failoverBench(t *testing.T, extra ...string) {
 	bin := hypercore(t)
-	runs := envInt(t, "RUNS", defaultFailoverRuns)
+	runs := testutil.EnvInt(t, "RUNS", defaultFailoverRuns)
 	t.Logf("load before: %s; flags: %v", loadavg(), extra)
 
 	lan := harness.NewLAN(t)

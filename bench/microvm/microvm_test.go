@@ -59,14 +59,7 @@ func TestMicroVMBench(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("benchmark: qemu-system-x86_64 is not installed (make deps)")
 	}
-	runs := defaultRuns
-	if s := os.Getenv("RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("RUNS=%q: want a positive whole number", s)
-		}
-		runs = n
-	}
+	runs := testutil.EnvInt(t, "RUNS", defaultRuns)
 
 	img := testutil.HTTPDImage(t)
 	ns := harness.NewNetNS(t)

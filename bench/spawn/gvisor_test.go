@@ -4,11 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -40,7 +38,7 @@ func TestGvisorBench(t *testing.T) {
 	} else {
 		t.Logf("runsc: %s, platform %s", version, gvisor.DefaultPlatform)
 	}
-	runs := runsFromEnv(t)
+	runs := testutil.EnvInt(t, "RUNS", defaultRuns)
 
 	img := testutil.HTTPDImage(t)
 	ns := harness.NewNetNS(t)
@@ -50,23 +48,7 @@ func TestGvisorBench(t *testing.T) {
 	contenders := []contender{container, sandboxed, newRunc(t, ns, img), newRunsc(t, ns, img)}
 	poller := newPoller(ns)
 
-	for _, c := range contenders {
-		s, err := measure(c, poller, 0)
-		if err != nil {
-			t.Fatalf("%s warm-up: %v", c.Name(), err)
-		}
-		t.Logf("warm-up %-18s %7.1f ms", c.Name(), ms(s.total))
-	}
-	results := make([][]sample, len(contenders))
-	for i := 1; i <= runs; i++ {
-		for k, c := range contenders {
-			s, err := measure(c, poller, i)
-			if err != nil {
-				t.Fatalf("%s run %d: %v", c.Name(), i, err)
-			}
-			results[k] = append(results[k], s)
-		}
-	}
+	results := measureAll(t, contenders, poller, runs)
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-18s %4s %9s %8s %8s %8s\n", "contender", "runs", "median_ms", "p90_ms", "min_ms", "max_ms")
@@ -92,18 +74,6 @@ func TestGvisorBench(t *testing.T) {
 	t.Log("\n" + b.String())
 }
 
-// runsFromEnv is RUNS, or defaultRuns.
-func runsFromEnv(t *testing.T) int {
-	t.Helper()
-	runs := defaultRuns
-	if s := os.Getenv("RUNS"); s != "" {
-		if _, err := fmt.Sscan(s, &runs); err != nil || runs < 1 {
-			t.Fatalf("RUNS=%q: want a positive whole number", s)
-		}
-	}
-	return runs
-}
-
 // hypercoreIsolation is the hypercore contender under a name of its own,
 // so two of them, spawning with different isolations, can share a node.
 type hypercoreIsolation struct {
@@ -113,83 +83,14 @@ type hypercoreIsolation struct {
 
 func (h *hypercoreIsolation) Name() string { return h.label }
 
-// plainRunsc is gVisor's floor: `runsc run -d` of a bundle made once from
-// the image's files, on systrap, with the network of the bench namespace
+// newRunsc is gVisor's floor, `runsc run -detach` of a bundle made as
+// newRunc makes one, on systrap, with the network of the bench namespace
 // (--network=host: the sandbox's sockets are the namespace's, so no
 // network setup is timed; hypercore's sandboxes use gVisor's own stack on
 // their veth instead).
-type plainRunsc struct {
-	ns     *harness.NetNS
-	args   []string // runsc and its global flags
-	bundle string
-	dir    string
-	p      *poller
-}
-
-// newRunsc makes a bundle as newRunc does, in a directory of its own.
-func newRunsc(t *testing.T, ns *harness.NetNS, img v1.Image) *plainRunsc {
+func newRunsc(t *testing.T, ns *harness.NetNS, img v1.Image) *plainRuntime {
 	t.Helper()
-	base := newRunc(t, ns, img)
-	dir := t.TempDir()
-	r := &plainRunsc{
-		ns:     ns,
-		args:   []string{"--root", filepath.Join(dir, "runsc"), "--platform=" + gvisor.DefaultPlatform, "--network=host"},
-		bundle: base.bundle,
-		dir:    dir,
-		p:      newPoller(ns),
-	}
-	t.Cleanup(func() {
-		out, _ := r.runsc("list", "-quiet").Output()
-		for _, id := range strings.Fields(string(out)) {
-			r.runsc("delete", "-force", id).Run()
-		}
-	})
+	r := newRuntime(t, ns, img, "runsc", "--platform="+gvisor.DefaultPlatform, "--network=host")
+	r.runFlags = func(string) []string { return []string{"-detach", "-bundle", r.bundle} }
 	return r
-}
-
-func (r *plainRunsc) runsc(args ...string) *exec.Cmd {
-	return nsexec(r.ns, "runsc", append(append([]string{}, r.args...), args...)...)
-}
-
-func (r *plainRunsc) Name() string { return "runsc run -d" }
-
-func (r *plainRunsc) Returned() string { return "runsc run -d exited" }
-
-// Launch runs the sandbox detached; runsc returns once httpd was started.
-func (r *plainRunsc) Launch(i int) (target, error) {
-	logf, err := os.OpenFile(filepath.Join(r.dir, "runsc.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return target{}, err
-	}
-	defer logf.Close()
-	id := runID(i)
-	cmd := r.runsc("run", "-detach", "-bundle", r.bundle, id)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Run(); err != nil {
-		b, _ := os.ReadFile(filepath.Join(r.dir, "runsc.log"))
-		return target{}, fmt.Errorf("runsc run %s: %v; log:\n%s", id, err, b)
-	}
-	return target{url: "http://127.0.0.1:8080/"}, nil
-}
-
-// Remove kills and deletes the sandbox, then checks that it is gone.
-func (r *plainRunsc) Remove(i int) error {
-	id := runID(i)
-	if out, err := r.runsc("delete", "-force", id).CombinedOutput(); err != nil {
-		return fmt.Errorf("runsc delete %s: %v: %s", id, err, out)
-	}
-	out, err := r.runsc("list", "-quiet").Output()
-	if err != nil {
-		return fmt.Errorf("runsc list: %v", err)
-	}
-	if ids := strings.Fields(string(out)); len(ids) != 0 {
-		return fmt.Errorf("runsc still lists %v after delete", ids)
-	}
-	return r.p.waitRefused(target{url: "http://127.0.0.1:8080/"}, 10*time.Second)
-}
-
-// Logs returns what runsc printed, for a failed run.
-func (r *plainRunsc) Logs() string {
-	b, _ := os.ReadFile(filepath.Join(r.dir, "runsc.log"))
-	return "runsc log:\n" + string(b)
 }

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -80,14 +79,7 @@ func TestSpawnBench(t *testing.T) {
 			t.Skipf("benchmark: %s is not installed (make bench-deps installs containerd)", tool)
 		}
 	}
-	runs := defaultRuns
-	if s := os.Getenv("RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("RUNS=%q: want a positive whole number", s)
-		}
-		runs = n
-	}
+	runs := testutil.EnvInt(t, "RUNS", defaultRuns)
 
 	img := testutil.HTTPDImage(t)
 	ns := harness.NewNetNS(t)
@@ -95,30 +87,39 @@ func TestSpawnBench(t *testing.T) {
 	contenders := []contender{hc, newCtr(t, ns, img), newRunc(t, ns, img)}
 	poller := newPoller(ns)
 
-	// The warm-up run of each fills caches (hypercore's pull and unpack,
-	// page cache, runc and shim binaries) and is not counted.
-	for _, c := range contenders {
-		s, err := measure(c, poller, 0)
+	results := measureAll(t, contenders, poller, runs)
+	hc.readPhases(t, results[0])
+	t.Log("\n" + report(contenders, results))
+}
+
+// measureAll gives each contender a warm-up run, which fills caches
+// (hypercore's pull and unpack, page cache, runtime and shim binaries) and
+// is not counted, then runs timed runs of them round-robin, so that each
+// sees the same machine. It returns each contender's samples, in order.
+func measureAll(t *testing.T, cs []contender, p *poller, runs int) [][]sample {
+	t.Helper()
+	width := 0 // the warm-up lines line up two past the longest name
+	for _, c := range cs {
+		width = max(width, len(c.Name())+2)
+	}
+	for _, c := range cs {
+		s, err := measure(c, p, 0)
 		if err != nil {
 			t.Fatalf("%s warm-up: %v", c.Name(), err)
 		}
-		t.Logf("warm-up %-14s %7.1f ms", c.Name(), ms(s.total))
+		t.Logf("warm-up %-*s %7.1f ms", width, c.Name(), ms(s.total))
 	}
-
-	// Round-robin, so that each contender sees the same machine.
-	results := make([][]sample, len(contenders))
+	results := make([][]sample, len(cs))
 	for i := 1; i <= runs; i++ {
-		for k, c := range contenders {
-			s, err := measure(c, poller, i)
+		for k, c := range cs {
+			s, err := measure(c, p, i)
 			if err != nil {
 				t.Fatalf("%s run %d: %v", c.Name(), i, err)
 			}
 			results[k] = append(results[k], s)
 		}
 	}
-
-	hc.readPhases(t, results[0])
-	t.Log("\n" + report(contenders, results))
+	return results
 }
 
 // measure times run i of c: from just before Launch to the first 200 on

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/wire"
 )
 
@@ -24,34 +25,17 @@ import (
 
 const waitLimit = 30 * time.Second
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testAgent struct {
 	host   net.Conn
-	output *syncBuffer
-	status *syncBuffer
+	output *testutil.LockedBuffer
+	status *testutil.LockedBuffer
 	exited chan int
 }
 
 func startAgent(t *testing.T) *testAgent {
 	t.Helper()
 	host, guestEnd := net.Pipe()
-	ta := &testAgent{host: host, output: &syncBuffer{}, status: &syncBuffer{}, exited: make(chan int, 1)}
+	ta := &testAgent{host: host, output: &testutil.LockedBuffer{}, status: &testutil.LockedBuffer{}, exited: make(chan int, 1)}
 	a := NewAgent(AgentOptions{
 		Stream: guestEnd, Output: ta.output, Status: ta.status,
 		Exited: func(code int) { ta.exited <- code },
@@ -285,7 +269,7 @@ func TestAttach(t *testing.T) {
 	c := connect(t, ta.host)
 	configure(t, c, "cat")
 	in := strings.NewReader("hello attach\n")
-	var out syncBuffer
+	var out testutil.LockedBuffer
 	actx, cancel := context.WithCancel(ctx(t))
 	done := make(chan error, 1)
 	go func() { done <- c.Attach(actx, driver.IO{Stdin: in, Stdout: &out}) }()

@@ -2,6 +2,8 @@ package logfile
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -311,5 +313,35 @@ func TestCloseUnblocksRead(t *testing.T) {
 	case <-r.Done():
 	default:
 		t.Error("Done not closed after Close")
+	}
+}
+
+// TestOpenContext checks that a following stream ends with its context, so
+// a client that goes away leaves no Read waiting, and that a stream that
+// does not follow is read to its end whatever its context.
+func TestOpenContext(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	writeFile(t, path, "a\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := OpenContext(ctx, path, Options{Follow: true, Poll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	lines := lineReader(r)
+	expectLines(t, lines, "a")
+	cancel()
+	expectEnd(t, lines)
+
+	whole, err := OpenContext(ctx, path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Close()
+	if b, err := io.ReadAll(whole); err != nil || string(b) != "a\n" {
+		t.Errorf("read %q, %v with an ended context and no follow, want the whole file", b, err)
+	}
+	if _, err := OpenContext(ctx, filepath.Join(t.TempDir(), "missing"), Options{Follow: true}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OpenContext of a missing file: %v, want ErrNotExist", err)
 	}
 }

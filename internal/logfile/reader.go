@@ -1,6 +1,7 @@
 package logfile
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -78,6 +79,28 @@ func Open(path string, opts Options) (*Reader, error) {
 	if err := r.seekStart(); err != nil {
 		r.closeFiles()
 		return nil, err
+	}
+	return r, nil
+}
+
+// OpenContext is Open for a Reader handed to a client that may go away
+// without closing it, as a caller of a driver's Logs does: a following
+// Reader is closed when ctx ends, so its Read returns io.EOF instead of
+// waiting for output no one will read. A Reader that does not follow ends
+// on its own at the end of the file and is left to the caller.
+func OpenContext(ctx context.Context, path string, opts Options) (*Reader, error) {
+	r, err := Open(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Follow {
+		go func() {
+			select {
+			case <-ctx.Done():
+				r.Close()
+			case <-r.done:
+			}
+		}()
 	}
 	return r, nil
 }

@@ -16,3 +16,14 @@ func TestMedian(t *testing.T) {
 		t.Fatal("empty is not NaN")
 	}
 }
+
+func TestEnvInt(t *testing.T) {
+	t.Setenv("HYPERCORE_TEST_N", "")
+	if got := EnvInt(t, "HYPERCORE_TEST_N", 7); got != 7 {
+		t.Errorf("unset: %d, want the default 7", got)
+	}
+	t.Setenv("HYPERCORE_TEST_N", "12")
+	if got := EnvInt(t, "HYPERCORE_TEST_N", 7); got != 12 {
+		t.Errorf("12: %d", got)
+	}
+}

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // TestLifecycle runs a workload through create, start, logs, exec, stop and
@@ -20,19 +22,19 @@ func TestLifecycle(t *testing.T) {
 	d := newTestDriver(t)
 	ctx := testCtx(t)
 	cfg := testConfig(t, "sh", "-c", "echo hello from the sandbox; echo to stderr >&2; exec sleep 1000")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 
-	waitFor(t, "the log", func() bool {
-		return logText(t, d, cfg.ID) == "hello from the sandbox\nto stderr\n"
+	testutil.WaitFor(t, waitLimit, "the log", func() bool {
+		return drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}) == "hello from the sandbox\nto stderr\n"
 	})
-	if got, host := strings.TrimSpace(execOK(t, d, cfg.ID, "uname", "-r")), hostKernel(t); got == "" || got == host {
+	if got, host := strings.TrimSpace(drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "uname", "-r")), hostKernel(t); got == "" || got == host {
 		t.Errorf("uname -r in the sandbox = %q, want gVisor's release, not the host's %q", got, host)
 	}
-	if out, code := execOut(t, d, cfg.ID, "sh", "-c", "exit 7"); code != 7 {
+	if out, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "sh", "-c", "exit 7"); code != 7 {
 		t.Errorf("exec exit code = %d (%q), want 7", code, out)
 	}
 	// The workload's writes land in its overlay upper dir on the host.
-	execOK(t, d, cfg.ID, "sh", "-c", "echo written > /data")
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo written > /data")
 	if data, err := os.ReadFile(filepath.Join(d.stateDir(), cfg.ID, "upper", "data")); err != nil || string(data) != "written\n" {
 		t.Errorf("the workload's write in the upper dir: %q, %v", data, err)
 	}
@@ -88,12 +90,12 @@ func TestRecover(t *testing.T) {
 	d := newTestDriver(t)
 	ctx := testCtx(t)
 	cfg := testConfig(t, "sh", "-c", "echo before; exec sleep 1000")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	before, err := d.Status(ctx, cfg.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	execOK(t, d, cfg.ID, "sh", "-c", "echo persisted > /data")
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo persisted > /data")
 
 	d2 := restarted(t, d.stateDir())
 	st, err := d2.Recover(ctx, cfg)
@@ -103,10 +105,10 @@ func TestRecover(t *testing.T) {
 	if st.State != driver.StateRunning || st.Pid != before.Pid {
 		t.Fatalf("Recover: %+v, want running with pid %d", st, before.Pid)
 	}
-	if out := execOK(t, d2, cfg.ID, "echo", "still here"); out != "still here\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d2, cfg.ID, "echo", "still here"); out != "still here\n" {
 		t.Errorf("exec after recover = %q", out)
 	}
-	if got := logText(t, d2, cfg.ID); got != "before\n" {
+	if got := drivertest.Logs(t, testCtx(t), d2, cfg.ID, driver.LogOptions{}); got != "before\n" {
 		t.Errorf("log after recover = %q", got)
 	}
 
@@ -121,10 +123,10 @@ func TestRecover(t *testing.T) {
 	if err := d3.Start(ctx, cfg.ID); err != nil {
 		t.Fatal(err)
 	}
-	if out := execOK(t, d3, cfg.ID, "cat", "/data"); out != "persisted\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d3, cfg.ID, "cat", "/data"); out != "persisted\n" {
 		t.Errorf("file written before the restart = %q", out)
 	}
-	if got := logText(t, d3, cfg.ID); got != "before\nbefore\n" {
+	if got := drivertest.Logs(t, testCtx(t), d3, cfg.ID, driver.LogOptions{}); got != "before\nbefore\n" {
 		t.Errorf("log after the restart = %q, want both runs' output", got)
 	}
 	if err := d3.Delete(ctx, cfg.ID); err != nil {
@@ -142,12 +144,14 @@ func TestStopGraceful(t *testing.T) {
 	d := newTestDriver(t)
 	ctx := testCtx(t)
 	cfg := testConfig(t, "sh", "-c", `trap "echo got TERM; exit 0" TERM; echo ready; while true; do sleep 0.1; done`)
-	run(t, d, cfg)
-	waitFor(t, "the trap to be set", func() bool { return strings.Contains(logText(t, d, cfg.ID), "ready") })
+	drivertest.Run(t, testCtx(t), d, cfg)
+	testutil.WaitFor(t, waitLimit, "the trap to be set", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "ready")
+	})
 	if err := d.Stop(ctx, cfg.ID, waitLimit); err != nil {
 		t.Fatal(err)
 	}
-	if got := logText(t, d, cfg.ID); !strings.Contains(got, "got TERM") {
+	if got := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}); !strings.Contains(got, "got TERM") {
 		t.Errorf("log after Stop = %q, want the workload's answer to SIGTERM", got)
 	}
 }
@@ -158,7 +162,7 @@ func TestExecCancel(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t)
 	cfg := testConfig(t, "sleep", "999")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 
 	ctx, cancel := context.WithCancel(testCtx(t))
 	started := make(chan struct{})
@@ -177,8 +181,8 @@ func TestExecCancel(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Exec after cancel: %v, want context.Canceled", err)
 	}
-	waitFor(t, "the exec'd process to be gone", func() bool {
-		return !strings.Contains(execOK(t, d, cfg.ID, "ps"), "sleep 1000")
+	testutil.WaitFor(t, waitLimit, "the exec'd process to be gone", func() bool {
+		return !strings.Contains(drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "ps"), "sleep 1000")
 	})
 }
 
@@ -187,10 +191,10 @@ func TestExecTty(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t)
 	cfg := testConfig(t, "sleep", "999")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	resize := make(chan driver.TermSize, 1)
 	resize <- driver.TermSize{Rows: 33, Cols: 101}
-	var out lockedBuffer
+	var out testutil.LockedBuffer
 	code, err := d.Exec(testCtx(t), cfg.ID, driver.ExecConfig{
 		Args: []string{"sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-tty; stty size"},
 		IO:   driver.IO{Tty: true, Stdout: &out, Resize: resize},
@@ -209,7 +213,7 @@ func TestAttach(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t)
 	cfg := testConfig(t, "sh", "-c", "while read line; do echo got $line; done")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	got := make(chan struct{})
@@ -235,7 +239,7 @@ func TestStats(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t)
 	cfg := testConfig(t, "sleep", "999")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	st, err := d.Stats(testCtx(t), cfg.ID)
 	if err != nil {
 		t.Fatal(err)

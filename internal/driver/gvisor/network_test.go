@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
@@ -37,7 +38,7 @@ func TestNetwork(t *testing.T) {
 	cfg := testConfig(t, "httpd", "-f", "-p", fmt.Sprint(testutil.HTTPPort), "-h", "/www")
 	cfg.Network.NetNSPath = "/run/netns/" + wl.Name
 	cfg.Network.IP = wlIP
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 
 	url := fmt.Sprintf("http://%s:%d/", wlIP, testutil.HTTPPort)
 	page := func() string {
@@ -49,8 +50,8 @@ func TestNetwork(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return string(body)
 	}
-	waitFor(t, "the page from the sandbox", func() bool { return page() == testutil.IndexHTML })
-	if out := execOK(t, d, cfg.ID, "ip", "addr"); !strings.Contains(out, wlIP) {
+	testutil.WaitFor(t, waitLimit, "the page from the sandbox", func() bool { return page() == testutil.IndexHTML })
+	if out := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "ip", "addr"); !strings.Contains(out, wlIP) {
 		t.Errorf("ip addr in the sandbox = %q, want %s", out, wlIP)
 	}
 

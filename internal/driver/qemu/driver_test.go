@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 func execOut(t *testing.T, d *Driver, id string, stdin string, args ...string) (string, string, int) {
@@ -26,20 +28,6 @@ func execOut(t *testing.T, d *Driver, id string, stdin string, args ...string) (
 		t.Fatalf("exec %v: %v", args, err)
 	}
 	return out.String(), errb.String(), code
-}
-
-func readLogs(t *testing.T, d *Driver, id string) string {
-	t.Helper()
-	r, err := d.Logs(testCtx(t), id, driver.LogOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // One VM through its whole life: boot, exec (output, stdin, exit codes,
@@ -77,8 +65,8 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("writing to the guest root failed: %s", errOut)
 	}
 
-	waitFor(t, "the workload's output in the log", func() bool {
-		l := readLogs(t, d, cfg.ID)
+	testutil.WaitFor(t, waitLimit, "the workload's output in the log", func() bool {
+		l := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{})
 		return strings.Contains(l, "hello from the guest\n") && strings.Contains(l, "to stderr\n")
 	})
 
@@ -97,7 +85,7 @@ func TestLifecycle(t *testing.T) {
 	if _, err := os.Stat(d.paths(cfg.ID).killed); err == nil {
 		t.Error("the VM was killed, not shut down by its agent")
 	}
-	if l := readLogs(t, d, cfg.ID); !strings.Contains(l, "hello from the guest") {
+	if l := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}); !strings.Contains(l, "hello from the guest") {
 		t.Errorf("logs after stop = %q; want the output kept", l)
 	}
 
@@ -115,14 +103,14 @@ func TestWorkloadExit(t *testing.T) {
 	cfg := testConfig(testRootfs(t), "sh", "-c", "echo bye; exit 7")
 	boot(t, d, cfg)
 	var st driver.Status
-	waitFor(t, "the VM to end", func() bool {
+	testutil.WaitFor(t, waitLimit, "the VM to end", func() bool {
 		st, _ = d.Status(testCtx(t), cfg.ID)
 		return st.State == driver.StateStopped
 	})
 	if st.ExitCode != 7 {
 		t.Errorf("exit code = %d, want 7", st.ExitCode)
 	}
-	if l := readLogs(t, d, cfg.ID); l != "bye\n" {
+	if l := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}); l != "bye\n" {
 		t.Errorf("logs = %q, want bye", l)
 	}
 }
@@ -183,12 +171,12 @@ func TestAttach(t *testing.T) {
 	cfg := testConfig(testRootfs(t), "cat")
 	boot(t, d, cfg)
 	pr, pw := io.Pipe()
-	var out syncBuffer
+	var out testutil.LockedBuffer
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan error, 1)
 	go func() { done <- d.Attach(ctx, cfg.ID, driver.IO{Stdin: pr, Stdout: &out}) }()
 	pw.Write([]byte("through attach\n"))
-	waitFor(t, "cat to echo through attach", func() bool { return strings.Contains(out.String(), "through attach\n") })
+	testutil.WaitFor(t, waitLimit, "cat to echo through attach", func() bool { return strings.Contains(out.String(), "through attach\n") })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("attach: %v", err)
@@ -207,13 +195,15 @@ func TestTtyWorkload(t *testing.T) {
 	cfg.Spec.Tty = true
 	boot(t, d, cfg)
 	pr, pw := io.Pipe()
-	var out syncBuffer
+	var out testutil.LockedBuffer
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	go d.Attach(ctx, cfg.ID, driver.IO{Stdin: pr, Stdout: &out, Tty: true})
 	go pw.Write([]byte("echo $((6*7))\n"))
-	waitFor(t, "the shell's answer through attach", func() bool { return strings.Contains(out.String(), "42") })
-	waitFor(t, "the shell's answer in the log", func() bool { return strings.Contains(readLogs(t, d, cfg.ID), "42") })
+	testutil.WaitFor(t, waitLimit, "the shell's answer through attach", func() bool { return strings.Contains(out.String(), "42") })
+	testutil.WaitFor(t, waitLimit, "the shell's answer in the log", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "42")
+	})
 }
 
 // QEMU appends the output log with O_APPEND, so copy-and-truncate rotation
@@ -224,14 +214,14 @@ func TestLogRotation(t *testing.T) {
 	cfg := testConfig(testRootfs(t), "sh", "-c", "while true; do echo tick; sleep 0.2; done")
 	boot(t, d, cfg)
 	p := d.paths(cfg.ID)
-	waitFor(t, "some output", func() bool { st, err := os.Stat(p.log); return err == nil && st.Size() > 20 })
+	testutil.WaitFor(t, waitLimit, "some output", func() bool { st, err := os.Stat(p.log); return err == nil && st.Size() > 20 })
 	if err := logfile.Rotate(p.log, 1, 2); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(p.log + ".1"); err != nil || !strings.HasPrefix(string(b), "tick\n") {
 		t.Fatalf("rotated generation = %q, %v", b, err)
 	}
-	waitFor(t, "output after the rotation", func() bool {
+	testutil.WaitFor(t, waitLimit, "output after the rotation", func() bool {
 		b, _ := os.ReadFile(p.log)
 		return len(b) > 0
 	})

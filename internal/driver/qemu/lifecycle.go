@@ -274,28 +274,15 @@ func runInNetNS(nsPath string, cmd *exec.Cmd) error {
 // client returns the connection to id's agent, connecting if needed. One
 // connection per VM: QEMU's chardev takes one client at a time.
 func (d *Driver) client(ctx context.Context, id string, p paths) (*guest.Client, error) {
-	d.mu.Lock()
-	c := d.clients[id]
-	d.mu.Unlock()
-	if c != nil {
-		select {
-		case <-c.Done():
-		default:
-			return c, nil
-		}
+	if c := d.liveClient(id); c != nil {
+		return c, nil
 	}
-	// Serialise dials per VM without holding d.mu across one.
+	// Serialise dials per VM without holding d.mu across one. Another
+	// caller may have connected while this one waited for the lock.
 	unlock := d.locks.Lock("dial:" + id)
 	defer unlock()
-	d.mu.Lock()
-	c = d.clients[id]
-	d.mu.Unlock()
-	if c != nil {
-		select {
-		case <-c.Done():
-		default:
-			return c, nil
-		}
+	if c := d.liveClient(id); c != nil {
+		return c, nil
 	}
 	var conn net.Conn
 	var err error
@@ -315,7 +302,7 @@ func (d *Driver) client(ctx context.Context, id string, p paths) (*guest.Client,
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	c, err = guest.Handshake(ctx, conn)
+	c, err := guest.Handshake(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
@@ -323,4 +310,21 @@ func (d *Driver) client(ctx context.Context, id string, p paths) (*guest.Client,
 	d.clients[id] = c
 	d.mu.Unlock()
 	return c, nil
+}
+
+// liveClient returns the connection to id's agent, or nil if there is none
+// or it has ended (the VM stopped, or the agent hung up).
+func (d *Driver) liveClient(id string) *guest.Client {
+	d.mu.Lock()
+	c := d.clients[id]
+	d.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.Done():
+		return nil
+	default:
+		return c
+	}
 }

@@ -125,21 +125,12 @@ func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (i
 		return nil, err
 	}
 	p := d.paths(id)
-	r, err := logfile.Open(p.log, logfile.Options{Tail: opts.Tail, Follow: opts.Follow, Poll: 100 * time.Millisecond})
+	r, err := logfile.OpenContext(ctx, p.log, logfile.Options{Tail: opts.Tail, Follow: opts.Follow, Poll: 100 * time.Millisecond})
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("logs of %s: %w", id, driver.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("logs of %s: %w", id, err)
-	}
-	if opts.Follow {
-		go func() {
-			select {
-			case <-ctx.Done():
-				r.Close()
-			case <-r.Done():
-			}
-		}()
 	}
 	return r, nil
 }

@@ -10,6 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // TestImageConfig checks that the image's env, workdir and user, and the
@@ -28,25 +30,25 @@ func TestImageConfig(t *testing.T) {
 	cfg.Spec.Env = []string{"OVERRIDE=spec"}
 	cfg.Spec.Args = []string{"echo args-used; sleep 1000"} // replaces the cmd that would exit
 	cfg.Hostname = "web-1"
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 
-	if out := execOK(t, d, cfg.ID, "id", "-u"); out != "65534\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "id", "-u"); out != "65534\n" {
 		t.Errorf("id -u = %q, want nobody's 65534", out)
 	}
-	if out := execOK(t, d, cfg.ID, "sh", "-c", "pwd"); out != "/www\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "pwd"); out != "/www\n" {
 		t.Errorf("pwd = %q, want /www", out)
 	}
-	env := execOK(t, d, cfg.ID, "env")
+	env := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "env")
 	for _, want := range []string{"GREETING=hello", "OVERRIDE=spec", "HOSTNAME=web-1", "HOME=/", "PATH=/bin"} {
 		mustContain(t, "env", env, want+"\n")
 	}
-	if out := execOK(t, d, cfg.ID, "hostname"); out != "web-1\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "hostname"); out != "web-1\n" {
 		t.Errorf("hostname = %q", out)
 	}
-	mustContain(t, "/etc/hosts", execOK(t, d, cfg.ID, "cat", "/etc/hosts"), "web-1")
+	mustContain(t, "/etc/hosts", drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "cat", "/etc/hosts"), "web-1")
 	// The entrypoint ran the spec's args (the image cmd would have exited).
-	waitFor(t, "the args' output", func() bool {
-		return strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "args-used")
+	testutil.WaitFor(t, waitLimit, "the args' output", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "args-used")
 	})
 	// Exec overrides: extra env and another working dir.
 	var out strings.Builder
@@ -65,8 +67,8 @@ func TestImageConfig(t *testing.T) {
 	} {
 		cfg := testConfig(rootfs, "sleep", "1000")
 		cfg.ImageConfig.User = c.user
-		run(t, d, cfg)
-		if out := execOK(t, d, cfg.ID, "sh", "-c", "echo $(id -u) $(id -g)"); out != c.want {
+		drivertest.Run(t, testCtx(t), d, cfg)
+		if out := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo $(id -u) $(id -g)"); out != c.want {
 			t.Errorf("user %q: uid gid = %q, want %q", c.user, out, c.want)
 		}
 	}
@@ -82,7 +84,7 @@ func TestLimits(t *testing.T) {
 	}
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
 	cfg.Spec.Cores, cfg.Spec.MemoryMiB = 0.5, 64
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	testLimits(t, d, cfg)
 }
 
@@ -114,7 +116,7 @@ func testLimits(t *testing.T, d *Driver, cfg driver.Config) {
 		t.Errorf("pids.max = %s", got)
 	}
 
-	execOK(t, d, cfg.ID, "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
 	st, err := d.Stats(testCtx(t), cfg.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -141,9 +143,9 @@ func TestNetNSPath(t *testing.T) {
 
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
 	cfg.Network = driver.Network{NetNSPath: nsPath, IP: "10.99.0.5"}
-	run(t, d, cfg)
-	mustContain(t, "the workload's netns", execOK(t, d, cfg.ID, "ls", "-l", "/proc/self/ns/net"), fmt.Sprintf("net:[%d]", st.Ino))
-	mustContain(t, "/etc/hosts", execOK(t, d, cfg.ID, "cat", "/etc/hosts"), "10.99.0.5\t")
+	drivertest.Run(t, testCtx(t), d, cfg)
+	mustContain(t, "the workload's netns", drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "ls", "-l", "/proc/self/ns/net"), fmt.Sprintf("net:[%d]", st.Ino))
+	mustContain(t, "/etc/hosts", drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "cat", "/etc/hosts"), "10.99.0.5\t")
 	if _, err := os.Stat(d.paths(cfg.ID).netns); !os.IsNotExist(err) {
 		t.Errorf("the driver made a netns of its own although one was given: %v", err)
 	}

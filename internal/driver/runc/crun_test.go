@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -22,7 +23,7 @@ func TestCrun(t *testing.T) {
 
 	cfg := testConfig(testRootfs(t), "sh", "-c", "echo hello from crun; sleep 1000")
 	cfg.Spec.Cores, cfg.Spec.MemoryMiB = 0.25, 48
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	if detectCgroups() != cgroupUnified {
 		testLimits(t, d, cfg)
 	}
@@ -34,14 +35,14 @@ func TestCrun(t *testing.T) {
 		t.Fatalf("crun tty exec: %d, %v; output %q", code, err, out.String())
 	}
 	mustContain(t, "crun tty exec", out.String(), "21 61")
-	waitFor(t, "crun workload's log", func() bool {
-		return logText(t, d, cfg.ID, driver.LogOptions{}) == "hello from crun\n"
+	testutil.WaitFor(t, waitLimit, "crun workload's log", func() bool {
+		return drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}) == "hello from crun\n"
 	})
 
 	// A workload with a terminal, attached before and after a new Driver
 	// takes it over.
 	tty := ttyConfig(testRootfs(t))
-	run(t, d, tty)
+	drivertest.Run(t, testCtx(t), d, tty)
 	echoes(t, d, tty.ID, "crun", driver.TermSize{Rows: 22, Cols: 62})
 
 	d.Close()
@@ -60,5 +61,5 @@ func TestCrun(t *testing.T) {
 	if err := d2.Start(testCtx(t), cfg.ID); err != nil {
 		t.Fatalf("crun restart: %v", err)
 	}
-	execOK(t, d2, cfg.ID, "true")
+	drivertest.ExecOK(t, testCtx(t), d2, cfg.ID, "true")
 }

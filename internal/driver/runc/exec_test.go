@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -16,7 +17,7 @@ func TestExecTty(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	ctx := testCtx(t)
 
 	// A size queued before Exec is the terminal's size from the start.
@@ -58,7 +59,7 @@ func TestExecTty(t *testing.T) {
 		done <- err
 	}()
 	resize <- driver.TermSize{Rows: 40, Cols: 100}
-	waitFor(t, "the new size", func() bool {
+	testutil.WaitFor(t, waitLimit, "the new size", func() bool {
 		io.WriteString(inW, "size?\n")
 		return strings.Contains(out.String(), "size 40 100")
 	})
@@ -72,7 +73,7 @@ func TestExecPipes(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	ctx := testCtx(t)
 
 	var stdout, stderr strings.Builder
@@ -94,16 +95,16 @@ func TestExecPipes(t *testing.T) {
 		_, err := d.Exec(cctx, cfg.ID, driver.ExecConfig{Args: []string{"sh", "-c", "echo $$ > /exec.pid; exec sleep 1000"}})
 		done <- err
 	}()
-	waitFor(t, "the exec to start", func() bool {
-		_, code := execOut(t, d, cfg.ID, "sh", "-c", "test -s /exec.pid")
+	testutil.WaitFor(t, waitLimit, "the exec to start", func() bool {
+		_, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "sh", "-c", "test -s /exec.pid")
 		return code == 0
 	})
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled exec: %v, want context.Canceled", err)
 	}
-	waitFor(t, "the cancelled process to be gone", func() bool {
-		_, code := execOut(t, d, cfg.ID, "sh", "-c", "kill -0 $(cat /exec.pid)")
+	testutil.WaitFor(t, waitLimit, "the cancelled process to be gone", func() bool {
+		_, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "sh", "-c", "kill -0 $(cat /exec.pid)")
 		return code != 0
 	})
 }

@@ -1,7 +1,6 @@
 package runc
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -61,87 +60,6 @@ func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// create creates cfg and makes sure the test leaves nothing behind.
-func create(t *testing.T, d *Driver, cfg driver.Config) {
-	t.Helper()
-	t.Cleanup(func() {
-		if err := d.Delete(context.Background(), cfg.ID); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	if err := d.Create(testCtx(t), cfg); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// run creates and starts cfg and returns how long until it was running.
-func run(t *testing.T, d *Driver, cfg driver.Config) time.Duration {
-	t.Helper()
-	begin := time.Now()
-	create(t, d, cfg)
-	if err := d.Start(testCtx(t), cfg.ID); err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(begin)
-	st, err := d.Status(testCtx(t), cfg.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.State != driver.StateRunning || st.Pid <= 0 {
-		t.Fatalf("after Start: status %+v, want running with a pid", st)
-	}
-	return took
-}
-
-// execOut runs args in the workload and returns its combined output and
-// exit code.
-func execOut(t *testing.T, d *Driver, id string, args ...string) (string, int) {
-	t.Helper()
-	var out bytes.Buffer
-	code, err := d.Exec(testCtx(t), id, driver.ExecConfig{Args: args, IO: driver.IO{Stdout: &out, Stderr: &out}})
-	if err != nil {
-		t.Fatalf("exec %q: %v", args, err)
-	}
-	return out.String(), code
-}
-
-// execOK runs args and fails the test unless they exit 0.
-func execOK(t *testing.T, d *Driver, id string, args ...string) string {
-	t.Helper()
-	out, code := execOut(t, d, id, args...)
-	if code != 0 {
-		t.Fatalf("exec %q exited %d: %s", args, code, out)
-	}
-	return out
-}
-
-// waitFor polls cond until it holds, failing the test after waitLimit.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitLimit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// logText returns the workload's whole log.
-func logText(t *testing.T, d *Driver, id string, opts driver.LogOptions) string {
-	t.Helper()
-	r, err := d.Logs(testCtx(t), id, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(r); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }
 
 func mustContain(t *testing.T, what, got, want string) {

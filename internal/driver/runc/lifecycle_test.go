@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
@@ -30,7 +31,7 @@ func testLifecycle(t *testing.T, d *Driver) {
 	cfg := testConfig(testRootfs(t), "/bin/httpd", "-f", "-p", fmt.Sprint(testutil.HTTPPort), "-h", "/www")
 
 	begin := time.Now()
-	create(t, d, cfg)
+	drivertest.Create(t, testCtx(t), d, cfg)
 	st, err := d.Status(ctx, cfg.ID)
 	if err != nil || st.State != driver.StateCreated {
 		t.Fatalf("after Create: %+v, %v; want created", st, err)
@@ -49,15 +50,15 @@ func testLifecycle(t *testing.T, d *Driver) {
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/", testutil.HTTPPort)
 	var page string
-	waitFor(t, "httpd to serve", func() bool {
-		out, code := execOut(t, d, cfg.ID, "wget", "-q", "-O-", url)
+	testutil.WaitFor(t, waitLimit, "httpd to serve", func() bool {
+		out, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "wget", "-q", "-O-", url)
 		page = out
 		return code == 0
 	})
 	if page != testutil.IndexHTML {
 		t.Errorf("page = %q, want %q", page, testutil.IndexHTML)
 	}
-	if _, code := execOut(t, d, cfg.ID, "sh", "-c", "exit 3"); code != 3 {
+	if _, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "sh", "-c", "exit 3"); code != 3 {
 		t.Errorf("exit code %d, want 3", code)
 	}
 	if _, err := d.Exec(ctx, cfg.ID, driver.ExecConfig{Args: []string{"/no/such/binary"}}); err == nil {
@@ -132,8 +133,8 @@ func TestCreateTwice(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	ctx := testCtx(t)
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
-	run(t, d, cfg)
-	execOK(t, d, cfg.ID, "sh", "-c", "echo first > /marker")
+	drivertest.Run(t, testCtx(t), d, cfg)
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo first > /marker")
 
 	if err := d.Create(ctx, cfg); err != nil {
 		t.Fatalf("second Create: %v", err)
@@ -164,7 +165,7 @@ func TestCreateTwice(t *testing.T) {
 	if err := d.Start(ctx, cfg.ID); err != nil {
 		t.Fatal(err)
 	}
-	if out, code := execOut(t, d, cfg.ID, "cat", "/marker"); code == 0 {
+	if out, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "cat", "/marker"); code == 0 {
 		t.Errorf("the new workload sees the old one's file: %q", out)
 	}
 }
@@ -176,22 +177,24 @@ func TestStopGraceful(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	ctx := testCtx(t)
 	cfg := testConfig(testRootfs(t), "sh", "-c", `trap 'echo got TERM; exit 0' TERM; echo started; while true; do sleep 0.1; done`)
-	run(t, d, cfg)
-	waitFor(t, "the trap to be set", func() bool { return strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "started") })
-	execOK(t, d, cfg.ID, "sh", "-c", "echo kept > /kept")
+	drivertest.Run(t, testCtx(t), d, cfg)
+	testutil.WaitFor(t, waitLimit, "the trap to be set", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "started")
+	})
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo kept > /kept")
 	if err := d.Stop(ctx, cfg.ID, waitLimit); err != nil {
 		t.Fatal(err)
 	}
-	mustContain(t, "log", logText(t, d, cfg.ID, driver.LogOptions{}), "got TERM")
+	mustContain(t, "log", drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "got TERM")
 
 	// Start again: a new process, the same log and the same upper dir.
 	if err := d.Start(ctx, cfg.ID); err != nil {
 		t.Fatalf("Start after Stop: %v", err)
 	}
-	waitFor(t, "the second start to log", func() bool {
-		return strings.Count(logText(t, d, cfg.ID, driver.LogOptions{}), "started") == 2
+	testutil.WaitFor(t, waitLimit, "the second start to log", func() bool {
+		return strings.Count(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "started") == 2
 	})
-	if out := execOK(t, d, cfg.ID, "cat", "/kept"); out != "kept\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "cat", "/kept"); out != "kept\n" {
 		t.Errorf("file in upper dir after restart = %q", out)
 	}
 }
@@ -203,9 +206,9 @@ func TestRootfsUntouched(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	rootfs := testRootfs(t)
 	cfg := testConfig(rootfs, "sleep", "1000")
-	run(t, d, cfg)
-	execOK(t, d, cfg.ID, "sh", "-c", "echo new > /newfile && echo changed > /www/index.html && rm /bin/ls && mkdir /newdir")
-	if out := execOK(t, d, cfg.ID, "cat", "/newfile", "/www/index.html"); out != "new\nchanged\n" {
+	drivertest.Run(t, testCtx(t), d, cfg)
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo new > /newfile && echo changed > /www/index.html && rm /bin/ls && mkdir /newdir")
+	if out := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "cat", "/newfile", "/www/index.html"); out != "new\nchanged\n" {
 		t.Errorf("workload reads %q, want its own writes", out)
 	}
 	check := func() {

@@ -27,7 +27,7 @@ func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (i
 		// adopted it yet. Attach reports why adopting fails.
 		_, _ = d.ensureTTY(ctx, id)
 	}
-	r, err := logfile.Open(p.log, logfile.Options{Tail: opts.Tail, Follow: opts.Follow, Poll: followPoll})
+	r, err := logfile.OpenContext(ctx, p.log, logfile.Options{Tail: opts.Tail, Follow: opts.Follow, Poll: followPoll})
 	if errors.Is(err, os.ErrNotExist) {
 		if _, serr := os.Stat(p.dir); serr != nil {
 			return nil, fmt.Errorf("logs of %s: %w", id, driver.ErrNotFound)
@@ -37,15 +37,6 @@ func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (i
 	}
 	if err != nil {
 		return nil, fmt.Errorf("logs of %s: %w", id, err)
-	}
-	if opts.Follow {
-		go func() {
-			select {
-			case <-ctx.Done():
-				r.Close()
-			case <-r.Done():
-			}
-		}()
 	}
 	return r, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -16,11 +17,11 @@ func TestLogs(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
 	cfg := testConfig(testRootfs(t), "sh", "-c", "echo hello; echo err >&2; sleep 1000")
-	run(t, d, cfg)
-	waitFor(t, "both lines in the log", func() bool {
-		return logText(t, d, cfg.ID, driver.LogOptions{}) == "hello\nerr\n"
+	drivertest.Run(t, testCtx(t), d, cfg)
+	testutil.WaitFor(t, waitLimit, "both lines in the log", func() bool {
+		return drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}) == "hello\nerr\n"
 	})
-	if got := logText(t, d, cfg.ID, driver.LogOptions{Tail: 1}); got != "err\n" {
+	if got := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{Tail: 1}); got != "err\n" {
 		t.Errorf("tail 1 = %q, want the last line", got)
 	}
 
@@ -33,7 +34,7 @@ func TestLogs(t *testing.T) {
 	lines := scanLines(r)
 	expectLine(t, lines, "err")
 	// Written by another process through the workload's own stdout.
-	execOK(t, d, cfg.ID, "sh", "-c", "echo later >> /proc/1/fd/1")
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo later >> /proc/1/fd/1")
 	expectLine(t, lines, "later")
 
 	// Rotation under a follower: nothing is lost or repeated.
@@ -41,9 +42,9 @@ func TestLogs(t *testing.T) {
 	if err := d.RotateLogs(); err != nil {
 		t.Fatal(err)
 	}
-	execOK(t, d, cfg.ID, "sh", "-c", "echo rotated >> /proc/1/fd/1")
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo rotated >> /proc/1/fd/1")
 	expectLine(t, lines, "rotated")
-	if got := logText(t, d, cfg.ID, driver.LogOptions{}); got != "hello\nerr\nlater\nrotated\n" {
+	if got := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}); got != "hello\nerr\nlater\nrotated\n" {
 		t.Errorf("history across rotation = %q", got)
 	}
 
@@ -57,7 +58,7 @@ func TestAttach(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
 	cfg := testConfig(testRootfs(t), "sh", "-c", `while read line; do echo "got $line"; done; echo "stdin closed"`)
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 
 	for _, word := range []string{"ping", "pong"} {
 		ctx, cancel := context.WithCancel(testCtx(t))
@@ -68,14 +69,14 @@ func TestAttach(t *testing.T) {
 		if _, err := io.WriteString(inW, word+"\n"); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the echo of "+word, func() bool { return strings.Contains(out.String(), "got "+word) })
+		testutil.WaitFor(t, waitLimit, "the echo of "+word, func() bool { return strings.Contains(out.String(), "got "+word) })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("Attach: %v", err)
 		}
 		inW.Close()
 	}
-	if strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "stdin closed") {
+	if strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "stdin closed") {
 		t.Error("the workload saw end of input after a detach")
 	}
 	st, err := d.Status(testCtx(t), cfg.ID)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // restarted returns a new Driver on d's StateDir, as a restarted daemon
@@ -30,7 +32,7 @@ func TestRecover(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	ctx := testCtx(t)
 	cfg := testConfig(testRootfs(t), "sh", "-c", "echo before; sleep 1000")
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	before, err := d.Status(ctx, cfg.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -44,10 +46,10 @@ func TestRecover(t *testing.T) {
 	if st.State != driver.StateRunning || st.Pid != before.Pid {
 		t.Fatalf("Recover: %+v, want running with pid %d", st, before.Pid)
 	}
-	if out := execOK(t, d2, cfg.ID, "echo", "still here"); out != "still here\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d2, cfg.ID, "echo", "still here"); out != "still here\n" {
 		t.Errorf("exec after recover = %q", out)
 	}
-	waitFor(t, "the log", func() bool { return logText(t, d2, cfg.ID, driver.LogOptions{}) == "before\n" })
+	testutil.WaitFor(t, waitLimit, "the log", func() bool { return drivertest.Logs(t, testCtx(t), d2, cfg.ID, driver.LogOptions{}) == "before\n" })
 	if err := d2.Stop(ctx, cfg.ID, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -67,8 +69,8 @@ func TestRecoverAfterReboot(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	ctx := testCtx(t)
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
-	run(t, d, cfg)
-	execOK(t, d, cfg.ID, "sh", "-c", "echo persisted > /data")
+	drivertest.Run(t, testCtx(t), d, cfg)
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo persisted > /data")
 	if err := d.Stop(ctx, cfg.ID, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 	if err := d2.Start(ctx, cfg.ID); err != nil {
 		t.Fatal(err)
 	}
-	if out := execOK(t, d2, cfg.ID, "cat", "/data"); out != "persisted\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d2, cfg.ID, "cat", "/data"); out != "persisted\n" {
 		t.Errorf("file written before the reboot = %q", out)
 	}
 
@@ -121,7 +123,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 	if err := d2.Start(ctx, cfg.ID); err != nil {
 		t.Fatal(err)
 	}
-	if out := execOK(t, d2, cfg.ID, "cat", "/data"); out != "persisted\n" {
+	if out := drivertest.ExecOK(t, testCtx(t), d2, cfg.ID, "cat", "/data"); out != "persisted\n" {
 		t.Errorf("file after second recovery = %q", out)
 	}
 }
@@ -183,10 +185,12 @@ func TestDaemonKilled(t *testing.T) {
 	if err != nil || st.State != driver.StateRunning {
 		t.Fatalf("after the daemon was killed: %+v, %v; want running", st, err)
 	}
-	lines := func() int { return strings.Count(logText(t, d, cfg.ID, driver.LogOptions{}), "tick") }
+	lines := func() int {
+		return strings.Count(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "tick")
+	}
 	n := lines()
-	waitFor(t, "more output after the daemon died", func() bool { return lines() > n+5 })
-	execOK(t, d, cfg.ID, "true")
+	testutil.WaitFor(t, waitLimit, "more output after the daemon died", func() bool { return lines() > n+5 })
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "true")
 	if err := d.Stop(ctx, cfg.ID, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -208,17 +212,17 @@ func TestDaemonKilledTty(t *testing.T) {
 	t.Cleanup(func() { _ = d.Delete(context.Background(), cfg.ID) })
 
 	killedHelper(t, d, rootfs, cfg.ID, true)
-	execOK(t, d, cfg.ID, "sh", "-c", "echo written while no daemon ran > /proc/1/fd/1")
+	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo written while no daemon ran > /proc/1/fd/1")
 	st, err := d.Recover(ctx, cfg)
 	if err != nil || st.State != driver.StateRunning {
 		t.Fatalf("after the daemon was killed: %+v, %v; want running", st, err)
 	}
 	// Recover adopted the terminal: its output reaches the log unasked.
-	waitFor(t, "output written while no daemon ran", func() bool {
-		return strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "written while no daemon ran")
+	testutil.WaitFor(t, waitLimit, "output written while no daemon ran", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "written while no daemon ran")
 	})
 	echoes(t, d, cfg.ID, "recovered", driver.TermSize{Rows: 33, Cols: 77})
-	mustContain(t, "log", logText(t, d, cfg.ID, driver.LogOptions{}), "got recovered")
+	mustContain(t, "log", drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "got recovered")
 	if err := d.Stop(ctx, cfg.ID, 0); err != nil {
 		t.Fatal(err)
 	}

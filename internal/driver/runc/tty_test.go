@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -84,7 +85,7 @@ func (a *attachment) typeText(t *testing.T, s string) {
 
 func (a *attachment) waitOutput(t *testing.T, wants ...string) {
 	t.Helper()
-	waitFor(t, "attach output "+strings.Join(wants, ", "), func() bool {
+	testutil.WaitFor(t, waitLimit, "attach output "+strings.Join(wants, ", "), func() bool {
 		select {
 		case <-a.ended:
 			t.Fatalf("Attach ended (%v) before the output %q; output %q", a.err, wants, a.out.String())
@@ -139,15 +140,15 @@ func TestAttachTty(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
 	cfg := ttyConfig(testRootfs(t))
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	ctx := testCtx(t)
 
 	// The terminal is the process's controlling terminal, made in the
 	// container, with the default size until someone attaches.
-	waitFor(t, "the script's greeting in the log", func() bool {
-		return strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "start 24 80")
+	testutil.WaitFor(t, waitLimit, "the script's greeting in the log", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "start 24 80")
 	})
-	greeting := logText(t, d, cfg.ID, driver.LogOptions{})
+	greeting := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{})
 	mustContain(t, "log", greeting, "on-a-tty")
 	mustContain(t, "log", greeting, "/dev/pts/0")
 
@@ -160,13 +161,13 @@ func TestAttachTty(t *testing.T) {
 	a.waitOutput(t, "got INT", "got after")
 	// A resize while attached.
 	a.resize <- driver.TermSize{Rows: 50, Cols: 120}
-	waitFor(t, "the new size", func() bool {
+	testutil.WaitFor(t, waitLimit, "the new size", func() bool {
 		a.typeText(t, "size?\n")
 		return strings.Contains(a.out.String(), "size 50 120")
 	})
 	a.detach(t)
 	// Attaching does not take output away from the log.
-	log := logText(t, d, cfg.ID, driver.LogOptions{})
+	log := drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{})
 	for _, want := range []string{"got hello", "size 40 100", "got INT", "got after", "size 50 120"} {
 		mustContain(t, "log", log, want)
 	}
@@ -174,7 +175,7 @@ func TestAttachTty(t *testing.T) {
 	// Two clients at once both see the output.
 	a1 := attach(t, d, cfg.ID, driver.TermSize{Rows: 20, Cols: 60})
 	a2 := attach(t, d, cfg.ID, driver.TermSize{Rows: 20, Cols: 60})
-	waitFor(t, "both attachments", func() bool {
+	testutil.WaitFor(t, waitLimit, "both attachments", func() bool {
 		a1.typeText(t, "both\n")
 		return strings.Contains(a1.out.String(), "got both") && strings.Contains(a2.out.String(), "got both")
 	})
@@ -189,13 +190,13 @@ func TestAttachTty(t *testing.T) {
 		t.Fatalf("Close left %d pumps", len(pumps))
 	}
 	d2 := restarted(t, d)
-	execOK(t, d2, cfg.ID, "sh", "-c", "echo written while away > /proc/1/fd/1")
+	drivertest.ExecOK(t, testCtx(t), d2, cfg.ID, "sh", "-c", "echo written while away > /proc/1/fd/1")
 	if st, err := d2.Status(ctx, cfg.ID); err != nil || st.State != driver.StateRunning {
 		t.Fatalf("with no daemon holding the terminal: %+v, %v; want running", st, err)
 	}
 	// Nothing recovered yet: the first use adopts the terminal.
-	waitFor(t, "output written while away to reach the log", func() bool {
-		return strings.Contains(logText(t, d2, cfg.ID, driver.LogOptions{}), "written while away")
+	testutil.WaitFor(t, waitLimit, "output written while away to reach the log", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d2, cfg.ID, driver.LogOptions{}), "written while away")
 	})
 	echoes(t, d2, cfg.ID, "again", driver.TermSize{Rows: 30, Cols: 90})
 	// And once more: taking the terminal back leaves it with the container.
@@ -220,7 +221,7 @@ func TestAttachTty(t *testing.T) {
 		t.Fatal(err)
 	}
 	echoes(t, d2, cfg.ID, "restarted", driver.TermSize{Rows: 25, Cols: 81})
-	if n := strings.Count(logText(t, d2, cfg.ID, driver.LogOptions{}), "on-a-tty"); n != 2 {
+	if n := strings.Count(drivertest.Logs(t, testCtx(t), d2, cfg.ID, driver.LogOptions{}), "on-a-tty"); n != 2 {
 		t.Errorf("log has %d greetings, want 2 (one per start)", n)
 	}
 	if err := d2.Delete(ctx, cfg.ID); err != nil {
@@ -241,9 +242,9 @@ func TestAttachTtyLost(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	cfg := testConfig(testRootfs(t), "sh", "-c", "exec 3>&-; echo closed; while true; do read l; done")
 	cfg.Spec.Tty = true
-	run(t, d, cfg)
-	waitFor(t, "the workload to close fd 3", func() bool {
-		return strings.Contains(logText(t, d, cfg.ID, driver.LogOptions{}), "closed")
+	drivertest.Run(t, testCtx(t), d, cfg)
+	testutil.WaitFor(t, waitLimit, "the workload to close fd 3", func() bool {
+		return strings.Contains(drivertest.Logs(t, testCtx(t), d, cfg.ID, driver.LogOptions{}), "closed")
 	})
 	d.Close()
 	d2 := restarted(t, d)
@@ -262,7 +263,7 @@ func TestAttachTtyToPlainWorkload(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
 	cfg := testConfig(testRootfs(t), "sh", "-c", `while read l; do echo "got $l"; done`)
-	run(t, d, cfg)
+	drivertest.Run(t, testCtx(t), d, cfg)
 	a := attach(t, d, cfg.ID, driver.TermSize{Rows: 10, Cols: 10})
 	a.typeText(t, "plain\n")
 	a.waitOutput(t, "got plain")
@@ -277,7 +278,7 @@ func TestAttachTtyNoLeaks(t *testing.T) {
 	rootfs := testRootfs(t)
 	cycle := func() {
 		cfg := ttyConfig(rootfs)
-		run(t, d, cfg)
+		drivertest.Run(t, testCtx(t), d, cfg)
 		echoes(t, d, cfg.ID, "one", driver.TermSize{Rows: 11, Cols: 22})
 		echoes(t, d, cfg.ID, "two", driver.TermSize{Rows: 12, Cols: 23})
 		if err := d.Stop(testCtx(t), cfg.ID, 0); err != nil {
@@ -295,7 +296,7 @@ func TestAttachTtyNoLeaks(t *testing.T) {
 	fds, masters := openFds(t)
 	goroutines := runtime.NumGoroutine()
 	cycle()
-	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= goroutines })
+	testutil.WaitFor(t, waitLimit, "goroutines to end", func() bool { return runtime.NumGoroutine() <= goroutines })
 	if n, m := openFds(t); n > fds || m != 0 || masters != 0 {
 		t.Errorf("open fds %d, pty masters %d after a tty workload's life; %d and %d before", n, m, fds, masters)
 	}
