@@ -215,6 +215,9 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	if err != nil {
 		return err
 	}
+	// Deferred before the node's Close, so it runs after it, when no
+	// workload cgroup can be created any more.
+	defer removeCgroupParent(log, d)
 	routes := proxy.NewTable()
 	n, err := node.New(node.Config{Name: d.nodeName, BaseDomain: d.baseDomain, Log: log}, node.Parts{
 		Store: st, Images: images, Network: netm, Routes: routes,

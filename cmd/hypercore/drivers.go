@@ -90,3 +90,12 @@ func cgroupParent(d *daemonFlags) string {
 	}
 	return "/hypercore/" + name
 }
+
+// removeCgroupParent removes the node's cgroup parent as the daemon stops.
+// Workloads that keep running across the restart keep it; a node with none
+// left leaves no cgroup behind.
+func removeCgroupParent(log *slog.Logger, d *daemonFlags) {
+	if err := runc.RemoveCgroupParent(cgroupParent(d)); err != nil {
+		log.Warn("could not remove the node's cgroup", "err", err)
+	}
+}

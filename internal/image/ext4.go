@@ -9,11 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // ext4Locks serialises the making of one image's disk, so two microVMs of
-// a new image spawned at once wait for one mkfs instead of racing two.
+// a new image spawned at once wait for one mkfs instead of racing two, and
+// its removal.
 var ext4Locks sync.Map // path → *sync.Mutex
 
 // Ext4 returns a read-only ext4 disk image of the unpacked rootfs at
@@ -26,15 +30,14 @@ var ext4Locks sync.Map // path → *sync.Mutex
 // so a crash never leaves a truncated disk under the final name.
 func Ext4(ctx context.Context, rootfs string) (string, error) {
 	rootfs = filepath.Clean(rootfs)
-	storeDir := filepath.Dir(filepath.Dir(rootfs))
 	if filepath.Base(filepath.Dir(rootfs)) != "rootfs" {
 		return "", fmt.Errorf("make ext4 disk: %s is not an image store's rootfs directory", rootfs)
 	}
-	dir := filepath.Join(storeDir, "ext4")
-	out := filepath.Join(dir, filepath.Base(rootfs)+".ext4")
-	mu, _ := ext4Locks.LoadOrStore(out, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	out, tmp := ext4Paths(rootfs)
+	dir := filepath.Dir(out)
+	mu := ext4Lock(out)
+	mu.Lock()
+	defer mu.Unlock()
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
@@ -49,7 +52,6 @@ func Ext4(ctx context.Context, rootfs string) (string, error) {
 	// a quarter more than the data plus a fixed 16 MiB floor.
 	size := bytesUsed + bytesUsed/4 + 16<<20
 	size = (size + 4095) &^ 4095
-	tmp := filepath.Join(dir, "."+filepath.Base(out)+".tmp")
 	_ = os.Remove(tmp)
 	defer os.Remove(tmp)
 	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
@@ -74,15 +76,56 @@ func Ext4(ctx context.Context, rootfs string) (string, error) {
 	return out, nil
 }
 
-// RemoveExt4 deletes the disk Ext4 made for rootfs, if any; call it when
-// the image is removed.
+// RemoveExt4 deletes the disk Ext4 made for rootfs, if any, and what a
+// crash left of one half made. The store calls it when it removes the
+// image. It waits for an Ext4 of the same rootfs to finish, so that one
+// never renames a disk into place just after it was removed. A microVM
+// still running from the disk keeps it: the file goes once QEMU closes it.
 func RemoveExt4(rootfs string) error {
-	rootfs = filepath.Clean(rootfs)
-	out := filepath.Join(filepath.Dir(filepath.Dir(rootfs)), "ext4", filepath.Base(rootfs)+".ext4")
-	if err := os.Remove(out); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("remove ext4 disk %s: %w", out, err)
+	out, tmp := ext4Paths(rootfs)
+	mu := ext4Lock(out)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range []string{out, tmp} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("remove ext4 disk %s: %w", p, err)
+		}
 	}
 	return nil
+}
+
+// ext4Paths returns where Ext4 puts the disk of rootfs, in the store's
+// ext4/ dir beside rootfs/, and the name it makes it under.
+func ext4Paths(rootfs string) (disk, tmp string) {
+	rootfs = filepath.Clean(rootfs)
+	dir := filepath.Join(filepath.Dir(filepath.Dir(rootfs)), "ext4")
+	name := filepath.Base(rootfs) + ".ext4"
+	return filepath.Join(dir, name), filepath.Join(dir, "."+name+".tmp")
+}
+
+// ext4Digest returns the manifest digest hex of a file in the ext4/ dir,
+// a disk or one being made, as ext4Paths names them; ok is false for any
+// other name.
+func ext4Digest(name string) (hex string, ok bool) {
+	if tmp, isTmp := strings.CutPrefix(name, "."); isTmp {
+		if name, ok = strings.CutSuffix(tmp, ".tmp"); !ok {
+			return "", false
+		}
+	}
+	hex, ok = strings.CutSuffix(name, ".ext4")
+	if !ok {
+		return "", false
+	}
+	if _, err := v1.NewHash("sha256:" + hex); err != nil {
+		return "", false
+	}
+	return hex, true
+}
+
+// ext4Lock returns the lock Ext4 holds while it makes the disk at path.
+func ext4Lock(path string) *sync.Mutex {
+	mu, _ := ext4Locks.LoadOrStore(path, &sync.Mutex{})
+	return mu.(*sync.Mutex)
 }
 
 // treeSize sums the space of the files under root, rounded to 4 KiB blocks,

@@ -7,6 +7,7 @@
 //	index.db                 bbolt: ref → manifest digest, digest → image record
 //	blobs/sha256/<hex>       manifests, configs and compressed layers
 //	rootfs/<manifest hex>/   unpacked, flattened filesystem of one image
+//	ext4/<manifest hex>.ext4 the same as a read-only disk for microVMs (Ext4)
 //	tmp/                     work in progress; emptied on Open
 //
 // Everything that appears outside tmp/ appears by rename once complete, and
@@ -205,9 +206,9 @@ func (s *Store) List() ([]Image, error) {
 }
 
 // Remove deletes a ref, or with a digest an image and every ref to it. An
-// image no ref points at any more is deleted with its rootfs and any blobs
-// no other image uses. It does not check whether a workload still runs the
-// image: callers that care use GC.
+// image no ref points at any more is deleted with its rootfs, its microVM
+// disk and any blobs no other image uses. It does not check whether a
+// workload still runs the image: callers that care use GC.
 func (s *Store) Remove(refOrDigest string) error {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
@@ -235,9 +236,10 @@ func (s *Store) Remove(refOrDigest string) error {
 }
 
 // GC deletes every image whose manifest digest is not in inUse, with its
-// refs and rootfs, then every blob no remaining image uses and any leftover
-// temporary work. It returns the digests of the rootfs directories removed.
-// Run it with the digests of every workload that may still start.
+// refs, rootfs and microVM disk, then every blob no remaining image uses
+// and any leftover temporary work. It returns the digests of the rootfs
+// directories removed. Run it with the digests of every workload that may
+// still start.
 func (s *Store) GC(inUse map[string]bool) ([]string, error) {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
@@ -259,9 +261,9 @@ func (s *Store) GC(inUse map[string]bool) ([]string, error) {
 	return s.sweep()
 }
 
-// sweep deletes rootfs directories and blobs that no indexed image refers
-// to, and everything in tmp/. The caller holds gcMu exclusively, so no pull
-// is between writing content and indexing it.
+// sweep deletes rootfs directories, microVM disks and blobs that no
+// indexed image refers to, and everything in tmp/. The caller holds gcMu
+// exclusively, so no pull is between writing content and indexing it.
 func (s *Store) sweep() ([]string, error) {
 	recs, _, err := s.ix.all()
 	if err != nil {
@@ -297,6 +299,22 @@ func (s *Store) sweep() ([]string, error) {
 			continue
 		}
 		removed = append(removed, digest)
+	}
+	// Disks are found by listing them, not from the rootfs dirs removed
+	// above, so that disks left by removals before disks were swept go too.
+	ext4Dir := filepath.Join(s.dir, "ext4")
+	entries, err = os.ReadDir(ext4Dir)
+	if err != nil && !os.IsNotExist(err) {
+		return removed, fmt.Errorf("list %s: %w", ext4Dir, err)
+	}
+	for _, e := range entries {
+		hex, ok := ext4Digest(e.Name())
+		if !ok || keepRootfs["sha256:"+hex] {
+			continue
+		}
+		if err := RemoveExt4(filepath.Join(rootfsDir, hex)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	blobDir := filepath.Join(s.dir, "blobs", "sha256")
 	entries, err = os.ReadDir(blobDir)

@@ -46,6 +46,11 @@ func TestGC(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(orphan, "etc"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// MicroVM disks of both images, one half made by a crash, and one whose
+	// image went before GC removed disks.
+	diskA, _ := writeDisks(t, a.Rootfs)
+	diskB, tmpB := writeDisks(t, b.Rootfs)
+	orphanDisk, _ := writeDisks(t, filepath.Join(s.dir, "rootfs", strings.Repeat("cd", 32)))
 
 	removed, err := s.GC(map[string]bool{a.Digest: true})
 	if err != nil {
@@ -57,10 +62,13 @@ func TestGC(t *testing.T) {
 	if !slices.Equal(removed, want) {
 		t.Errorf("GC removed %v, want %v", removed, want)
 	}
-	for _, p := range []string{b.Rootfs, orphan} {
+	for _, p := range []string{b.Rootfs, orphan, diskB, tmpB, orphanDisk} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s still exists", p)
 		}
+	}
+	if _, err := os.Stat(diskA); err != nil {
+		t.Errorf("disk of the kept image: %v", err)
 	}
 	if _, err := s.Get(host + "/b:1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get of the collected image = %v", err)
@@ -100,6 +108,7 @@ func TestRemove(t *testing.T) {
 	if _, err := s.Pull(context.Background(), host+"/r:2", nil); err != nil {
 		t.Fatal(err)
 	}
+	disk, _ := writeDisks(t, one.Rootfs)
 
 	// Another ref still uses the image: only the ref goes.
 	if err := s.Remove(host + "/r:1"); err != nil {
@@ -110,6 +119,9 @@ func TestRemove(t *testing.T) {
 	}
 	if _, err := os.Stat(one.Rootfs); err != nil {
 		t.Errorf("rootfs gone while r:2 uses it: %v", err)
+	}
+	if _, err := os.Stat(disk); err != nil {
+		t.Errorf("microVM disk gone while r:2 uses it: %v", err)
 	}
 	if err := s.Remove(host + "/r:1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second Remove = %v, want ErrNotFound", err)
@@ -184,4 +196,21 @@ func TestGetUnknown(t *testing.T) {
 			t.Errorf("Get(%s) = %v", ref, err)
 		}
 	}
+}
+
+// writeDisks puts a stand-in for the microVM disk of rootfs where Ext4
+// would make it, and for one a crash left half made, and returns their
+// paths. The store removes them by name, whatever their content.
+func writeDisks(t *testing.T, rootfs string) (disk, tmp string) {
+	t.Helper()
+	disk, tmp = ext4Paths(rootfs)
+	if err := os.MkdirAll(filepath.Dir(disk), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{disk, tmp} {
+		if err := os.WriteFile(p, []byte("disk"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return disk, tmp
 }

@@ -44,6 +44,12 @@ const (
 	DefaultMemoryMiB = 256
 )
 
+// MinMicroVMMemoryMiB is the least memory a microvm workload may ask for.
+// Below it the guest kernel cannot unpack the initramfs, so a VM would
+// need more than its spec says, and the node, which reserves what the spec
+// says, would hand out memory it does not have.
+const MinMicroVMMemoryMiB = 128
+
 // Protocol says how the proxy exposes a public port.
 type Protocol string
 
@@ -137,6 +143,10 @@ func Build(in Input) (Spec, error) {
 		s.Isolation = iso
 	default:
 		return Spec{}, fieldErr("isolation", "%q is not one of container, gvisor, microvm", in.Isolation)
+	}
+	if s.Isolation == IsolationMicroVM && s.MemoryMiB < MinMicroVMMemoryMiB {
+		return Spec{}, fieldErr("memory", "must be at least %d MiB for isolation microvm, not %d: ask for %d or more, or run it with isolation container or gvisor",
+			MinMicroVMMemoryMiB, s.MemoryMiB, MinMicroVMMemoryMiB)
 	}
 	return s, nil
 }

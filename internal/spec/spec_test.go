@@ -51,27 +51,28 @@ func TestDefaultsAndPortProtocols(t *testing.T) {
 
 func TestRejects(t *testing.T) {
 	cases := map[string]struct{ body, field string }{
-		"unknown field":  {`{"image_ref":"a","bogus":1}`, "bogus"},
-		"trailing data":  {`{"image_ref":"a"} {}`, "body"},
-		"not json":       {`nope`, "body"},
-		"empty":          {``, "body"},
-		"port too big":   {`{"image_ref":"a","ports":{"99999":80}}`, "ports"},
-		"port zero":      {`{"image_ref":"a","ports":{"0":80}}`, "ports"},
-		"target too big": {`{"image_ref":"a","ports":{"80":70000}}`, "ports"},
-		"port word":      {`{"image_ref":"a","ports":{"http":80}}`, "ports"},
-		"bad proto":      {`{"image_ref":"a","ports":{"udp:53":53}}`, "ports"},
-		"http odd port":  {`{"image_ref":"a","ports":{"http:8443":53}}`, "ports"},
-		"float target":   {`{"image_ref":"a","ports":{"80":80.5}}`, "ports"},
-		"cores zero":     {`{"image_ref":"a","cores":0}`, "cores"},
-		"cores huge":     {`{"image_ref":"a","cores":1e9}`, "cores"},
-		"memory small":   {`{"image_ref":"a","memory":15}`, "memory"},
-		"memory huge":    {`{"image_ref":"a","memory":99999999999}`, "memory"},
-		"no image":       {`{"cores":1}`, "image_ref"},
-		"bad image":      {`{"image_ref":"Bad Ref"}`, "image_ref"},
-		"bad env":        {`{"image_ref":"a","env":["=x"]}`, "env"},
-		"nul env":        {`{"image_ref":"a","env":["A=\u0000"]}`, "env"},
-		"bad isolation":  {`{"image_ref":"a","isolation":"chroot"}`, "isolation"},
-		"huge":           {`{"image_ref":"a","env":["A=` + strings.Repeat("x", MaxBodyBytes) + `"]}`, "body"},
+		"unknown field":   {`{"image_ref":"a","bogus":1}`, "bogus"},
+		"trailing data":   {`{"image_ref":"a"} {}`, "body"},
+		"not json":        {`nope`, "body"},
+		"empty":           {``, "body"},
+		"port too big":    {`{"image_ref":"a","ports":{"99999":80}}`, "ports"},
+		"port zero":       {`{"image_ref":"a","ports":{"0":80}}`, "ports"},
+		"target too big":  {`{"image_ref":"a","ports":{"80":70000}}`, "ports"},
+		"port word":       {`{"image_ref":"a","ports":{"http":80}}`, "ports"},
+		"bad proto":       {`{"image_ref":"a","ports":{"udp:53":53}}`, "ports"},
+		"http odd port":   {`{"image_ref":"a","ports":{"http:8443":53}}`, "ports"},
+		"float target":    {`{"image_ref":"a","ports":{"80":80.5}}`, "ports"},
+		"cores zero":      {`{"image_ref":"a","cores":0}`, "cores"},
+		"cores huge":      {`{"image_ref":"a","cores":1e9}`, "cores"},
+		"memory small":    {`{"image_ref":"a","memory":15}`, "memory"},
+		"vm memory small": {`{"image_ref":"a","memory":64,"isolation":"microvm"}`, "memory"},
+		"memory huge":     {`{"image_ref":"a","memory":99999999999}`, "memory"},
+		"no image":        {`{"cores":1}`, "image_ref"},
+		"bad image":       {`{"image_ref":"Bad Ref"}`, "image_ref"},
+		"bad env":         {`{"image_ref":"a","env":["=x"]}`, "env"},
+		"nul env":         {`{"image_ref":"a","env":["A=\u0000"]}`, "env"},
+		"bad isolation":   {`{"image_ref":"a","isolation":"chroot"}`, "isolation"},
+		"huge":            {`{"image_ref":"a","env":["A=` + strings.Repeat("x", MaxBodyBytes) + `"]}`, "body"},
 	}
 	for name, c := range cases {
 		_, err := DecodeSpawnJSON(strings.NewReader(c.body))
@@ -157,5 +158,36 @@ func TestCheckAcceptsBuiltSpecsAndRefusesTamperedOnes(t *testing.T) {
 	bad.Ports = []Port{{Public: 443, Target: 1, Proto: "udp"}}
 	if err := bad.Check(); err == nil {
 		t.Fatal("Check accepted an unknown port protocol")
+	}
+}
+
+// TestMicroVMMemoryMinimum checks that a microvm spec asking for less than
+// a VM gets is refused with an error that says what to ask for, wherever
+// it comes from, and that the same memory stays fine for a container.
+func TestMicroVMMemoryMinimum(t *testing.T) {
+	in := Input{Image: "busybox:1", MemoryMiB: MinMicroVMMemoryMiB - 1, Isolation: "microvm"}
+	_, err := Build(in)
+	if err == nil {
+		t.Fatalf("Build accepted a microvm of %d MiB", in.MemoryMiB)
+	}
+	if want := "memory: must be at least 128 MiB for isolation microvm"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	if _, err := ParseHAC([]byte("[hardware]\nref = \"a\"\nmemory = 64\nprovider = \"firecracker\"\n")); err == nil {
+		t.Error("ParseHAC accepted a firecracker workload of 64 MiB")
+	}
+
+	in.Isolation = "container"
+	s, err := Build(in)
+	if err != nil {
+		t.Fatalf("a container of %d MiB: %v", in.MemoryMiB, err)
+	}
+	s.Isolation = IsolationMicroVM
+	if err := s.Check(); err == nil {
+		t.Error("Check accepted a microvm below the minimum")
+	}
+	in.Isolation, in.MemoryMiB = "microvm", MinMicroVMMemoryMiB
+	if _, err := Build(in); err != nil {
+		t.Errorf("a microvm of exactly %d MiB: %v", in.MemoryMiB, err)
 	}
 }

@@ -58,6 +58,9 @@ func TestLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.stateDir(), cfg.ID)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("workload dir after Delete: %v, want it gone", err)
 	}
+	if left := testutil.CgroupDirs(t, cfg.ID); len(left) > 0 {
+		t.Errorf("cgroups left after Delete: %q", left)
+	}
 }
 
 // TestTtyRefused checks that a workload with a terminal is refused with an

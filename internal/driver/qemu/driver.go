@@ -49,10 +49,6 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
-// MinMemoryMiB is the least memory a VM gets, whatever its spec asks. The
-// real floor grows with the initramfs (see Driver.MinMemoryMiB).
-const MinMemoryMiB = 128
-
 // Options configures a Driver.
 type Options struct {
 	// StateDir holds one directory per workload.
@@ -129,12 +125,12 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
 	d := &Driver{opts: opts, initramfs: initrd, log: opts.Log, clients: map[string]*guest.Client{}, quit: make(chan struct{})}
-	d.minMemoryMiB = MinMemoryMiB
+	d.minMemoryMiB = spec.MinMicroVMMemoryMiB
 	if st, err := os.Stat(initrd); err == nil {
 		// The guest holds the initramfs image and its unpacked copy at
 		// once, and the kernel decompresses itself beside them: 64 MiB
 		// plus four times the initramfs boots; less panics at unpack.
-		d.minMemoryMiB = max(MinMemoryMiB, 64+4*((st.Size()+(1<<20)-1)>>20))
+		d.minMemoryMiB = max(spec.MinMicroVMMemoryMiB, 64+4*((st.Size()+(1<<20)-1)>>20))
 	}
 	d.accel = opts.Accel
 	if d.accel == "" {
@@ -144,8 +140,9 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	return d, nil
 }
 
-// MinMemoryMiB is the least memory this driver gives a VM: MinMemoryMiB,
-// or more for a large initramfs (a binary built with debug info, say).
+// MinMemoryMiB is the least memory this driver gives a VM:
+// spec.MinMicroVMMemoryMiB, or more for a large initramfs (a binary built
+// with debug info, say).
 func (d *Driver) MinMemoryMiB() int64 { return d.minMemoryMiB }
 
 // Accel is the accelerator VMs run with: "kvm" or "tcg".

@@ -46,9 +46,11 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	}
 	mem := cfg.Spec.MemoryMiB
 	if mem < d.minMemoryMiB {
-		// Below this the guest cannot even unpack its initramfs; a spec
-		// written for containers (64 MiB, say) still gets a VM that runs.
-		d.log.Warn("microVM memory raised to the minimum", "id", cfg.ID, "spec_mib", mem, "vm_mib", d.minMemoryMiB)
+		// Specs below spec.MinMicroVMMemoryMiB are refused, but a large
+		// initramfs needs more than that to unpack. Such a VM gets more
+		// than the node reserved for it, which the warning tells.
+		d.log.Warn("microVM memory raised to the minimum, beyond what the node reserved; spawn it with at least vm_mib",
+			"id", cfg.ID, "spec_mib", mem, "vm_mib", d.minMemoryMiB)
 		mem = d.minMemoryMiB
 	}
 	unlock := d.locks.Lock(cfg.ID)

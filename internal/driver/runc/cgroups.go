@@ -2,11 +2,14 @@ package runc
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -121,4 +124,91 @@ func ensureCgroupMounts() error {
 		}
 	}
 	return nil
+}
+
+// cgroupBusyWait is how long removeCgroup waits for a cgroup's processes
+// to be gone: killed processes take a moment to exit, and the runtime's own
+// removal gives up after about 300 ms.
+const cgroupBusyWait = time.Second
+
+// removeCgroup removes the cgroup at rel, a path below each hierarchy's
+// root as config.json gives it, from every hierarchy. The runtime does
+// this itself on delete, but when processes are still in the cgroup then it
+// gives up and forgets the container all the same, and nothing would ever
+// remove the directories. Only rmdir is used: processes still there are
+// reported, not killed, as they outlived the runtime's kill and may not be
+// the workload's at all.
+func removeCgroup(rel string) error {
+	mounts, err := cgroupMounts("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("list cgroup mounts to remove cgroup %s: %w", rel, err)
+	}
+	// One wait for all hierarchies: the same processes keep each busy.
+	deadline := time.Now().Add(cgroupBusyWait)
+	var errs []error
+	for _, m := range mounts {
+		if err := rmdirCgroup(filepath.Join(m.point, rel), deadline); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return fmt.Errorf("%w (%d other cgroup hierarchies failed too)", errs[0], len(errs)-1)
+}
+
+// rmdirCgroup removes one cgroup directory, waiting until deadline while
+// it is busy. One that is not there is not an error.
+func rmdirCgroup(dir string, deadline time.Time) error {
+	for delay := 10 * time.Millisecond; ; delay *= 2 {
+		err := unix.Rmdir(dir)
+		switch {
+		case err == nil || errors.Is(err, unix.ENOENT):
+			return nil
+		case !errors.Is(err, unix.EBUSY):
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		case time.Now().After(deadline):
+			return busyCgroupError(dir)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// busyCgroupError says what keeps cgroup dir busy and what to do about it.
+func busyCgroupError(dir string) error {
+	data, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if pids := strings.Fields(string(data)); len(pids) > 0 {
+		return fmt.Errorf("cgroup %s still holds processes %s, left running: see what they are (ps -o pid,args -p %s), stop them, then delete the workload again",
+			dir, strings.Join(pids, " "), strings.Join(pids, ","))
+	}
+	return fmt.Errorf("cgroup %s is busy though it holds no processes (a child cgroup?): remove what is in it, then delete the workload again", dir)
+}
+
+// RemoveCgroupParent removes a node's cgroup parent, as given in
+// Options.CgroupParent, from every hierarchy where no workload's cgroup is
+// left in it. A daemon calls it when it shuts down cleanly, once it creates
+// no more workloads: workloads that keep running across the restart keep
+// the parent busy and it stays, and a node with none leaves nothing behind.
+// The parent of several nodes ("/hypercore" for /hypercore/<node>) must not
+// be given, as another node may be creating a workload in it.
+func RemoveCgroupParent(parent string) error {
+	parent = path.Clean("/" + parent)
+	if parent == "/" {
+		return nil
+	}
+	mounts, err := cgroupMounts("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("list cgroup mounts to remove cgroup %s: %w", parent, err)
+	}
+	var errs []error
+	for _, m := range mounts {
+		err := unix.Rmdir(filepath.Join(m.point, parent))
+		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", filepath.Join(m.point, parent), err))
+		}
+	}
+	return errors.Join(errs...)
 }

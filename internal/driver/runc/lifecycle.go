@@ -341,6 +341,11 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 	if err := d.forceDelete(ctx, id); err != nil {
 		return err
 	}
+	// Before anything else goes: processes left in the cgroup may still
+	// use the rootfs, and the bundle lets a later Delete try again.
+	if err := removeCgroupOf(p); err != nil {
+		return err
+	}
 	d.ttys.finish(id, 0)
 	if err := unmountAll(p.rootfs); err != nil {
 		return err
@@ -355,6 +360,19 @@ func (d *Driver) destroy(ctx context.Context, id string) error {
 		return fmt.Errorf("remove workload dir: %w", err)
 	}
 	return nil
+}
+
+// removeCgroupOf removes the cgroup the workload's config.json put it in.
+// That path, rather than one made from Options, is the one the runtime was
+// given, even if the node's cgroup parent changed since. Without a
+// readable config.json no runtime ever ran the workload, so there is no
+// cgroup (writeSpec replaces the file atomically).
+func removeCgroupOf(p paths) error {
+	s, err := readSpec(p.config)
+	if err != nil || s.Linux == nil || s.Linux.CgroupsPath == "" {
+		return nil
+	}
+	return removeCgroup(s.Linux.CgroupsPath)
 }
 
 // Status reports what the runtime says about the workload. The exit code of

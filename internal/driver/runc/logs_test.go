@@ -84,9 +84,16 @@ func TestAttach(t *testing.T) {
 		t.Errorf("after detaching: %+v, %v; want still running", st, err)
 	}
 
-	// Attach ends when the workload stops.
+	// Attach ends when the workload stops. The echo of a word shows the
+	// attachment is made before the stop.
+	inR, inW := io.Pipe()
+	out := &testutil.LockedBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- d.Attach(testCtx(t), cfg.ID, driver.IO{Stdout: io.Discard}) }()
+	go func() { done <- d.Attach(testCtx(t), cfg.ID, driver.IO{Stdin: inR, Stdout: out}) }()
+	if _, err := io.WriteString(inW, "last\n"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, waitLimit, "the echo of last", func() bool { return strings.Contains(out.String(), "got last") })
 	if err := d.Stop(testCtx(t), cfg.ID, 0); err != nil {
 		t.Fatal(err)
 	}
