@@ -440,7 +440,7 @@ func (c *fastConn) serve() {
 		}
 		// The sweeper woke the loop through the read deadline: the
 		// deadline readHead sets is to be set again.
-		c.rdl = time.Time{}
+		c.rdl, c.deadlineSet = time.Time{}, false
 		c.conn.SetReadDeadline(c.rdl)
 	}
 	if c.end == stepHandOff {
