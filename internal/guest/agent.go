@@ -78,7 +78,13 @@ type agentSession struct {
 	id     uint32
 	w      *wire.Writer // of the connection that opened it
 	in     *inbox
+	out    *sendWindow // the host's window for the channel's output
 	cancel context.CancelFunc
+}
+
+// output is a writer of the session's data frames of type t.
+func (s *agentSession) output(t wire.Type) io.Writer {
+	return flowWriter{w: s.w, id: s.id, t: t, win: s.out}
 }
 
 // Serve serves opts.Stream until it ends (or forever, with Reconnect).
@@ -165,18 +171,30 @@ func (a *Agent) serveConn(r *bufio.Reader, w *wire.Writer) error {
 			}
 			a.open(w, id, req)
 		case Close:
-			a.mu.Lock()
-			s := a.sessions[id]
-			a.mu.Unlock()
-			if s != nil {
+			if s := a.session(id); s != nil {
 				s.cancel()
 			}
-		default:
-			a.mu.Lock()
-			s := a.sessions[id]
-			a.mu.Unlock()
-			if s != nil {
-				s.in.put(frame{t, data})
+		case Window:
+			n, err := decodeWindow(data)
+			if err != nil {
+				return err
+			}
+			if s := a.session(id); s != nil {
+				s.out.grant(n)
+			}
+		case wire.Stdin, wire.CloseStdin, wire.Resize:
+			s := a.session(id)
+			if s == nil {
+				continue
+			}
+			if err := s.in.put(frame{t, data}); err != nil {
+				// The host is ours, but a bug there must not cost the
+				// guest its memory either: end the session, say why, and
+				// serve the rest.
+				a.opts.Log.Warn("host broke flow control; ending its session", "channel", id, "err", err)
+				s.cancel()
+				// Not on the reader's goroutine: a write may wait for the host.
+				go s.replyErr(err)
 			}
 		}
 	}
@@ -189,12 +207,19 @@ func (a *Agent) hello(w *wire.Writer, nonce []byte) error {
 	return w.WriteFrame(Hello, helloPayload(nonce))
 }
 
+func (a *Agent) session(id uint32) *agentSession {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sessions[id]
+}
+
 func (a *Agent) dropSessions() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, s := range a.sessions {
 		s.cancel()
 		s.in.close(io.EOF)
+		s.out.close(errChannelEnded)
 		delete(a.sessions, id)
 	}
 }
@@ -209,7 +234,10 @@ func (s *agentSession) replyErr(err error) {
 
 func (a *Agent) open(w *wire.Writer, id uint32, req Request) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &agentSession{id: id, w: w, in: newInbox(), cancel: cancel}
+	s := &agentSession{id: id, w: w, out: newSendWindow(), cancel: cancel}
+	s.in = newInbox(func(n uint32) { _ = w.WriteFrame(Window, putChan(id, encodeWindow(n))) })
+	// Output waiting for window must not outlive the session.
+	context.AfterFunc(ctx, func() { s.out.close(errChannelEnded) })
 	a.mu.Lock()
 	a.sessions[id] = s
 	a.mu.Unlock()
@@ -344,7 +372,7 @@ func (a *Agent) exec(ctx context.Context, s *agentSession, p Process) {
 	root := a.root
 	a.mu.Unlock()
 	cmd := command(root, p)
-	out := chanWriter{s.w, s.id, wire.Stdout}
+	out := s.output(wire.Stdout)
 	var (
 		stdin   io.WriteCloser
 		pty     console.Console
@@ -388,7 +416,7 @@ func (a *Agent) exec(ctx context.Context, s *agentSession, p Process) {
 		closers = append(closers, inW, outR, errR)
 		pumps.Add(2)
 		go func() { defer pumps.Done(); _, _ = io.Copy(out, outR) }()
-		go func() { defer pumps.Done(); _, _ = io.Copy(chanWriter{s.w, s.id, wire.Stderr}, errR) }()
+		go func() { defer pumps.Done(); _, _ = io.Copy(s.output(wire.Stderr), errR) }()
 	}
 	defer func() {
 		for _, c := range closers {
@@ -410,8 +438,11 @@ func (a *Agent) exec(ctx context.Context, s *agentSession, p Process) {
 	select {
 	case code := <-done:
 		// A child the process left behind may hold its output open;
-		// give up on that rather than wait for it forever.
-		waitTimeout(&pumps, 2*time.Second)
+		// give up on that rather than wait for it forever. Output that
+		// waits for the host to grant window is another matter: the host
+		// is slow, not gone, and giving up would lose the end of it.
+		for !waitTimeout(&pumps, 2*time.Second) && s.out.stalled() {
+		}
 		s.reply(wire.Exit, wire.EncodeExit(code))
 	case <-ctx.Done():
 		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
@@ -458,7 +489,7 @@ func (a *Agent) attach(ctx context.Context, s *agentSession) {
 		s.replyErr(errors.New("no workload is running yet"))
 		return
 	}
-	sub := wl.subscribe(s.w, s.id)
+	sub := wl.subscribe(s.output)
 	go a.feed(ctx, s, wl.stdin, wl.pty, true)
 	select {
 	case <-wl.exited:
@@ -470,12 +501,15 @@ func (a *Agent) attach(ctx context.Context, s *agentSession) {
 	}
 }
 
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+// waitTimeout waits up to d for wg and says whether it is done.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		return true
 	case <-time.After(d):
+		return false
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
@@ -28,9 +29,14 @@ type Client struct {
 
 	mu    sync.Mutex
 	next  uint32
-	chans map[uint32]*inbox
+	chans map[uint32]*session
 	err   error
 	done  chan struct{}
+
+	// peakQueued is the most data, in window cost, that one channel's
+	// inbox has held: what the guest made the host buffer. Only readLoop
+	// writes it.
+	peakQueued atomic.Int64
 }
 
 // DialUnix connects to a Unix socket that carries the agent stream as it
@@ -86,7 +92,7 @@ func DialHybridVsock(ctx context.Context, path string, port uint32) (net.Conn, e
 // left in the stream. A VM that is still booting answers once its agent
 // runs, so ctx bounds the boot too. The Client owns conn from then on.
 func Handshake(ctx context.Context, conn net.Conn) (*Client, error) {
-	c := &Client{conn: conn, w: wire.NewWriter(conn), chans: map[uint32]*inbox{}, done: make(chan struct{})}
+	c := &Client{conn: conn, w: wire.NewWriter(conn), chans: map[uint32]*session{}, done: make(chan struct{})}
 	nonce := newNonce()
 	// A cancelled ctx must unblock the read; a deadline does that.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
@@ -94,7 +100,7 @@ func Handshake(ctx context.Context, conn net.Conn) (*Client, error) {
 		stop()
 		conn.Close()
 		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+			err = fmt.Errorf("%w (%w); the VM may still be booting, or run an agent of another protocol version than %q (restart it with this hypercore)", ctx.Err(), err, helloMagic)
 		}
 		return nil, fmt.Errorf("guest agent handshake: %w", err)
 	}
@@ -140,6 +146,7 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 
 func (c *Client) readLoop(r *bufio.Reader) {
 	var err error
+loop:
 	for {
 		var t wire.Type
 		var p []byte
@@ -155,17 +162,43 @@ func (c *Client) readLoop(r *bufio.Reader) {
 			break
 		}
 		c.mu.Lock()
-		in := c.chans[id]
+		s := c.chans[id]
 		c.mu.Unlock()
-		if in != nil {
-			in.put(frame{t, data})
+		if s == nil {
+			continue
+		}
+		switch t {
+		case Window:
+			n, werr := decodeWindow(data)
+			if werr != nil {
+				err = werr
+				break loop
+			}
+			s.out.grant(n)
+			continue
+		case wire.Stdout, wire.Stderr, wire.Exit, wire.Error:
+		default:
+			// Nothing else is the agent's to send; queueing it would let
+			// the guest fill the host's memory with frames no one reads.
+			continue
+		}
+		if perr := s.in.put(frame{t, data}); perr != nil {
+			// The session sees perr at once; the agent is told to stop
+			// the channel (killing an exec) so it stops sending. Not from
+			// this goroutine: the write may wait on the link, and the
+			// reader must keep serving the other channels.
+			go func() { _ = s.send(Close, nil) }()
+		}
+		if q := s.in.queuedBytes(); q > c.peakQueued.Load() {
+			c.peakQueued.Store(q)
 		}
 	}
 	c.conn.Close()
 	c.mu.Lock()
 	c.err = fmt.Errorf("%w: %w", ErrDisconnected, err)
-	for id, in := range c.chans {
-		in.close(c.err)
+	for id, s := range c.chans {
+		s.in.close(c.err)
+		s.out.close(c.err)
 		delete(c.chans, id)
 	}
 	c.mu.Unlock()
@@ -174,9 +207,10 @@ func (c *Client) readLoop(r *bufio.Reader) {
 
 // session is one channel as the host sees it.
 type session struct {
-	c  *Client
-	id uint32
-	in *inbox
+	c   *Client
+	id  uint32
+	in  *inbox
+	out *sendWindow // the agent's window for the channel's stdin
 }
 
 func (c *Client) open(req Request) (*session, error) {
@@ -191,8 +225,9 @@ func (c *Client) open(req Request) (*session, error) {
 		return nil, err
 	}
 	c.next++
-	s := &session{c: c, id: c.next, in: newInbox()}
-	c.chans[s.id] = s.in
+	s := &session{c: c, id: c.next, out: newSendWindow()}
+	s.in = newInbox(func(n uint32) { _ = s.send(Window, encodeWindow(n)) })
+	c.chans[s.id] = s
 	c.mu.Unlock()
 	if err := c.w.WriteFrame(Open, putChan(s.id, body)); err != nil {
 		s.release()
@@ -215,6 +250,8 @@ func (s *session) release() {
 	s.c.mu.Lock()
 	delete(s.c.chans, s.id)
 	s.c.mu.Unlock()
+	// Stdin waiting for window ends with the session.
+	s.out.close(errChannelEnded)
 }
 
 // remoteError turns an Error frame into an error, recognising the ones
@@ -316,11 +353,14 @@ func (c *Client) stream(ctx context.Context, req Request, stdio driver.IO) (int,
 	defer close(finished)
 	if stdio.Stdin != nil {
 		go func() {
+			// Stdin waits for the agent's window; CloseStdin comes after
+			// it on this goroutine, and resizes and Close never wait.
+			in := flowWriter{w: c.w, id: s.id, t: wire.Stdin, win: s.out}
 			buf := make([]byte, 32<<10)
 			for {
 				n, err := stdio.Stdin.Read(buf)
 				if n > 0 {
-					if s.send(wire.Stdin, buf[:n]) != nil {
+					if _, werr := in.Write(buf[:n]); werr != nil {
 						return
 					}
 				}

@@ -26,6 +26,7 @@ import (
 const waitLimit = 30 * time.Second
 
 type testAgent struct {
+	agent  *Agent
 	host   net.Conn
 	output *testutil.LockedBuffer
 	status *testutil.LockedBuffer
@@ -40,6 +41,7 @@ func startAgent(t *testing.T) *testAgent {
 		Stream: guestEnd, Output: ta.output, Status: ta.status,
 		Exited: func(code int) { ta.exited <- code },
 	})
+	ta.agent = a
 	go a.Serve()
 	t.Cleanup(func() { host.Close(); guestEnd.Close() })
 	return ta

@@ -33,6 +33,21 @@
 // Resize and Close; the agent answers Stdout, Stderr, and ends with exactly
 // one Exit or Error.
 //
+// # Flow control
+//
+// Data frames (Stdin one way, Stdout and Stderr the other) are
+// flow-controlled per channel, as SSH channels and HTTP/2 streams are: each
+// end starts every channel with a window of windowSize bytes for the other,
+// each data frame uses its length plus dataFrameCost of it, and the
+// receiver grants more with a Window frame (a 4-byte increment) as its
+// consumer takes data. A sender whose window is used up waits; control
+// frames (Resize, CloseStdin, Close, Exit, Error, Window) never do, so a
+// stalled channel can always be resized, closed or ended. A peer that sends
+// beyond its window has its channel ended with ErrFlowControl, since the
+// host must not buffer without limit for a guest it does not trust. Flow
+// control came with version 2 of the protocol (helloMagic); an agent of
+// version 1 does not answer a version-2 Hello, so the handshake times out.
+//
 // # Resynchronising
 //
 // A virtio-serial port outlives the host connection: when a daemon is
@@ -50,7 +65,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/wire"
@@ -67,11 +81,16 @@ const (
 	// Close abandons channel N: the agent ends the session, killing an
 	// exec's process.
 	Close wire.Type = 18
+	// Window grants the sender of channel N more room for data: a 4-byte
+	// big-endian count of bytes, sent either way.
+	Window wire.Type = 19
 )
 
 // helloMagic starts every Hello payload, so a scan for a Hello cannot
-// match the first bytes of some other frame.
-var helloMagic = []byte("hypercore-agent/1")
+// match the first bytes of some other frame. Its number is the protocol's
+// version: ends of different versions never see each other's Hello, rather
+// than misread each other's frames (version 2 added flow control).
+var helloMagic = []byte("hypercore-agent/2")
 
 const nonceLen = 16
 
@@ -239,25 +258,3 @@ func splitChan(p []byte) (uint32, []byte, error) {
 	}
 	return binary.BigEndian.Uint32(p), p[4:], nil
 }
-
-// chanWriter turns writes into frames of type t on channel id.
-type chanWriter struct {
-	w  *wire.Writer
-	id uint32
-	t  wire.Type
-}
-
-func (c chanWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		chunk := p[:min(len(p), wire.MaxPayload-4)]
-		if err := c.w.WriteFrame(c.t, putChan(c.id, chunk)); err != nil {
-			return n, err
-		}
-		n += len(chunk)
-		p = p[len(chunk):]
-	}
-	return n, nil
-}
-
-var _ io.Writer = chanWriter{}

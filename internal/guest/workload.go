@@ -34,22 +34,25 @@ type workload struct {
 // a goroutine of its own: a write to the agent stream blocks while no host
 // is connected, and that must never hold up the workload or its log.
 type subscriber struct {
-	w    *wire.Writer
-	id   uint32
+	out  func(wire.Type) io.Writer
 	q    chan frame
 	done chan struct{}
 }
 
 // subscriberQueue bounds what an attached session may fall behind by;
 // beyond it, its output is dropped, as a terminal that cannot keep up would.
+// The host's flow-control window is what makes a session fall behind when
+// its host reads slowly.
 const subscriberQueue = 256
 
-func (wl *workload) subscribe(w *wire.Writer, id uint32) *subscriber {
-	s := &subscriber{w: w, id: id, q: make(chan frame, subscriberQueue), done: make(chan struct{})}
+// subscribe attaches a session whose writer of data frames of a type is
+// out.
+func (wl *workload) subscribe(out func(wire.Type) io.Writer) *subscriber {
+	s := &subscriber{out: out, q: make(chan frame, subscriberQueue), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for f := range s.q {
-			_, _ = chanWriter{s.w, s.id, f.t}.Write(f.p)
+			_, _ = s.out(f.t).Write(f.p)
 		}
 	}()
 	wl.mu.Lock()
