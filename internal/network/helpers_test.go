@@ -11,14 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // childEnv names the test a re-executed test binary is to run for real.
@@ -71,7 +70,7 @@ func isolated(t *testing.T) bool {
 func newManager(t *testing.T, subnet string) *Manager {
 	t.Helper()
 	dir := t.TempDir()
-	t.Cleanup(func() { unmountUnder(t, dir) })
+	t.Cleanup(func() { testutil.UnmountUnder(t, dir) })
 	m, err := New(Config{StateDir: dir, Subnet: netip.MustParsePrefix(subnet)})
 	if err != nil {
 		t.Fatal(err)
@@ -81,28 +80,6 @@ func newManager(t *testing.T, subnet string) *Manager {
 		t.Fatal(err)
 	}
 	return m
-}
-
-// unmountUnder detaches every mount below dir, deepest first.
-func unmountUnder(t *testing.T, dir string) {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	var points []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			points = append(points, f[4])
-		}
-	}
-	slices.Sort(points)
-	for _, p := range slices.Backward(points) {
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
-			t.Errorf("unmount %s: %v", p, err)
-		}
-	}
 }
 
 // inNS runs fn on a thread switched into the netns at path. Sockets made in

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 var ctx = context.Background()
@@ -410,7 +411,7 @@ func TestLeasesSurviveReopen(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	t.Cleanup(func() { unmountUnder(t, dir) })
+	t.Cleanup(func() { testutil.UnmountUnder(t, dir) })
 	cfg := Config{StateDir: dir}
 	m, err := New(cfg)
 	if err != nil {
@@ -455,7 +456,7 @@ func TestSubnetChangeMovesLeases(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	t.Cleanup(func() { unmountUnder(t, dir) })
+	t.Cleanup(func() { testutil.UnmountUnder(t, dir) })
 	m, err := New(Config{StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -655,7 +656,7 @@ func TestNetNSMountsPropagate(t *testing.T) {
 		return
 	}
 	root := t.TempDir()
-	t.Cleanup(func() { unmountUnder(t, root) })
+	t.Cleanup(func() { testutil.UnmountUnder(t, root) })
 	mustOK(t, unix.Mount(root, root, "", unix.MS_BIND, ""))
 	mustOK(t, unix.Mount("", root, "", unix.MS_SHARED, ""))
 	m, err := New(Config{StateDir: filepath.Join(root, "network")})

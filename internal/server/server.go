@@ -83,7 +83,9 @@ func New(b Backend, opts Options) http.Handler {
 	return Authenticate(Handler(b, opts), opts)
 }
 
-// Authenticate refuses every call to next that lacks opts.Token.
+// Authenticate refuses every call to next that lacks opts.Token. With an
+// empty opts.Token it refuses every call: an API set up without a token
+// fails closed instead of accepting "Bearer ".
 func Authenticate(next http.Handler, opts Options) http.Handler {
 	return (&Server{opts: opts}).auth(next)
 }
@@ -108,7 +110,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	want := []byte("Bearer " + s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if s.opts.Token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hypercore"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong API token: send the header 'Authorization: Bearer <token>'; the token is in "+s.opts.TokenPath+" on the node (the CLI reads it from there, or from HYPERCORE_TOKEN or --token)", "")
 			return
@@ -128,7 +130,13 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, code int, msg, field string) {
-	writeJSON(w, code, errorBody{Error: msg, Field: field, Code: connectCodeOf(code).String(), Message: msg})
+	writeErrorCode(w, code, connectCodeOf(code), msg, field)
+}
+
+// writeErrorCode is writeError with the Connect code given, for errors
+// whose code is not the one the HTTP status implies.
+func writeErrorCode(w http.ResponseWriter, code int, ccode connect.Code, msg, field string) {
+	writeJSON(w, code, errorBody{Error: msg, Field: field, Code: ccode.String(), Message: msg})
 }
 
 // connectCodeOf names the Connect code of an HTTP status, as the Connect
@@ -183,12 +191,14 @@ func classify(err error) (int, connect.Code, string) {
 	return http.StatusInternalServerError, connect.CodeInternal, ""
 }
 
+// fail answers err with the status, Connect code and field classify gives
+// it, so the REST body's code is the one a connect client gets.
 func (s *Server) fail(w http.ResponseWriter, err error) {
-	code, _, field := classify(err)
+	code, ccode, field := classify(err)
 	if code == http.StatusInternalServerError {
 		s.log.Error("api call failed", "err", err)
 	}
-	writeError(w, code, err.Error(), field)
+	writeErrorCode(w, code, ccode, err.Error(), field)
 }
 
 func connectErr(err error) error {
