@@ -49,6 +49,7 @@ type daemonFlags struct {
 	subnet      string
 	bridge      string
 	logLevel    string
+	imageGC     time.Duration
 
 	// The cluster: see internal/cluster.
 	joinToken     string
@@ -126,6 +127,7 @@ raft its port + 2. See docs/cluster.md.`,
 	f.StringVar(&d.subnet, "subnet", "10.77.0.0/16", "workload network; the bridge takes its first address")
 	f.StringVar(&d.bridge, "bridge", "hc0", "name of the node's bridge")
 	f.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&d.imageGC, "image-gc-interval", node.DefaultImageGCInterval, fmt.Sprintf("delete images no workload on this node uses (in any state) this often, the first time %g min after start; 0 never ('hypercore image prune' still does)", node.FirstImageGC.Minutes()))
 	f.StringVar(&d.acmeEmail, "acme-email", "", "get certificates from an ACME CA with this account email (agrees to the CA's terms): per <id>.<base> on demand, or *.<base> with --acme-dns; stored in <data-dir>/acme")
 	f.StringVar(&d.acmeCA, "acme-ca", proxy.LetsEncrypt, "ACME directory URL")
 	f.StringVar(&d.acmeCARoot, "acme-ca-root", "", "PEM file of roots to trust for the ACME CA's own HTTPS (a private CA)")
@@ -174,6 +176,9 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	if err != nil {
 		return fmt.Errorf("--subnet %q: %w", d.subnet, err)
 	}
+	if d.imageGC < 0 {
+		return fmt.Errorf("--image-gc-interval %s is negative; give a period such as 1h, or 0 to turn the image GC off", d.imageGC)
+	}
 	if (d.tlsCert == "") != (d.tlsKey == "") {
 		return errors.New("--cluster-tls-cert and --cluster-tls-key go together: pass both or neither")
 	}
@@ -219,7 +224,7 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	// workload cgroup can be created any more.
 	defer removeCgroupParent(log, d)
 	routes := proxy.NewTable()
-	n, err := node.New(node.Config{Name: d.nodeName, BaseDomain: d.baseDomain, Log: log}, node.Parts{
+	n, err := node.New(node.Config{Name: d.nodeName, BaseDomain: d.baseDomain, ImageGCInterval: d.imageGC, Log: log}, node.Parts{
 		Store: st, Images: images, Network: netm, Routes: routes,
 		Drivers: drivers,
 	})

@@ -520,6 +520,12 @@ func (c *Cluster) Pull(ctx context.Context, ref string, progress func(image.Prog
 	return c.local.Pull(ctx, ref, progress)
 }
 
+// PruneImages implements server.Backend on this node: images are each
+// node's own, so the node the caller talks to is the one pruned.
+func (c *Cluster) PruneImages(ctx context.Context) (image.GCResult, error) {
+	return c.local.PruneImages(ctx)
+}
+
 // Info implements server.Backend: this node's own description.
 func (c *Cluster) Info() node.Info { return c.local.Info() }
 

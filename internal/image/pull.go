@@ -47,6 +47,12 @@ const parallelDownloads = 3
 // image it picks linux on this machine's architecture. progress may be nil;
 // calls to it are serialised.
 func (s *Store) Pull(ctx context.Context, ref string, progress func(Progress)) (*Image, error) {
+	return s.pull(ctx, ref, progress, false)
+}
+
+// pull is Pull that, with pin, also pins the image before it lets a GC
+// run, for Acquire.
+func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), pin bool) (*Image, error) {
 	if _, err := v1.NewHash(ref); err == nil {
 		return nil, fmt.Errorf("pull %s: a bare digest names no repository; pull <repository>@%s", ref, ref)
 	}
@@ -114,6 +120,9 @@ func (s *Store) Pull(ctx context.Context, ref string, progress func(Progress)) (
 	}
 	if err := s.ix.put(r.Name(), rec); err != nil {
 		return nil, fmt.Errorf("pull %s: record it in the image index: %w", ref, err)
+	}
+	if pin {
+		s.pin(rec.Digest) // before the deferred RUnlock lets a GC in
 	}
 	pp.send(Progress{Done: true})
 	return s.imageOf(ref, rec), nil

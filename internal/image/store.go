@@ -19,11 +19,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -51,6 +53,12 @@ type Store struct {
 	// gcMu is held shared while a pull writes and exclusively while Remove
 	// and GC delete, so they never delete what a pull is about to index.
 	gcMu sync.RWMutex
+	// pins counts the Acquire calls not yet released, by manifest digest.
+	// A pin is taken only with gcMu held (shared, hence pinMu too), so GC,
+	// holding gcMu exclusively, sees every pin taken before it began. A
+	// release needs no gcMu: GC missing one only keeps an image longer.
+	pinMu sync.Mutex
+	pins  map[string]int
 }
 
 // Image is an image ready to run.
@@ -78,7 +86,7 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}
+	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, pins: map[string]int{}}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		ix.close()
 		return nil, fmt.Errorf("clear leftover work in %s: %w", s.tmpDir(), err)
@@ -114,6 +122,48 @@ func (s *Store) Ensure(ctx context.Context, ref string, progress func(Progress))
 		return nil, err
 	}
 	return s.Pull(ctx, ref, progress)
+}
+
+// Acquire is Ensure for a workload about to be made from the image: it
+// also pins the image, so GC keeps it until release is called although no
+// workload record names it yet. Call release (once; more is harmless) when
+// the workload's record names the image's digest, or when the spawn fails.
+//
+// Pinning is the store's job, not its callers': only here can the pin be
+// taken before gcMu is released, so no GC can fall between the image being
+// indexed or found and the pin that protects it. Remove ignores pins: it is
+// an explicit request to delete.
+func (s *Store) Acquire(ctx context.Context, ref string, progress func(Progress)) (img *Image, release func(), err error) {
+	s.gcMu.RLock()
+	img, err = s.Get(ref)
+	if err == nil {
+		s.pin(img.Digest)
+	}
+	s.gcMu.RUnlock()
+	if errors.Is(err, ErrNotFound) {
+		img, err = s.pull(ctx, ref, progress, true)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	digest := img.Digest
+	var once sync.Once
+	return img, func() { once.Do(func() { s.unpin(digest) }) }, nil
+}
+
+// pin keeps digest from GC. The caller holds gcMu, shared or exclusive.
+func (s *Store) pin(digest string) {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	s.pins[digest]++
+}
+
+func (s *Store) unpin(digest string) {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	if s.pins[digest]--; s.pins[digest] <= 0 {
+		delete(s.pins, digest)
+	}
 }
 
 // Get returns the local image for a ref ("web:1", "repo@sha256:...") or a
@@ -235,17 +285,50 @@ func (s *Store) Remove(refOrDigest string) error {
 	return err
 }
 
-// GC deletes every image whose manifest digest is not in inUse, with its
-// refs, rootfs and microVM disk, then every blob no remaining image uses
-// and any leftover temporary work. It returns the digests of the rootfs
-// directories removed. Run it with the digests of every workload that may
-// still start.
-func (s *Store) GC(inUse map[string]bool) ([]string, error) {
+// GCResult is what GC deleted.
+type GCResult struct {
+	// Removed are the manifest digests of the images whose rootfs went,
+	// sorted.
+	Removed []string
+	// Freed is the disk space given back, in bytes, as du counts it:
+	// blobs, unpacked rootfs trees, microVM disks and leftover work.
+	Freed int64
+}
+
+// GC deletes every image that keep does not name and no Acquire has
+// pinned, with its refs, rootfs and microVM disk, then every blob no
+// remaining image uses and any leftover temporary work. keep returns refs
+// or manifest digests; a ref keeps the image it points at here, and names
+// that match nothing are ignored. On an error GC may have deleted some
+// images: the result says which.
+//
+// keep is called, with pulls held off, after the pins are read, and that
+// order is what makes a spawn safe: a spawn writes its workload's digest
+// into its record before it releases its pin, so if GC misses the pin it
+// sees the record. keep must not call the Store's Acquire, Pull, Remove or
+// GC, which would wait for this GC to end.
+func (s *Store) GC(keep func() ([]string, error)) (GCResult, error) {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
+	inUse := map[string]bool{}
+	s.pinMu.Lock()
+	for d := range s.pins {
+		inUse[d] = true
+	}
+	s.pinMu.Unlock()
+	names, err := keep()
+	if err != nil {
+		return GCResult{}, fmt.Errorf("gc: list the images in use (nothing was deleted): %w", err)
+	}
+	for _, n := range names {
+		// A name that does not parse cannot name a stored image either.
+		if d, err := s.lookup(n); err == nil && d != "" {
+			inUse[d] = true
+		}
+	}
 	recs, _, err := s.ix.all()
 	if err != nil {
-		return nil, fmt.Errorf("gc: read image index: %w", err)
+		return GCResult{}, fmt.Errorf("gc: read image index: %w", err)
 	}
 	drop := map[string]bool{}
 	for d := range recs {
@@ -255,7 +338,7 @@ func (s *Store) GC(inUse map[string]bool) ([]string, error) {
 	}
 	if len(drop) > 0 {
 		if err := s.ix.removeImages(drop); err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, fmt.Errorf("gc: update image index: %w", err)
+			return GCResult{}, fmt.Errorf("gc: update image index: %w", err)
 		}
 	}
 	return s.sweep()
@@ -264,10 +347,11 @@ func (s *Store) GC(inUse map[string]bool) ([]string, error) {
 // sweep deletes rootfs directories, microVM disks and blobs that no
 // indexed image refers to, and everything in tmp/. The caller holds gcMu
 // exclusively, so no pull is between writing content and indexing it.
-func (s *Store) sweep() ([]string, error) {
+func (s *Store) sweep() (GCResult, error) {
+	var res GCResult
 	recs, _, err := s.ix.all()
 	if err != nil {
-		return nil, fmt.Errorf("read image index: %w", err)
+		return res, fmt.Errorf("read image index: %w", err)
 	}
 	keepRootfs, keepBlobs := map[string]bool{}, map[string]bool{}
 	for _, rec := range recs {
@@ -276,12 +360,11 @@ func (s *Store) sweep() ([]string, error) {
 			keepBlobs[b] = true
 		}
 	}
-	var removed []string
 	var errs []error
 	rootfsDir := filepath.Join(s.dir, "rootfs")
 	entries, err := os.ReadDir(rootfsDir)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", rootfsDir, err)
+		return res, fmt.Errorf("list %s: %w", rootfsDir, err)
 	}
 	for _, e := range entries {
 		digest := "sha256:" + e.Name()
@@ -289,7 +372,8 @@ func (s *Store) sweep() ([]string, error) {
 			continue
 		}
 		// Rename first: a crash midway through RemoveAll must not leave a
-		// partial tree at the path that means "unpacked".
+		// partial tree at the path that means "unpacked". The tree is
+		// deleted, and counted, with the rest of tmp/ below.
 		trash, err := os.MkdirTemp(s.tmpDir(), "trash-")
 		if err == nil {
 			err = os.Rename(filepath.Join(rootfsDir, e.Name()), filepath.Join(trash, "rootfs"))
@@ -298,47 +382,104 @@ func (s *Store) sweep() ([]string, error) {
 			errs = append(errs, fmt.Errorf("remove rootfs of %s: %w", digest, err))
 			continue
 		}
-		removed = append(removed, digest)
+		res.Removed = append(res.Removed, digest)
 	}
+	sort.Strings(res.Removed)
 	// Disks are found by listing them, not from the rootfs dirs removed
 	// above, so that disks left by removals before disks were swept go too.
 	ext4Dir := filepath.Join(s.dir, "ext4")
 	entries, err = os.ReadDir(ext4Dir)
 	if err != nil && !os.IsNotExist(err) {
-		return removed, fmt.Errorf("list %s: %w", ext4Dir, err)
+		return res, fmt.Errorf("list %s: %w", ext4Dir, err)
 	}
 	for _, e := range entries {
 		hex, ok := ext4Digest(e.Name())
 		if !ok || keepRootfs["sha256:"+hex] {
 			continue
 		}
+		size := fileUsage(e)
 		if err := RemoveExt4(filepath.Join(rootfsDir, hex)); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		res.Freed += size
 	}
 	blobDir := filepath.Join(s.dir, "blobs", "sha256")
 	entries, err = os.ReadDir(blobDir)
 	if err != nil {
-		return removed, fmt.Errorf("list %s: %w", blobDir, err)
+		return res, fmt.Errorf("list %s: %w", blobDir, err)
 	}
 	for _, e := range entries {
 		if !keepBlobs["sha256:"+e.Name()] {
+			size := fileUsage(e)
 			if err := os.Remove(filepath.Join(blobDir, e.Name())); err != nil {
 				errs = append(errs, fmt.Errorf("remove blob: %w", err))
+				continue
 			}
+			res.Freed += size
 		}
 	}
 	entries, err = os.ReadDir(s.tmpDir())
 	if err != nil {
-		return removed, fmt.Errorf("list %s: %w", s.tmpDir(), err)
+		return res, fmt.Errorf("list %s: %w", s.tmpDir(), err)
 	}
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
+		p := filepath.Join(s.tmpDir(), e.Name())
+		// Counting walks the tree once more before RemoveAll does; GC is
+		// rare enough that a true "freed" figure is worth it.
+		size := treeUsage(p)
+		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, fmt.Errorf("remove temporary %s: %w", e.Name(), err))
+			continue
 		}
+		res.Freed += size
 	}
 	if len(errs) > 0 {
-		return removed, fmt.Errorf("image store cleanup (run GC again to retry): %w", errors.Join(errs...))
+		return res, fmt.Errorf("image store cleanup (run GC again to retry): %w", errors.Join(errs...))
 	}
-	return removed, nil
+	return res, nil
+}
+
+// fileUsage is the disk space of a directory entry, 0 if it cannot be told.
+func fileUsage(e os.DirEntry) int64 {
+	info, err := e.Info()
+	if err != nil {
+		return 0
+	}
+	return usage(info)
+}
+
+// treeUsage is the disk space of everything under root, as du counts it:
+// a file with several names in the tree is counted once.
+func treeUsage(root string) int64 {
+	var n int64
+	seen := map[[2]uint64]bool{}
+	filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // what cannot be read is not counted; removal reports it
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 && !info.IsDir() {
+			id := [2]uint64{st.Dev, st.Ino}
+			if seen[id] {
+				return nil
+			}
+			seen[id] = true
+		}
+		n += usage(info)
+		return nil
+	})
+	return n
+}
+
+// usage is the space info's file takes on disk: allocated blocks, so a
+// sparse microVM disk counts what it holds, not its length.
+func usage(info fs.FileInfo) int64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return info.Size()
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -52,15 +54,19 @@ func TestGC(t *testing.T) {
 	diskB, tmpB := writeDisks(t, b.Rootfs)
 	orphanDisk, _ := writeDisks(t, filepath.Join(s.dir, "rootfs", strings.Repeat("cd", 32)))
 
-	removed, err := s.GC(map[string]bool{a.Digest: true})
+	before := du(t, s.dir)
+	res, err := s.GC(keep(a.Digest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.Sort(removed)
 	want := []string{b.Digest, "sha256:" + strings.Repeat("ab", 32)}
 	slices.Sort(want)
-	if !slices.Equal(removed, want) {
-		t.Errorf("GC removed %v, want %v", removed, want)
+	if !slices.Equal(res.Removed, want) {
+		t.Errorf("GC removed %v, want %v", res.Removed, want)
+	}
+	// GC also counts the trash dirs it made, which du never saw.
+	if gone := before - du(t, s.dir); res.Freed < gone || res.Freed > gone+64<<10 {
+		t.Errorf("GC says it freed %d bytes; du says %d went", res.Freed, gone)
 	}
 	for _, p := range []string{b.Rootfs, orphan, diskB, tmpB, orphanDisk} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
@@ -88,10 +94,141 @@ func TestGC(t *testing.T) {
 	}
 
 	// Nothing in use: everything goes.
-	if _, err := s.GC(nil); err != nil {
+	if _, err := s.GC(keep()); err != nil {
 		t.Fatal(err)
 	}
 	assertEmptyStore(t, s)
+}
+
+// keep is a GC argument that keeps the images that names name.
+func keep(names ...string) func() ([]string, error) {
+	return func() ([]string, error) { return names, nil }
+}
+
+// du is the disk usage of dir in bytes, as du(1) tells it, so GC's own
+// count is checked against something that does not share its code.
+func du(t *testing.T, dir string) int64 {
+	t.Helper()
+	out, err := exec.Command("du", "-s", "-B1", dir).Output()
+	if err != nil {
+		t.Fatalf("du %s: %v", dir, err)
+	}
+	n, err := strconv.ParseInt(strings.Fields(string(out))[0], 10, 64)
+	if err != nil {
+		t.Fatalf("du %s said %q", dir, out)
+	}
+	return n
+}
+
+// TestGCKeepsRefs: a ref in keep keeps the image it points at, and names
+// that point at nothing here keep nothing and are no error.
+func TestGCKeepsRefs(t *testing.T) {
+	host := testutil.Registry(t)
+	testutil.Push(t, host+"/k:1", imageOf(t, "/k", layerOf(t, fileE("k", "k"))))
+	s := openStore(t)
+	img, err := s.Pull(context.Background(), host+"/k:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.GC(keep(host+"/k:1", host+"/other:1", "not a ref", "sha256:"+strings.Repeat("0", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != 0 {
+		t.Errorf("GC removed %v, want nothing", res.Removed)
+	}
+	if _, err := s.Get(img.Digest); err != nil {
+		t.Errorf("image kept by its ref: %v", err)
+	}
+	if _, err := s.GC(func() ([]string, error) { return nil, errors.New("store down") }); err == nil {
+		t.Error("GC went ahead without knowing what is in use")
+	}
+	if _, err := s.Get(img.Digest); err != nil {
+		t.Errorf("image after a GC that could not list what is in use: %v", err)
+	}
+}
+
+// TestAcquirePins: an image a spawn acquired survives GC until released,
+// whether Acquire pulled it or found it, and even after its tag moved to
+// another image, as a pull during the spawn would do.
+func TestAcquirePins(t *testing.T) {
+	host := testutil.Registry(t)
+	ref := host + "/p:1"
+	imgA, imgB := imageOf(t, "/a", layerOf(t, fileE("a", "a"))), imageOf(t, "/b", layerOf(t, fileE("b", "b")))
+	testutil.Push(t, ref, imgA)
+	s := openStore(t)
+	ctx := context.Background()
+	a, releasePulled, err := s.Acquire(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest != digestOf(t, imgA) {
+		t.Fatalf("Acquire gave %s, want %s", a.Digest, digestOf(t, imgA))
+	}
+	a2, releaseFound, err := s.Acquire(ctx, ref, nil)
+	if err != nil || a2.Digest != a.Digest {
+		t.Fatalf("second Acquire = %+v, %v", a2, err)
+	}
+	testutil.Push(t, ref, imgB)
+	b, err := s.Pull(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	collect := func() GCResult {
+		t.Helper()
+		res, err := s.GC(keep(ref))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := collect(); len(res.Removed) != 0 {
+		t.Errorf("GC with both pins held removed %v", res.Removed)
+	}
+	releasePulled()
+	releasePulled() // a second release must not drop the other pin
+	if res := collect(); len(res.Removed) != 0 {
+		t.Errorf("GC with one pin held removed %v", res.Removed)
+	}
+	if _, err := os.Stat(filepath.Join(a.Rootfs, "a")); err != nil {
+		t.Errorf("pinned rootfs: %v", err)
+	}
+	releaseFound()
+	if res := collect(); !slices.Equal(res.Removed, []string{a.Digest}) {
+		t.Errorf("GC after the last release removed %v, want %s", res.Removed, a.Digest)
+	}
+	if got, err := s.Get(ref); err != nil || got.Digest != b.Digest {
+		t.Errorf("image the tag points at now: %+v, %v", got, err)
+	}
+}
+
+// TestGCReadsPinsFirst: GC reads the pins before it asks keep what is in
+// use, so a spawn that records its image and then releases its pin while
+// GC runs is seen one way or the other. Here keep plays that spawn at its
+// worst moment: it releases the pin and its answer cannot include the
+// record yet.
+func TestGCReadsPinsFirst(t *testing.T) {
+	host := testutil.Registry(t)
+	testutil.Push(t, host+"/r:1", imageOf(t, "/r", layerOf(t, fileE("r", "r"))))
+	s := openStore(t)
+	img, release, err := s.Acquire(context.Background(), host+"/r:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.GC(func() ([]string, error) { release(); return nil, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != 0 {
+		t.Fatalf("GC removed %v: it read the pins after keep", res.Removed)
+	}
+	if _, err := s.GC(keep()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(img.Digest); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after the pin went = %v, want ErrNotFound", err)
+	}
 }
 
 // TestRemove removes by ref and by digest.

@@ -47,8 +47,23 @@ type Config struct {
 	StopTimeout time.Duration
 	// StatusInterval is how often running workloads are checked.
 	StatusInterval time.Duration
-	Log            *slog.Logger
+	// ImageGCInterval is how often images that no workload on this node
+	// uses are deleted (see PruneImages); the first time is at most
+	// FirstImageGC after Start. 0 never deletes them by itself.
+	ImageGCInterval time.Duration
+	Log             *slog.Logger
 }
+
+// DefaultImageGCInterval is the daemon's image GC period: often enough
+// that a busy node does not fill its disk with images it used for a day,
+// rarely enough that an image dropped and spawned again soon after is
+// still there.
+const DefaultImageGCInterval = time.Hour
+
+// FirstImageGC is how long after Start the first image GC waits, so the
+// images of the workloads the cluster is still bringing back here are not
+// deleted only to be pulled again.
+const FirstImageGC = time.Minute
 
 // Parts are the node's collaborators, made by the caller so tests and the
 // daemon can choose them.
@@ -72,8 +87,12 @@ type Node struct {
 	placeMu sync.Mutex  // placement decisions see each other's reservations
 	locks   keylock.Map // one operation at a time per workload
 
+	// afterImage, when set (by tests), runs in a spawn between taking the
+	// image and recording the workload's digest, the window GC must respect.
+	afterImage func(*image.Image)
+
 	quit chan struct{}
-	done chan struct{}
+	bg   sync.WaitGroup // the watcher and the image GC
 }
 
 // New returns a node. Call Start to recover state and begin watching.
@@ -103,7 +122,7 @@ func New(cfg Config, p Parts) (*Node, error) {
 	return &Node{
 		cfg: cfg, Parts: p, log: cfg.Log,
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
-		quit: make(chan struct{}), done: make(chan struct{}),
+		quit: make(chan struct{}),
 	}, nil
 }
 
@@ -114,7 +133,8 @@ func (n *Node) Name() string { return n.cfg.Name }
 func (n *Node) URL(id string) string { return id + "." + n.cfg.BaseDomain }
 
 // Start prepares the host network, re-adopts workloads a previous daemon
-// left running, and starts watching their status.
+// left running, and starts watching their status and, with an
+// ImageGCInterval, collecting unused images.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.Network.Setup(ctx); err != nil {
 		return fmt.Errorf("node: network setup: %w", err)
@@ -122,14 +142,18 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.recover(ctx); err != nil {
 		return err
 	}
-	go n.watch()
+	n.bg.Go(n.watch)
+	if n.cfg.ImageGCInterval > 0 {
+		n.bg.Go(n.collectImages)
+	}
 	return nil
 }
 
-// Close stops watching. Workloads keep running: the next daemon recovers them.
+// Close stops watching and collecting images, after a collection under
+// way ends. Workloads keep running: the next daemon recovers them.
 func (n *Node) Close() {
 	close(n.quit)
-	<-n.done
+	n.bg.Wait()
 }
 
 // Info describes this node.
@@ -298,9 +322,19 @@ func (n *Node) start(ctx context.Context, w store.Workload) (store.Workload, err
 		return w, fmt.Errorf("%w: node %s cannot run %q workloads", ErrUnsupported, n.cfg.Name, w.Spec.Isolation)
 	}
 	t0 := time.Now()
-	img, err := n.Images.Ensure(ctx, w.Spec.Image, nil)
+	// The pin keeps the image from GC until the record below names its
+	// digest; from then on the record keeps it. A pin rather than GC
+	// sparing recently pulled images: any window is a guess that a slow
+	// spawn (a large pull, mkfs of a microVM disk) can outlast, and it
+	// would spare images nobody uses; the pin lasts exactly as long as
+	// the spawn.
+	img, release, err := n.Images.Acquire(ctx, w.Spec.Image, nil)
 	if err != nil {
 		return w, err
+	}
+	defer release()
+	if n.afterImage != nil {
+		n.afterImage(img)
 	}
 	t1 := time.Now()
 	att, err := n.Network.Attach(ctx, w.ID)
@@ -492,6 +526,66 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 // Pull fetches ref into the image store, reporting progress.
 func (n *Node) Pull(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error) {
 	return n.Images.Pull(ctx, ref, progress)
+}
+
+// PruneImages deletes the images no workload on this node uses, with their
+// blobs, rootfs and microVM disks, and logs what went. An image is in use
+// if a workload recorded here (in any state: a stopped one may start
+// again) names it by digest or by the ref it was spawned from, or if a
+// spawn holds it (image.Store.Acquire) before its record names it. So an
+// image pulled by hand and not spawned yet goes too.
+func (n *Node) PruneImages(ctx context.Context) (image.GCResult, error) {
+	if err := ctx.Err(); err != nil {
+		return image.GCResult{}, err
+	}
+	res, err := n.Images.GC(n.imagesInUse)
+	if len(res.Removed) > 0 || res.Freed > 0 {
+		n.log.Info("images collected", "removed", res.Removed, "freed_bytes", res.Freed)
+	} else {
+		n.log.Debug("image GC: nothing to collect")
+	}
+	if err != nil {
+		return res, fmt.Errorf("node: image GC: %w", err)
+	}
+	return res, nil
+}
+
+// imagesInUse names the images of this node's workloads: the recorded
+// digest, which recovery re-adopts a workload with, and the ref, which a
+// restart of the workload resolves again.
+func (n *Node) imagesInUse() ([]string, error) {
+	list, err := n.Store.List()
+	if err != nil {
+		return nil, fmt.Errorf("read workloads: %w", err)
+	}
+	var names []string
+	for _, w := range list {
+		if w.Node != n.cfg.Name {
+			continue
+		}
+		names = append(names, w.Spec.Image)
+		if w.ImageDigest != "" {
+			names = append(names, w.ImageDigest)
+		}
+	}
+	return names, nil
+}
+
+// collectImages runs PruneImages every ImageGCInterval until Close.
+func (n *Node) collectImages() {
+	t := time.NewTimer(min(FirstImageGC, n.cfg.ImageGCInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-n.quit:
+			return
+		case <-t.C:
+		}
+		if _, err := n.PruneImages(context.Background()); err != nil {
+			n.log.Warn("image GC failed; it runs again next interval", "err", err, "interval", n.cfg.ImageGCInterval)
+		}
+		t.Reset(n.cfg.ImageGCInterval)
+	}
 }
 
 func (n *Node) driverFor(id string) (driver.Driver, error) {

@@ -131,7 +131,6 @@ func (n *Node) finishStop(ctx context.Context, w store.Workload) {
 // watch follows the workloads' status until Close: it notices processes
 // that exit by themselves and workloads that become ready late.
 func (n *Node) watch() {
-	defer close(n.done)
 	t := time.NewTicker(n.cfg.StatusInterval)
 	defer t.Stop()
 	for {

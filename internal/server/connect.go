@@ -161,3 +161,11 @@ func (ns *nodeService) Info(ctx context.Context, req *connect.Request[v1.InfoReq
 	}
 	return connect.NewResponse(out), nil
 }
+
+func (ns *nodeService) PruneImages(ctx context.Context, req *connect.Request[v1.PruneImagesRequest]) (*connect.Response[v1.PruneImagesResponse], error) {
+	res, err := ns.s.b.PruneImages(ctx)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&v1.PruneImagesResponse{Removed: res.Removed, FreedBytes: res.Freed}), nil
+}

@@ -35,6 +35,8 @@ type Backend interface {
 	Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error)
 	Attach(ctx context.Context, id string, stdio driver.IO) error
 	Pull(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error)
+	// PruneImages deletes the images no workload on the answering node uses.
+	PruneImages(ctx context.Context) (image.GCResult, error)
 	Info() node.Info
 	URL(id string) string
 }

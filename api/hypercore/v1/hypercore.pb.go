@@ -1101,6 +1101,97 @@ func (x *InfoResponse) GetMicrovmAccel() string {
 	return ""
 }
 
+type PruneImagesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneImagesRequest) Reset() {
+	*x = PruneImagesRequest{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneImagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneImagesRequest) ProtoMessage() {}
+
+func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneImagesRequest.ProtoReflect.Descriptor instead.
+func (*PruneImagesRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{18}
+}
+
+type PruneImagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Manifest digests of the images deleted.
+	Removed []string `protobuf:"bytes,1,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Disk space given back, in bytes: blobs, unpacked rootfs trees and
+	// microVM disks.
+	FreedBytes    int64 `protobuf:"varint,2,opt,name=freed_bytes,json=freedBytes,proto3" json:"freed_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneImagesResponse) Reset() {
+	*x = PruneImagesResponse{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneImagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneImagesResponse) ProtoMessage() {}
+
+func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneImagesResponse.ProtoReflect.Descriptor instead.
+func (*PruneImagesResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PruneImagesResponse) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *PruneImagesResponse) GetFreedBytes() int64 {
+	if x != nil {
+		return x.FreedBytes
+	}
+	return 0
+}
+
 var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
@@ -1184,7 +1275,12 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\vbase_domain\x18\x06 \x01(\tR\n" +
 	"baseDomain\x12\x19\n" +
 	"\bapi_addr\x18\a \x01(\tR\aapiAddr\x12#\n" +
-	"\rmicrovm_accel\x18\b \x01(\tR\fmicrovmAccel2\xd4\x03\n" +
+	"\rmicrovm_accel\x18\b \x01(\tR\fmicrovmAccel\"\x14\n" +
+	"\x12PruneImagesRequest\"P\n" +
+	"\x13PruneImagesResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x03(\tR\aremoved\x12\x1f\n" +
+	"\vfreed_bytes\x18\x02 \x01(\x03R\n" +
+	"freedBytes2\xd4\x03\n" +
 	"\x0fWorkloadService\x12@\n" +
 	"\x05Spawn\x12\x1a.hypercore.v1.SpawnRequest\x1a\x1b.hypercore.v1.SpawnResponse\x12:\n" +
 	"\x03Get\x12\x18.hypercore.v1.GetRequest\x1a\x19.hypercore.v1.GetResponse\x12=\n" +
@@ -1192,9 +1288,10 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x04Stop\x12\x19.hypercore.v1.StopRequest\x1a\x1a.hypercore.v1.StopResponse\x12C\n" +
 	"\x06Remove\x12\x1b.hypercore.v1.RemoveRequest\x1a\x1c.hypercore.v1.RemoveResponse\x12?\n" +
 	"\x04Logs\x12\x19.hypercore.v1.LogsRequest\x1a\x1a.hypercore.v1.LogsResponse0\x01\x12?\n" +
-	"\x04Pull\x12\x19.hypercore.v1.PullRequest\x1a\x1a.hypercore.v1.PullResponse0\x012L\n" +
+	"\x04Pull\x12\x19.hypercore.v1.PullRequest\x1a\x1a.hypercore.v1.PullResponse0\x012\xa0\x01\n" +
 	"\vNodeService\x12=\n" +
-	"\x04Info\x12\x19.hypercore.v1.InfoRequest\x1a\x1a.hypercore.v1.InfoResponseBAZ?github.com/hypercore-dev/hypercore/api/hypercore/v1;hypercorev1b\x06proto3"
+	"\x04Info\x12\x19.hypercore.v1.InfoRequest\x1a\x1a.hypercore.v1.InfoResponse\x12R\n" +
+	"\vPruneImages\x12 .hypercore.v1.PruneImagesRequest\x1a!.hypercore.v1.PruneImagesResponseBAZ?github.com/hypercore-dev/hypercore/api/hypercore/v1;hypercorev1b\x06proto3"
 
 var (
 	file_hypercore_v1_hypercore_proto_rawDescOnce sync.Once
@@ -1208,7 +1305,7 @@ func file_hypercore_v1_hypercore_proto_rawDescGZIP() []byte {
 	return file_hypercore_v1_hypercore_proto_rawDescData
 }
 
-var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*WorkloadSpec)(nil),          // 0: hypercore.v1.WorkloadSpec
 	(*Workload)(nil),              // 1: hypercore.v1.Workload
@@ -1228,13 +1325,15 @@ var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*PullResponse)(nil),          // 15: hypercore.v1.PullResponse
 	(*InfoRequest)(nil),           // 16: hypercore.v1.InfoRequest
 	(*InfoResponse)(nil),          // 17: hypercore.v1.InfoResponse
-	nil,                           // 18: hypercore.v1.WorkloadSpec.PortsEntry
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*PruneImagesRequest)(nil),    // 18: hypercore.v1.PruneImagesRequest
+	(*PruneImagesResponse)(nil),   // 19: hypercore.v1.PruneImagesResponse
+	nil,                           // 20: hypercore.v1.WorkloadSpec.PortsEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_hypercore_v1_hypercore_proto_depIdxs = []int32{
-	18, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
+	20, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
 	0,  // 1: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
-	19, // 2: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
+	21, // 2: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
 	1,  // 4: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
 	1,  // 5: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
@@ -1248,16 +1347,18 @@ var file_hypercore_v1_hypercore_proto_depIdxs = []int32{
 	12, // 13: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
 	14, // 14: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
 	16, // 15: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
-	3,  // 16: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
-	5,  // 17: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
-	7,  // 18: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
-	9,  // 19: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
-	11, // 20: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
-	13, // 21: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
-	15, // 22: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
-	17, // 23: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
+	18, // 16: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
+	3,  // 17: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
+	5,  // 18: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
+	7,  // 19: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
+	9,  // 20: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
+	11, // 21: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
+	13, // 22: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
+	15, // 23: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
+	17, // 24: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
+	19, // 25: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1274,7 +1375,7 @@ func file_hypercore_v1_hypercore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_v1_hypercore_proto_rawDesc), len(file_hypercore_v1_hypercore_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

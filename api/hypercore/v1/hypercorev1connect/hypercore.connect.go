@@ -54,6 +54,8 @@ const (
 	WorkloadServicePullProcedure = "/hypercore.v1.WorkloadService/Pull"
 	// NodeServiceInfoProcedure is the fully-qualified name of the NodeService's Info RPC.
 	NodeServiceInfoProcedure = "/hypercore.v1.NodeService/Info"
+	// NodeServicePruneImagesProcedure is the fully-qualified name of the NodeService's PruneImages RPC.
+	NodeServicePruneImagesProcedure = "/hypercore.v1.NodeService/PruneImages"
 )
 
 // WorkloadServiceClient is a client for the hypercore.v1.WorkloadService service.
@@ -304,6 +306,9 @@ func (UnimplementedWorkloadServiceHandler) Pull(context.Context, *connect.Reques
 type NodeServiceClient interface {
 	// Info returns this node's identity and capacity.
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
+	// PruneImages deletes the images no workload on this node uses (in any
+	// state), as the node also does by itself every --image-gc-interval.
+	PruneImages(context.Context, *connect.Request[v1.PruneImagesRequest]) (*connect.Response[v1.PruneImagesResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the hypercore.v1.NodeService service. By default, it
@@ -323,12 +328,19 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(nodeServiceMethods.ByName("Info")),
 			connect.WithClientOptions(opts...),
 		),
+		pruneImages: connect.NewClient[v1.PruneImagesRequest, v1.PruneImagesResponse](
+			httpClient,
+			baseURL+NodeServicePruneImagesProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("PruneImages")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
-	info *connect.Client[v1.InfoRequest, v1.InfoResponse]
+	info        *connect.Client[v1.InfoRequest, v1.InfoResponse]
+	pruneImages *connect.Client[v1.PruneImagesRequest, v1.PruneImagesResponse]
 }
 
 // Info calls hypercore.v1.NodeService.Info.
@@ -336,10 +348,18 @@ func (c *nodeServiceClient) Info(ctx context.Context, req *connect.Request[v1.In
 	return c.info.CallUnary(ctx, req)
 }
 
+// PruneImages calls hypercore.v1.NodeService.PruneImages.
+func (c *nodeServiceClient) PruneImages(ctx context.Context, req *connect.Request[v1.PruneImagesRequest]) (*connect.Response[v1.PruneImagesResponse], error) {
+	return c.pruneImages.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the hypercore.v1.NodeService service.
 type NodeServiceHandler interface {
 	// Info returns this node's identity and capacity.
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
+	// PruneImages deletes the images no workload on this node uses (in any
+	// state), as the node also does by itself every --image-gc-interval.
+	PruneImages(context.Context, *connect.Request[v1.PruneImagesRequest]) (*connect.Response[v1.PruneImagesResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -355,10 +375,18 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("Info")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServicePruneImagesHandler := connect.NewUnaryHandler(
+		NodeServicePruneImagesProcedure,
+		svc.PruneImages,
+		connect.WithSchema(nodeServiceMethods.ByName("PruneImages")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hypercore.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceInfoProcedure:
 			nodeServiceInfoHandler.ServeHTTP(w, r)
+		case NodeServicePruneImagesProcedure:
+			nodeServicePruneImagesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -370,4 +398,8 @@ type UnimplementedNodeServiceHandler struct{}
 
 func (UnimplementedNodeServiceHandler) Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.NodeService.Info is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) PruneImages(context.Context, *connect.Request[v1.PruneImagesRequest]) (*connect.Response[v1.PruneImagesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.NodeService.PruneImages is not implemented"))
 }
