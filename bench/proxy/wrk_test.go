@@ -216,6 +216,38 @@ func report(cs []contender, protos []string, rs []result) string {
 		fmt.Fprintf(&b, "%-5s %s / %s: rps %.2fx, p99 %+.2f ms, CPU per request %.2fx  (goal: rps >= 1.00x and p99 <= +1 ms: %s)\n",
 			p, cs[0].name, cs[1].name, h.rps/n.rps, h.p99-n.p99, h.cpuPerReq/n.cpuPerReq, verdict)
 	}
+	b.WriteString(paired(cs, protos, rs))
+	return b.String()
+}
+
+// paired compares the contenders round by round: a round's two runs of a
+// protocol are back to back, so their ratio is less moved by the machine's
+// drift over the sitting (other VMs on the host move both proxies' rps by
+// ±10% from one minute to the next) than a ratio of medians taken over
+// the whole sitting.
+func paired(cs []contender, protos []string, rs []result) string {
+	var b strings.Builder
+	for _, p := range protos {
+		by := map[int]map[string]result{}
+		for _, r := range rs {
+			if r.proto == p {
+				if by[r.round] == nil {
+					by[r.round] = map[string]result{}
+				}
+				by[r.round][r.contender] = r
+			}
+		}
+		var rps, p99, cpu []float64
+		for _, round := range by {
+			h, okH := round[cs[0].name]
+			n, okN := round[cs[1].name]
+			if okH && okN {
+				rps, p99, cpu = append(rps, h.rps/n.rps), append(p99, h.p99-n.p99), append(cpu, h.cpuPerReq/n.cpuPerReq)
+			}
+		}
+		fmt.Fprintf(&b, "%-5s round by round, median (min to max) of %d: rps %.2fx (%.2f to %.2f), p99 %+.2f ms (%+.2f to %+.2f), CPU per request %.2fx\n",
+			p, len(rps), testutil.Median(rps), minOf(rps), maxOf(rps), testutil.Median(p99), minOf(p99), maxOf(p99), testutil.Median(cpu))
+	}
 	return b.String()
 }
 
@@ -264,5 +296,22 @@ Transfer/sec:      4.50MB
 	}
 	if _, err := parseWrk(strings.Replace(out, "     99%    1.03s\n", "", 1)); err == nil {
 		t.Fatal("missing p99 was not reported")
+	}
+}
+
+// TestPaired runs without HYPERCORE_BENCH: it checks the round-by-round
+// comparison on made-up rounds.
+func TestPaired(t *testing.T) {
+	cs := []contender{{name: "hypercore"}, {name: "nginx"}}
+	var rs []result
+	for i, pair := range [][2]float64{{110, 100}, {90, 100}, {210, 200}} {
+		rs = append(rs,
+			result{contender: "hypercore", proto: "http", round: i + 1, rps: pair[0], p99: 5, cpuPerReq: 20},
+			result{contender: "nginx", proto: "http", round: i + 1, rps: pair[1], p99: 4, cpuPerReq: 25})
+	}
+	got := paired(cs, []string{"http"}, rs)
+	want := "http  round by round, median (min to max) of 3: rps 1.05x (0.90 to 1.10), p99 +1.00 ms (+1.00 to +1.00), CPU per request 0.80x\n"
+	if got != want {
+		t.Errorf("paired =\n%q\nwant\n%q", got, want)
 	}
 }
