@@ -550,9 +550,11 @@ func (n *Node) PruneImages(ctx context.Context) (image.GCResult, error) {
 	return res, nil
 }
 
-// imagesInUse names the images of this node's workloads: the recorded
-// digest, which recovery re-adopts a workload with, and the ref, which a
-// restart of the workload resolves again.
+// imagesInUse names the images of the workloads in this node's store: the
+// recorded digest, which recovery re-adopts a workload with, and the ref,
+// which a restart of the workload resolves again. Every record counts,
+// whatever node name it carries: the store is this node's own, and a node
+// whose name changed (--node-name) still recovers its older workloads.
 func (n *Node) imagesInUse() ([]string, error) {
 	list, err := n.Store.List()
 	if err != nil {
@@ -560,9 +562,6 @@ func (n *Node) imagesInUse() ([]string, error) {
 	}
 	var names []string
 	for _, w := range list {
-		if w.Node != n.cfg.Name {
-			continue
-		}
 		names = append(names, w.Spec.Image)
 		if w.ImageDigest != "" {
 			names = append(names, w.ImageDigest)
