@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/containerd/console"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
@@ -186,6 +189,36 @@ ports = { "80" = 8080 }
 	}
 	if out, err := n.CLI("logs", "../../etc/passwd"); err == nil || !strings.Contains(out, "id:") {
 		t.Fatalf("logs with a path: %v %q", err, out)
+	}
+
+	// image prune deletes a pulled image no workload uses, and keeps the
+	// image the remaining workloads run.
+	unused := strings.Replace(ref, "/web:", "/unused:", 1)
+	img, err := mutate.Config(testutil.HTTPDImage(t), v1.Config{Labels: map[string]string{"unused": "yes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.Push(t, n.NS, unused, img)
+	if out, err := n.CLI("pull", unused); err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = n.CLI("image", "prune", "--json")
+	var pruned struct {
+		Removed    []string `json:"removed"`
+		FreedBytes int64    `json:"freed_bytes"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &pruned) != nil {
+		t.Fatalf("image prune --json: %v\n%s", err, out)
+	}
+	if len(pruned.Removed) != 1 || pruned.Removed[0] != digest.String() || pruned.FreedBytes <= 0 {
+		t.Fatalf("image prune removed %v (%d bytes), want only %s", pruned.Removed, pruned.FreedBytes, digest)
+	}
+	if code, _ := n.Page(80, hacID+".localhost"); code != 200 {
+		t.Fatalf("after image prune, the running workload's page: %d", code)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // Build compiles cmd/hypercore into dir and returns the binary's path.
@@ -190,6 +191,13 @@ func StartRegistry(t testing.TB, ns *NetNS, img v1.Image) string {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	ref := "127.0.0.1:5000/web:1"
+	Push(t, ns, ref, img)
+	return ref
+}
+
+// Push writes img to ref in a registry inside ns, such as StartRegistry's.
+func Push(t testing.TB, ns *NetNS, ref string, img v1.Image) {
+	t.Helper()
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -197,18 +205,11 @@ func StartRegistry(t testing.TB, ns *NetNS, img v1.Image) string {
 	if err := remote.Write(r, img, remote.WithTransport(&http.Transport{DialContext: ns.Dial})); err != nil {
 		t.Fatal(err)
 	}
-	return ref
 }
 
-// WaitFor polls ok until it holds or timeout passes.
+// WaitFor polls ok until it holds or timeout passes; testutil.WaitFor with
+// the arguments in the order the e2e tests use.
 func WaitFor(t testing.TB, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	testutil.WaitFor(t, timeout, what, ok)
 }
