@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/wire"
 )
 
@@ -29,17 +30,6 @@ func (g *gatedWriter) Write(p []byte) (int, error) {
 	g.n += len(p)
 	g.mu.Unlock()
 	return len(p), nil
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // stalled says whether some session of a waits for its host to grant
@@ -75,7 +65,7 @@ func TestSlowConsumerBounded(t *testing.T) {
 	}()
 	// The guest has sent all the window lets it and waits: from here on,
 	// only the host's consumer can move this channel.
-	waitUntil(t, "the exec's output to wait for window", ta.agent.stalled)
+	testutil.WaitFor(t, waitLimit, "the exec's output to wait for window", ta.agent.stalled)
 
 	var other bytes.Buffer
 	if code, err := c.Exec(ctx(t), Process{Args: []string{"echo", "other channel"}}, driver.IO{Stdout: &other}); err != nil || code != 0 || other.String() != "other channel\n" {

@@ -111,21 +111,27 @@ func (s *sysConn) Read(p []byte) (int, error) {
 }
 
 func (s *sysConn) read(fd uintptr) bool {
+	n, err, done := s.readFD(fd, s.rbuf)
+	s.rn, s.rerr = n, err
+	return done // not done: wait until readable
+}
+
+// readFD reads once from fd into p. done is false when the socket has
+// nothing to read (EAGAIN); at its end, err is io.EOF.
+func (s *sysConn) readFD(fd uintptr, p []byte) (n int, err error, done bool) {
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		r, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch {
 		case errno == syscall.EINTR:
 			continue
 		case errno == syscall.EAGAIN:
-			return false // wait until readable
+			return 0, nil, false
 		case errno != 0:
-			s.rerr = &net.OpError{Op: "read", Net: "tcp", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: errno}
-		case n == 0:
-			s.rerr = io.EOF
-		default:
-			s.rn = int(n)
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: errno}, true
+		case r == 0:
+			return 0, io.EOF, true
 		}
-		return true
+		return int(r), nil, true
 	}
 }
 
@@ -263,23 +269,14 @@ func (s *sysConn) loopRead(p []byte) (int, error) {
 	if s.drained {
 		return 0, errWouldBlock
 	}
-	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, s.fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch {
-		case errno == syscall.EINTR:
-			continue
-		case errno == syscall.EAGAIN:
-			s.drained = true
-			return 0, errWouldBlock
-		case errno != 0:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: errno}
-		case n == 0:
-			return 0, io.EOF
-		}
-		// TCP returns less than asked only when it has nothing more.
-		s.drained = int(n) < len(p)
-		return int(n), nil
+	n, err, done := s.readFD(s.fd, p)
+	if !done {
+		s.drained = true
+		return 0, errWouldBlock
 	}
+	// TCP returns less than asked only when it has nothing more.
+	s.drained = err == nil && n < len(p)
+	return n, err
 }
 
 // watchPeer makes Read, until endWatch, read from a descriptor of the

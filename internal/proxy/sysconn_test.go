@@ -8,6 +8,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // sysPair returns a sysConn and the other end of its loopback TCP
@@ -147,10 +149,10 @@ func TestPeerLeft(t *testing.T) {
 	if n, err := sc.Read(b); n != 1 || err != nil {
 		t.Fatalf("Read = %d, %v; want the byte peerLeft left", n, err)
 	}
-	waitFor(t, sc.peerLeft)
+	testutil.WaitFor(t, 5*time.Second, "peerLeft after the FIN", sc.peerLeft)
 
 	sc, peer = sysPair(t)
 	peer.(*net.TCPConn).SetLinger(0)
 	peer.Close() // a reset
-	waitFor(t, sc.peerLeft)
+	testutil.WaitFor(t, 5*time.Second, "peerLeft after the reset", sc.peerLeft)
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -205,7 +207,7 @@ func TestTCPLimitsAndIdle(t *testing.T) {
 	c.Close()
 
 	// Its slot is free again.
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the connection's slot to be free again", func() bool {
 		c3, err := dialPort(port)
 		if err != nil {
 			return false
@@ -216,18 +218,6 @@ func TestTCPLimitsAndIdle(t *testing.T) {
 		_, err = c3.Read(buf)
 		return isTimeout(err) // open and quiet, not closed
 	})
-}
-
-// waitFor polls ok for up to 5 seconds.
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	for range 100 {
-		if ok() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("condition not met in 5s")
 }
 
 func TestTCPPortOwner(t *testing.T) {
