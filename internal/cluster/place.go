@@ -31,7 +31,7 @@ func (c *Cluster) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workl
 		return store.Workload{}, err
 	}
 	w := store.Workload{
-		ID: spec.NewID(), Spec: req.Spec, Desired: store.DesiredRunning,
+		ID: string(spec.NewID()), Spec: req.Spec, Desired: store.DesiredRunning,
 		State: store.StateCreating, Node: ranked[0].Name, CreatedAt: time.Now().UTC(),
 	}
 	if req.DryRun {

@@ -215,8 +215,8 @@ func TestAttachConnectsWorkloads(t *testing.T) {
 	// Exercise the harder case where bridged traffic passes the IP hooks.
 	setBridgeNF(t, "1")
 	m := newManager(t, "10.77.0.0/16")
-	a := attach(t, m, spec.NewID())
-	b := attach(t, m, spec.NewID())
+	a := attach(t, m, string(spec.NewID()))
+	b := attach(t, m, string(spec.NewID()))
 
 	if a.IP != netip.MustParseAddr("10.77.0.2") || b.IP != netip.MustParseAddr("10.77.0.3") {
 		t.Errorf("first two workloads got %s and %s, want 10.77.0.2 and 10.77.0.3", a.IP, b.IP)
@@ -267,7 +267,7 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	id := spec.NewID()
+	id := string(spec.NewID())
 	first := attach(t, m, id)
 	if again := attach(t, m, id); again != first {
 		t.Fatalf("second Attach = %+v, want %+v", again, first)
@@ -275,7 +275,7 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 	if got, ok := m.Lookup(id); !ok || got != first {
 		t.Errorf("Lookup = %+v, %v; want %+v", got, ok, first)
 	}
-	if _, ok := m.Lookup(spec.NewID()); ok {
+	if _, ok := m.Lookup(string(spec.NewID())); ok {
 		t.Error("Lookup of an unknown id reported a lease")
 	}
 
@@ -357,7 +357,7 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 	}
 
 	// A crash right after the lease was written: nothing else exists.
-	id2 := spec.NewID()
+	id2 := string(spec.NewID())
 	leased, err := m.leases.acquire(id2)
 	if err != nil {
 		t.Fatal(err)
@@ -372,16 +372,16 @@ func TestReleaseFreesAndReusesLowest(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	a := attach(t, m, spec.NewID())
-	b := attach(t, m, spec.NewID())
-	c := attach(t, m, spec.NewID())
+	a := attach(t, m, string(spec.NewID()))
+	b := attach(t, m, string(spec.NewID()))
+	c := attach(t, m, string(spec.NewID()))
 
 	for range 2 {
 		if err := m.Release(ctx, b.ID); err != nil {
 			t.Fatalf("Release: %v", err)
 		}
 	}
-	if err := m.Release(ctx, spec.NewID()); err != nil {
+	if err := m.Release(ctx, string(spec.NewID())); err != nil {
 		t.Errorf("Release of an id never attached: %v", err)
 	}
 	if _, ok := m.Lookup(b.ID); ok {
@@ -397,11 +397,11 @@ func TestReleaseFreesAndReusesLowest(t *testing.T) {
 		t.Errorf("Release of b took a's veth: %v", err)
 	}
 
-	d := attach(t, m, spec.NewID())
+	d := attach(t, m, string(spec.NewID()))
 	if d.IP != b.IP {
 		t.Errorf("new workload got %s, want the lowest free address %s", d.IP, b.IP)
 	}
-	if e := attach(t, m, spec.NewID()); e.IP.Compare(c.IP) <= 0 {
+	if e := attach(t, m, string(spec.NewID())); e.IP.Compare(c.IP) <= 0 {
 		t.Errorf("next workload got %s, want an address above %s", e.IP, c.IP)
 	}
 }
@@ -420,8 +420,8 @@ func TestLeasesSurviveReopen(t *testing.T) {
 	if err := m.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a := attach(t, m, spec.NewID())
-	b := attach(t, m, spec.NewID())
+	a := attach(t, m, string(spec.NewID()))
+	b := attach(t, m, string(spec.NewID()))
 	before, err := m.Leases()
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +446,7 @@ func TestLeasesSurviveReopen(t *testing.T) {
 	if got := attach(t, m, b.ID); got != b {
 		t.Errorf("Attach after reopen = %+v, want %+v", got, b)
 	}
-	if c := attach(t, m, spec.NewID()); c.IP == a.IP || c.IP == b.IP {
+	if c := attach(t, m, string(spec.NewID())); c.IP == a.IP || c.IP == b.IP {
 		t.Errorf("new workload after reopen got %s, already leased", c.IP)
 	}
 }
@@ -462,7 +462,7 @@ func TestSubnetChangeMovesLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustOK(t, m.Setup(ctx))
-	old := attach(t, m, spec.NewID())
+	old := attach(t, m, string(spec.NewID()))
 	mustOK(t, m.Close())
 
 	m, err = New(Config{StateDir: dir, Subnet: netip.MustParsePrefix("10.79.0.0/24")})
@@ -488,7 +488,7 @@ func TestConcurrentAttachNeverSharesAnAddress(t *testing.T) {
 	const n = 16
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = spec.NewID()
+		ids[i] = string(spec.NewID())
 	}
 	var mu sync.Mutex
 	got := map[string][]netip.Addr{}
@@ -542,12 +542,12 @@ func TestSubnetExhaustion(t *testing.T) {
 	m := newManager(t, "10.78.0.0/29") // .2 to .6: five workloads
 	var first Attachment
 	for i := range 5 {
-		a := attach(t, m, spec.NewID())
+		a := attach(t, m, string(spec.NewID()))
 		if i == 0 {
 			first = a
 		}
 	}
-	id := spec.NewID()
+	id := string(spec.NewID())
 	_, err := m.Attach(ctx, id)
 	if !errors.Is(err, ErrSubnetFull) {
 		t.Fatalf("sixth Attach in a /29: err = %v, want ErrSubnetFull", err)
@@ -571,16 +571,16 @@ func TestReconcileRemovesStrays(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	kept := attach(t, m, spec.NewID())
-	gone1 := attach(t, m, spec.NewID())
-	gone2 := attach(t, m, spec.NewID())
+	kept := attach(t, m, string(spec.NewID()))
+	gone1 := attach(t, m, string(spec.NewID()))
+	gone2 := attach(t, m, string(spec.NewID()))
 	// Lease lost, kernel objects left: as if the database were replaced.
-	orphan := attach(t, m, spec.NewID())
+	orphan := attach(t, m, string(spec.NewID()))
 	if err := m.leases.release(orphan.ID); err != nil {
 		t.Fatal(err)
 	}
 	// A netns file with no lease and no veth.
-	loose := m.netnsPath(spec.NewID())
+	loose := m.netnsPath(string(spec.NewID()))
 	if err := ensureNetNS(loose, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -620,7 +620,7 @@ func TestEgressIsMasqueraded(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	w := attach(t, m, spec.NewID())
+	w := attach(t, m, string(spec.NewID()))
 
 	outside := newOutside(t)
 
@@ -665,7 +665,7 @@ func TestNetNSMountsPropagate(t *testing.T) {
 	}
 	defer m.Close()
 	mustOK(t, m.Setup(ctx))
-	a := attach(t, m, spec.NewID())
+	a := attach(t, m, string(spec.NewID()))
 	// Left in its parent's peer group, the dir would also get a copy of
 	// every netns mount on the parent, hidden beneath the dir's own.
 	if n := mountCount(t, "/proc/self/mountinfo", a.NetNSPath); n != 1 {
@@ -690,7 +690,7 @@ func TestNetNSMountsPropagate(t *testing.T) {
 	}
 	other := fmt.Sprintf("/proc/%d/mountinfo", cmd.Process.Pid)
 
-	b := attach(t, m, spec.NewID())
+	b := attach(t, m, string(spec.NewID()))
 	if n := mountCount(t, other, b.NetNSPath); n != 1 {
 		t.Errorf("a mount namespace made before Attach sees %s %d times, want once, or what runs there cannot join it", b.NetNSPath, n)
 	}
@@ -726,7 +726,7 @@ func TestAdoptRebindsLiveNamespace(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	id := spec.NewID()
+	id := string(spec.NewID())
 	first := attach(t, m, id)
 
 	// A process that lives in the workload's namespace, as a container does.

@@ -194,7 +194,7 @@ func (n *Node) Info() Info {
 // never leaves a half-made workload behind.
 func (n *Node) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload, error) {
 	w := store.Workload{
-		ID: spec.NewID(), Spec: req.Spec, Desired: store.DesiredRunning,
+		ID: string(spec.NewID()), Spec: req.Spec, Desired: store.DesiredRunning,
 		State: store.StateCreating, Node: n.cfg.Name, CreatedAt: time.Now().UTC(),
 	}
 	if req.DryRun {

@@ -430,7 +430,7 @@ func TestRestartFinishesInterruptedSpawn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := store.Workload{ID: spec.NewID(), Spec: e.request(`{"ports":{"80":8080}}`).Spec, Desired: store.DesiredRunning,
+	w := store.Workload{ID: string(spec.NewID()), Spec: e.request(`{"ports":{"80":8080}}`).Spec, Desired: store.DesiredRunning,
 		State: store.StateCreating, Node: testNodeName}
 	err = st.Create(w)
 	st.Close()
@@ -460,7 +460,7 @@ func TestRestartReleasesStrayLeases(t *testing.T) {
 	}
 	e := newEnv(t)
 	n := e.start()
-	stray := spec.NewID()
+	stray := string(spec.NewID())
 	if _, err := n.netm.Attach(ctx(t), stray); err != nil {
 		t.Fatal(err)
 	}

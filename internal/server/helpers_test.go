@@ -93,7 +93,7 @@ func (b *backend) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workl
 		return store.Workload{}, err
 	}
 	w := store.Workload{
-		ID: spec.NewID(), Spec: req.Spec, Desired: store.DesiredRunning, State: store.StateRunning,
+		ID: string(spec.NewID()), Spec: req.Spec, Desired: store.DesiredRunning, State: store.StateRunning,
 		Node: testNodeName, IP: "10.77.0.2", Pid: 4242, Ready: true,
 		ImageDigest: "sha256:" + strings.Repeat("ab", 32), CreatedAt: time.Now().UTC().Truncate(time.Second),
 	}

@@ -277,9 +277,18 @@ func validateArgs(args []string) ([]string, error) {
 
 var idPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
-// NewID returns a fresh workload id: a random (version 4) UUID, as in seed 000,
-// which is also a valid DNS label.
-func NewID() string {
+// ID is a workload id that has been checked: a lowercase version 4 UUID,
+// which is also a valid DNS label and a safe file name. Only NewID and
+// ParseID make one from outside this package, so code past the API edge
+// that holds an ID needs no check of its own.
+type ID string
+
+// String returns the id as text.
+func (id ID) String() string { return string(id) }
+
+// NewID returns a fresh workload id: a random (version 4) UUID, as the
+// classic /spawn API hands out.
+func NewID() ID {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic("spec: no randomness: " + err.Error())
@@ -287,16 +296,22 @@ func NewID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	return ID(h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:])
 }
 
-// ValidateID checks that id is a workload id made by NewID. Anything else,
-// such as a path, is refused before it reaches a file name or a map key.
-func ValidateID(id string) error {
-	if !idPattern.MatchString(id) {
-		return fieldErr("id", "%q is not a workload id (a lowercase UUID such as 497b6ad8-11a3-4701-8b6a-11396e11ca7d)", truncate(id, 80))
+// ParseID checks that s is a workload id made by NewID. Anything else, such
+// as a path, is refused before it reaches a file name or a map key.
+func ParseID(s string) (ID, error) {
+	if !idPattern.MatchString(s) {
+		return "", fieldErr("id", "%q is not a workload id (a lowercase UUID such as 497b6ad8-11a3-4701-8b6a-11396e11ca7d)", truncate(s, 80))
 	}
-	return nil
+	return ID(s), nil
+}
+
+// ValidateID is ParseID for callers that keep the id as a string.
+func ValidateID(id string) error {
+	_, err := ParseID(id)
+	return err
 }
 
 func truncate(s string, n int) string {

@@ -87,8 +87,8 @@ func TestRejects(t *testing.T) {
 }
 
 func TestIDs(t *testing.T) {
-	id := NewID()
-	if err := ValidateID(id); err != nil {
+	id := string(NewID())
+	if got, err := ParseID(id); err != nil || string(got) != id {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"", "../../etc/passwd", strings.ToUpper(id), id + "x", "497b6ad8-11a3-4701-8b6a-11396e11ca7d/..", "497b6ad8-11a3-1701-8b6a-11396e11ca7d"} {

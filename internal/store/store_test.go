@@ -15,7 +15,7 @@ func TestBoltRoundTripAndDurability(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := Workload{ID: spec.NewID(), Spec: spec.Spec{Image: "busybox", Cores: 1, MemoryMiB: 64}, Desired: DesiredRunning, State: StateCreating, CreatedAt: time.Now()}
+	w := Workload{ID: string(spec.NewID()), Spec: spec.Spec{Image: "busybox", Cores: 1, MemoryMiB: 64}, Desired: DesiredRunning, State: StateCreating, CreatedAt: time.Now()}
 	if err := s.Create(w); err != nil {
 		t.Fatal(err)
 	}

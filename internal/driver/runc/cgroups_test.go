@@ -21,7 +21,7 @@ import (
 func TestDeleteRemovesCgroups(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
-	d.opts.CgroupParent = "/hypercore/test-" + spec.NewID()[:8]
+	d.opts.CgroupParent = "/hypercore/test-" + string(spec.NewID())[:8]
 	t.Cleanup(func() { _ = RemoveCgroupParent(d.opts.CgroupParent) })
 	ctx := testCtx(t)
 

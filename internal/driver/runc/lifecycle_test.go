@@ -99,7 +99,7 @@ func TestUnknownWorkload(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
 	ctx := testCtx(t)
-	id := spec.NewID()
+	id := string(spec.NewID())
 	if err := d.Delete(ctx, id); err != nil {
 		t.Errorf("Delete of an unknown id: %v", err)
 	}

@@ -15,7 +15,7 @@ import (
 func TestBuildSpec(t *testing.T) {
 	rootfs := testRootfs(t)
 	cfg := driver.Config{
-		ID:     spec.NewID(),
+		ID:     string(spec.NewID()),
 		Spec:   spec.Spec{Cores: 0.5, MemoryMiB: 64, Env: []string{"B=spec", "C=new"}, Args: []string{"serve", "--fast"}},
 		Rootfs: rootfs,
 		ImageConfig: v1.Config{
