@@ -1,13 +1,14 @@
-// Package cluster makes nodes one cluster: serf membership with an
-// encrypted keyring, raft-replicated workload state, placement with the
-// scheduler, node-to-node calls over mutual TLS, and failover.
+// Package cluster makes nodes one cluster and owns every workload's life:
+// serf membership with an encrypted keyring, raft-replicated allocations
+// and observations, placement with the scheduler, node-to-node calls over
+// mutual TLS, routes, and failover.
 //
-// Every node keeps running its own workloads with internal/node and its
-// local store, exactly as a node alone does; this package decides which
-// node runs what, records it in raft, and reconciles each node's local
-// workloads with that record. A node with no one to join is the first
-// server of a new cluster, so a single node is a cluster of one and runs
-// the same path.
+// The cluster decides and the node reports. Allocations (what runs where)
+// are written here only; each node runs what is allocated to it with
+// internal/node and reports what it sees through one path (reporter) into
+// raft; every node's proxy routes are derived from that state (syncRoutes).
+// A node with no one to join is the first server of a new cluster, so a
+// single node is a cluster of one and runs the same path.
 //
 // Ports, from the gossip address IP:P (--cluster-bind-addr, default
 // 0.0.0.0:7946): gossip on P (TCP and UDP), node RPC with mutual TLS on
@@ -17,8 +18,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,8 +26,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,15 +38,18 @@ import (
 	clusterv1 "github.com/hypercore-dev/hypercore/api/hypercore/cluster/v1"
 	"github.com/hypercore-dev/hypercore/api/hypercore/cluster/v1/clusterv1connect"
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
+	"github.com/hypercore-dev/hypercore/internal/cluster/peer"
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/node"
+	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
-	"github.com/hypercore-dev/hypercore/internal/server"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/routing"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // Defaults for Config fields left at zero.
@@ -90,46 +94,49 @@ type Config struct {
 	FailoverGrace time.Duration
 	// APIAddr is this node's API address, announced to the others.
 	APIAddr string
+	// BaseDomain is the domain workloads are served under: <id>.<base>.
+	BaseDomain string
 	// FastFailure detects failed nodes in 2-3 s rather than 4 s, at the
 	// cost of more probe traffic; see membership.
 	FastFailure bool
 	Log         *slog.Logger
 }
 
-// Cluster is the API's backend on a node that is part of a cluster. It
-// implements server.Backend and server.Cluster.
+// Cluster is the API's backend on every node: a single node is a cluster
+// of one.
 type Cluster struct {
-	cfg    Config
-	log    *slog.Logger
-	local  *node.Node
-	routes *proxy.Table
+	cfg     Config
+	log     *slog.Logger
+	local   *node.Node
+	routes  *routing.Syncer
+	reports *reporter
 
 	mat     *pki.Material
 	auth    *pki.Authority // nil except on the node that made the CA
 	mem     *membership.Membership
 	raft    *raftstore.Store
-	peers   *peers
-	tunnels *tunnels
+	peers   *peer.Pool
 	rpc     *http.Server
 	rpcAddr string
 
-	mu         sync.Mutex
-	lastRemote map[string]bool // ids routed through tunnels last sync
+	// placeMu makes the spawns through this node rank and allocate one at
+	// a time, so they see each other's reservations.
+	placeMu sync.Mutex
+	// routesDirty wakes the reconcile loop to derive the routes again
+	// after a local report.
+	routesDirty chan struct{}
 
 	quit chan struct{}
 	wg   sync.WaitGroup
 }
 
-var (
-	_ server.Backend = (*Cluster)(nil)
-	_ server.Cluster = (*Cluster)(nil)
-)
-
 // Start brings this node into the cluster with the identity Identify
 // settled: it serves node RPC, starts raft and gossip, waits until it can
-// read the cluster state, and starts reconciling. local must already be
-// started, under id.Name.
-func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, routes *proxy.Table) (_ *Cluster, err error) {
+// read the cluster state, and starts reconciling. It makes this node's
+// internal/node from nodeCfg and parts, under id.Name, with the cluster's
+// reporter as its one way to tell what it sees, and starts it once the
+// state is caught up. The cluster is the only writer of routes.
+func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, parts node.Parts, routes *proxy.Table) (_ *Cluster, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -145,8 +152,8 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 	}
 	cfg.NodeName = id.Name
 	c := &Cluster{
-		cfg: cfg, log: cfg.Log.With("component", "cluster"), local: local, routes: routes,
-		lastRemote: map[string]bool{}, quit: make(chan struct{}),
+		cfg: cfg, log: cfg.Log.With("component", "cluster"), routes: routing.NewSyncer(routes),
+		routesDirty: make(chan struct{}, 1), quit: make(chan struct{}),
 	}
 	rpcBind, raftBind, err := PeerAddrs(cfg.BindAddr)
 	if err != nil {
@@ -167,9 +174,8 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 		}
 	}()
 
-	c.peers = newPeers(c.mat)
-	c.tunnels = newTunnels(c.peers, c.log)
-	closers = append(closers, c.tunnels.close)
+	c.peers = peer.NewPool(c.mat)
+	closers = append(closers, c.peers.Close)
 
 	dir := filepath.Join(cfg.DataDir, "cluster")
 	stream, err := listenRaft(raftBind, raftAdvertise, cfg.NodeName, c.mat)
@@ -185,6 +191,11 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 		return nil, err
 	}
 	closers = append(closers, func() { c.raft.Close() })
+	c.reports = newReporter(c.raft, c.log, c.routesChanged)
+	nodeCfg.Name, nodeCfg.Report = id.Name, c.reports.report
+	if c.local, err = node.New(nodeCfg, parts); err != nil {
+		return nil, err
+	}
 
 	if err := c.serveRPC(rpcBind); err != nil {
 		return nil, err
@@ -209,6 +220,12 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 	if err := c.awaitState(ctx); err != nil {
 		return nil, err
 	}
+	// The node starts once the state is caught up: what it recovers is
+	// reported, and a new cluster adopts what it already ran.
+	if err := c.local.Start(ctx); err != nil {
+		return nil, err
+	}
+	closers = append(closers, c.local.Close)
 	if c.raft.Bootstrapped() {
 		c.adoptLocal()
 	}
@@ -217,19 +234,24 @@ func Start(ctx context.Context, cfg Config, id *Identity, local *node.Node, rout
 			return nil, err
 		}
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.reconcileLoop()
 	go c.failoverLoop()
+	go func() { defer c.wg.Done(); c.reports.run(c.quit) }()
 	c.log.Info("cluster member ready", "node", cfg.NodeName, "server", cfg.Server, "rpc", c.rpcAddr, "gossip", cfg.BindAddr)
 	return c, nil
 }
 
 // Close leaves the cluster gracefully (so the others do not wait out a
-// failure timeout) and stops this node's part in it. Workloads keep
-// running; the next start re-adopts them.
+// failure timeout) and stops this node's part in it, the local node's
+// watching included. Workloads keep running; the next start re-adopts them.
 func (c *Cluster) Close() {
 	close(c.quit)
 	c.wg.Wait()
+	c.local.Close()
+	if _, err := c.reports.flush(); err != nil {
+		c.log.Warn("last workload reports not written; the next start reports again", "err", err)
+	}
 	if err := c.mem.Leave(); err != nil {
 		c.log.Warn("leave cluster", "err", err)
 	}
@@ -238,7 +260,15 @@ func (c *Cluster) Close() {
 	c.rpc.Shutdown(ctx)
 	cancel()
 	c.raft.Close()
-	c.tunnels.close()
+	c.peers.Close()
+}
+
+// routesChanged asks the reconcile loop to derive the routes again.
+func (c *Cluster) routesChanged() {
+	select {
+	case c.routesDirty <- struct{}{}:
+	default:
+	}
 }
 
 func fileExists(p string) bool {
@@ -246,25 +276,18 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// serveRPC serves the node-to-node port: PeerService, this node's own
-// workload API under /local, tunnels, and joins on the node with the CA.
+// serveRPC serves the node-to-node port: PeerService and tunnels to this
+// node's workloads over HTTP/2, and joins on the node with the CA.
 func (c *Cluster) serveRPC(bind string) error {
-	mux := http.NewServeMux()
-	mux.Handle(clusterv1connect.NewPeerServiceHandler(peerService{c}))
-	mux.Handle(localPrefix+"/", http.StripPrefix(localPrefix, server.Handler(c.local, server.Options{Log: c.log})))
-	c.rpc = &http.Server{Handler: requirePeer(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
+	c.rpc = &http.Server{Handler: c.peerServer().Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
 	if c.auth != nil {
 		if err := c.auth.EnableJoin(c.rpc, c.mat, c.admit); err != nil {
 			return err
 		}
 	} else {
 		c.rpc.TLSConfig = c.mat.ServerTLS()
-		c.rpc.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	}
-	c.rpc.TLSConfig.NextProtos = []string{"http/1.1", tunnelALPN}
-	c.rpc.TLSNextProto[tunnelALPN] = func(_ *http.Server, conn *tls.Conn, _ http.Handler) {
-		serveTunnel(conn, c.local.List, c.log)
-	}
+	peer.ConfigureServer(c.rpc)
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return fmt.Errorf("cluster: node RPC listen on %s: %w (RPC uses the gossip port + 1)", bind, err)
@@ -277,6 +300,18 @@ func (c *Cluster) serveRPC(bind string) error {
 	return nil
 }
 
+// dialVia returns how this node's proxy reaches workloads on node: a
+// stream over the one connection to that peer.
+func (c *Cluster) dialVia(node string) routing.DialFunc {
+	return func(ctx context.Context, target string) (net.Conn, error) {
+		rpc, ok := c.liveRPCAddr(node)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", errHostDown, node)
+		}
+		return c.peers.Dial(ctx, node, rpc, target)
+	}
+}
+
 // adoptLocal records in a new cluster the workloads this node already
 // runs: a node from before clustering, or one whose cluster state was
 // lost, keeps them instead of removing them as unknown.
@@ -286,13 +321,16 @@ func (c *Cluster) adoptLocal() {
 		c.log.Error("adopt local workloads", "err", err)
 		return
 	}
-	for _, w := range locals {
-		w.Node = c.cfg.NodeName
-		if err := c.raft.Create(w); err != nil && !errors.Is(err, raftstore.ErrExists) {
-			c.log.Error("adopt local workload", "id", w.ID, "err", err)
+	for _, r := range locals {
+		a := workload.Allocation{
+			ID: r.ID, Spec: r.Spec, Node: c.cfg.NodeName, Desired: r.Desired,
+			Generation: max(r.Generation, 1), CreatedAt: r.CreatedAt,
+		}
+		if err := c.raft.Create(a); err != nil && !errors.Is(err, raftstore.ErrExists) {
+			c.log.Error("adopt local workload", "id", r.ID, "err", err)
 			continue
 		}
-		c.log.Info("adopted a workload this node ran before the cluster existed", "id", w.ID)
+		c.log.Info("adopted a workload this node ran before the cluster existed", "id", r.ID)
 	}
 }
 
@@ -372,11 +410,11 @@ func (c *Cluster) catchUp(ctx context.Context) error {
 		if !ok {
 			return errors.New("no raft leader known yet")
 		}
-		resp, err := c.peers.service(leader, rpc).Barrier(ctx, connect.NewRequest(&clusterv1.BarrierRequest{}))
+		i, err := c.peers.Barrier(ctx, leader, rpc)
 		if err != nil {
-			return fromConnect(leader, err)
+			return err
 		}
-		index = resp.Msg.AppliedIndex
+		index = i
 	}
 	for c.raft.AppliedIndex() < index {
 		select {
@@ -408,13 +446,11 @@ func (c *Cluster) askToJoin(ctx context.Context) error {
 		if m.Name == c.cfg.NodeName || m.State != membership.StateAlive || m.Tags.Role != membership.RoleServer {
 			continue
 		}
-		_, err := c.peers.service(m.Name, m.Tags.RPCAddr).AddPeer(ctx, connect.NewRequest(&clusterv1.AddPeerRequest{
-			NodeName: c.cfg.NodeName, RaftAddr: c.raft.Addr(), Voter: c.cfg.Server,
-		}))
+		err := c.peers.AddPeer(ctx, m.Name, m.Tags.RPCAddr, c.cfg.NodeName, c.raft.Addr(), c.cfg.Server)
 		if err == nil {
 			return nil
 		}
-		lastErr = fromConnect(m.Name, err)
+		lastErr = err
 	}
 	return lastErr
 }
@@ -435,11 +471,7 @@ func (c *Cluster) addPeer(ctx context.Context, name, raftAddr string, voter bool
 	if !ok {
 		return raftstore.ErrNotLeader{}
 	}
-	_, err := c.peers.service(leader, rpc).AddPeer(ctx, connect.NewRequest(&clusterv1.AddPeerRequest{NodeName: name, RaftAddr: raftAddr, Voter: voter}))
-	if err != nil {
-		return fromConnect(leader, err)
-	}
-	return nil
+	return c.peers.AddPeer(ctx, leader, rpc, name, raftAddr, voter)
 }
 
 // forwardApply carries a raft write to the leader (raftstore.Config.Forward).
@@ -450,16 +482,7 @@ func (c *Cluster) forwardApply(leaderID, _ string, command []byte) (uint64, erro
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), raftstore.ApplyTimeout+2*time.Second)
 	defer cancel()
-	resp, err := c.peers.service(leaderID, rpc).Apply(ctx, connect.NewRequest(&clusterv1.ApplyRequest{Command: command}))
-	if err != nil {
-		var ce *connect.Error
-		var index uint64
-		if errors.As(err, &ce) {
-			index, _ = strconv.ParseUint(ce.Meta().Get(indexHeader), 10, 64)
-		}
-		return index, fromConnect(leaderID, err)
-	}
-	return resp.Msg.Index, nil
+	return c.peers.Apply(ctx, leaderID, rpc, command)
 }
 
 // rpcAddrOf finds a member's RPC address in its gossip tags.
@@ -478,42 +501,35 @@ func (c *Cluster) rpcAddrOf(name string) (string, bool) {
 	return "", false
 }
 
-// Members implements server.Cluster.
-func (c *Cluster) Members() []server.Member {
+// Members implements server.Backend: every member as gossip sees it, with
+// how many workloads are allocated to it.
+func (c *Cluster) Members() []nodeinfo.Member {
 	_, leader := c.raft.Leader()
 	counts := map[string]int{}
 	list, _ := c.raft.List()
 	for _, w := range list {
-		if w.Desired == store.DesiredRunning {
+		if w.Desired == workload.DesiredRunning {
 			counts[w.Node]++
 		}
 	}
-	var out []server.Member
+	var out []nodeinfo.Member
 	for _, m := range c.mem.Members() {
-		out = append(out, server.Member{
+		out = append(out, nodeinfo.Member{
 			Name: m.Name, State: string(m.State), Role: m.Tags.Role, Leader: m.Name == leader,
 			Addr: m.Addr, APIAddr: m.Tags.APIAddr, Public: m.Tags.Public, Cores: m.Tags.Cores,
 			MemoryMiB: m.Tags.MemoryMiB, FreeMemoryMiB: m.Tags.FreeMemoryMiB,
 			Isolations: m.Tags.Isolations, Workloads: counts[m.Name],
 		})
 	}
-	slices.SortFunc(out, func(a, b server.Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b nodeinfo.Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Get implements server.Backend from the cluster state.
-func (c *Cluster) Get(id string) (store.Workload, error) { return c.raft.Get(id) }
+func (c *Cluster) Get(id spec.ID) (workload.Workload, error) { return c.raft.Get(id) }
 
 // List implements server.Backend from the cluster state.
-func (c *Cluster) List() ([]store.Workload, error) { return c.raft.List() }
+func (c *Cluster) List() ([]workload.Workload, error) { return c.raft.List() }
 
 // Pull implements server.Backend on this node.
 func (c *Cluster) Pull(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error) {
@@ -527,115 +543,40 @@ func (c *Cluster) PruneImages(ctx context.Context) (image.GCResult, error) {
 }
 
 // Info implements server.Backend: this node's own description.
-func (c *Cluster) Info() node.Info { return c.local.Info() }
+func (c *Cluster) Info() nodeinfo.Info {
+	info := c.local.Info()
+	info.APIAddr = c.cfg.APIAddr
+	return info
+}
 
 // URL implements server.Backend.
-func (c *Cluster) URL(id string) string { return c.local.URL(id) }
-
-// Stop implements server.Backend: the record says stopped first, so no
-// reconciler starts it again, then the hosting node stops it.
-func (c *Cluster) Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
-	w, err := c.raft.Update(id, func(w *store.Workload) error {
-		w.Desired = store.DesiredStopped
-		return nil
-	})
-	if err != nil {
-		return store.Workload{}, err
-	}
-	got, err := c.onHost(ctx, w.Node, func(b hostAPI) (store.Workload, error) { return b.Stop(ctx, id, timeout) })
-	if err != nil {
-		if errors.Is(err, errHostDown) {
-			return w, nil // its reconciler stops it when it is back
-		}
-		return store.Workload{}, err
-	}
-	return c.observe(got)
-}
-
-// Remove implements server.Backend: the hosting node removes the workload,
-// then the record goes. A host that is down removes it when it is back,
-// because it finds no record for it.
-func (c *Cluster) Remove(ctx context.Context, id string) error {
-	w, err := c.raft.Get(id)
-	if err != nil {
-		return err
-	}
-	_, err = c.onHost(ctx, w.Node, func(b hostAPI) (store.Workload, error) { return store.Workload{}, b.Remove(ctx, id) })
-	if err != nil && !errors.Is(err, errHostDown) && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	return c.raft.Delete(id)
-}
+func (c *Cluster) URL(id spec.ID) string { return string(id) + "." + c.cfg.BaseDomain }
 
 // Logs implements server.Backend, reading from the hosting node.
-func (c *Cluster) Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error) {
+func (c *Cluster) Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error) {
 	w, err := c.raft.Get(id)
 	if err != nil {
 		return nil, err
 	}
-	if w.Node == c.cfg.NodeName {
-		return c.local.Logs(ctx, id, opts)
-	}
-	rpc, ok := c.liveRPCAddr(w.Node)
-	if !ok {
-		return nil, fmt.Errorf("%w: node %s, which hosts %s, is down", errHostDown, w.Node, id)
-	}
-	follow := 0
-	if opts.Follow {
-		follow = 1
-	}
-	host := &remoteHost{c: c, name: w.Node, rpc: rpc}
-	return host.open(ctx, http.MethodGet, fmt.Sprintf("/v1/workloads/%s/logs?follow=%d&tail=%d", id, follow, opts.Tail))
+	return c.hostOf(w.Node).Logs(ctx, id, opts)
 }
 
-// Exec implements server.Backend for workloads on this node; the API
-// forwards exec of others to their node (see Forward).
-func (c *Cluster) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error) {
-	if err := c.mustBeLocal(id); err != nil {
+// Exec implements server.Backend on the hosting node.
+func (c *Cluster) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error) {
+	w, err := c.raft.Get(id)
+	if err != nil {
 		return -1, err
 	}
-	return c.local.Exec(ctx, id, cfg)
+	return c.hostOf(w.Node).Exec(ctx, id, cfg)
 }
 
-// Attach implements server.Backend like Exec.
-func (c *Cluster) Attach(ctx context.Context, id string, stdio driver.IO) error {
-	if err := c.mustBeLocal(id); err != nil {
-		return err
-	}
-	return c.local.Attach(ctx, id, stdio)
-}
-
-func (c *Cluster) mustBeLocal(id string) error {
+// Attach implements server.Backend on the hosting node.
+func (c *Cluster) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error {
 	w, err := c.raft.Get(id)
 	if err != nil {
 		return err
 	}
-	if w.Node != c.cfg.NodeName {
-		return fmt.Errorf("workload %s runs on node %s; call that node's API", id, w.Node)
-	}
-	return nil
-}
-
-// errHostDown means the node that hosts a workload is not reachable now.
-var errHostDown = errors.New("hosting node is down")
-
-// hostAPI is the part of a node's API the cluster calls on a host.
-type hostAPI interface {
-	Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error)
-	Remove(ctx context.Context, id string) error
-}
-
-// onHost runs fn against the node that hosts a workload: this node
-// directly, or a peer through its /local API.
-func (c *Cluster) onHost(ctx context.Context, name string, fn func(hostAPI) (store.Workload, error)) (store.Workload, error) {
-	if name == c.cfg.NodeName {
-		return fn(c.local)
-	}
-	rpc, ok := c.liveRPCAddr(name)
-	if !ok {
-		return store.Workload{}, fmt.Errorf("%w: %s", errHostDown, name)
-	}
-	return fn(&remoteHost{c: c, name: name, rpc: rpc})
+	return c.hostOf(w.Node).Attach(ctx, id, stdio)
 }
 
 // liveRPCAddr is rpcAddrOf for members gossip sees alive.
@@ -646,98 +587,6 @@ func (c *Cluster) liveRPCAddr(name string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// remoteHost is hostAPI on a peer, over its /local REST routes.
-type remoteHost struct {
-	c         *Cluster
-	name, rpc string
-}
-
-// open sends a body-less request to the peer's /local API and returns the
-// answer's body, or an error: ErrNotFound for 404, errHostDown when the
-// peer cannot be reached.
-func (r *remoteHost) open(ctx context.Context, method, path string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "https://"+r.rpc+localPrefix+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := r.c.peers.client(r.name).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", errHostDown, r.name, err)
-	}
-	if resp.StatusCode == http.StatusOK {
-		return resp.Body, nil
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("%w: on node %s", store.ErrNotFound, r.name)
-	}
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return nil, fmt.Errorf("node %s: %s: %s", r.name, resp.Status, msg)
-}
-
-// call is open for answers that are JSON, decoded into out (if not nil).
-func (r *remoteHost) call(ctx context.Context, method, path string, out any) error {
-	body, err := r.open(ctx, method, path)
-	if err != nil {
-		return err
-	}
-	defer body.Close()
-	data, err := io.ReadAll(io.LimitReader(body, 1<<20))
-	if err != nil || out == nil {
-		return err
-	}
-	return json.Unmarshal(data, out)
-}
-
-// Stop stops the workload on the peer and records what it answered.
-func (r *remoteHost) Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
-	var view struct {
-		State    string `json:"state"`
-		ExitCode int    `json:"exit_code"`
-	}
-	// The API takes whole seconds, 0 meaning the node's default.
-	path := fmt.Sprintf("/v1/workloads/%s/stop?timeout=%d", id, int(timeout.Seconds()))
-	if err := r.call(ctx, http.MethodPost, path, &view); err != nil {
-		return store.Workload{}, err
-	}
-	return r.c.raft.Update(id, func(w *store.Workload) error {
-		w.State, w.ExitCode, w.Ready, w.Pid = store.State(view.State), view.ExitCode, false, 0
-		return nil
-	})
-}
-
-// Remove removes the workload from the peer.
-func (r *remoteHost) Remove(ctx context.Context, id string) error {
-	return r.call(ctx, http.MethodDelete, "/v1/workloads/"+id, nil)
-}
-
-// errMoved means a host reported on a workload the cluster has since
-// placed on another node; its report is stale and dropped.
-var errMoved = errors.New("workload was placed on another node meanwhile")
-
-// observe copies what the host observed into the cluster record, unless
-// the record has moved to another node since.
-func (c *Cluster) observe(got store.Workload) (store.Workload, error) {
-	return c.raft.Update(got.ID, func(w *store.Workload) error {
-		if got.Node != "" && w.Node != got.Node {
-			return fmt.Errorf("%w: %s is on %s now, not %s", errMoved, got.ID, w.Node, got.Node)
-		}
-		copyObserved(w, got)
-		return nil
-	})
-}
-
-// copyObserved copies the observed fields of a host's local record.
-func copyObserved(dst *store.Workload, src store.Workload) {
-	dst.State, dst.IP, dst.Pid, dst.ExitCode = src.State, src.IP, src.Pid, src.ExitCode
-	dst.Ready, dst.ImageDigest, dst.Error = src.Ready, src.ImageDigest, src.Error
-}
-
-func sameObserved(a, b store.Workload) bool {
-	return a.State == b.State && a.IP == b.IP && a.Pid == b.Pid && a.ExitCode == b.ExitCode &&
-		a.Ready == b.Ready && a.ImageDigest == b.ImageDigest && a.Error == b.Error
 }
 
 func splitBind(addr string) (string, int, error) {

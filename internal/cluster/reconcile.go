@@ -2,30 +2,27 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
-	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/routing"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 const (
 	// reconcileEvery bounds how stale a node's view can get when no change
 	// notification arrives (gossip changes, a local workload exiting).
 	reconcileEvery = time.Second
-	// staleCreating is how long a record may stay "creating" before its
-	// node treats it as pending: the node that drove the spawn died.
-	staleCreating = 2 * time.Minute
 	// leftGrace is how long a node that left on purpose (SIGTERM) keeps
 	// its workloads: its own workloads keep running during a restart, and
 	// moving them for a routine restart would be worse than waiting.
 	leftGrace = 30 * time.Second
 	// recordLag is how long a local workload may go unseen in this node's
-	// copy of the state before it counts as removed: a spawn records it on
-	// the leader, and this node's copy can trail the start by a moment.
+	// copy of the state before it counts as removed: a spawn records its
+	// allocation on the leader, and this node's copy can trail the start
+	// by a moment.
 	recordLag = 30 * time.Second
 	// tagsEvery is how often a node refreshes the free memory it announces.
 	tagsEvery = 30 * time.Second
@@ -39,16 +36,18 @@ func (c *Cluster) reconcileLoop() {
 	defer tick.Stop()
 	tags := time.NewTicker(tagsEvery)
 	defer tags.Stop()
-	inflight := map[string]bool{}
-	lastTry := map[string]time.Time{}
-	done := make(chan string, 16)
+	inflight := map[spec.ID]bool{}
+	lastTry := map[spec.ID]time.Time{}
+	done := make(chan spec.ID, 16)
 	for {
 		c.reconcile(inflight, lastTry, done)
+		c.syncRoutes()
 		select {
 		case <-c.quit:
 			return
 		case <-c.raft.Changes():
 		case <-c.mem.Events():
+		case <-c.routesDirty:
 		case id := <-done:
 			delete(inflight, id)
 		case <-tick.C:
@@ -61,9 +60,12 @@ func (c *Cluster) reconcileLoop() {
 	}
 }
 
-// reconcile makes this node's local workloads match the cluster record and
-// the proxy's routes to other nodes' workloads match it too.
-func (c *Cluster) reconcile(inflight map[string]bool, lastTry map[string]time.Time, done chan<- string) {
+// reconcile makes this node's workloads match their allocations: it
+// removes what moved away or was removed, stops what should be stopped,
+// starts what was placed here without a caller driving the start (a
+// failover, a restart), and reports again what the cluster state has
+// wrong (a report lost while raft had no leader).
+func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.Time, done chan<- spec.ID) {
 	records, err := c.raft.List()
 	if err != nil {
 		return
@@ -73,11 +75,12 @@ func (c *Cluster) reconcile(inflight map[string]bool, lastTry map[string]time.Ti
 		c.log.Error("reconcile: read local workloads", "err", err)
 		return
 	}
-	byID := make(map[string]store.Workload, len(records))
+	byID := make(map[spec.ID]workload.Workload, len(records))
 	for _, r := range records {
 		byID[r.ID] = r
 	}
-	localIDs := make(map[string]bool, len(locals))
+	seen := c.local.Observations()
+	localIDs := make(map[spec.ID]bool, len(locals))
 	for _, l := range locals {
 		localIDs[l.ID] = true
 		if inflight[l.ID] {
@@ -87,9 +90,9 @@ func (c *Cluster) reconcile(inflight map[string]bool, lastTry map[string]time.Ti
 		switch {
 		case !ok && time.Since(l.CreatedAt) > recordLag:
 			// Removed from the cluster while this node could not hear it.
-			// Start waited for this node's copy to catch up, so a record
-			// missing here was really removed; a young one may only not
-			// have reached this node's copy yet.
+			// Start waited for this node's copy to catch up, so an
+			// allocation missing here was really removed; a young one may
+			// only not have reached this node's copy yet.
 			c.background(inflight, done, l.ID, "removed from the cluster", func(ctx context.Context) error {
 				return c.local.Remove(ctx, l.ID)
 			})
@@ -98,38 +101,33 @@ func (c *Cluster) reconcile(inflight map[string]bool, lastTry map[string]time.Ti
 			c.background(inflight, done, l.ID, "moved to node "+r.Node, func(ctx context.Context) error {
 				return c.local.Remove(ctx, l.ID)
 			})
-		case r.Desired == store.DesiredStopped && l.State == store.StateRunning:
+		case r.Desired == workload.DesiredStopped && l.Desired != workload.DesiredStopped:
 			c.background(inflight, done, l.ID, "stopped in the cluster", func(ctx context.Context) error {
 				_, err := c.local.Stop(ctx, l.ID, 0)
 				return err
 			})
-		case !sameObserved(r, l) && (r.State != store.StateCreating || time.Since(r.CreatedAt) > staleCreating):
-			// While a spawn call drives the record it reports the start
-			// itself; after staleCreating that caller is taken for dead.
-			if _, err := c.observe(l); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, errMoved) {
-				c.log.Warn("reconcile: report state", "id", l.ID, "err", err)
+		default:
+			if o, ok := seen[l.ID]; ok && !o.Equal(r.Observed) {
+				c.reports.report(l.ID, o)
 			}
 		}
 	}
 	for _, r := range records {
-		if r.Node != c.cfg.NodeName || r.Desired != store.DesiredRunning || localIDs[r.ID] || inflight[r.ID] {
+		if r.Node != c.cfg.NodeName || r.Desired != workload.DesiredRunning || localIDs[r.ID] || inflight[r.ID] {
 			continue
-		}
-		if r.State == store.StateCreating && time.Since(r.CreatedAt) < staleCreating {
-			continue // a spawn call is starting it right now
 		}
 		if time.Since(lastTry[r.ID]) < retryFailedStart {
 			continue
 		}
 		lastTry[r.ID] = time.Now()
 		c.background(inflight, done, r.ID, "placed here", func(ctx context.Context) error {
-			got, err := c.local.Run(ctx, r)
+			_, err := localHost{c}.Run(ctx, r.Allocation)
 			if err != nil {
-				c.raft.Update(r.ID, func(w *store.Workload) error { w.Error = err.Error(); return nil })
-				return err
-			}
-			if _, err = c.observe(got); errors.Is(err, errMoved) {
-				return nil // the next pass removes the local copy
+				// The start failed before the node had anything to
+				// report; the error is this node's observation.
+				c.reports.report(r.ID, workload.Observation{
+					Node: c.cfg.NodeName, Generation: r.Generation, State: workload.StatePending, Error: err.Error(),
+				})
 			}
 			return err
 		})
@@ -139,11 +137,10 @@ func (c *Cluster) reconcile(inflight map[string]bool, lastTry map[string]time.Ti
 			delete(lastTry, id)
 		}
 	}
-	c.syncRoutes(records, localIDs)
 }
 
 // background runs one local change per workload at a time, off the loop.
-func (c *Cluster) background(inflight map[string]bool, done chan<- string, id, why string, fn func(context.Context) error) {
+func (c *Cluster) background(inflight map[spec.ID]bool, done chan<- spec.ID, id spec.ID, why string, fn func(context.Context) error) {
 	inflight[id] = true
 	c.log.Info("reconcile", "id", id, "why", why)
 	c.wg.Add(1)
@@ -161,91 +158,29 @@ func (c *Cluster) background(inflight map[string]bool, done chan<- string, id, w
 	}()
 }
 
-// syncRoutes points this node's proxy at workloads on other nodes, through
-// tunnels to their hosts. Local workloads' routes are the node's own.
-func (c *Cluster) syncRoutes(records []store.Workload, localIDs map[string]bool) {
-	live := map[string]string{}
+// syncRoutes derives this node's proxy routes from the cluster state, with
+// this node's own observations in place of the reported copies, which can
+// trail them by a raft round trip.
+func (c *Cluster) syncRoutes() {
+	list, err := c.raft.List()
+	if err != nil {
+		return
+	}
+	seen := c.local.Observations()
+	for i, w := range list {
+		if o, ok := seen[w.ID]; ok && w.Node == c.cfg.NodeName && o.Node == w.Node {
+			list[i].Observed = o
+		}
+	}
+	alive := map[string]bool{}
 	for _, m := range c.mem.Members() {
-		if m.State == membership.StateAlive {
-			live[m.Name] = m.Tags.RPCAddr
-		}
+		alive[m.Name] = m.State == membership.StateAlive
 	}
-	keep := map[tunnelKey]bool{}
-	remote := map[string]bool{}
-	for _, w := range records {
-		if w.Node == c.cfg.NodeName && !localIDs[w.ID] && w.Desired == store.DesiredRunning {
-			// Placed here and being started: the node sets its own
-			// route when it runs. Until then the old one stays, rather
-			// than none (a 404 for a workload that exists); changing it
-			// now could overwrite the route the start just set.
-			remote[w.ID] = c.lastRemote[w.ID]
-			continue
-		}
-		if w.Node == c.cfg.NodeName || localIDs[w.ID] || w.Desired != store.DesiredRunning || len(w.Spec.Ports) == 0 {
-			continue
-		}
-		r := proxy.Route{ID: w.ID, Ready: w.Ready, HTTP: map[uint16]string{}, TCP: map[uint16]string{}}
-		rpc, up := live[w.Node]
-		if !up || w.State != store.StateRunning || w.IP == "" {
-			// Being placed, started or moved: it exists, so the proxy
-			// answers 503 (try again) rather than 404 (no such thing).
-			r.Ready = false
-			for _, p := range w.Spec.Ports {
-				if p.Proto != spec.ProtoTCP {
-					r.HTTP[p.Public] = ""
-				}
-			}
-			remote[w.ID] = true
-			if cur, ok := c.routes.Lookup(w.ID); !ok || !sameRoute(cur, &r) {
-				c.routes.Set(r)
-			}
-			continue
-		}
-		for _, p := range w.Spec.Ports {
-			k := tunnelKey{w.Node, rpc, joinHostPort(w.IP, p.Target)}
-			addr, err := c.tunnels.addr(k.node, k.rpcAddr, k.target)
-			if err != nil {
-				c.log.Error("tunnel listener", "err", err)
-				continue
-			}
-			keep[k] = true
-			if p.Proto == spec.ProtoTCP {
-				r.TCP[p.Public] = addr
-			} else {
-				r.HTTP[p.Public] = addr
-			}
-		}
-		remote[w.ID] = true
-		if cur, ok := c.routes.Lookup(w.ID); !ok || !sameRoute(cur, &r) {
-			c.routes.Set(r)
-		}
-	}
-	c.mu.Lock()
-	for id := range c.lastRemote {
-		if !remote[id] && !localIDs[id] {
-			c.routes.Delete(id)
-		}
-	}
-	c.lastRemote = remote
-	c.mu.Unlock()
-	c.tunnels.retain(keep)
-}
-
-func sameRoute(a, b *proxy.Route) bool {
-	if a.Ready != b.Ready || len(a.HTTP) != len(b.HTTP) || len(a.TCP) != len(b.TCP) {
-		return false
-	}
-	for k, v := range a.HTTP {
-		if b.HTTP[k] != v {
-			return false
-		}
-	}
-	for k, v := range a.TCP {
-		if b.TCP[k] != v {
-			return false
-		}
-	}
-	return true
+	c.routes.Apply(routing.Derive(routing.Input{
+		Self: c.cfg.NodeName, Workloads: list,
+		Alive: func(n string) bool { return alive[n] },
+		Dial:  c.dialVia,
+	}))
 }
 
 // failoverLoop, on the leader, records in the cluster state when members
@@ -277,7 +212,7 @@ func (c *Cluster) failoverLoop() {
 				want.DownSince = rec.DownSince
 				if want.DownSince.IsZero() {
 					want.DownSince = now
-					c.peers.forget(m.Name)
+					c.peers.Forget(m.Name)
 				}
 				grace := c.cfg.FailoverGrace
 				if m.State == membership.StateLeft {
@@ -306,7 +241,7 @@ func (c *Cluster) failover(due, downNow map[string]bool) {
 		return
 	}
 	for _, w := range records {
-		if !due[w.Node] || w.Desired != store.DesiredRunning {
+		if !due[w.Node] || w.Desired != workload.DesiredRunning {
 			continue
 		}
 		ranked, err := c.rank(w.Spec, downNow)
@@ -316,12 +251,13 @@ func (c *Cluster) failover(due, downNow map[string]bool) {
 		}
 		to := ranked[0].Name
 		from := w.Node
-		_, err = c.raft.Update(w.ID, func(r *store.Workload) error {
-			if r.Node != from {
-				return nil // placed again meanwhile
+		// The new node's observation starts out pending: the old
+		// node's report names the old node and no longer counts.
+		_, err = c.raft.Update(w.ID, func(r *workload.Allocation) error {
+			if r.Node == from {
+				r.Node = to
 			}
-			r.Node, r.State, r.IP, r.Pid, r.Ready, r.Error = to, store.StatePending, "", 0, false, ""
-			return nil
+			return nil // placed again meanwhile otherwise
 		})
 		if err != nil {
 			c.log.Warn("failover: record new placement", "id", w.ID, "err", err)

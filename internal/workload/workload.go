@@ -21,6 +21,16 @@ import (
 // ErrNotFound is returned for an id the cluster has no allocation for.
 var ErrNotFound = errors.New("workload not found")
 
+// ErrNoCapacity means a workload cannot be placed for want of room: the
+// scheduler found no node that fits it, or the chosen node found one of
+// its raw TCP public ports held on its host. The API answers it with 409,
+// whichever layer found it, so every such layer wraps this one value.
+var ErrNoCapacity = errors.New("no node has room for this workload")
+
+// ErrUnsupported means no node (or not the chosen one) offers what the
+// workload needs: its isolation, or a terminal for its isolation.
+var ErrUnsupported = errors.New("isolation not available")
+
 // Desired is what the user wants a workload to be doing.
 type Desired string
 
@@ -74,7 +84,8 @@ type Allocation struct {
 //     only while the allocation names that same node: a report about a
 //     workload that has moved away is dropped;
 //   - Generation is the allocation's generation the node was acting on;
-//   - IP, Pid and Ready are meaningful only in StateRunning;
+//   - Pid and Ready are meaningful only in StateRunning; IP stays while
+//     the workload holds its address (running, or exited by itself);
 //   - its JSON names are those of the records written before the split.
 type Observation struct {
 	Node        string    `json:"node"`
@@ -114,4 +125,14 @@ func Join(a Allocation, o *Observation) Workload {
 // does.
 func (w Workload) Running() bool {
 	return w.Desired == DesiredRunning && w.Observed.State == StateRunning
+}
+
+// Equal reports whether o and p say the same, comparing times as instants
+// (a report read back from the cluster state has lost its monotonic clock
+// reading and its location).
+func (o Observation) Equal(p Observation) bool {
+	return o.Node == p.Node && o.Generation == p.Generation && o.State == p.State &&
+		o.IP == p.IP && o.Pid == p.Pid && o.Ready == p.Ready && o.ImageDigest == p.ImageDigest &&
+		o.ExitCode == p.ExitCode && o.Error == p.Error &&
+		o.StartedAt.Equal(p.StartedAt) && o.FinishedAt.Equal(p.FinishedAt)
 }

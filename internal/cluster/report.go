@@ -1,0 +1,107 @@
+package cluster
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/workload"
+)
+
+// reportRetry spaces out writes of reports that raft refused (no leader).
+const reportRetry = time.Second
+
+// reporter is the one path by which this node's observations reach the
+// cluster state. The node calls report on every change, under its lock for
+// the workload, so report only notes the newest observation per workload
+// and wakes the writer; the writer puts everything noted into one raft
+// entry. A report that cannot be written (no quorum) stays noted and is
+// written when raft is back; a newer one for the same workload replaces it.
+type reporter struct {
+	raft *raftstore.Store
+	log  *slog.Logger
+	// changed is told of every report, so the routes follow local
+	// observations before raft has them.
+	changed func()
+
+	mu      sync.Mutex
+	pending map[spec.ID]workload.Observation
+	wake    chan struct{}
+
+	writeMu sync.Mutex // one batch in flight; holds last
+	last    uint64     // index of the last batch written
+}
+
+func newReporter(raft *raftstore.Store, log *slog.Logger, changed func()) *reporter {
+	return &reporter{
+		raft: raft, log: log, changed: changed,
+		pending: map[spec.ID]workload.Observation{}, wake: make(chan struct{}, 1),
+	}
+}
+
+// report notes o as the newest observation of id. It never blocks on raft.
+func (r *reporter) report(id spec.ID, o workload.Observation) {
+	r.mu.Lock()
+	r.pending[id] = o
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	if r.changed != nil {
+		r.changed()
+	}
+}
+
+// flush writes every noted observation now and returns the raft index at
+// which all reports made before the call are in the log: the caller waits
+// for that index to read what it reported.
+func (r *reporter) flush() (uint64, error) {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.mu.Lock()
+	batch := r.pending
+	r.pending = map[spec.ID]workload.Observation{}
+	r.mu.Unlock()
+	if len(batch) == 0 {
+		return r.last, nil
+	}
+	reports := make([]raftstore.Report, 0, len(batch))
+	for id, o := range batch {
+		reports = append(reports, raftstore.Report{ID: id, Observation: o})
+	}
+	index, err := r.raft.Observe(reports)
+	if err != nil {
+		// Put them back unless something newer came meanwhile.
+		r.mu.Lock()
+		for id, o := range batch {
+			if _, newer := r.pending[id]; !newer {
+				r.pending[id] = o
+			}
+		}
+		r.mu.Unlock()
+		return 0, err
+	}
+	r.last = index
+	return index, nil
+}
+
+// run writes reports as they come until quit is closed.
+func (r *reporter) run(quit <-chan struct{}) {
+	retry := time.NewTimer(reportRetry)
+	defer retry.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-r.wake:
+		case <-retry.C:
+		}
+		if _, err := r.flush(); err != nil {
+			r.log.Warn("report workload state; retrying", "err", err, "in", reportRetry)
+		}
+		retry.Reset(reportRetry)
+	}
+}
