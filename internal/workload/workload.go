@@ -21,6 +21,16 @@ import (
 // ErrNotFound is returned for an id the cluster has no allocation for.
 var ErrNotFound = errors.New("workload not found")
 
+// ErrNoCapacity means a workload cannot be placed for want of room: the
+// scheduler found no node that fits it, or the chosen node found one of
+// its raw TCP public ports held on its host. The API answers it with 409,
+// whichever layer found it, so every such layer wraps this one value.
+var ErrNoCapacity = errors.New("no node has room for this workload")
+
+// ErrUnsupported means no node (or not the chosen one) offers what the
+// workload needs: its isolation, or a terminal for its isolation.
+var ErrUnsupported = errors.New("isolation not available")
+
 // Desired is what the user wants a workload to be doing.
 type Desired string
 
