@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hypercore-dev/hypercore/internal/server"
+	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 )
 
 func newNodesCmd(api *apiFlags) *cobra.Command {
@@ -47,7 +47,7 @@ current raft leader, capacity, and how many workloads are placed on it.`,
 				json.Unmarshal(body, &e)
 				return fmt.Errorf("list nodes: %s: %s", resp.Status, e.Error)
 			}
-			var out struct{ Nodes []server.Member }
+			var out struct{ Nodes []nodeinfo.Member }
 			if err := json.Unmarshal(body, &out); err != nil {
 				return fmt.Errorf("list nodes: unreadable answer: %w", err)
 			}

@@ -142,10 +142,12 @@ func protoInput(p *v1.WorkloadSpec) spec.Input {
 	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty}
 }
 
+// specToProto is the request for a Spec already built (from hac.toml),
+// its ports written by the API's own port codec.
 func specToProto(s spec.Spec) *v1.WorkloadSpec {
 	ports := map[string]int64{}
-	for _, p := range s.Ports {
-		ports[string(p.Proto)+":"+strconv.Itoa(int(p.Public))] = int64(p.Target)
+	for k, v := range spec.PortKeys(s.Ports) {
+		ports[k] = int64(v)
 	}
 	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty}
 }

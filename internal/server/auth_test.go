@@ -59,7 +59,7 @@ func TestAuthRefusesEveryRouteWithoutTheToken(t *testing.T) {
 		"token in uppercase": "Bearer " + strings.ToUpper(testToken),
 	}
 	for what, auth := range bad {
-		for _, rt := range everyRoute(w.ID) {
+		for _, rt := range everyRoute(w.ID.String()) {
 			r := a.callAuth(rt[0], rt[1], rt[2], auth)
 			if r.code != http.StatusUnauthorized {
 				t.Errorf("%s: %s %s: %d %s, want 401", what, rt[0], rt[1], r.code, r.body)
@@ -83,7 +83,7 @@ func TestAuthRefusesEveryRouteWithoutTheToken(t *testing.T) {
 }
 
 // TestAuthLetsTheTokenThrough checks that the right token reaches the
-// handlers on the REST, seed and connect routes.
+// handlers on the REST, classic and connect routes.
 func TestAuthLetsTheTokenThrough(t *testing.T) {
 	a := newAPI(t, newBackend(t))
 	for _, path := range []string{"/list", "/v1/workloads", "/v1/node"} {
@@ -140,9 +140,9 @@ func TestAuthEmptyTokenRefusesEverything(t *testing.T) {
 	}
 }
 
-// TestHandlerHasNoTokenCheck checks that Handler, the API for the
-// node-to-node port where mutual TLS authenticates, does not ask for the
-// token while New does.
+// TestHandlerHasNoTokenCheck checks that Handler, the API for a caller
+// that authenticates in front of it, does not ask for the token while New
+// does.
 func TestHandlerHasNoTokenCheck(t *testing.T) {
 	b := newBackend(t)
 	for name, h := range map[string]http.Handler{

@@ -11,7 +11,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // workloadService implements the proto's WorkloadService.
@@ -28,15 +28,18 @@ func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
 	})
 }
 
-func (s *Server) toProto(w store.Workload) *v1.Workload {
+// toProto shows w as the proto's Workload: the allocation's spec and node,
+// and what that node last observed.
+func (s *Server) toProto(w workload.Workload) *v1.Workload {
 	ports := make(map[string]int64, len(w.Spec.Ports))
-	for k, v := range portKeys(w.Spec.Ports) {
+	for k, v := range spec.PortKeys(w.Spec.Ports) {
 		ports[k] = int64(v)
 	}
+	o := w.Observed
 	return &v1.Workload{
-		Id: w.ID, State: string(w.State), Ip: w.IP, Node: w.Node, Url: s.b.URL(w.ID),
-		ImageDigest: w.ImageDigest, CreatedAt: timestamppb.New(w.CreatedAt), Error: w.Error,
-		Pid: int32(w.Pid), Ready: w.Ready,
+		Id: w.ID.String(), State: string(o.State), Ip: o.IP, Node: w.Node, Url: s.b.URL(w.ID),
+		ImageDigest: o.ImageDigest, CreatedAt: timestamppb.New(w.CreatedAt), Error: o.Error,
+		Pid: int32(o.Pid), Ready: o.Ready,
 		Spec: &v1.WorkloadSpec{
 			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Ports: ports,
 			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
@@ -55,16 +58,17 @@ func (ws *workloadService) Spawn(ctx context.Context, req *connect.Request[v1.Sp
 	}
 	out := &v1.SpawnResponse{Node: w.Node, Workload: ws.s.toProto(w)}
 	if !req.Msg.DryRun {
-		out.Id, out.Url = w.ID, ws.s.b.URL(w.ID)
+		out.Id, out.Url = w.ID.String(), ws.s.b.URL(w.ID)
 	}
 	return connect.NewResponse(out), nil
 }
 
 func (ws *workloadService) Get(ctx context.Context, req *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error) {
-	if err := spec.ValidateID(req.Msg.Id); err != nil {
+	id, err := spec.ParseID(req.Msg.Id)
+	if err != nil {
 		return nil, connectErr(err)
 	}
-	w, err := ws.s.b.Get(req.Msg.Id)
+	w, err := ws.s.b.Get(id)
 	if err != nil {
 		return nil, connectErr(err)
 	}
@@ -84,13 +88,14 @@ func (ws *workloadService) List(ctx context.Context, req *connect.Request[v1.Lis
 }
 
 func (ws *workloadService) Stop(ctx context.Context, req *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error) {
-	if err := spec.ValidateID(req.Msg.Id); err != nil {
+	id, err := spec.ParseID(req.Msg.Id)
+	if err != nil {
 		return nil, connectErr(err)
 	}
 	if req.Msg.TimeoutSeconds < 0 || req.Msg.TimeoutSeconds > 3600 {
 		return nil, connectErr(&spec.FieldError{Field: "timeout_seconds", Msg: "must be 0-3600"})
 	}
-	w, err := ws.s.b.Stop(ctx, req.Msg.Id, time.Duration(req.Msg.TimeoutSeconds)*time.Second)
+	w, err := ws.s.b.Stop(ctx, id, time.Duration(req.Msg.TimeoutSeconds)*time.Second)
 	if err != nil {
 		return nil, connectErr(err)
 	}
@@ -98,23 +103,25 @@ func (ws *workloadService) Stop(ctx context.Context, req *connect.Request[v1.Sto
 }
 
 func (ws *workloadService) Remove(ctx context.Context, req *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
-	if err := spec.ValidateID(req.Msg.Id); err != nil {
+	id, err := spec.ParseID(req.Msg.Id)
+	if err != nil {
 		return nil, connectErr(err)
 	}
-	if err := ws.s.b.Remove(ctx, req.Msg.Id); err != nil {
+	if err := ws.s.b.Remove(ctx, id); err != nil {
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&v1.RemoveResponse{}), nil
 }
 
 func (ws *workloadService) Logs(ctx context.Context, req *connect.Request[v1.LogsRequest], stream *connect.ServerStream[v1.LogsResponse]) error {
-	if err := spec.ValidateID(req.Msg.Id); err != nil {
+	id, err := spec.ParseID(req.Msg.Id)
+	if err != nil {
 		return connectErr(err)
 	}
 	if req.Msg.Tail < 0 || req.Msg.Tail > spec.MaxLogTail {
 		return connectErr(&spec.FieldError{Field: "tail", Msg: "is out of range"})
 	}
-	rc, err := ws.s.b.Logs(ctx, req.Msg.Id, driver.LogOptions{Follow: req.Msg.Follow, Tail: int(req.Msg.Tail)})
+	rc, err := ws.s.b.Logs(ctx, id, driver.LogOptions{Follow: req.Msg.Follow, Tail: int(req.Msg.Tail)})
 	if err != nil {
 		return connectErr(err)
 	}
@@ -154,7 +161,7 @@ func (ns *nodeService) Info(ctx context.Context, req *connect.Request[v1.InfoReq
 	info := ns.s.b.Info()
 	out := &v1.InfoResponse{
 		Name: info.Name, Version: ns.s.opts.Version, Cores: info.Cores, Memory: info.MemoryMiB,
-		BaseDomain: info.BaseDomain, MicrovmAccel: info.MicroVMAccel,
+		BaseDomain: info.BaseDomain, ApiAddr: info.APIAddr, MicrovmAccel: info.MicroVMAccel,
 	}
 	for _, iso := range info.Isolations {
 		out.Isolations = append(out.Isolations, string(iso))

@@ -16,9 +16,9 @@ import (
 	v1 "github.com/hypercore-dev/hypercore/api/hypercore/v1"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
-	"github.com/hypercore-dev/hypercore/internal/node"
+	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // TestBackendErrorsMapAlike checks that each kind of error a backend
@@ -33,10 +33,10 @@ func TestBackendErrorsMapAlike(t *testing.T) {
 		field string
 	}{
 		{&spec.FieldError{Field: "ports", Msg: "is odd"}, 400, connect.CodeInvalidArgument, "ports"},
-		{fmt.Errorf("%w: x", store.ErrNotFound), 404, connect.CodeNotFound, ""},
+		{fmt.Errorf("%w: x", workload.ErrNotFound), 404, connect.CodeNotFound, ""},
 		{fmt.Errorf("%w: x", driver.ErrNotFound), 404, connect.CodeNotFound, ""},
-		{fmt.Errorf("%w: it asks for 64 GiB", node.ErrNoCapacity), 409, connect.CodeResourceExhausted, ""},
-		{fmt.Errorf("%w: no microvm here", node.ErrUnsupported), 400, connect.CodeFailedPrecondition, "isolation"},
+		{fmt.Errorf("%w: it asks for 64 GiB", workload.ErrNoCapacity), 409, connect.CodeResourceExhausted, ""},
+		{fmt.Errorf("%w: no microvm here", workload.ErrUnsupported), 400, connect.CodeFailedPrecondition, "isolation"},
 		{fmt.Errorf("pull: %w: no such tag", image.ErrNotFound), 400, connect.CodeInvalidArgument, "image_ref"},
 		{fmt.Errorf("pull: %w: connection refused", image.ErrRegistry), 502, connect.CodeUnavailable, "image_ref"},
 		{fmt.Errorf("pull: %w", context.Canceled), 499, connect.CodeCanceled, ""},
@@ -115,7 +115,7 @@ func TestBadInputMapsAlike(t *testing.T) {
 			sameError(t, p.name+" Logs "+id, err, want)
 		}
 		w := b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
-		_, err = c.Stop(context.Background(), connect.NewRequest(&v1.StopRequest{Id: w.ID, TimeoutSeconds: 3601}))
+		_, err = c.Stop(context.Background(), connect.NewRequest(&v1.StopRequest{Id: w.ID.String(), TimeoutSeconds: 3601}))
 		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.HasPrefix(errMessage(err), "timeout_seconds: ") {
 			t.Errorf("%s: Stop with a timeout of 3601 s: %v, want invalid_argument on timeout_seconds", p.name, err)
 		}
@@ -271,7 +271,7 @@ func TestConnectLogsAndPull(t *testing.T) {
 	w := b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
 	for _, p := range protocols {
 		c := a.workloads(p, "Bearer "+testToken)
-		stream, err := c.Logs(context.Background(), connect.NewRequest(&v1.LogsRequest{Id: w.ID, Follow: true, Tail: 3}))
+		stream, err := c.Logs(context.Background(), connect.NewRequest(&v1.LogsRequest{Id: w.ID.String(), Follow: true, Tail: 3}))
 		if err != nil {
 			t.Fatalf("%s: Logs: %v", p.name, err)
 		}
@@ -279,14 +279,14 @@ func TestConnectLogsAndPull(t *testing.T) {
 		for stream.Receive() {
 			got.Write(stream.Msg().Data)
 		}
-		if err := stream.Err(); err != nil || got.String() != a.call("GET", "/v1/workloads/"+w.ID+"/logs", "").body {
+		if err := stream.Err(); err != nil || got.String() != a.call("GET", "/v1/workloads/"+w.ID.String()+"/logs", "").body {
 			t.Errorf("%s: Logs: %q %v, want REST's %q", p.name, got.String(), err, b.logs)
 		}
 		stream.Close()
 		if o := b.logOpts[len(b.logOpts)-2]; o != (driver.LogOptions{Follow: true, Tail: 3}) {
 			t.Errorf("%s: Logs options reached the backend as %+v", p.name, o)
 		}
-		badTail, err := c.Logs(context.Background(), connect.NewRequest(&v1.LogsRequest{Id: w.ID, Tail: -1}))
+		badTail, err := c.Logs(context.Background(), connect.NewRequest(&v1.LogsRequest{Id: w.ID.String(), Tail: -1}))
 		if err == nil {
 			for badTail.Receive() {
 			}
@@ -337,11 +337,15 @@ func TestConnectLogsAndPull(t *testing.T) {
 	}
 }
 
-// TestConnectInfo checks NodeService.Info against GET /v1/node.
+// TestConnectInfo checks NodeService.Info against GET /v1/node, api_addr
+// included.
 func TestConnectInfo(t *testing.T) {
 	a := newAPI(t, newBackend(t))
-	var rest node.Info
+	var rest nodeinfo.Info
 	a.callJSON("GET", "/v1/node", "", &rest)
+	if rest.APIAddr != testAPIAddr || rest.MicroVMAccel != "tcg" {
+		t.Errorf("GET /v1/node: %+v, want api_addr %s and microvm_accel tcg", rest, testAPIAddr)
+	}
 	for _, p := range protocols {
 		res, err := a.nodes(p, "Bearer "+testToken).Info(context.Background(), connect.NewRequest(&v1.InfoRequest{}))
 		if err != nil {
@@ -349,7 +353,8 @@ func TestConnectInfo(t *testing.T) {
 		}
 		m := res.Msg
 		if m.Name != rest.Name || m.Cores != rest.Cores || m.Memory != rest.MemoryMiB || m.BaseDomain != rest.BaseDomain ||
-			len(m.Isolations) != len(rest.Isolations) || m.Version != "v-test" {
+			len(m.Isolations) != len(rest.Isolations) || m.Version != "v-test" ||
+			m.ApiAddr != rest.APIAddr || m.MicrovmAccel != rest.MicroVMAccel {
 			t.Errorf("%s: Info %v, REST says %+v", p.name, m, rest)
 		}
 	}

@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,10 +22,9 @@ import (
 	"github.com/hypercore-dev/hypercore/api/hypercore/v1/hypercorev1connect"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
-	"github.com/hypercore-dev/hypercore/internal/node"
-	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 const (
@@ -32,22 +32,28 @@ const (
 	testTokenPath = "/var/lib/hypercore/api-token"
 	testNodeName  = "test-node"
 	testDomain    = "example.test"
+	testAPIAddr   = "127.0.0.1:8000"
 	// unknownID is a well-formed workload id that no test creates.
 	unknownID = "0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70"
 )
 
-// backend is the Backend these tests serve. Get, List, Info and URL, and
-// the not-found errors of Stop, Remove, Logs, Exec and Attach, come from a
-// real node.Node over a real bbolt store, so the API is tested against the
-// errors the daemon really returns. The calls that would need root, a
-// network and an OCI runtime (Spawn, Stop, Remove, Logs, Exec, Attach,
-// Pull) are replaced by in-memory versions that work on the same store and
-// record what they were asked.
+// backend is the Backend these tests serve: an in-memory stand-in for the
+// cluster, so the API is tested without root, a network or a runtime. It
+// keeps each workload as the cluster does, an allocation and the hosting
+// node's observation joined on every read, answers an unknown id with
+// workload.ErrNotFound as the cluster state does, and records what each
+// call was asked. Spawn "starts" a workload at once: its node reports it
+// running and ready.
 type backend struct {
-	*node.Node
-	st *store.Bolt
-
 	mu       sync.Mutex
+	order    []spec.ID // oldest first, as the cluster lists
+	allocs   map[spec.ID]workload.Allocation
+	observed map[spec.ID]workload.Observation
+	info     nodeinfo.Info
+	members  []nodeinfo.Member
+
+	// What reached the backend.
+	ids      []spec.ID
 	spawns   []spec.SpawnRequest
 	stops    []time.Duration
 	logOpts  []driver.LogOptions
@@ -66,78 +72,131 @@ type backend struct {
 
 var _ Backend = (*backend)(nil)
 
-// newBackend returns a backend over a fresh store, closed when t ends.
+// newBackend returns an empty backend: a node alone, with no cluster
+// membership to show.
 func newBackend(t *testing.T) *backend {
 	t.Helper()
-	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
+	return &backend{
+		allocs: map[spec.ID]workload.Allocation{}, observed: map[spec.ID]workload.Observation{},
+		info: nodeinfo.Info{
+			Name: testNodeName, Cores: 4, MemoryMiB: 8192, Isolations: []spec.Isolation{spec.IsolationContainer, spec.IsolationMicroVM},
+			BaseDomain: testDomain, FreeMemoryMiB: 6000, MicroVMAccel: "tcg", APIAddr: testAPIAddr,
+		},
+		logs: "line 1\nline 2\n",
 	}
-	t.Cleanup(func() { st.Close() })
-	n, err := node.New(node.Config{Name: testNodeName, BaseDomain: testDomain, Log: quietLog()},
-		node.Parts{Store: st, Routes: proxy.NewTable()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &backend{Node: n, st: st, logs: "line 1\nline 2\n"}
 }
 
-// Spawn records req and, unless it is a dry run, a running workload, as
-// node.Spawn does once its workload has started.
-func (b *backend) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload, error) {
-	b.mu.Lock()
-	b.spawns = append(b.spawns, req)
-	err := b.spawnErr
-	b.mu.Unlock()
-	if err != nil {
-		return store.Workload{}, err
+// get is Get under b.mu, noting that id reached the backend.
+func (b *backend) get(id spec.ID) (workload.Workload, error) {
+	b.ids = append(b.ids, id)
+	a, ok := b.allocs[id]
+	if !ok {
+		return workload.Workload{}, fmt.Errorf("cluster state: %w: %s", workload.ErrNotFound, id)
 	}
-	w := store.Workload{
-		ID: string(spec.NewID()), Spec: req.Spec, Desired: store.DesiredRunning, State: store.StateRunning,
-		Node: testNodeName, IP: "10.77.0.2", Pid: 4242, Ready: true,
-		ImageDigest: "sha256:" + strings.Repeat("ab", 32), CreatedAt: time.Now().UTC().Truncate(time.Second),
+	var o *workload.Observation
+	if obs, ok := b.observed[id]; ok {
+		o = &obs
 	}
-	if req.DryRun {
-		w.State, w.IP, w.Pid, w.Ready, w.ImageDigest = store.StateCreating, "", 0, false, ""
-		return w, nil
-	}
-	return w, b.st.Create(w)
+	return workload.Join(a, o), nil
 }
 
-func (b *backend) Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
-	b.mu.Lock()
-	b.stops = append(b.stops, timeout)
-	b.mu.Unlock()
-	return b.st.Update(id, func(w *store.Workload) error {
-		w.Desired, w.State, w.Pid, w.IP, w.Ready = store.DesiredStopped, store.StateStopped, 0, "", false
-		return nil
-	})
-}
-
-func (b *backend) Remove(ctx context.Context, id string) error {
-	if _, err := b.Get(id); err != nil {
-		return err
-	}
-	return b.st.Delete(id)
-}
-
-func (b *backend) Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error) {
-	if _, err := b.Get(id); err != nil {
-		return nil, err
-	}
+// Get returns the workload joined from its two halves.
+func (b *backend) Get(id spec.ID) (workload.Workload, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.get(id)
+}
+
+// List returns every workload, oldest first.
+func (b *backend) List() ([]workload.Workload, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]workload.Workload, 0, len(b.order))
+	for _, id := range b.order {
+		w, err := b.get(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// Spawn records req and, unless it is a dry run, allocates the workload to
+// this node, which reports it running and ready.
+func (b *backend) Spawn(ctx context.Context, req spec.SpawnRequest) (workload.Workload, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.spawns = append(b.spawns, req)
+	if b.spawnErr != nil {
+		return workload.Workload{}, b.spawnErr
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	a := workload.Allocation{
+		ID: spec.NewID(), Spec: req.Spec, Node: testNodeName, Desired: workload.DesiredRunning,
+		Generation: 1, CreatedAt: now,
+	}
+	if req.DryRun {
+		return workload.Join(a, nil), nil
+	}
+	o := workload.Observation{
+		Node: testNodeName, Generation: 1, State: workload.StateRunning, IP: "10.77.0.2", Pid: 4242, Ready: true,
+		ImageDigest: "sha256:" + strings.Repeat("ab", 32), StartedAt: now,
+	}
+	b.order = append(b.order, a.ID)
+	b.allocs[a.ID], b.observed[a.ID] = a, o
+	return workload.Join(a, &o), nil
+}
+
+// Stop records the timeout, marks the workload meant to stop and has its
+// node report it stopped.
+func (b *backend) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Workload, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stops = append(b.stops, timeout)
+	if _, err := b.get(id); err != nil {
+		return workload.Workload{}, err
+	}
+	a := b.allocs[id]
+	a.Desired, a.Generation = workload.DesiredStopped, a.Generation+1
+	o := b.observed[id]
+	o.Generation, o.State, o.Pid, o.IP, o.Ready, o.FinishedAt = a.Generation, workload.StateStopped, 0, "", false, time.Now().UTC()
+	b.allocs[id], b.observed[id] = a, o
+	return workload.Join(a, &o), nil
+}
+
+// Remove deletes both halves of the workload.
+func (b *backend) Remove(ctx context.Context, id spec.ID) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, err := b.get(id); err != nil {
+		return err
+	}
+	delete(b.allocs, id)
+	delete(b.observed, id)
+	b.order = slices.DeleteFunc(b.order, func(x spec.ID) bool { return x == id })
+	return nil
+}
+
+// Logs answers b.logs and records the options.
+func (b *backend) Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, err := b.get(id); err != nil {
+		return nil, err
+	}
 	b.logOpts = append(b.logOpts, opts)
 	return io.NopCloser(strings.NewReader(b.logs)), nil
 }
 
 // Exec echoes its stdin to stdout, writes "err\n" to stderr and exits
 // with b.exitCode, or fails with b.execErr.
-func (b *backend) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error) {
-	if _, err := b.Get(id); err != nil {
+func (b *backend) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error) {
+	b.mu.Lock()
+	if _, err := b.get(id); err != nil {
+		b.mu.Unlock()
 		return -1, err
 	}
-	b.mu.Lock()
 	b.execs = append(b.execs, cfg)
 	code, err := b.exitCode, b.execErr
 	b.mu.Unlock()
@@ -151,11 +210,13 @@ func (b *backend) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (i
 	return code, nil
 }
 
-func (b *backend) Attach(ctx context.Context, id string, stdio driver.IO) error {
-	if _, err := b.Get(id); err != nil {
+// Attach runs b.attach as the workload's main process, if set.
+func (b *backend) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error {
+	b.mu.Lock()
+	if _, err := b.get(id); err != nil {
+		b.mu.Unlock()
 		return err
 	}
-	b.mu.Lock()
 	b.attaches = append(b.attaches, stdio)
 	fn := b.attach
 	b.mu.Unlock()
@@ -164,6 +225,20 @@ func (b *backend) Attach(ctx context.Context, id string, stdio driver.IO) error 
 	}
 	return fn(stdio)
 }
+
+// PruneImages is not served by this backend; prune_test.go has its own.
+func (b *backend) PruneImages(ctx context.Context) (image.GCResult, error) {
+	return image.GCResult{}, errors.New("backend: PruneImages is not part of these tests")
+}
+
+// Info describes the node that answers.
+func (b *backend) Info() nodeinfo.Info { return b.info }
+
+// Members is nil: a backend alone is no cluster member (see clusterBackend).
+func (b *backend) Members() []nodeinfo.Member { return nil }
+
+// URL is <id>.<base-domain>, as the cluster answers.
+func (b *backend) URL(id spec.ID) string { return id.String() + "." + testDomain }
 
 // set changes the backend's answers under its lock, as calls may be
 // running.
@@ -205,7 +280,7 @@ func (b *backend) lastSpawn(t *testing.T) spec.SpawnRequest {
 }
 
 // addWorkload stores a running workload of sp directly, as if spawned.
-func (b *backend) addWorkload(t *testing.T, sp spec.Spec) store.Workload {
+func (b *backend) addWorkload(t *testing.T, sp spec.Spec) workload.Workload {
 	t.Helper()
 	w, err := b.Spawn(context.Background(), spec.SpawnRequest{Spec: sp})
 	if err != nil {
@@ -227,10 +302,17 @@ func mustSpec(t *testing.T, body string) spec.Spec {
 // clusterBackend is a backend that is part of a cluster.
 type clusterBackend struct {
 	*backend
-	members []Member
+	members []nodeinfo.Member
 }
 
-func (c clusterBackend) Members() []Member { return c.members }
+func (c clusterBackend) Members() []nodeinfo.Member { return c.members }
+
+// reached returns the ids that reached the backend, in order.
+func (b *backend) reached() []spec.ID {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.ids)
+}
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

@@ -2,15 +2,14 @@ package server
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
-// workloadJSON is how REST and seed routes show a workload.
+// workloadJSON is how REST and the classic routes show a workload.
 type workloadJSON struct {
 	ID          string            `json:"id"`
 	URL         string            `json:"url"`
@@ -31,36 +30,26 @@ type workloadJSON struct {
 	CreatedAt   time.Time         `json:"created_at"`
 }
 
-func (s *Server) toJSON(w store.Workload) workloadJSON {
+// toJSON shows w: the allocation's spec, node and desired state, and what
+// that node last observed.
+func (s *Server) toJSON(w workload.Workload) workloadJSON {
+	o := w.Observed
 	out := workloadJSON{
-		ID: w.ID, URL: s.b.URL(w.ID), Node: w.Node, State: string(w.State), Desired: string(w.Desired),
-		Ready: w.Ready, IP: w.IP, Pid: w.Pid, ExitCode: w.ExitCode, ImageRef: w.Spec.Image,
-		ImageDigest: w.ImageDigest, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB,
-		Isolation: string(w.Spec.Isolation), Error: w.Error, CreatedAt: w.CreatedAt,
+		ID: w.ID.String(), URL: s.b.URL(w.ID), Node: w.Node, State: string(o.State), Desired: string(w.Desired),
+		Ready: o.Ready, IP: o.IP, Pid: o.Pid, ExitCode: o.ExitCode, ImageRef: w.Spec.Image,
+		ImageDigest: o.ImageDigest, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB,
+		Isolation: string(w.Spec.Isolation), Error: o.Error, CreatedAt: w.CreatedAt,
 	}
 	if len(w.Spec.Ports) > 0 {
-		out.Ports = portKeys(w.Spec.Ports)
+		out.Ports = spec.PortKeys(w.Spec.Ports)
 	}
 	return out
 }
 
-// portKeys renders ports as the request had them: {"443": 3000}.
-func portKeys(ports []spec.Port) map[string]uint16 {
-	m := make(map[string]uint16, len(ports))
-	for _, p := range ports {
-		key := strconv.Itoa(int(p.Public))
-		if (p.Proto == spec.ProtoTCP) == (p.Public == 80 || p.Public == 443) {
-			key = string(p.Proto) + ":" + key
-		}
-		m[key] = p.Target
-	}
-	return m
-}
-
 func (s *Server) routes(mux *http.ServeMux) {
-	// Seed 000's routes.
+	// The classic /spawn API's routes.
 	mux.HandleFunc("/spawn", s.handleSpawn)
-	mux.HandleFunc("/stop", s.handleStopSeed)
+	mux.HandleFunc("/stop", s.handleStopClassic)
 	mux.HandleFunc("/list", s.handleList)
 	mux.HandleFunc("/logs", func(w http.ResponseWriter, r *http.Request) {
 		if wantMethod(w, r, http.MethodGet) {
@@ -71,7 +60,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	// REST.
 	mux.HandleFunc("GET /v1/workloads", s.handleList)
 	mux.HandleFunc("POST /v1/workloads", s.handleSpawn)
-	mux.HandleFunc("GET /v1/workloads/{id}", s.withID(func(w http.ResponseWriter, r *http.Request, id string) {
+	mux.HandleFunc("GET /v1/workloads/{id}", s.withID(func(w http.ResponseWriter, r *http.Request, id spec.ID) {
 		wl, err := s.b.Get(id)
 		if err != nil {
 			s.fail(w, err)
@@ -79,12 +68,12 @@ func (s *Server) routes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, s.toJSON(wl))
 	}))
-	mux.HandleFunc("DELETE /v1/workloads/{id}", s.withID(func(w http.ResponseWriter, r *http.Request, id string) {
+	mux.HandleFunc("DELETE /v1/workloads/{id}", s.withID(func(w http.ResponseWriter, r *http.Request, id spec.ID) {
 		if err := s.b.Remove(r.Context(), id); err != nil {
 			s.fail(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"id": id, "state": "removed"})
+		writeJSON(w, http.StatusOK, map[string]string{"id": id.String(), "state": "removed"})
 	}))
 	mux.HandleFunc("POST /v1/workloads/{id}/stop", s.withID(s.stop))
 	mux.HandleFunc("GET /v1/workloads/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
@@ -96,22 +85,24 @@ func (s *Server) routes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, s.b.Info())
 	})
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := s.b.(Cluster)
-		if !ok {
+		members := s.b.Members()
+		if members == nil {
 			writeError(w, http.StatusNotFound, "this node is not part of a cluster", "")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"nodes": c.Members()})
+		writeJSON(w, http.StatusOK, map[string]any{"nodes": members})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no API route "+r.Method+" "+r.URL.Path+"; see docs/api.md", "")
 	})
 }
 
-func (s *Server) withID(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+// withID parses the route's {id} once, answering 400 for one that is not a
+// workload id, and hands h the checked id.
+func (s *Server) withID(h func(http.ResponseWriter, *http.Request, spec.ID)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		if err := spec.ValidateID(id); err != nil {
+		id, err := spec.ParseID(r.PathValue("id"))
+		if err != nil {
 			s.fail(w, err)
 			return
 		}
@@ -119,7 +110,7 @@ func (s *Server) withID(h func(http.ResponseWriter, *http.Request, string)) http
 	}
 }
 
-// spawnAnswer is seed 000's /spawn answer, {"id","url"}, plus the node.
+// spawnAnswer is the classic /spawn answer, {"id","url"}, plus the node.
 type spawnAnswer struct {
 	ID     string `json:"id"`
 	URL    string `json:"url"`
@@ -141,14 +132,15 @@ func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ans := spawnAnswer{ID: wl.ID, URL: s.b.URL(wl.ID), Node: wl.Node, DryRun: req.DryRun}
+	ans := spawnAnswer{ID: wl.ID.String(), URL: s.b.URL(wl.ID), Node: wl.Node, DryRun: req.DryRun}
 	if req.DryRun {
 		ans.ID, ans.URL = "", ""
 	}
 	writeJSON(w, http.StatusOK, ans)
 }
 
-func (s *Server) handleStopSeed(w http.ResponseWriter, r *http.Request) {
+// handleStopClassic is the classic POST /stop, {"id": "..."}.
+func (s *Server) handleStopClassic(w http.ResponseWriter, r *http.Request) {
 	if !wantMethod(w, r, http.MethodPost) {
 		return
 	}
@@ -161,7 +153,7 @@ func (s *Server) handleStopSeed(w http.ResponseWriter, r *http.Request) {
 }
 
 // stop takes an optional ?timeout=SECONDS, the grace period after SIGTERM.
-func (s *Server) stop(w http.ResponseWriter, r *http.Request, id string) {
+func (s *Server) stop(w http.ResponseWriter, r *http.Request, id spec.ID) {
 	timeout, err := spec.ParseStopTimeout(r.URL.Query().Get("timeout"))
 	if err != nil {
 		s.fail(w, err)
@@ -196,11 +188,14 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, id string) {
+// streamLogs answers a log route; rawID comes from the path or, on the
+// classic route, the query.
+func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, rawID string) {
 	q := r.URL.Query()
+	var id spec.ID
 	follow, err := spec.ParseBool("follow", q.Get("follow"))
 	if err == nil {
-		err = spec.ValidateID(id)
+		id, err = spec.ParseID(rawID)
 	}
 	tail := 0
 	if err == nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -8,9 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	v1 "github.com/hypercore-dev/hypercore/api/hypercore/v1"
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 const webRef = "registry.example/web:1"
@@ -68,9 +73,10 @@ func TestSpawnRefusesBadInput(t *testing.T) {
 	}
 }
 
-// TestSpawnSeedAPI checks seed 000's POST /spawn: the body's fields reach
-// the backend as a validated spec, and the answer is {"id","url","node"}.
-func TestSpawnSeedAPI(t *testing.T) {
+// TestSpawnClassicAPI checks the classic POST /spawn: the body's fields
+// reach the backend as a validated spec, and the answer is
+// {"id","url","node"}.
+func TestSpawnClassicAPI(t *testing.T) {
 	a := newAPI(t, newBackend(t))
 	var ans map[string]any
 	a.callJSON("POST", "/spawn", `{"cores":0.5,"memory":64,"image_ref":"`+webRef+`","ports":{"443":3000,"5432":5432},"env":["GREETING=hi"]}`, &ans)
@@ -123,11 +129,12 @@ func TestSpawnDryRun(t *testing.T) {
 func TestWorkloadJSON(t *testing.T) {
 	a := newAPI(t, newBackend(t))
 	w := a.b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`","cores":2,"memory":128,"ports":{"443":3000,"tcp:80":8080,"2222":22}}`))
+	id := w.ID.String()
 	var one map[string]any
-	a.callJSON("GET", "/v1/workloads/"+w.ID, "", &one)
+	a.callJSON("GET", "/v1/workloads/"+id, "", &one)
 	want := map[string]any{
-		"id": w.ID, "url": w.ID + "." + testDomain, "node": testNodeName, "state": "running", "desired": "running",
-		"ready": true, "ip": "10.77.0.2", "pid": 4242.0, "image_ref": webRef, "image_digest": w.ImageDigest,
+		"id": id, "url": id + "." + testDomain, "node": testNodeName, "state": "running", "desired": "running",
+		"ready": true, "ip": "10.77.0.2", "pid": 4242.0, "image_ref": webRef, "image_digest": w.Observed.ImageDigest,
 		"cores": 2.0, "memory": 128.0, "isolation": "container", "created_at": w.CreatedAt.Format(time.RFC3339),
 		"ports": map[string]any{"443": 3000.0, "tcp:80": 8080.0, "2222": 22.0},
 	}
@@ -143,8 +150,41 @@ func TestWorkloadJSON(t *testing.T) {
 	}
 }
 
+// TestWorkloadShowsItsNodesObservation checks that the state, address and
+// exit code shown are what the allocated node reported: an exited
+// workload shows its exit code, and one moved to another node by a
+// failover is pending there, with nothing of what its old node saw.
+func TestWorkloadShowsItsNodesObservation(t *testing.T) {
+	a := newAPI(t, newBackend(t))
+	exited := a.b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
+	moved := a.b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
+	a.b.set(func() {
+		o := a.b.observed[exited.ID]
+		o.State, o.ExitCode, o.IP, o.Pid, o.Ready, o.Error = workload.StateExited, 3, "", 0, false, "exited with code 3"
+		a.b.observed[exited.ID] = o
+		m := a.b.allocs[moved.ID]
+		m.Node, m.Generation = "other-node", m.Generation+1
+		a.b.allocs[moved.ID] = m
+	})
+	var got workloadJSON
+	a.callJSON("GET", "/v1/workloads/"+exited.ID.String(), "", &got)
+	if got.State != "exited" || got.Desired != "running" || got.ExitCode != 3 || got.Error != "exited with code 3" || got.IP != "" || got.Ready {
+		t.Errorf("exited workload: %+v, want state exited, exit code 3 and its error", got)
+	}
+	got = workloadJSON{}
+	a.callJSON("GET", "/v1/workloads/"+moved.ID.String(), "", &got)
+	if got.Node != "other-node" || got.State != "pending" || got.IP != "" || got.Pid != 0 || got.Ready || got.ImageDigest != "" {
+		t.Errorf("moved workload: %+v, want pending on other-node with nothing its old node saw", got)
+	}
+	res, err := a.workloads(protocols[0], "Bearer "+testToken).Get(context.Background(), connect.NewRequest(&v1.GetRequest{Id: moved.ID.String()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameWorkload(t, "connect Get of the moved workload", res.Msg.Workload, got)
+}
+
 // TestListEmpty checks that an empty list is [] rather than null, which
-// seed clients iterate over.
+// clients of the classic API iterate over.
 func TestListEmpty(t *testing.T) {
 	a := newAPI(t, newBackend(t))
 	for _, path := range []string{"/list", "/v1/workloads"} {
@@ -154,27 +194,28 @@ func TestListEmpty(t *testing.T) {
 	}
 }
 
-// TestStopAndRemove checks the stop routes (seed and REST) with their
+// TestStopAndRemove checks the stop routes (classic and REST) with their
 // timeout, and DELETE.
 func TestStopAndRemove(t *testing.T) {
 	a := newAPI(t, newBackend(t))
 	w := a.b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
+	id := w.ID.String()
 	var got workloadJSON
-	a.callJSON("POST", "/stop", `{"id":"`+w.ID+`"}`, &got)
-	if got.ID != w.ID || got.State != "stopped" || got.Desired != "stopped" || got.IP != "" {
+	a.callJSON("POST", "/stop", `{"id":"`+id+`"}`, &got)
+	if got.ID != id || got.State != "stopped" || got.Desired != "stopped" || got.IP != "" {
 		t.Errorf("POST /stop: %+v, want it stopped", got)
 	}
-	a.callJSON("POST", "/v1/workloads/"+w.ID+"/stop?timeout=7", "", &got)
-	a.callJSON("POST", "/stop?timeout=3600", `{"id":"`+w.ID+`"}`, &got)
+	a.callJSON("POST", "/v1/workloads/"+id+"/stop?timeout=7", "", &got)
+	a.callJSON("POST", "/stop?timeout=3600", `{"id":"`+id+`"}`, &got)
 	if want := []time.Duration{0, 7 * time.Second, time.Hour}; !reflect.DeepEqual(a.b.stops, want) {
 		t.Errorf("stop timeouts reaching the backend: %v, want %v", a.b.stops, want)
 	}
 	var removed map[string]string
-	a.callJSON("DELETE", "/v1/workloads/"+w.ID, "", &removed)
-	if want := map[string]string{"id": w.ID, "state": "removed"}; !reflect.DeepEqual(removed, want) {
+	a.callJSON("DELETE", "/v1/workloads/"+id, "", &removed)
+	if want := map[string]string{"id": id, "state": "removed"}; !reflect.DeepEqual(removed, want) {
 		t.Errorf("DELETE: %v, want %v", removed, want)
 	}
-	if r := a.call("GET", "/v1/workloads/"+w.ID, ""); r.code != http.StatusNotFound {
+	if r := a.call("GET", "/v1/workloads/"+id, ""); r.code != http.StatusNotFound {
 		t.Errorf("GET after DELETE: %d %s, want 404", r.code, r.body)
 	}
 }
@@ -184,7 +225,8 @@ func TestStopAndRemove(t *testing.T) {
 func TestLogs(t *testing.T) {
 	a := newAPI(t, newBackend(t))
 	w := a.b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
-	for _, path := range []string{"/logs?id=" + w.ID + "&follow=1&tail=5", "/v1/workloads/" + w.ID + "/logs?follow=true&tail=5"} {
+	id := w.ID.String()
+	for _, path := range []string{"/logs?id=" + id + "&follow=1&tail=5", "/v1/workloads/" + id + "/logs?follow=true&tail=5"} {
 		r := a.call("GET", path, "")
 		if r.code != http.StatusOK || r.body != a.b.logs || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") {
 			t.Errorf("GET %s: %d %q (%s), want the log as text", path, r.code, r.body, r.header.Get("Content-Type"))
@@ -201,6 +243,7 @@ func TestLogs(t *testing.T) {
 func TestRouteErrors(t *testing.T) {
 	a := newAPI(t, newBackend(t))
 	w := a.b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
+	id := w.ID.String()
 	cases := []struct {
 		method, path, body string
 		code               int
@@ -208,7 +251,7 @@ func TestRouteErrors(t *testing.T) {
 	}{
 		// A malformed id is refused before it reaches the backend.
 		{"GET", "/v1/workloads/not-an-id", "", 400, "id"},
-		{"GET", "/v1/workloads/" + strings.ToUpper(w.ID), "", 400, "id"},
+		{"GET", "/v1/workloads/" + strings.ToUpper(id), "", 400, "id"},
 		{"DELETE", "/v1/workloads/..%2F..%2Fetc", "", 400, "id"},
 		{"POST", "/v1/workloads/x/stop", "", 400, "id"},
 		{"GET", "/v1/workloads/x/logs", "", 400, "id"},
@@ -216,7 +259,7 @@ func TestRouteErrors(t *testing.T) {
 		{"POST", "/v1/workloads/x/attach", "", 400, "id"},
 		{"POST", "/stop", `{"id":"../x"}`, 400, "id"},
 		{"POST", "/stop", `{}`, 400, "id"},
-		{"POST", "/stop", `{"id":"` + w.ID + `","force":true}`, 400, "force"},
+		{"POST", "/stop", `{"id":"` + id + `","force":true}`, 400, "force"},
 		{"GET", "/logs", "", 400, "id"},
 		// A well-formed id of no workload is 404 everywhere.
 		{"GET", "/v1/workloads/" + unknownID, "", 404, ""},
@@ -228,26 +271,26 @@ func TestRouteErrors(t *testing.T) {
 		{"POST", "/stop", `{"id":"` + unknownID + `"}`, 404, ""},
 		{"GET", "/logs?id=" + unknownID, "", 404, ""},
 		// Bad query values name their parameter.
-		{"POST", "/v1/workloads/" + w.ID + "/stop?timeout=soon", "", 400, "timeout"},
-		{"POST", "/v1/workloads/" + w.ID + "/stop?timeout=3601", "", 400, "timeout"},
-		{"POST", "/stop?timeout=-1", `{"id":"` + w.ID + `"}`, 400, "timeout"},
-		{"GET", "/v1/workloads/" + w.ID + "/logs?tail=-1", "", 400, "tail"},
-		{"GET", "/logs?id=" + w.ID + "&follow=maybe", "", 400, "follow"},
-		{"POST", "/v1/workloads/" + w.ID + "/exec", "", 400, "cmd"},
-		{"POST", "/v1/workloads/" + w.ID + "/exec?cmd=sh&tty=2", "", 400, "tty"},
-		{"POST", "/v1/workloads/" + w.ID + "/exec?cmd=sh&env=1=2", "", 400, "env"},
-		// Seed routes check their method.
+		{"POST", "/v1/workloads/" + id + "/stop?timeout=soon", "", 400, "timeout"},
+		{"POST", "/v1/workloads/" + id + "/stop?timeout=3601", "", 400, "timeout"},
+		{"POST", "/stop?timeout=-1", `{"id":"` + id + `"}`, 400, "timeout"},
+		{"GET", "/v1/workloads/" + id + "/logs?tail=-1", "", 400, "tail"},
+		{"GET", "/logs?id=" + id + "&follow=maybe", "", 400, "follow"},
+		{"POST", "/v1/workloads/" + id + "/exec", "", 400, "cmd"},
+		{"POST", "/v1/workloads/" + id + "/exec?cmd=sh&tty=2", "", 400, "tty"},
+		{"POST", "/v1/workloads/" + id + "/exec?cmd=sh&env=1=2", "", 400, "env"},
+		// The classic routes check their method.
 		{"GET", "/spawn", "", 405, ""},
 		{"GET", "/stop", "", 405, ""},
 		{"POST", "/list", "", 405, ""},
-		{"POST", "/logs?id=" + w.ID, "", 405, ""},
+		{"POST", "/logs?id=" + id, "", 405, ""},
 		// Anything else gets the catch-all's JSON 404 naming the route,
 		// not the mux's plain-text answer.
 		{"GET", "/no/such/route", "", 404, ""},
-		{"PUT", "/v1/workloads/" + w.ID, "", 404, ""},
+		{"PUT", "/v1/workloads/" + id, "", 404, ""},
 		// Exec and attach need the stream upgrade.
-		{"POST", "/v1/workloads/" + w.ID + "/exec?cmd=sh", "", 426, ""},
-		{"POST", "/v1/workloads/" + w.ID + "/attach", "", 426, ""},
+		{"POST", "/v1/workloads/" + id + "/exec?cmd=sh", "", 426, ""},
+		{"POST", "/v1/workloads/" + id + "/attach", "", 426, ""},
 	}
 	for _, c := range cases {
 		r := a.call(c.method, c.path, c.body)
@@ -267,8 +310,15 @@ func TestRouteErrors(t *testing.T) {
 		}
 	}
 	// None of the refused calls stopped the workload or ran anything in it.
-	if got, err := a.b.Get(w.ID); err != nil || got.State != store.StateRunning || len(a.b.execs) != 0 {
+	if got, err := a.b.Get(w.ID); err != nil || got.Observed.State != workload.StateRunning || len(a.b.execs) != 0 {
 		t.Errorf("after refused calls: %+v %v, %d execs", got, err, len(a.b.execs))
+	}
+	// Every id that reached the backend went through spec.ParseID: the
+	// malformed ones above were refused at the edge.
+	for _, got := range a.b.reached() {
+		if _, err := spec.ParseID(string(got)); err != nil {
+			t.Errorf("a malformed id reached the backend: %v", err)
+		}
 	}
 }
 
@@ -279,16 +329,25 @@ func TestNodeRoutes(t *testing.T) {
 	a := newAPI(t, b)
 	var info map[string]any
 	a.callJSON("GET", "/v1/node", "", &info)
-	if info["Name"] != testNodeName || info["BaseDomain"] != testDomain || info["Cores"].(float64) <= 0 {
+	if info["name"] != testNodeName || info["base_domain"] != testDomain || info["cores"].(float64) <= 0 {
 		t.Errorf("GET /v1/node: %v", info)
+	}
+	// Its keys are snake_case like the rest of the API, every one there
+	// (docs/api.md lists them), api_addr filled in.
+	want := map[string]any{
+		"name": testNodeName, "cores": 4.0, "memory_mib": 8192.0, "isolations": []any{"container", "microvm"},
+		"base_domain": testDomain, "free_memory_mib": 6000.0, "microvm_accel": "tcg", "api_addr": testAPIAddr,
+	}
+	if !reflect.DeepEqual(info, want) {
+		t.Errorf("GET /v1/node:\n got %v\nwant %v", info, want)
 	}
 	if r := a.call("GET", "/v1/nodes", ""); r.code != http.StatusNotFound || !strings.Contains(r.errorBody(t).Error, "not part of a cluster") {
 		t.Errorf("GET /v1/nodes alone: %d %s, want 404", r.code, r.body)
 	}
 
-	members := []Member{{Name: "a", State: "alive", Role: "server", Leader: true, Cores: 2, Isolations: []string{"container"}, Workloads: 1}, {Name: "b", State: "failed", Role: "worker"}}
+	members := []nodeinfo.Member{{Name: "a", State: "alive", Role: "server", Leader: true, Cores: 2, Isolations: []string{"container"}, Workloads: 1}, {Name: "b", State: "failed", Role: "worker"}}
 	ca := newAPI(t, clusterBackend{b, members})
-	var got struct{ Nodes []Member }
+	var got struct{ Nodes []nodeinfo.Member }
 	ca.callJSON("GET", "/v1/nodes", "", &got)
 	if !reflect.DeepEqual(got.Nodes, members) {
 		t.Errorf("GET /v1/nodes: %+v, want %+v", got.Nodes, members)
@@ -303,7 +362,7 @@ func TestNodeRoutes(t *testing.T) {
 }
 
 // TestErrorBodyIsConnectShaped checks the keys of an error body: the
-// seed's "error", Connect's "code" and "message", and "field" only when
+// classic API's "error", Connect's "code" and "message", and "field" only when
 // the error is about one.
 func TestErrorBodyIsConnectShaped(t *testing.T) {
 	a := newAPI(t, newBackend(t))

@@ -1,6 +1,9 @@
 // Package server is hypercore's API: Connect/gRPC from the proto, REST
-// routes, and seed 000's JSON routes, all behind one bearer token, all
-// validating input through internal/spec.
+// routes, and the classic /spawn API's JSON routes, all behind one bearer
+// token. It is the edge: every input is validated here through
+// internal/spec (specs by spec.Build, ids by spec.ParseID, once), and what
+// goes on to the Backend is typed. It serves a Backend and knows nothing
+// of the cluster behind it, which does not import it either.
 package server
 
 import (
@@ -19,26 +22,48 @@ import (
 	"github.com/hypercore-dev/hypercore/api/hypercore/v1/hypercorev1connect"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
-	"github.com/hypercore-dev/hypercore/internal/node"
+	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
-// Backend is what the API serves: a node now, a cluster later.
+// Backend is what the API serves: the cluster, as seen from the node that
+// answers (a single node is a cluster of one). Its arguments are already
+// valid, so it need not check them again; any node answers for every
+// workload, and reaching the node that hosts one (for Stop, Logs, Exec,
+// Attach...) is the Backend's job, not the API's.
+//
+// Errors are told apart with errors.Is: workload.ErrNotFound (or
+// driver.ErrNotFound) for an unknown workload, workload.ErrNoCapacity when
+// nothing has room, workload.ErrUnsupported for an isolation or feature no
+// node offers, image.ErrNotFound and image.ErrRegistry for pulls, and
+// *spec.FieldError for input it refuses; anything else is an internal
+// error.
 type Backend interface {
-	Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload, error)
-	Get(id string) (store.Workload, error)
-	List() ([]store.Workload, error)
-	Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error)
-	Remove(ctx context.Context, id string) error
-	Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error)
-	Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error)
-	Attach(ctx context.Context, id string, stdio driver.IO) error
+	// Spawn places a workload and starts it on the chosen node; with
+	// DryRun it only places it, and the answer names the node with no id.
+	Spawn(ctx context.Context, req spec.SpawnRequest) (workload.Workload, error)
+	Get(id spec.ID) (workload.Workload, error)
+	// List returns every workload, oldest first.
+	List() ([]workload.Workload, error)
+	// Stop stops a workload, waiting up to timeout after SIGTERM (0: the
+	// node's default), and keeps its record.
+	Stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Workload, error)
+	Remove(ctx context.Context, id spec.ID) error
+	Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error)
+	Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error)
+	Attach(ctx context.Context, id spec.ID, stdio driver.IO) error
+	// Pull fetches an image into the answering node's store.
 	Pull(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error)
 	// PruneImages deletes the images no workload on the answering node uses.
 	PruneImages(ctx context.Context) (image.GCResult, error)
-	Info() node.Info
-	URL(id string) string
+	// Info describes the answering node, APIAddr included.
+	Info() nodeinfo.Info
+	// Members lists the cluster's nodes, sorted by name; nil when the
+	// Backend has no membership to show (GET /v1/nodes then answers 404).
+	Members() []nodeinfo.Member
+	// URL is the workload's public address, <id>.<base-domain>.
+	URL(id spec.ID) string
 }
 
 // Options configure the API.
@@ -59,27 +84,6 @@ type Server struct {
 	log  *slog.Logger
 }
 
-// Member is one node of the cluster as the API shows it.
-type Member struct {
-	Name          string   `json:"name"`
-	State         string   `json:"state"`
-	Role          string   `json:"role"`
-	Leader        bool     `json:"leader"`
-	Addr          string   `json:"addr"`
-	APIAddr       string   `json:"api_addr,omitempty"`
-	Public        bool     `json:"public"`
-	Cores         float64  `json:"cores"`
-	MemoryMiB     int64    `json:"memory_mib"`
-	FreeMemoryMiB int64    `json:"free_memory_mib"`
-	Isolations    []string `json:"isolations,omitempty"`
-	Workloads     int      `json:"workloads"`
-}
-
-// Cluster is what a Backend offers when it is part of a cluster.
-type Cluster interface {
-	Members() []Member
-}
-
 // New returns the API's http.Handler, which demands the bearer token.
 func New(b Backend, opts Options) http.Handler {
 	return Authenticate(Handler(b, opts), opts)
@@ -92,9 +96,9 @@ func Authenticate(next http.Handler, opts Options) http.Handler {
 	return (&Server{opts: opts}).auth(next)
 }
 
-// Handler returns the API without the token check, for a listener that
-// authenticates callers itself: the node-to-node port, where mutual TLS
-// has already proven the caller is a cluster member.
+// Handler returns the API without the token check, for a caller that puts
+// Authenticate in front of it itself (New is the two together). Peers do
+// not reach it: they speak the cluster's own typed protocol.
 func Handler(b Backend, opts Options) http.Handler {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -121,7 +125,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	})
 }
 
-// errorBody is the JSON shape of every REST and seed-route error.
+// errorBody is the JSON shape of every REST and classic-route error.
 type errorBody struct {
 	Error string `json:"error"`
 	Field string `json:"field,omitempty"`
@@ -177,11 +181,11 @@ func classify(err error) (int, connect.Code, string) {
 	switch {
 	case errors.As(err, &fe):
 		return http.StatusBadRequest, connect.CodeInvalidArgument, fe.Field
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, driver.ErrNotFound):
+	case errors.Is(err, workload.ErrNotFound), errors.Is(err, driver.ErrNotFound):
 		return http.StatusNotFound, connect.CodeNotFound, ""
-	case errors.Is(err, node.ErrNoCapacity):
+	case errors.Is(err, workload.ErrNoCapacity):
 		return http.StatusConflict, connect.CodeResourceExhausted, ""
-	case errors.Is(err, node.ErrUnsupported):
+	case errors.Is(err, workload.ErrUnsupported):
 		return http.StatusBadRequest, connect.CodeFailedPrecondition, "isolation"
 	case errors.Is(err, image.ErrNotFound):
 		return http.StatusBadRequest, connect.CodeInvalidArgument, "image_ref"

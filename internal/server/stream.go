@@ -19,8 +19,10 @@ const StreamProtocol = "hypercore-stream/1"
 
 // handleExec runs a command in a workload: POST
 // /v1/workloads/{id}/exec?cmd=sh&cmd=-c&cmd=...&tty=1&env=K=V&rows=24&cols=80
-// with "Connection: Upgrade" and "Upgrade: hypercore-stream/1".
-func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, id string) {
+// with "Connection: Upgrade" and "Upgrade: hypercore-stream/1". The node
+// that answers serves the stream whichever node hosts the workload: the
+// Backend reaches that node, so no request is proxied here.
+func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, id spec.ID) {
 	q := r.URL.Query()
 	args, env := q["cmd"], q["env"]
 	tty, err := spec.ParseBool("tty", q.Get("tty"))
@@ -42,7 +44,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, id string) {
 
 // handleAttach connects to a workload's main process, like exec without a
 // new process.
-func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request, id string) {
+func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request, id spec.ID) {
 	wl, err := s.b.Get(id)
 	if err != nil {
 		s.fail(w, err)

@@ -39,7 +39,7 @@ func TestExecStream(t *testing.T) {
 	a := newAPI(t, b)
 	w := b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
 	b.set(func() { b.exitCode = 7 })
-	resp, br, conn := a.dialUpgrade("/v1/workloads/" + w.ID + "/exec?cmd=sh&cmd=-c&cmd=cat&env=A=b")
+	resp, br, conn := a.dialUpgrade("/v1/workloads/" + w.ID.String() + "/exec?cmd=sh&cmd=-c&cmd=cat&env=A=b")
 	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != StreamProtocol {
 		t.Fatalf("exec: %s %v, want 101 to %s", resp.Status, resp.Header, StreamProtocol)
 	}
@@ -70,7 +70,7 @@ func TestExecStreamError(t *testing.T) {
 	a := newAPI(t, b)
 	w := b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
 	b.set(func() { b.execErr = errors.New("runtime exploded") })
-	resp, br, _ := a.dialUpgrade("/v1/workloads/" + w.ID + "/exec?cmd=true")
+	resp, br, _ := a.dialUpgrade("/v1/workloads/" + w.ID.String() + "/exec?cmd=true")
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("exec: %s", resp.Status)
 	}
@@ -98,7 +98,7 @@ func TestAttachStream(t *testing.T) {
 			return err
 		}
 	})
-	resp, br, conn := a.dialUpgrade("/v1/workloads/" + w.ID + "/attach")
+	resp, br, conn := a.dialUpgrade("/v1/workloads/" + w.ID.String() + "/attach")
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("attach: %s", resp.Status)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 
@@ -18,8 +17,8 @@ type SpawnRequest struct {
 	DryRun bool
 }
 
-// spawnJSON is the body of seed 000's POST /spawn, plus the fields hypercore
-// adds (isolation, args, tty).
+// spawnJSON is the body of the classic /spawn API's POST /spawn, plus the
+// fields hypercore adds (isolation, args, tty).
 type spawnJSON struct {
 	Cores     *float64         `json:"cores"`
 	Memory    *int64           `json:"memory"`
@@ -32,7 +31,7 @@ type spawnJSON struct {
 	Tty       bool             `json:"tty"`
 }
 
-// DecodeSpawnJSON reads seed 000's /spawn body from r. It refuses unknown
+// DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
 // fields, trailing data, bodies over MaxBodyBytes and anything Build refuses.
 func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	var in spawnJSON
@@ -62,22 +61,19 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	return SpawnRequest{Spec: s, DryRun: in.DryRun}, nil
 }
 
-// IDRequest is the body of seed-style calls that name one workload, such as
-// POST /stop.
+// IDRequest is the body of the classic API's calls that name one workload,
+// such as POST /stop.
 type IDRequest struct {
 	ID string `json:"id"`
 }
 
-// DecodeIDJSON reads {"id": "..."} from r and validates the id.
-func DecodeIDJSON(r io.Reader) (string, error) {
+// DecodeIDJSON reads {"id": "..."} from r and returns the checked id.
+func DecodeIDJSON(r io.Reader) (ID, error) {
 	var in IDRequest
 	if err := DecodeJSON(r, &in); err != nil {
 		return "", err
 	}
-	if err := ValidateID(in.ID); err != nil {
-		return "", err
-	}
-	return in.ID, nil
+	return ParseID(in.ID)
 }
 
 // DecodeJSON strictly decodes one JSON object from r into v: unknown fields,
@@ -126,9 +122,9 @@ func jsonErr(err error) error {
 	return fieldErr("body", "is not valid JSON: %v", err)
 }
 
-// HAC is a hac.toml hardware-as-code file, seed 001's [spacecore] and
-// [hardware] tables. Kernel, drive and interface are the seed's microVM
-// settings; hypercore builds those itself, so they are accepted and ignored.
+// HAC is a hac.toml hardware-as-code file: its [spacecore] and [hardware]
+// tables. Kernel, drive and interface are hac.toml's microVM settings;
+// hypercore builds those itself, so they are accepted and ignored.
 type HAC struct {
 	Spacecore struct {
 		Name        string `toml:"name"`
@@ -171,7 +167,7 @@ func ParseHAC(data []byte) (Spec, error) {
 	})
 }
 
-// providerIsolation maps seed 001's VM providers onto isolations: every VMM
+// providerIsolation maps hac.toml's VM providers onto isolations: every VMM
 // is a microVM to the scheduler.
 func providerIsolation(p string) string {
 	switch strings.ToLower(p) {
@@ -183,20 +179,4 @@ func providerIsolation(p string) string {
 		return string(IsolationContainer)
 	}
 	return p
-}
-
-// FormatPorts renders ports the way the CLI and seed 000 write them,
-// "443:3000", for listings and logs.
-func FormatPorts(ports []Port) string {
-	parts := make([]string, len(ports))
-	for i, p := range ports {
-		parts[i] = fmt.Sprintf("%d:%d", p.Public, p.Target)
-		if p.Proto == ProtoTCP && p.Public != 80 && p.Public != 443 {
-			continue
-		}
-		if p.Proto == ProtoTCP {
-			parts[i] = "tcp:" + parts[i]
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -92,13 +93,14 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-// Input is the loosely typed shape shared by every front door (seed JSON,
-// protobuf, CLI flags, hac.toml). Build validates it into a Spec.
+// Input is the loosely typed shape shared by every front door (the classic
+// /spawn JSON, protobuf, CLI flags, hac.toml). Build validates it into a Spec.
 type Input struct {
 	Image     string
 	Cores     float64
 	MemoryMiB int64
-	// Ports keys are public ports, optionally prefixed "tcp:" or "http:".
+	// Ports keys are public ports, optionally prefixed "tcp:" or "http:";
+	// PortKeys writes them.
 	Ports     map[string]int64
 	Env       []string
 	Args      []string
@@ -209,12 +211,7 @@ func parsePort(key string, target int64) (Port, error) {
 	p := Port{Public: uint16(pub), Target: uint16(target)}
 	switch strings.ToLower(proto) {
 	case "":
-		// 80 and 443 are served by the HTTP(S) proxy; any other public
-		// port has no Host header to route on, so it is raw TCP.
-		p.Proto = ProtoTCP
-		if pub == 80 || pub == 443 {
-			p.Proto = ProtoHTTP
-		}
+		p.Proto = defaultProto(p.Public)
 	case "http":
 		// Only 80 and 443 have HTTP listeners that route by Host.
 		if pub != 80 && pub != 443 {
@@ -227,6 +224,33 @@ func parsePort(key string, target int64) (Port, error) {
 		return Port{}, fieldErr("ports", "protocol %q in %q is not http or tcp", proto, key)
 	}
 	return p, nil
+}
+
+// defaultProto is how a public port is served when its key names no
+// protocol: 80 and 443 by the HTTP(S) proxy, which routes by Host, and any
+// other port as raw TCP, which has no Host to route on.
+func defaultProto(public uint16) Protocol {
+	if public == 80 || public == 443 {
+		return ProtoHTTP
+	}
+	return ProtoTCP
+}
+
+// PortKeys writes ports as the API takes them: {"443": 3000}, the public
+// port alone when it is served the default way and prefixed with its
+// protocol ("tcp:80") when it is not. It is the one encoder of port keys,
+// for REST and Connect answers, the CLI's requests and Check, so what the
+// API shows can be sent back and means the same workload.
+func PortKeys(ports []Port) map[string]uint16 {
+	m := make(map[string]uint16, len(ports))
+	for _, p := range ports {
+		key := strconv.Itoa(int(p.Public))
+		if p.Proto != defaultProto(p.Public) {
+			key = string(p.Proto) + ":" + key
+		}
+		m[key] = p.Target
+	}
+	return m
 }
 
 var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
@@ -375,23 +399,47 @@ func ParseStopTimeout(s string) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
-// Check validates a Spec that arrived already built, such as a record a
-// peer node sends: the network is not trusted just because the sender is
-// a cluster member, so it goes through the same rules as Build.
+// Check validates a Spec that arrived already built, such as an allocation
+// a peer node sends: the network is not trusted just because the sender is
+// a cluster member, so it goes through the same rules as Build, with its
+// ports written by PortKeys as a client would send them. A Spec Build would
+// not have made (a duplicate port, cores left at 0, an isolation in capitals)
+// is refused too, so code that trusts a checked Spec gets what Build gives.
 func (s Spec) Check() error {
-	ports := make(map[string]int64, len(s.Ports))
 	for _, p := range s.Ports {
-		key := strconv.Itoa(int(p.Public))
-		if p.Proto == ProtoTCP && (p.Public == 80 || p.Public == 443) {
-			key = "tcp:" + key
-		} else if p.Proto != ProtoTCP && p.Proto != ProtoHTTP {
+		if p.Proto != ProtoTCP && p.Proto != ProtoHTTP {
 			return fieldErr("ports", "port %d has unknown protocol %q", p.Public, p.Proto)
 		}
-		ports[key] = int64(p.Target)
 	}
-	_, err := Build(Input{
+	keys := PortKeys(s.Ports)
+	if len(keys) != len(s.Ports) {
+		return fieldErr("ports", "a public port is mapped twice in %v", s.Ports)
+	}
+	ports := make(map[string]int64, len(keys))
+	for k, v := range keys {
+		ports[k] = int64(v)
+	}
+	b, err := Build(Input{
 		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// Build fills in defaults and normalises, so a Spec it would not have
+	// made passes it; compare to catch those.
+	const differs = "is %v where a validated spec holds %v"
+	switch {
+	case b.Image != s.Image:
+		return fieldErr("image_ref", differs, strconv.Quote(truncate(s.Image, 80)), strconv.Quote(b.Image))
+	case b.Cores != s.Cores:
+		return fieldErr("cores", differs, s.Cores, b.Cores)
+	case b.MemoryMiB != s.MemoryMiB:
+		return fieldErr("memory", differs, s.MemoryMiB, b.MemoryMiB)
+	case !slices.Equal(b.Ports, s.Ports):
+		return fieldErr("ports", differs+" (sorted by public port)", s.Ports, b.Ports)
+	case b.Isolation != s.Isolation:
+		return fieldErr("isolation", differs, strconv.Quote(string(s.Isolation)), strconv.Quote(string(b.Isolation)))
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package spec
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,7 +17,7 @@ func field(t *testing.T, err error) string {
 	return fe.Field
 }
 
-func TestDecodeSpawnSeedBody(t *testing.T) {
+func TestDecodeClassicSpawnBody(t *testing.T) {
 	body := `{"cores": 1, "memory": 512, "image_ref": "registry.vistara.dev/75bbb1e1:ea3b", "ports": {"443": 3000}, "env": ["OPENAI_API_KEY=sk"], "dry_run": true}`
 	req, err := DecodeSpawnJSON(strings.NewReader(body))
 	if err != nil {
@@ -91,6 +93,12 @@ func TestIDs(t *testing.T) {
 	if got, err := ParseID(id); err != nil || string(got) != id {
 		t.Fatal(err)
 	}
+	if got, err := DecodeIDJSON(strings.NewReader(`{"id":"` + id + `"}`)); err != nil || got.String() != id {
+		t.Fatalf("DecodeIDJSON: %q %v, want %s", got, err, id)
+	}
+	if _, err := DecodeIDJSON(strings.NewReader(`{"id":"../x"}`)); err == nil || field(t, err) != "id" {
+		t.Fatalf("DecodeIDJSON of a path: %v, want an error about id", err)
+	}
 	for _, bad := range []string{"", "../../etc/passwd", strings.ToUpper(id), id + "x", "497b6ad8-11a3-4701-8b6a-11396e11ca7d/..", "497b6ad8-11a3-1701-8b6a-11396e11ca7d"} {
 		if ValidateID(bad) == nil {
 			t.Errorf("ValidateID(%q) accepted", bad)
@@ -158,6 +166,70 @@ func TestCheckAcceptsBuiltSpecsAndRefusesTamperedOnes(t *testing.T) {
 	bad.Ports = []Port{{Public: 443, Target: 1, Proto: "udp"}}
 	if err := bad.Check(); err == nil {
 		t.Fatal("Check accepted an unknown port protocol")
+	}
+
+	// Specs Build would not have made: each names its field.
+	tampered := map[string]func(*Spec){
+		"an empty protocol":        func(s *Spec) { s.Ports = []Port{{Public: 8080, Target: 1}} },
+		"a public port twice":      func(s *Spec) { s.Ports = []Port{{443, 1, ProtoHTTP}, {443, 2, ProtoHTTP}} },
+		"a port as http and tcp":   func(s *Spec) { s.Ports = []Port{{443, 1, ProtoHTTP}, {443, 2, ProtoTCP}} },
+		"ports out of order":       func(s *Spec) { s.Ports = []Port{{5432, 5432, ProtoTCP}, {443, 3000, ProtoHTTP}} },
+		"http on a raw port":       func(s *Spec) { s.Ports = []Port{{8080, 1, ProtoHTTP}} },
+		"cores left at 0":          func(s *Spec) { s.Cores = 0 },
+		"memory left at 0":         func(s *Spec) { s.MemoryMiB = 0 },
+		"no isolation":             func(s *Spec) { s.Isolation = "" },
+		"an isolation in capitals": func(s *Spec) { s.Isolation = "Container" },
+		"an image with blanks":     func(s *Spec) { s.Image = " busybox:1" },
+		"a NUL in an argument":     func(s *Spec) { s.Args = []string{"a\x00b"} },
+		"an env entry without a =": func(s *Spec) { s.Env = []string{"PATH"} },
+	}
+	wantField := map[string]string{
+		"an empty protocol": "ports", "a public port twice": "ports", "a port as http and tcp": "ports", "ports out of order": "ports",
+		"http on a raw port": "ports", "cores left at 0": "cores", "memory left at 0": "memory",
+		"no isolation": "isolation", "an isolation in capitals": "isolation", "an image with blanks": "image_ref",
+		"a NUL in an argument": "args", "an env entry without a =": "env",
+	}
+	for what, change := range tampered {
+		bad := s
+		change(&bad)
+		err := bad.Check()
+		if err == nil {
+			t.Errorf("Check accepted %s: %+v", what, bad)
+			continue
+		}
+		if f := field(t, err); f != wantField[what] {
+			t.Errorf("Check of %s: %v, want it about %q", what, err, wantField[what])
+		}
+	}
+}
+
+// TestPortKeys checks the one port codec: it writes the keys the API
+// takes, a bare number for a port served the default way and proto:number
+// otherwise, and Build reads them back into the same ports.
+func TestPortKeys(t *testing.T) {
+	in := map[string]int64{"http:443": 3000, "tcp:80": 8080, "2222": 22, "tcp:5432": 5432}
+	s, err := Build(Input{Image: "busybox:1", Ports: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := PortKeys(s.Ports)
+	want := map[string]uint16{"443": 3000, "tcp:80": 8080, "2222": 22, "5432": 5432}
+	if !maps.Equal(got, want) {
+		t.Fatalf("PortKeys(%v) = %v, want %v", s.Ports, got, want)
+	}
+	back := make(map[string]int64, len(got))
+	for k, v := range got {
+		back[k] = int64(v)
+	}
+	again, err := Build(Input{Image: "busybox:1", Ports: back})
+	if err != nil {
+		t.Fatalf("Build refused PortKeys' own keys %v: %v", got, err)
+	}
+	if !slices.Equal(again.Ports, s.Ports) {
+		t.Errorf("ports after a round trip: %v, want %v", again.Ports, s.Ports)
+	}
+	if m := PortKeys(nil); m == nil || len(m) != 0 {
+		t.Errorf("PortKeys(nil) = %#v, want an empty map", m)
 	}
 }
 

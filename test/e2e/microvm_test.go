@@ -22,8 +22,8 @@ func TestMicroVM(t *testing.T) {
 	nodeService := isoPort(isoServe(t, n.NS, "0.0.0.0:0", isoNodeSecret))
 
 	// The node says how it runs microVMs, as detected once at its start.
-	if code, out := n.API("GET", "/v1/node", ""); code != 200 || !(strings.Contains(out, `"MicroVMAccel": "tcg"`) || strings.Contains(out, `"MicroVMAccel": "kvm"`)) {
-		t.Errorf("GET /v1/node: %d %s, want MicroVMAccel tcg or kvm", code, out)
+	if code, out := n.API("GET", "/v1/node", ""); code != 200 || !(strings.Contains(out, `"microvm_accel": "tcg"`) || strings.Contains(out, `"microvm_accel": "kvm"`)) {
+		t.Errorf("GET /v1/node: %d %s, want microvm_accel tcg or kvm", code, out)
 	}
 
 	// 64 MiB, as a container spec would say, is less than a VM needs: the
