@@ -107,6 +107,19 @@ func (n *Node) Kill9() {
 	}
 }
 
+// Term stops the daemon as a service manager would, with SIGTERM, and waits
+// up to 15 s for it to exit. Its workloads keep running.
+func (n *Node) Term() {
+	n.t.Helper()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	for i := 0; i < 1500 && n.running(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n.running() {
+		n.t.Fatalf("node still running 15s after SIGTERM; log:\n%s", n.Log())
+	}
+}
+
 func (n *Node) running() bool { return n.cmd.ProcessState == nil }
 
 func (n *Node) cleanup() {
