@@ -16,8 +16,8 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/spec"
-	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // withExtraLayer is img with one more layer of its own, so it has content
@@ -65,15 +65,15 @@ func gcNode(t *testing.T, interval time.Duration) *testNode {
 	return tn
 }
 
-// sleeper is a spawn request for a workload of ref that only sleeps, so it
-// needs no port to be ready.
-func sleeper(t *testing.T, ref string) spec.SpawnRequest {
+// sleeper is an allocation to n of a workload of ref that only sleeps, so
+// it needs no port to be ready.
+func sleeper(t *testing.T, n *testNode, ref string) workload.Allocation {
 	t.Helper()
 	sp, err := spec.Build(spec.Input{Image: ref, Cores: 0.5, MemoryMiB: 64, Args: []string{"/bin/sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return spec.SpawnRequest{Spec: sp}
+	return n.alloc(sp)
 }
 
 // TestPruneImagesKeepsWhatWorkloadsUse pulls two images, runs a workload
@@ -93,18 +93,19 @@ func TestPruneImagesKeepsWhatWorkloadsUse(t *testing.T) {
 	testutil.Push(t, unusedRef, unusedImg)
 	n := gcNode(t, 0)
 
-	w, err := n.Spawn(ctx, sleeper(t, usedRef))
+	a := sleeper(t, n, usedRef)
+	w, err := n.Run(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.State != store.StateRunning {
+	if w.State != workload.StateRunning {
 		t.Fatalf("workload is %s, want running", w.State)
 	}
 	unused, err := n.Pull(ctx, unusedRef, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.Stop(ctx, w.ID, time.Second); err != nil {
+	if _, err := n.Stop(ctx, a.ID, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	used, err := n.Images.Get(w.ImageDigest)
@@ -147,7 +148,7 @@ func TestPruneImagesKeepsWhatWorkloadsUse(t *testing.T) {
 		t.Errorf("the stopped workload's image: %+v, %v", got, err)
 	}
 
-	if err := n.Remove(ctx, w.ID); err != nil {
+	if err := n.Remove(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
 	if res, err = n.PruneImages(ctx); err != nil {
@@ -183,12 +184,13 @@ func TestPruneImagesSparesASpawnInProgress(t *testing.T) {
 		<-resume
 	}
 	type result struct {
-		w   store.Workload
+		w   workload.Observation
 		err error
 	}
 	done := make(chan result, 1)
+	a := sleeper(t, n, ref)
 	go func() {
-		w, err := n.Spawn(ctx, sleeper(t, ref))
+		w, err := n.Run(ctx, a)
 		done <- result{w, err}
 	}()
 	var img *image.Image
@@ -219,7 +221,7 @@ func TestPruneImagesSparesASpawnInProgress(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("spawn after GC: %v", r.err)
 	}
-	if r.w.State != store.StateRunning || r.w.ImageDigest != img.Digest {
+	if r.w.State != workload.StateRunning || r.w.ImageDigest != img.Digest {
 		t.Fatalf("spawned workload is %s on %s, want running on %s", r.w.State, r.w.ImageDigest, img.Digest)
 	}
 	// The pin is gone; the record keeps the image now, and the ref the new one.

@@ -31,6 +31,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // waitLimit only bounds how long a broken test hangs; nothing asserts on time.
@@ -160,7 +161,7 @@ func (e *env) scrub() {
 }
 
 // testNode is a started Node with the parts the daemon gives it, each on
-// the env's data dir.
+// the env's data dir, and a record of what it reported.
 type testNode struct {
 	*Node
 	e      *env
@@ -168,8 +169,59 @@ type testNode struct {
 	images *image.Store
 	netm   *network.Manager
 	runc   *runc.Driver
-	routes *proxy.Table
-	down   bool
+	// routes is only read by the node (PortOwner); tests reserve ports
+	// in it, and check that the node never writes a route.
+	routes  *proxy.Table
+	reports *reports
+	down    bool
+}
+
+// reports records every call of Config.Report, in order.
+type reports struct {
+	mu   sync.Mutex
+	list []reported
+}
+
+type reported struct {
+	id spec.ID
+	o  workload.Observation
+}
+
+func (r *reports) add(id spec.ID, o workload.Observation) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.list = append(r.list, reported{id, o})
+}
+
+// of returns what was reported about id, in order.
+func (r *reports) of(id spec.ID) []workload.Observation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []workload.Observation
+	for _, x := range r.list {
+		if x.id == id {
+			out = append(out, x.o)
+		}
+	}
+	return out
+}
+
+// states returns the states reported about id, in order.
+func (r *reports) states(id spec.ID) []workload.State {
+	var out []workload.State
+	for _, o := range r.of(id) {
+		out = append(out, o.State)
+	}
+	return out
+}
+
+// last returns the last observation reported about id.
+func (r *reports) last(id spec.ID) (workload.Observation, bool) {
+	list := r.of(id)
+	if len(list) == 0 {
+		return workload.Observation{}, false
+	}
+	return list[len(list)-1], true
 }
 
 // start makes and starts a node as runDaemon does; shutdown (or the end
@@ -177,7 +229,7 @@ type testNode struct {
 func (e *env) start() *testNode {
 	t := e.t
 	t.Helper()
-	tn := &testNode{e: e, routes: proxy.NewTable()}
+	tn := &testNode{e: e, routes: proxy.NewTable(), reports: &reports{}}
 	var err error
 	if tn.st, err = store.OpenBolt(filepath.Join(e.dir, "state.db")); err != nil {
 		t.Fatal(err)
@@ -191,7 +243,9 @@ func (e *env) start() *testNode {
 	if tn.runc, err = e.driver(); err != nil {
 		t.Fatal(err)
 	}
-	tn.Node, err = New(e.cfg, Parts{
+	cfg := e.cfg
+	cfg.Report = tn.reports.add
+	tn.Node, err = New(cfg, Parts{
 		Store: tn.st, Images: tn.images, Network: tn.netm, Routes: tn.routes,
 		Drivers: map[spec.Isolation]driver.Driver{spec.IsolationContainer: tn.runc},
 	})
@@ -239,16 +293,32 @@ func (tn *testNode) removeAll() {
 	}
 }
 
-// spawn spawns body (a /spawn JSON body without image_ref, which is the
-// env's image) and fails the test if it does not start.
-func (tn *testNode) spawn(body string) store.Workload {
+// spawned is a workload a test had the node run: its id and what Run
+// answered.
+type spawned struct {
+	ID spec.ID
+	workload.Observation
+}
+
+// alloc is the allocation of s to this node, as the scheduler makes it.
+func (tn *testNode) alloc(s spec.Spec) workload.Allocation {
+	return workload.Allocation{
+		ID: spec.NewID(), Spec: s, Node: tn.Name(), Desired: workload.DesiredRunning,
+		Generation: 1, CreatedAt: time.Now().UTC(),
+	}
+}
+
+// spawn has the node run body (a /spawn JSON body without image_ref,
+// which is the env's image) and fails the test if it does not start.
+func (tn *testNode) spawn(body string) spawned {
 	t := tn.e.t
 	t.Helper()
-	w, err := tn.Spawn(ctx(t), tn.e.request(body))
+	a := tn.alloc(tn.e.request(body).Spec)
+	o, err := tn.Run(ctx(t), a)
 	if err != nil {
-		t.Fatalf("spawn %s: %v", body, err)
+		t.Fatalf("run %s: %v", body, err)
 	}
-	return w
+	return spawned{a.ID, o}
 }
 
 // request builds a spawn request from a /spawn JSON body; image_ref is
@@ -267,8 +337,13 @@ func (e *env) request(body string) spec.SpawnRequest {
 }
 
 // status is what the runtime says of id.
-func (tn *testNode) status(id string) (driver.Status, error) {
-	return tn.runc.Status(ctx(tn.e.t), id)
+func (tn *testNode) status(id spec.ID) (driver.Status, error) {
+	return tn.runc.Status(ctx(tn.e.t), string(id))
+}
+
+// record is the node's store record of id.
+func (tn *testNode) record(id spec.ID) (store.Record, error) {
+	return tn.st.Get(id)
 }
 
 // page fetches / from the workload's httpd at ip.
@@ -301,8 +376,9 @@ func (e *env) containers() []string {
 }
 
 // leftovers describes every trace of a workload on the node: records,
-// routes, leases, runtime containers, workload dirs and netns mounts.
-// It is empty when the node holds nothing.
+// observations, routes (which the node must never write), leases, runtime
+// containers, workload dirs and netns mounts. It is empty when the node
+// holds nothing.
 func (tn *testNode) leftovers() []string {
 	t := tn.e.t
 	t.Helper()
@@ -311,8 +387,11 @@ func (tn *testNode) leftovers() []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range list {
-		left = append(left, "record "+w.ID)
+	for _, r := range list {
+		left = append(left, "record "+string(r.ID))
+	}
+	for id := range tn.Observations() {
+		left = append(left, "observation of "+string(id))
 	}
 	if n := tn.routes.Len(); n > 0 {
 		left = append(left, strconv.Itoa(n)+" routes")

@@ -1,6 +1,13 @@
-// Package node is the daemon's core: it turns the desired state of the
-// workloads placed on this node into running workloads, and keeps the
-// proxy's routes in step with them.
+// Package node runs the workloads the cluster allocates to this host and
+// reports what it observes of them. It is told what to run (Run, Stop,
+// Remove) and answers with observations, every one of which also goes to
+// Config.Report, the one path by which the cluster learns what runs.
+//
+// It does not place: the scheduler chose this node, and the node's own
+// admission check covers only what the scheduler cannot know. It does not
+// write proxy routes: they are derived from the observations it reports.
+// What it keeps on disk (package store) is only what it needs to re-adopt
+// its workloads after a restart.
 package node
 
 import (
@@ -10,10 +17,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,24 +30,37 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/keylock"
 	"github.com/hypercore-dev/hypercore/internal/network"
-	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
-// ErrNoCapacity means no node can fit the request.
+// ErrNoCapacity means no node can fit the request. The scheduler says it
+// for the cluster; a node says it (as ErrPortInUse) only for what the
+// scheduler could not see.
 var ErrNoCapacity = errors.New("no node has room for this workload")
 
-// ErrUnsupported means the node cannot run the requested isolation.
+// ErrPortInUse means a raw TCP public port the workload asks for is held
+// on this host by something that is not a workload (a listener of the
+// daemon, another program). It wraps ErrNoCapacity, so callers that retry
+// elsewhere on a full node do so here too.
+var ErrPortInUse = fmt.Errorf("%w: a public TCP port is in use on the host", ErrNoCapacity)
+
+// ErrUnsupported means the node cannot run the requested isolation, or
+// not with the requested options.
 var ErrUnsupported = errors.New("isolation not available")
 
 // Config is how a node is set up.
 type Config struct {
-	// Name identifies the node in listings; the hostname by default.
+	// Name identifies the node in listings and in every observation it
+	// reports; the hostname by default.
 	Name string
 	// BaseDomain is the domain workloads are served under: <id>.<base>.
 	BaseDomain string
-	// ReadyTimeout bounds how long Spawn waits for the first port to
+	// APIAddr is where this node's API listens, shown in Info.
+	APIAddr string
+	// ReadyTimeout bounds how long Run waits for the first port to
 	// accept a connection before answering anyway.
 	ReadyTimeout time.Duration
 	// StopTimeout is how long Stop waits after SIGTERM by default.
@@ -51,7 +71,16 @@ type Config struct {
 	// uses are deleted (see PruneImages); the first time is at most
 	// FirstImageGC after Start. 0 never deletes them by itself.
 	ImageGCInterval time.Duration
-	Log             *slog.Logger
+	// Report receives every change of a workload's observation: creating,
+	// running (with IP, pid, image digest and start time), ready, exited
+	// (with exit code and end time), stopped, a failed start (exited, with
+	// Error), and each workload's state as recovered at Start. Calls are
+	// synchronous and, for one workload, in the order the changes
+	// happened: the node holds that workload's lock during the call, so
+	// Report must not call back into the node about the same workload.
+	// Nil discards them; Observations still has the latest.
+	Report func(id spec.ID, o workload.Observation)
+	Log    *slog.Logger
 }
 
 // DefaultImageGCInterval is the daemon's image GC period: often enough
@@ -65,17 +94,35 @@ const DefaultImageGCInterval = time.Hour
 // deleted only to be pulled again.
 const FirstImageGC = time.Minute
 
+// PortOwners says who other than a workload holds a public TCP port on
+// this host. The proxy's table is one; the node only reads it, since the
+// routes themselves are derived from observations elsewhere.
+type PortOwners interface {
+	PortOwner(port uint16) (owner string, taken bool)
+}
+
 // Parts are the node's collaborators, made by the caller so tests and the
 // daemon can choose them.
 type Parts struct {
-	Store   store.Workloads
+	Store   store.Records
 	Images  *image.Store
 	Network *network.Manager
 	Drivers map[spec.Isolation]driver.Driver
-	Routes  *proxy.Table
+	// Routes is asked whether a raw TCP public port is free on this host;
+	// nil skips that check.
+	Routes PortOwners
 }
 
-// Node runs the workloads placed on it.
+// Node runs the workloads allocated to it.
+//
+// Invariants:
+//   - every record in Store is a workload this node was told to run and
+//     has not removed; every such workload has an observation in memory
+//     once Start returns;
+//   - one operation at a time runs per workload (locks), and every
+//     observation is reported under that lock, so reports for one
+//     workload are in order;
+//   - the node never places and never writes routes.
 type Node struct {
 	cfg Config
 	Parts
@@ -84,10 +131,12 @@ type Node struct {
 	cores     float64
 	memoryMiB int64
 
-	placeMu sync.Mutex  // placement decisions see each other's reservations
-	locks   keylock.Map // one operation at a time per workload
+	locks keylock.Map // one operation at a time per workload
 
-	// afterImage, when set (by tests), runs in a spawn between taking the
+	obsMu sync.Mutex
+	obs   map[spec.ID]workload.Observation
+
+	// afterImage, when set (by tests), runs in a start between taking the
 	// image and recording the workload's digest, the window GC must respect.
 	afterImage func(*image.Image)
 
@@ -122,6 +171,7 @@ func New(cfg Config, p Parts) (*Node, error) {
 	return &Node{
 		cfg: cfg, Parts: p, log: cfg.Log,
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
+		obs:  map[spec.ID]workload.Observation{},
 		quit: make(chan struct{}),
 	}, nil
 }
@@ -129,11 +179,8 @@ func New(cfg Config, p Parts) (*Node, error) {
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.Name }
 
-// URL returns where workload id is served.
-func (n *Node) URL(id string) string { return id + "." + n.cfg.BaseDomain }
-
-// Start prepares the host network, re-adopts workloads a previous daemon
-// left running, and starts watching their status and, with an
+// Start prepares the host network, re-adopts the workloads in the store
+// (reporting each), and starts watching their status and, with an
 // ImageGCInterval, collecting unused images.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.Network.Setup(ctx); err != nil {
@@ -156,25 +203,11 @@ func (n *Node) Close() {
 	n.bg.Wait()
 }
 
-// Info describes this node.
-type Info struct {
-	Name       string
-	Cores      float64
-	MemoryMiB  int64
-	Isolations []spec.Isolation
-	BaseDomain string
-	// FreeMemoryMiB is what the host reports available now (MemAvailable).
-	FreeMemoryMiB int64
-	// MicroVMAccel is how microVMs run here, "kvm" or "tcg", when the
-	// microVM driver says.
-	MicroVMAccel string
-}
-
 // Info returns this node's identity and capacity.
-func (n *Node) Info() Info {
-	info := Info{
+func (n *Node) Info() nodeinfo.Info {
+	info := nodeinfo.Info{
 		Name: n.cfg.Name, Cores: n.cores, MemoryMiB: n.memoryMiB, BaseDomain: n.cfg.BaseDomain,
-		FreeMemoryMiB: meminfoKB("MemAvailable:") / 1024,
+		FreeMemoryMiB: meminfoKB("MemAvailable:") / 1024, APIAddr: n.cfg.APIAddr,
 	}
 	for _, iso := range []spec.Isolation{spec.IsolationContainer, spec.IsolationGVisor, spec.IsolationMicroVM} {
 		if _, ok := n.Drivers[iso]; ok {
@@ -189,221 +222,247 @@ func (n *Node) Info() Info {
 	return info
 }
 
-// Spawn places and starts a workload. With DryRun it only places it. The
-// start runs to its end even if ctx is cancelled, so a client that hangs up
-// never leaves a half-made workload behind.
-func (n *Node) Spawn(ctx context.Context, req spec.SpawnRequest) (store.Workload, error) {
-	w := store.Workload{
-		ID: string(spec.NewID()), Spec: req.Spec, Desired: store.DesiredRunning,
-		State: store.StateCreating, Node: n.cfg.Name, CreatedAt: time.Now().UTC(),
-	}
-	if req.DryRun {
-		if err := n.place(w, true); err != nil {
-			return store.Workload{}, err
-		}
-		return w, nil
-	}
-	return n.Run(ctx, w)
+// Observations returns the latest observation of every workload on this
+// node.
+func (n *Node) Observations() map[spec.ID]workload.Observation {
+	n.obsMu.Lock()
+	defer n.obsMu.Unlock()
+	return maps.Clone(n.obs)
 }
 
-// Run starts a workload the cluster placed here, under the id the cluster
-// gave it. It is idempotent: when this node already has the id, it answers
-// with the local record instead of starting a second copy, so a retried
-// call or a reconciler racing the placement call cannot double-start.
-func (n *Node) Run(ctx context.Context, w store.Workload) (store.Workload, error) {
-	unlock := n.locks.Lock(w.ID)
+// Observation returns the latest observation of id, if the node has it.
+func (n *Node) Observation(id spec.ID) (workload.Observation, bool) {
+	n.obsMu.Lock()
+	defer n.obsMu.Unlock()
+	o, ok := n.obs[id]
+	return o, ok
+}
+
+// report makes o the observation of id and hands it to Config.Report if
+// it changed. The caller holds id's lock.
+func (n *Node) report(id spec.ID, o workload.Observation) workload.Observation {
+	o.Node = n.cfg.Name
+	n.obsMu.Lock()
+	prev, had := n.obs[id]
+	n.obs[id] = o
+	n.obsMu.Unlock()
+	if had && prev == o {
+		return o
+	}
+	if n.cfg.Report != nil {
+		n.cfg.Report(id, o)
+	}
+	return o
+}
+
+// fail reports that the node could not run id (generation gen) and
+// forgets it: the last word on a start that left nothing behind, so the
+// cluster shows why instead of a start that never ends. The caller holds
+// id's lock.
+func (n *Node) fail(id spec.ID, gen uint64, err error) {
+	n.obsMu.Lock()
+	delete(n.obs, id)
+	n.obsMu.Unlock()
+	if n.cfg.Report != nil {
+		n.cfg.Report(id, workload.Observation{
+			Node: n.cfg.Name, Generation: gen, State: workload.StateExited,
+			Error: err.Error(), FinishedAt: time.Now().UTC(),
+		})
+	}
+}
+
+// current is the observation of r: the one in memory, or, for a record
+// that has none (the node was not started), what the record says.
+func (n *Node) current(r store.Record) workload.Observation {
+	if o, ok := n.Observation(r.ID); ok {
+		return o
+	}
+	return workload.Observation{Node: n.cfg.Name, Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest, ExitCode: r.ExitCode}
+}
+
+// Run starts the workload the cluster allocated here and returns what the
+// node observes once it is ready, or once ReadyTimeout has passed. It is
+// idempotent: when this node already has the id, it answers with the
+// current observation instead of starting a second copy, so a retried
+// call or a reconciler racing the spawn cannot double-start.
+//
+// The start runs to its end even if ctx is cancelled, so a client that
+// hangs up never leaves a half-made workload behind. If it fails, every
+// trace of the workload goes, a last observation (exited, with Error) is
+// reported, and the error is returned: ErrUnsupported or ErrPortInUse from
+// the admission check, image errors as the image store gives them.
+func (n *Node) Run(ctx context.Context, a workload.Allocation) (workload.Observation, error) {
+	unlock := n.locks.Lock(string(a.ID))
 	defer unlock()
-	if cur, err := n.Store.Get(w.ID); err == nil {
-		return cur, nil
+	if a.Node != "" && a.Node != n.cfg.Name {
+		return workload.Observation{}, fmt.Errorf("node: workload %s is allocated to node %s, not to this node %s", a.ID, a.Node, n.cfg.Name)
 	}
-	w.Node, w.Desired, w.State = n.cfg.Name, store.DesiredRunning, store.StateCreating
-	w.IP, w.Pid, w.Ready, w.Error, w.ExitCode = "", 0, false, "", 0
-	if err := n.place(w, false); err != nil {
-		return store.Workload{}, err
+	switch r, err := n.Store.Get(a.ID); {
+	case err == nil:
+		return n.current(r), nil
+	case !errors.Is(err, store.ErrNotFound):
+		return workload.Observation{}, fmt.Errorf("node: read record of %s: %w", a.ID, err)
 	}
+	gen := max(a.Generation, 1)
+	if err := n.admit(a.Spec); err != nil {
+		n.fail(a.ID, gen, err)
+		return workload.Observation{}, err
+	}
+	r := store.Record{
+		ID: a.ID, Spec: a.Spec, Generation: gen, Desired: workload.DesiredRunning,
+		State: workload.StateCreating, CreatedAt: a.CreatedAt,
+	}
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = time.Now().UTC()
+	}
+	if err := n.Store.Create(r); err != nil {
+		err = fmt.Errorf("node: record workload %s: %w", a.ID, err)
+		n.fail(a.ID, gen, err)
+		return workload.Observation{}, err
+	}
+	n.report(a.ID, workload.Observation{Generation: gen, State: workload.StateCreating})
 	ctx = context.WithoutCancel(ctx)
-	w, err := n.start(ctx, w)
+	o, err := n.start(ctx, r)
 	if err != nil {
-		n.teardown(ctx, w.ID)
-		if derr := n.Store.Delete(w.ID); derr != nil {
-			n.log.Error("run: could not delete the record of a failed start", "id", w.ID, "err", derr)
+		n.teardown(ctx, a.ID)
+		if derr := n.Store.Delete(a.ID); derr != nil {
+			n.log.Error("run: could not delete the record of a failed start", "id", a.ID, "err", derr)
 		}
-		return store.Workload{}, err
+		n.fail(a.ID, gen, err)
+		return workload.Observation{}, err
 	}
-	return n.waitReady(ctx, w), nil
+	return n.waitReady(ctx, a.ID, a.Spec, o), nil
 }
 
-// place checks that this node can run w and, unless dryRun, records it.
-// Checks and record happen under one lock, so two spawns never both take
-// the last of the memory or the same TCP port.
-func (n *Node) place(w store.Workload, dryRun bool) error {
-	drv, ok := n.Drivers[w.Spec.Isolation]
+// admit checks what only this host can know: whether it has the driver
+// (and the driver the options) the workload needs, and whether a raw TCP
+// public port it asks for is held here by something other than a
+// workload. Cores, memory and the ports of other workloads are the
+// scheduler's business: it placed the workload knowing them.
+func (n *Node) admit(s spec.Spec) error {
+	drv, ok := n.Drivers[s.Isolation]
 	if !ok {
-		return fmt.Errorf("%w: node %s cannot run %q workloads (it offers %v)", ErrUnsupported, n.cfg.Name, w.Spec.Isolation, n.Info().Isolations)
+		return fmt.Errorf("%w: node %s cannot run %q workloads (it offers %v); this is the node's own admission check, the scheduler could not know this",
+			ErrUnsupported, n.cfg.Name, s.Isolation, n.Info().Isolations)
 	}
-	if w.Spec.Tty && !drv.Capabilities().Tty {
-		return fmt.Errorf("%w: %q workloads cannot have a terminal (tty); run it without one and use exec -t", ErrUnsupported, w.Spec.Isolation)
+	if s.Tty && !drv.Capabilities().Tty {
+		return fmt.Errorf("%w: %q workloads cannot have a terminal (tty) on node %s; run it without one and use exec -t (the node's own admission check: the scheduler could not know this)",
+			ErrUnsupported, s.Isolation, n.cfg.Name)
 	}
-	n.placeMu.Lock()
-	defer n.placeMu.Unlock()
-	if w.Spec.Cores > n.cores {
-		return fmt.Errorf("%w: it asks for %v cores and node %s has %v", ErrNoCapacity, w.Spec.Cores, n.cfg.Name, n.cores)
-	}
-	// One read of the records serves both the memory and the port checks.
-	list, err := n.Store.List()
-	if err != nil {
-		return fmt.Errorf("node: read workloads: %w", err)
-	}
-	used := n.reservedMemory(list)
-	if free := n.memoryMiB - used; w.Spec.MemoryMiB > free {
-		return fmt.Errorf("%w: it asks for %d MiB and node %s has %d MiB free of %d", ErrNoCapacity, w.Spec.MemoryMiB, n.cfg.Name, free, n.memoryMiB)
-	}
-	if err := n.checkTCPPorts(w, list); err != nil {
-		return err
-	}
-	if dryRun {
+	if n.Routes == nil {
 		return nil
 	}
-	if err := n.Store.Create(w); err != nil {
-		return fmt.Errorf("node: record workload: %w", err)
-	}
-	return nil
-}
-
-// checkTCPPorts fails if a raw TCP public port of w is already held on
-// this node: raw TCP carries no host name, so one workload owns the port.
-// It runs under placeMu and reads the records, not the routes, so a
-// workload placed but not yet started holds its ports too.
-func (n *Node) checkTCPPorts(w store.Workload, list []store.Workload) error {
-	var want []uint16
-	for _, p := range w.Spec.Ports {
-		if p.Proto == spec.ProtoTCP {
-			want = append(want, p.Public)
-		}
-	}
-	if len(want) == 0 {
-		return nil
-	}
-	for _, other := range list {
-		if other.Node != n.cfg.Name || other.Desired != store.DesiredRunning || other.ID == w.ID {
+	for _, p := range s.Ports {
+		if p.Proto != spec.ProtoTCP {
 			continue
 		}
-		for _, p := range other.Spec.Ports {
-			if p.Proto == spec.ProtoTCP && slices.Contains(want, p.Public) {
-				return fmt.Errorf("%w: public TCP port %d is taken on node %s by workload %s", ErrNoCapacity, p.Public, n.cfg.Name, other.ID)
-			}
-		}
-	}
-	for _, port := range want {
-		if owner, taken := n.Routes.PortOwner(port); taken {
-			return fmt.Errorf("%w: public TCP port %d is taken on node %s by %s", ErrNoCapacity, port, n.cfg.Name, owner)
+		if owner, taken := n.Routes.PortOwner(p.Public); taken {
+			return fmt.Errorf("%w: port %d on node %s is held by %s; choose another public port (the node's own admission check: the scheduler could not know this)",
+				ErrPortInUse, p.Public, n.cfg.Name, owner)
 		}
 	}
 	return nil
 }
 
-// reservedMemory sums the memory of workloads meant to run here. CPU is not
-// reserved: a core count is a ceiling that the kernel shares fairly, while
-// memory cannot be taken back once used.
-func (n *Node) reservedMemory(list []store.Workload) int64 {
-	var sum int64
-	for _, w := range list {
-		if w.Node == n.cfg.Name && w.Desired == store.DesiredRunning {
-			sum += w.Spec.MemoryMiB
-		}
-	}
-	return sum
-}
-
-// start pulls, networks, creates and starts w, recording each result.
-func (n *Node) start(ctx context.Context, w store.Workload) (store.Workload, error) {
-	drv := n.Drivers[w.Spec.Isolation]
+// start pulls, networks, creates and starts r, records that it runs and
+// reports it running. The caller holds r's lock and has reported it
+// creating.
+func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation, error) {
+	drv := n.Drivers[r.Spec.Isolation]
 	if drv == nil {
-		return w, fmt.Errorf("%w: node %s cannot run %q workloads", ErrUnsupported, n.cfg.Name, w.Spec.Isolation)
+		return workload.Observation{}, fmt.Errorf("%w: node %s cannot run %q workloads", ErrUnsupported, n.cfg.Name, r.Spec.Isolation)
 	}
 	t0 := time.Now()
 	// The pin keeps the image from GC until the record below names its
 	// digest; from then on the record keeps it. A pin rather than GC
 	// sparing recently pulled images: any window is a guess that a slow
-	// spawn (a large pull, mkfs of a microVM disk) can outlast, and it
+	// start (a large pull, mkfs of a microVM disk) can outlast, and it
 	// would spare images nobody uses; the pin lasts exactly as long as
-	// the spawn.
-	img, release, err := n.Images.Acquire(ctx, w.Spec.Image, nil)
+	// the start.
+	img, release, err := n.Images.Acquire(ctx, r.Spec.Image, nil)
 	if err != nil {
-		return w, err
+		return workload.Observation{}, err
 	}
 	defer release()
 	if n.afterImage != nil {
 		n.afterImage(img)
 	}
 	t1 := time.Now()
-	att, err := n.Network.Attach(ctx, w.ID)
+	att, err := n.Network.Attach(ctx, string(r.ID))
 	if err != nil {
-		return w, fmt.Errorf("node: network for %s: %w", w.ID, err)
+		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
 	}
 	t2 := time.Now()
-	cfg := n.driverConfig(w, img, att)
-	if err := drv.Create(ctx, cfg); err != nil {
-		return w, fmt.Errorf("node: create %s: %w", w.ID, err)
+	if err := drv.Create(ctx, n.driverConfig(r, img, att)); err != nil {
+		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
 	t3 := time.Now()
-	if err := drv.Start(ctx, w.ID); err != nil {
-		return w, fmt.Errorf("node: start %s: %w", w.ID, err)
+	if err := drv.Start(ctx, string(r.ID)); err != nil {
+		return workload.Observation{}, fmt.Errorf("node: start %s: %w", r.ID, err)
 	}
 	t4 := time.Now()
-	st, err := drv.Status(ctx, w.ID)
+	st, err := drv.Status(ctx, string(r.ID))
 	if err != nil {
-		return w, fmt.Errorf("node: status of %s: %w", w.ID, err)
+		return workload.Observation{}, fmt.Errorf("node: status of %s: %w", r.ID, err)
 	}
-	w, err = n.Store.Update(w.ID, func(r *store.Workload) error {
-		r.State, r.IP, r.Pid, r.ImageDigest, r.Error = store.StateRunning, att.IP.String(), st.Pid, img.Digest, ""
-		r.Ready = len(r.Spec.Ports) == 0
+	r, err = n.Store.Update(r.ID, func(r *store.Record) error {
+		r.State, r.ImageDigest, r.ExitCode = workload.StateRunning, img.Digest, 0
 		return nil
 	})
 	if err != nil {
-		return w, fmt.Errorf("node: record %s: %w", w.ID, err)
+		return workload.Observation{}, fmt.Errorf("node: record %s: %w", r.ID, err)
 	}
-	n.setRoute(w)
-	n.log.Info("workload started", "id", w.ID, "image", w.Spec.Image, "ip", w.IP, "pid", w.Pid,
+	o := n.report(r.ID, workload.Observation{
+		Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
+		Ready: len(r.Spec.Ports) == 0, ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
+	})
+	n.log.Info("workload started", "id", r.ID, "image", r.Spec.Image, "ip", o.IP, "pid", o.Pid,
 		"image_ms", ms(t1.Sub(t0)), "network_ms", ms(t2.Sub(t1)), "create_ms", ms(t3.Sub(t2)), "start_ms", ms(t4.Sub(t3)))
-	return w, nil
+	return o, nil
 }
 
-func (n *Node) driverConfig(w store.Workload, img *image.Image, att network.Attachment) driver.Config {
+func (n *Node) driverConfig(r store.Record, img *image.Image, att network.Attachment) driver.Config {
 	return driver.Config{
-		ID: w.ID, Spec: w.Spec, Rootfs: img.Rootfs, ImageConfig: img.Config,
+		ID: string(r.ID), Spec: r.Spec, Rootfs: img.Rootfs, ImageConfig: img.Config,
 		Network:  driver.Network{NetNSPath: att.NetNSPath, IP: att.IP.String()},
-		Hostname: w.ID[:8],
+		Hostname: string(r.ID)[:8],
 	}
 }
 
-// waitReady waits until w's first port accepts a connection, so a caller
-// that is answered can use the URL at once. Past ReadyTimeout it answers
-// anyway; the watcher marks the workload ready later.
-func (n *Node) waitReady(ctx context.Context, w store.Workload) store.Workload {
-	if w.Ready {
-		return w
+// waitReady waits until the workload's first port accepts a connection,
+// so a caller that is answered can use its URL at once, and reports it
+// ready. Past ReadyTimeout it answers anyway; the watcher reports it ready
+// later. The caller holds id's lock.
+func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workload.Observation) workload.Observation {
+	if o.Ready {
+		return o
 	}
 	deadline := time.Now().Add(n.cfg.ReadyTimeout)
 	for time.Now().Before(deadline) {
-		if n.probe(w) {
-			return n.markReady(w.ID)
+		if probe(s, o.IP) {
+			o.Ready = true
+			return n.report(id, o)
 		}
 		select {
 		case <-ctx.Done():
-			return w
+			return o
 		case <-time.After(15 * time.Millisecond):
 		}
 	}
-	n.log.Warn("workload not ready yet; answering anyway", "id", w.ID, "timeout", n.cfg.ReadyTimeout)
-	return w
+	n.log.Warn("workload not ready yet; answering anyway", "id", id, "timeout", n.cfg.ReadyTimeout)
+	return o
 }
 
-func (n *Node) probe(w store.Workload) bool {
-	if len(w.Spec.Ports) == 0 || w.IP == "" {
+// probe says whether the workload at ip accepts connections on its first
+// port; one with no ports is ready as soon as it runs.
+func probe(s spec.Spec, ip string) bool {
+	if len(s.Ports) == 0 {
 		return true
 	}
-	addr := net.JoinHostPort(w.IP, strconv.Itoa(int(w.Spec.Ports[0].Target)))
+	if ip == "" {
+		return false
+	}
+	addr := net.JoinHostPort(ip, strconv.Itoa(int(s.Ports[0].Target)))
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return false
@@ -412,58 +471,26 @@ func (n *Node) probe(w store.Workload) bool {
 	return true
 }
 
-func (n *Node) markReady(id string) store.Workload {
-	w, err := n.Store.Update(id, func(r *store.Workload) error { r.Ready = true; return nil })
-	if err != nil {
-		n.log.Error("record readiness", "id", id, "err", err)
-		return w
-	}
-	n.setRoute(w)
-	return w
-}
-
-func (n *Node) setRoute(w store.Workload) {
-	if len(w.Spec.Ports) == 0 || w.IP == "" {
-		n.Routes.Delete(w.ID)
-		return
-	}
-	// HTTP ports share the HTTP(S) proxy; TCP ports get a listener each.
-	r := proxy.Route{ID: w.ID, Ready: w.Ready, HTTP: map[uint16]string{}, TCP: map[uint16]string{}}
-	for _, p := range w.Spec.Ports {
-		target := net.JoinHostPort(w.IP, strconv.Itoa(int(p.Target)))
-		if p.Proto == spec.ProtoTCP {
-			r.TCP[p.Public] = target
-		} else {
-			r.HTTP[p.Public] = target
-		}
-	}
-	n.Routes.Set(r)
-}
-
 // teardown removes every host resource of id. Each step tolerates a
 // missing piece, so it is safe after any partial start.
-func (n *Node) teardown(ctx context.Context, id string) {
-	n.Routes.Delete(id)
+func (n *Node) teardown(ctx context.Context, id spec.ID) {
 	for _, d := range n.Drivers {
-		if err := d.Delete(ctx, id); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		if err := d.Delete(ctx, string(id)); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			n.log.Warn("teardown: driver delete", "id", id, "err", err)
 		}
 	}
-	if err := n.Network.Release(ctx, id); err != nil {
+	if err := n.Network.Release(ctx, string(id)); err != nil {
 		n.log.Warn("teardown: network release", "id", id, "err", err)
 	}
 }
 
-// Get returns the record of id.
-func (n *Node) Get(id string) (store.Workload, error) { return n.Store.Get(id) }
+// List returns the node's record of every workload it hosts, oldest first.
+func (n *Node) List() ([]store.Record, error) { return n.Store.List() }
 
-// List returns every workload.
-func (n *Node) List() ([]store.Workload, error) { return n.Store.List() }
-
-// Stop ends id's process, takes it off the proxy and frees its network. The
-// record and logs stay until Remove.
-// A timeout of 0 means the node's default.
-func (n *Node) Stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
+// Stop ends id's process and frees its network, and reports it stopped.
+// The record and logs stay until Remove. A timeout of 0 means the node's
+// default.
+func (n *Node) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Observation, error) {
 	if timeout <= 0 {
 		timeout = n.cfg.StopTimeout
 	}
@@ -471,54 +498,69 @@ func (n *Node) Stop(ctx context.Context, id string, timeout time.Duration) (stor
 }
 
 // stop is Stop with an exact grace period; 0 kills at once.
-func (n *Node) stop(ctx context.Context, id string, timeout time.Duration) (store.Workload, error) {
-	unlock := n.locks.Lock(id)
+func (n *Node) stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Observation, error) {
+	unlock := n.locks.Lock(string(id))
 	defer unlock()
-	w, err := n.Store.Get(id)
+	r, err := n.Store.Get(id)
 	if err != nil {
-		return w, err
+		return workload.Observation{}, err
 	}
 	ctx = context.WithoutCancel(ctx)
 	// Desired state first: if we crash halfway, recovery finishes the stop.
-	if _, err := n.Store.Update(id, func(r *store.Workload) error { r.Desired = store.DesiredStopped; return nil }); err != nil {
-		return w, err
+	if _, err := n.Store.Update(id, func(r *store.Record) error { r.Desired = workload.DesiredStopped; return nil }); err != nil {
+		return workload.Observation{}, err
 	}
-	n.Routes.Delete(id)
-	if drv := n.Drivers[w.Spec.Isolation]; drv != nil {
-		if err := drv.Stop(ctx, id, timeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
-			return w, fmt.Errorf("node: stop %s: %w", id, err)
+	var st driver.Status
+	if drv := n.Drivers[r.Spec.Isolation]; drv != nil {
+		if err := drv.Stop(ctx, string(id), timeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return n.current(r), fmt.Errorf("node: stop %s: %w", id, err)
 		}
+		st, _ = drv.Status(ctx, string(id))
 	}
-	if err := n.Network.Release(ctx, id); err != nil {
-		return w, fmt.Errorf("node: release network of %s: %w", id, err)
+	if err := n.Network.Release(ctx, string(id)); err != nil {
+		return n.current(r), fmt.Errorf("node: release network of %s: %w", id, err)
 	}
-	w, err = n.Store.Update(id, func(r *store.Workload) error {
-		r.State, r.Pid, r.Ready, r.IP = store.StateStopped, 0, false, ""
-		return nil
-	})
+	if _, err := n.Store.Update(id, func(r *store.Record) error { r.State = workload.StateStopped; return nil }); err != nil {
+		return n.current(r), err
+	}
 	n.log.Info("workload stopped", "id", id)
-	return w, err
+	return n.report(id, stoppedAs(n.current(r), st)), nil
+}
+
+// stoppedAs is o once stopped: no process, address or readiness. A
+// workload already stopped keeps its end time, so a second stop changes
+// nothing.
+func stoppedAs(o workload.Observation, st driver.Status) workload.Observation {
+	if o.State != workload.StateStopped {
+		o.FinishedAt = orNow(st.FinishedAt)
+	}
+	o.State, o.Pid, o.IP, o.Ready, o.Error = workload.StateStopped, 0, "", false, ""
+	return o
 }
 
 // Remove kills id at once if it runs, as `docker rm -f` does, and deletes
-// every trace of it. Stop first for a graceful end.
-func (n *Node) Remove(ctx context.Context, id string) error {
-	w, err := n.Store.Get(id)
+// every trace of it, its observation included. Stop first for a graceful
+// end.
+func (n *Node) Remove(ctx context.Context, id spec.ID) error {
+	r, err := n.Store.Get(id)
 	if err != nil {
 		return err
 	}
-	if w.Desired == store.DesiredRunning || w.State != store.StateStopped {
+	if r.Desired == workload.DesiredRunning || r.State != workload.StateStopped {
 		if _, err := n.stop(ctx, id, 0); err != nil {
 			return err
 		}
 	}
-	unlock := n.locks.Lock(id)
+	unlock := n.locks.Lock(string(id))
 	defer unlock()
 	ctx = context.WithoutCancel(ctx)
 	n.teardown(ctx, id)
 	if err := n.Store.Delete(id); err != nil {
 		return err
 	}
+	n.obsMu.Lock()
+	delete(n.obs, id)
+	n.obsMu.Unlock()
 	n.log.Info("workload removed", "id", id)
 	return nil
 }
@@ -532,7 +574,7 @@ func (n *Node) Pull(ctx context.Context, ref string, progress func(image.Progres
 // blobs, rootfs and microVM disks, and logs what went. An image is in use
 // if a workload recorded here (in any state: a stopped one may start
 // again) names it by digest or by the ref it was spawned from, or if a
-// spawn holds it (image.Store.Acquire) before its record names it. So an
+// start holds it (image.Store.Acquire) before its record names it. So an
 // image pulled by hand and not spawned yet goes too.
 func (n *Node) PruneImages(ctx context.Context) (image.GCResult, error) {
 	if err := ctx.Err(); err != nil {
@@ -552,19 +594,18 @@ func (n *Node) PruneImages(ctx context.Context) (image.GCResult, error) {
 
 // imagesInUse names the images of the workloads in this node's store: the
 // recorded digest, which recovery re-adopts a workload with, and the ref,
-// which a restart of the workload resolves again. Every record counts,
-// whatever node name it carries: the store is this node's own, and a node
-// whose name changed (--node-name) still recovers its older workloads.
+// which a restart of the workload resolves again. Every record is this
+// node's (see Node), as recovery takes them all.
 func (n *Node) imagesInUse() ([]string, error) {
 	list, err := n.Store.List()
 	if err != nil {
 		return nil, fmt.Errorf("read workloads: %w", err)
 	}
 	var names []string
-	for _, w := range list {
-		names = append(names, w.Spec.Image)
-		if w.ImageDigest != "" {
-			names = append(names, w.ImageDigest)
+	for _, r := range list {
+		names = append(names, r.Spec.Image)
+		if r.ImageDigest != "" {
+			names = append(names, r.ImageDigest)
 		}
 	}
 	return names, nil
@@ -587,43 +628,51 @@ func (n *Node) collectImages() {
 	}
 }
 
-func (n *Node) driverFor(id string) (driver.Driver, error) {
-	w, err := n.Store.Get(id)
+func (n *Node) driverFor(id spec.ID) (driver.Driver, error) {
+	r, err := n.Store.Get(id)
 	if err != nil {
 		return nil, err
 	}
-	drv := n.Drivers[w.Spec.Isolation]
+	drv := n.Drivers[r.Spec.Isolation]
 	if drv == nil {
-		return nil, fmt.Errorf("%w: %s on node %s", ErrUnsupported, w.Spec.Isolation, n.cfg.Name)
+		return nil, fmt.Errorf("%w: %s on node %s", ErrUnsupported, r.Spec.Isolation, n.cfg.Name)
 	}
 	return drv, nil
 }
 
 // Logs streams id's output.
-func (n *Node) Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error) {
+func (n *Node) Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error) {
 	drv, err := n.driverFor(id)
 	if err != nil {
 		return nil, err
 	}
-	return drv.Logs(ctx, id, opts)
+	return drv.Logs(ctx, string(id), opts)
 }
 
 // Exec runs a process in id and returns its exit code.
-func (n *Node) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error) {
+func (n *Node) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error) {
 	drv, err := n.driverFor(id)
 	if err != nil {
 		return -1, err
 	}
-	return drv.Exec(ctx, id, cfg)
+	return drv.Exec(ctx, string(id), cfg)
 }
 
 // Attach connects to id's main process.
-func (n *Node) Attach(ctx context.Context, id string, stdio driver.IO) error {
+func (n *Node) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error {
 	drv, err := n.driverFor(id)
 	if err != nil {
 		return err
 	}
-	return drv.Attach(ctx, id, stdio)
+	return drv.Attach(ctx, string(id), stdio)
+}
+
+// orNow is t, or the present when the driver did not say (zero).
+func orNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now().UTC()
+	}
+	return t.UTC()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -2,13 +2,18 @@ package node
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
@@ -16,99 +21,200 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
-// TestSpawnStopRemove follows one workload through its life: spawned, it
-// runs, serves, is routed and holds a lease; stopped, it keeps its record
-// and logs but nothing on the host; removed, nothing of it is left.
-func TestSpawnStopRemove(t *testing.T) {
+// TestRunStopRemove follows one workload through its life: run, it runs,
+// serves, holds a lease and is observed running and ready, with no route
+// written by the node; stopped, it keeps its record and logs but nothing on
+// the host; removed, nothing of it is left, its observation included.
+func TestRunStopRemove(t *testing.T) {
 	if isolated(t) {
 		return
 	}
 	e := newEnv(t)
 	n := e.start()
-	w := n.spawn(`{"memory":64,"ports":{"80":8080},"env":["A=b"]}`)
-	ip, err := netip.ParseAddr(w.IP)
-	if err != nil || !network.DefaultSubnet.Contains(ip) {
-		t.Fatalf("spawned workload's IP %q is not in %s", w.IP, network.DefaultSubnet)
-	}
-	if w.State != store.StateRunning || w.Desired != store.DesiredRunning || !w.Ready || w.Pid <= 0 ||
-		w.Node != testNodeName || !strings.HasPrefix(w.ImageDigest, "sha256:") {
-		t.Fatalf("spawned workload %+v, want running, ready, with a pid and the image digest", w)
-	}
-	if got, err := n.Get(w.ID); err != nil || got.Pid != w.Pid || got.State != store.StateRunning {
-		t.Fatalf("record after spawn: %+v %v", got, err)
-	}
-	mustServe(t, w.IP)
-	if st, err := n.status(w.ID); err != nil || st.State != driver.StateRunning || st.Pid != w.Pid {
-		t.Fatalf("runtime says %+v %v, want running with pid %d", st, err, w.Pid)
-	}
-	if r, ok := n.routes.Lookup(w.ID); !ok || !r.Ready || r.HTTP[80] != w.IP+":8080" {
-		t.Fatalf("route %+v (found: %v), want port 80 to %s:8080, ready", r, ok, w.IP)
-	}
-	if a, ok := n.netm.Lookup(w.ID); !ok || a.IP.String() != w.IP {
-		t.Fatalf("lease %+v (found: %v), want %s", a, ok, w.IP)
-	}
-	var env bytes.Buffer
-	if code, err := n.Exec(ctx(t), w.ID, driver.ExecConfig{Args: []string{"env"}, IO: driver.IO{Stdout: &env}}); err != nil || code != 0 {
-		t.Fatalf("exec env: %d %v", code, err)
-	}
-	if !strings.Contains(env.String(), "A=b\n") || !strings.Contains(env.String(), "GREETING=hello\n") {
-		t.Errorf("workload env %q lacks the spawn's A=b or the image's GREETING", env.String())
-	}
-
-	// Run with the same id, as a retried placement would, starts nothing new.
-	again, err := n.Run(ctx(t), w)
-	if err != nil || again.Pid != w.Pid || len(e.containers()) != 1 {
-		t.Fatalf("Run of a running id: %+v %v, %d containers; want the same workload and one container", again, err, len(e.containers()))
-	}
-
-	stopped, err := n.Stop(ctx(t), w.ID, 0)
+	a := n.alloc(e.request(`{"memory":64,"ports":{"80":8080},"env":["A=b"]}`).Spec)
+	a.Generation = 7
+	w, err := n.Run(ctx(t), a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stopped.State != store.StateStopped || stopped.Desired != store.DesiredStopped || stopped.Pid != 0 || stopped.IP != "" || stopped.Ready {
-		t.Errorf("after stop: %+v, want stopped with no pid, IP or readiness", stopped)
+	ip, err := netip.ParseAddr(w.IP)
+	if err != nil || !network.DefaultSubnet.Contains(ip) {
+		t.Fatalf("the workload's IP %q is not in %s", w.IP, network.DefaultSubnet)
 	}
-	if st, err := n.status(w.ID); err != nil || st.State != driver.StateStopped {
+	if w.State != workload.StateRunning || !w.Ready || w.Pid <= 0 || w.Node != testNodeName || w.Generation != 7 ||
+		!strings.HasPrefix(w.ImageDigest, "sha256:") || w.StartedAt.IsZero() || w.Error != "" {
+		t.Fatalf("Run answered %+v, want running, ready, with a pid, the image digest, a start time, this node and generation 7", w)
+	}
+	if got, ok := n.Observation(a.ID); !ok || got != w {
+		t.Fatalf("Observation after Run: %+v (found: %v), want what Run answered %+v", got, ok, w)
+	}
+	if last, _ := n.reports.last(a.ID); last != w {
+		t.Errorf("last report %+v, want what Run answered %+v", last, w)
+	}
+	if r, err := n.record(a.ID); err != nil || r.State != workload.StateRunning || r.Desired != workload.DesiredRunning ||
+		r.Generation != 7 || r.ImageDigest != w.ImageDigest || r.Spec.MemoryMiB != 64 {
+		t.Fatalf("record after Run: %+v %v", r, err)
+	}
+	mustServe(t, w.IP)
+	if st, err := n.status(a.ID); err != nil || st.State != driver.StateRunning || st.Pid != w.Pid {
+		t.Fatalf("runtime says %+v %v, want running with pid %d", st, err, w.Pid)
+	}
+	if n.routes.Len() != 0 {
+		t.Errorf("the node wrote %d routes; routes are derived from its reports, never written by it", n.routes.Len())
+	}
+	if l, ok := n.netm.Lookup(string(a.ID)); !ok || l.IP.String() != w.IP {
+		t.Fatalf("lease %+v (found: %v), want %s", l, ok, w.IP)
+	}
+	var env bytes.Buffer
+	if code, err := n.Exec(ctx(t), a.ID, driver.ExecConfig{Args: []string{"env"}, IO: driver.IO{Stdout: &env}}); err != nil || code != 0 {
+		t.Fatalf("exec env: %d %v", code, err)
+	}
+	if !strings.Contains(env.String(), "A=b\n") || !strings.Contains(env.String(), "GREETING=hello\n") {
+		t.Errorf("workload env %q lacks the allocation's A=b or the image's GREETING", env.String())
+	}
+
+	// Run with the same id, as a retried call would, starts nothing new
+	// and reports nothing new.
+	before := len(n.reports.of(a.ID))
+	again, err := n.Run(ctx(t), a)
+	if err != nil || again != w || len(e.containers()) != 1 || len(n.reports.of(a.ID)) != before {
+		t.Fatalf("Run of a running id: %+v %v, %d containers, %d new reports; want the same observation, one container, no report",
+			again, err, len(e.containers()), len(n.reports.of(a.ID))-before)
+	}
+
+	stopped, err := n.Stop(ctx(t), a.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stopped.State != workload.StateStopped || stopped.Pid != 0 || stopped.IP != "" || stopped.Ready ||
+		stopped.FinishedAt.IsZero() || stopped.Generation != 7 || stopped.ImageDigest != w.ImageDigest {
+		t.Errorf("after stop: %+v, want stopped with no pid, IP or readiness, an end time, and generation and digest kept", stopped)
+	}
+	if last, _ := n.reports.last(a.ID); last != stopped {
+		t.Errorf("last report after stop %+v, want %+v", last, stopped)
+	}
+	if r, err := n.record(a.ID); err != nil || r.Desired != workload.DesiredStopped || r.State != workload.StateStopped {
+		t.Errorf("record after stop: %+v %v, want desired and state stopped", r, err)
+	}
+	if st, err := n.status(a.ID); err != nil || st.State != driver.StateStopped {
 		t.Errorf("runtime after stop: %+v %v, want stopped", st, err)
 	}
-	if _, ok := n.routes.Lookup(w.ID); ok {
-		t.Error("the route is still there after stop")
-	}
-	if _, ok := n.netm.Lookup(w.ID); ok {
+	if _, ok := n.netm.Lookup(string(a.ID)); ok {
 		t.Error("the lease is still held after stop")
 	}
-	logs := readLogs(t, n, w.ID)
+	logs := readLogs(t, n, a.ID)
 	if !strings.Contains(logs, "response:200") {
 		t.Errorf("logs after stop = %q, want httpd's line for the page served", logs)
 	}
-	// A second stop changes nothing and does not fail.
-	if again, err := n.Stop(ctx(t), w.ID, 0); err != nil || again.State != store.StateStopped {
-		t.Errorf("second stop: %+v %v", again, err)
+	// A second stop changes nothing, reports nothing and does not fail.
+	before = len(n.reports.of(a.ID))
+	if again, err := n.Stop(ctx(t), a.ID, 0); err != nil || again != stopped || len(n.reports.of(a.ID)) != before {
+		t.Errorf("second stop: %+v %v, %d new reports; want %+v and none", again, err, len(n.reports.of(a.ID))-before, stopped)
 	}
 
-	if err := n.Remove(ctx(t), w.ID); err != nil {
+	if err := n.Remove(ctx(t), a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.Get(w.ID); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("Get after remove: %v, want ErrNotFound", err)
+	if _, ok := n.Observation(a.ID); ok {
+		t.Error("Observation after remove still has the workload")
 	}
-	if _, err := n.status(w.ID); !errors.Is(err, driver.ErrNotFound) {
+	if _, err := n.status(a.ID); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("runtime after remove: %v, want ErrNotFound", err)
 	}
 	if left := n.leftovers(); len(left) > 0 {
 		t.Errorf("after remove, left behind: %v", left)
 	}
 	for name, err := range map[string]error{
-		"remove": n.Remove(ctx(t), w.ID),
-		"stop":   second(n.Stop(ctx(t), w.ID, 0)),
-		"logs":   second(n.Logs(ctx(t), w.ID, driver.LogOptions{})),
-		"exec":   second(n.Exec(ctx(t), w.ID, driver.ExecConfig{Args: []string{"true"}})),
+		"remove": n.Remove(ctx(t), a.ID),
+		"stop":   second(n.Stop(ctx(t), a.ID, 0)),
+		"logs":   second(n.Logs(ctx(t), a.ID, driver.LogOptions{})),
+		"exec":   second(n.Exec(ctx(t), a.ID, driver.ExecConfig{Args: []string{"true"}})),
 	} {
-		if !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("%s of a removed workload: %v, want ErrNotFound", name, err)
+		if !errors.Is(err, workload.ErrNotFound) {
+			t.Errorf("%s of a removed workload: %v, want workload.ErrNotFound", name, err)
 		}
+	}
+}
+
+// TestReportSequenceOfAnExitingWorkload runs a workload that serves, then
+// exits by itself, and checks that Report heard each step once and in
+// order: creating, running (IP, pid, digest, start time), ready, exited
+// (exit code, end time), all from this node for the allocation's
+// generation; and that the exited workload keeps its record, is still
+// desired running, and can be removed.
+func TestReportSequenceOfAnExitingWorkload(t *testing.T) {
+	if isolated(t) {
+		return
+	}
+	e := newEnv(t)
+	n := e.start()
+	a := n.alloc(e.request(`{"ports":{"80":8080},"args":["sh","-c","httpd -p 8080 -h /www; while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 3"]}`).Spec)
+	a.Generation = 4
+	w, err := n.Run(ctx(t), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.State != workload.StateRunning || !w.Ready {
+		t.Fatalf("Run answered %+v, want running and ready", w)
+	}
+	var out bytes.Buffer
+	if code, err := n.Exec(ctx(t), a.ID, driver.ExecConfig{Args: []string{"mkdir", "/tmp/go"}, IO: driver.IO{Stdout: &out, Stderr: &out}}); err != nil || code != 0 {
+		t.Fatalf("exec mkdir: %d %v %s", code, err, out.String())
+	}
+	testutil.WaitFor(t, waitLimit, "the workload to be reported exited", func() bool {
+		o, ok := n.reports.last(a.ID)
+		return ok && o.State == workload.StateExited
+	})
+	st, err := n.status(a.ID)
+	if err != nil || st.State != driver.StateStopped {
+		t.Fatalf("runtime after the exit: %+v %v", st, err)
+	}
+
+	got := n.reports.of(a.ID)
+	want := []workload.State{workload.StateCreating, workload.StateRunning, workload.StateRunning, workload.StateExited}
+	if states := n.reports.states(a.ID); !slices.Equal(states, want) {
+		t.Fatalf("reported states %v, want %v (creating, running, running and ready, exited): %+v", states, want, got)
+	}
+	for i, o := range got {
+		if o.Node != testNodeName || o.Generation != 4 || o.Error != "" {
+			t.Errorf("report %d: %+v, want node %s, generation 4, no error", i, o, testNodeName)
+		}
+	}
+	creating, running, ready, exited := got[0], got[1], got[2], got[3]
+	if creating.IP != "" || creating.Pid != 0 || creating.Ready {
+		t.Errorf("creating report %+v has what only a running workload has", creating)
+	}
+	if running.Ready || running.IP != w.IP || running.Pid != w.Pid || running.ImageDigest != w.ImageDigest || running.StartedAt.IsZero() {
+		t.Errorf("running report %+v, want not yet ready, with the IP, pid, digest and start time of %+v", running, w)
+	}
+	readied := running
+	readied.Ready = true
+	if readied != ready || ready != w {
+		t.Errorf("ready report %+v, want the running report made ready, as Run answered %+v", ready, w)
+	}
+	if exited.Pid != 0 || exited.Ready || exited.ExitCode != st.ExitCode || exited.ExitCode == 0 ||
+		exited.FinishedAt.Before(exited.StartedAt) || exited.StartedAt != running.StartedAt || exited.ImageDigest != w.ImageDigest {
+		t.Errorf("exited report %+v, want no pid, not ready, the runtime's exit code %d, an end time after the start", exited, st.ExitCode)
+	}
+	if o, ok := n.Observation(a.ID); !ok || o != exited {
+		t.Errorf("Observation %+v (found: %v), want the last report %+v", o, ok, exited)
+	}
+	if r, err := n.record(a.ID); err != nil || r.State != workload.StateExited || r.ExitCode != st.ExitCode || r.Desired != workload.DesiredRunning {
+		t.Errorf("record %+v %v, want exited with exit code %d, still desired running", r, err, st.ExitCode)
+	}
+	// Nothing more happens to an exited workload until it is told.
+	time.Sleep(5 * e.cfg.StatusInterval)
+	if after := n.reports.of(a.ID); len(after) != len(got) {
+		t.Errorf("reports after the exit: %+v", after[len(got):])
+	}
+	if err := n.Remove(ctx(t), a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if left := n.leftovers(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
 
@@ -124,53 +230,53 @@ func TestRemoveRunningKillsIt(t *testing.T) {
 	if err := n.Remove(ctx(t), w.ID); err != nil {
 		t.Fatal(err)
 	}
+	if states := n.reports.states(w.ID); states[len(states)-1] != workload.StateStopped {
+		t.Errorf("reports %v, want the workload reported stopped last", states)
+	}
 	if left := n.leftovers(); len(left) > 0 {
 		t.Errorf("after removing a running workload, left behind: %v", left)
 	}
 }
 
-// TestPortConflicts checks that a raw TCP public port belongs to one
-// running workload on a node, and to nothing the daemon reserved, while
-// HTTP ports are shared by host name; a refused spawn leaves nothing.
-func TestPortConflicts(t *testing.T) {
+// TestRunAdmitsOnlyWhatTheSchedulerCannotKnow checks the node's own
+// admission check: a raw TCP public port held on the host by something
+// that is not a workload (here the API) is refused, with an error that
+// names the port and its holder and says the scheduler could not know,
+// and leaves nothing behind. What the scheduler owns, the node does not
+// check again: more memory than the host has, and a TCP port another
+// workload here maps, both run.
+func TestRunAdmitsOnlyWhatTheSchedulerCannotKnow(t *testing.T) {
 	if isolated(t) {
 		return
 	}
 	e := newEnv(t)
 	n := e.start()
 	n.routes.Reserve(8000, "the API")
-	a := n.spawn(`{"memory":32,"ports":{"80":8080,"5432":8080}}`)
+	n.routes.Reserve(443, "the HTTPS proxy")
 
-	for _, dry := range []bool{false, true} {
-		req := e.request(`{"memory":32,"ports":{"443":8080,"5432":8080}}`)
-		req.DryRun = dry
-		_, err := n.Spawn(ctx(t), req)
-		if !errors.Is(err, ErrNoCapacity) || !strings.Contains(err.Error(), "5432") || !strings.Contains(err.Error(), a.ID) {
-			t.Errorf("second workload on TCP port 5432 (dry run %v): %v, want ErrNoCapacity naming the port and %s", dry, err, a.ID)
-		}
+	a := n.alloc(e.request(`{"memory":32,"ports":{"tcp:8000":8080}}`).Spec)
+	_, err := n.Run(ctx(t), a)
+	if !errors.Is(err, ErrPortInUse) || !errors.Is(err, ErrNoCapacity) || !strings.Contains(err.Error(), "8000") ||
+		!strings.Contains(err.Error(), "the API") || !strings.Contains(err.Error(), "scheduler could not know") {
+		t.Errorf("Run on the API's TCP port: %v, want ErrPortInUse (an ErrNoCapacity) naming port 8000, the API, and the scheduler", err)
 	}
-	_, err := n.Spawn(ctx(t), e.request(`{"memory":32,"ports":{"8000":8080}}`))
-	if !errors.Is(err, ErrNoCapacity) || !strings.Contains(err.Error(), "the API") {
-		t.Errorf("workload on the API's port: %v, want ErrNoCapacity naming the API", err)
+	if o, ok := n.reports.last(a.ID); !ok || o.State != workload.StateExited || o.Error != err.Error() || o.Node != testNodeName {
+		t.Errorf("report of the refused run: %+v (found: %v), want exited with its error", o, ok)
 	}
-	if list, _ := n.List(); len(list) != 1 {
-		t.Errorf("refused spawns left records: %v", list)
-	}
-	if leases, _ := n.netm.Leases(); len(leases) != 1 {
-		t.Errorf("refused spawns left leases: %v", leases)
+	if left := n.leftovers(); len(left) > 0 {
+		t.Errorf("a refused run left behind: %v", left)
 	}
 
-	// Port 80 is HTTP, routed by host name: a second workload may map it.
-	b := n.spawn(`{"memory":32,"ports":{"80":8080}}`)
+	// An HTTP port is routed by host name through the daemon's own
+	// listener, so that listener holding the number is no conflict.
+	b := n.spawn(`{"memory":32,"ports":{"443":8080}}`)
 	mustServe(t, b.IP)
-
-	// A stopped workload holds no port.
-	if _, err := n.Stop(ctx(t), a.ID, 0); err != nil {
-		t.Fatal(err)
-	}
-	c := n.spawn(`{"memory":32,"ports":{"5432":8080}}`)
-	if r, ok := n.routes.Lookup(c.ID); !ok || r.TCP[5432] != c.IP+":8080" {
-		t.Errorf("route of the new owner of 5432: %+v %v", r, ok)
+	c := n.spawn(`{"memory":32,"ports":{"tcp:5432":8080}}`)
+	d := n.spawn(`{"memory":` + itoa(2*n.Info().MemoryMiB) + `,"ports":{"tcp:5432":8080}}`)
+	for _, w := range []spawned{c, d} {
+		if w.State != workload.StateRunning {
+			t.Errorf("%s: %+v, want it run: placement is the scheduler's", w.ID, w.Observation)
+		}
 	}
 	n.removeAll()
 	if left := n.leftovers(); len(left) > 0 {
@@ -178,51 +284,11 @@ func TestPortConflicts(t *testing.T) {
 	}
 }
 
-// TestConcurrentSpawnsShareNoPort spawns several workloads at once on the
-// same raw TCP port, and then on more memory than the node has for two:
-// placement must let exactly one through each time.
-func TestConcurrentSpawnsShareNoPort(t *testing.T) {
-	if isolated(t) {
-		return
-	}
-	e := newEnv(t)
-	n := e.start()
-	half := n.Info().MemoryMiB/2 + 1
-	for _, body := range []string{
-		`{"memory":32,"ports":{"7000":8080}}`,
-		`{"memory":` + strconv.FormatInt(half, 10) + `}`,
-	} {
-		const tries = 4
-		errs := make(chan error, tries)
-		for range tries {
-			go func() {
-				_, err := n.Spawn(ctx(t), e.request(body))
-				errs <- err
-			}()
-		}
-		won := 0
-		for range tries {
-			switch err := <-errs; {
-			case err == nil:
-				won++
-			case !errors.Is(err, ErrNoCapacity):
-				t.Errorf("%s: %v, want ErrNoCapacity for all but one", body, err)
-			}
-		}
-		if list, _ := n.List(); won != 1 || len(list) != 1 {
-			t.Errorf("%s: %d of %d concurrent spawns won, %d records; want exactly one", body, won, tries, len(list))
-		}
-		n.removeAll()
-	}
-	if left := n.leftovers(); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
-	}
-}
-
-// TestRefusedSpawnsLeaveNothing checks every way a spawn can fail, before
-// or after the node began making the workload, and that none leaves a
-// record, lease, route, container, mount or directory behind.
-func TestRefusedSpawnsLeaveNothing(t *testing.T) {
+// TestRefusedRunsLeaveNothing checks every way a run can fail, before or
+// after the node began making the workload: each returns its error,
+// reports the workload exited with that error, and leaves no record,
+// observation, lease, container, mount or directory behind.
+func TestRefusedRunsLeaveNothing(t *testing.T) {
 	if isolated(t) {
 		return
 	}
@@ -231,85 +297,56 @@ func TestRefusedSpawnsLeaveNothing(t *testing.T) {
 	cases := []struct {
 		name, body string
 		want       error
+		says       string
 	}{
-		{"image not in the registry", `{"image_ref":"` + e.missing + `"}`, image.ErrNotFound},
-		{"isolation the node lacks", `{"isolation":"microvm"}`, ErrUnsupported},
-		{"more memory than the node", `{"memory":1048576}`, ErrNoCapacity},
-		{"more cores than the node", `{"cores":256}`, ErrNoCapacity},
+		{"image not in the registry", `{"image_ref":"` + e.missing + `"}`, image.ErrNotFound, ""},
+		{"isolation the node lacks", `{"isolation":"microvm","memory":256}`, ErrUnsupported, "scheduler could not know"},
 		// This one fails in the runtime, after the lease and netns exist.
-		{"program not in the image", `{"args":["/no/such/program"]}`, nil},
+		{"program not in the image", `{"args":["/no/such/program"]}`, nil, "/no/such/program"},
 	}
 	for _, c := range cases {
-		w, err := n.Spawn(ctx(t), e.request(c.body))
+		a := n.alloc(e.request(c.body).Spec)
+		o, err := n.Run(ctx(t), a)
 		switch {
 		case err == nil:
-			t.Errorf("%s: spawned %s, want an error", c.name, w.ID)
+			t.Errorf("%s: ran %+v, want an error", c.name, o)
+			continue
 		case c.want != nil && !errors.Is(err, c.want):
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		case !strings.Contains(err.Error(), c.says):
+			t.Errorf("%s: %v, want it to say %q", c.name, err, c.says)
 		default:
 			t.Logf("%s: %v", c.name, err)
+		}
+		if last, ok := n.reports.last(a.ID); !ok || last.State != workload.StateExited || last.Error != err.Error() {
+			t.Errorf("%s: last report %+v (found: %v), want exited with the error", c.name, last, ok)
 		}
 		if left := n.leftovers(); len(left) > 0 {
 			t.Errorf("%s: left behind: %v", c.name, left)
 		}
 	}
 
-	// A dry run places without making anything.
-	req := e.request(`{"ports":{"5432":8080}}`)
-	req.DryRun = true
-	w, err := n.Spawn(ctx(t), req)
-	if err != nil || w.Node != testNodeName {
-		t.Errorf("dry run: %+v %v, want this node", w, err)
+	// An allocation for another node is not this node's to run.
+	a := n.alloc(e.request(`{}`).Spec)
+	a.Node = "elsewhere"
+	if _, err := n.Run(ctx(t), a); err == nil || !strings.Contains(err.Error(), "elsewhere") {
+		t.Errorf("Run of another node's allocation: %v, want an error naming that node", err)
 	}
 	if left := n.leftovers(); len(left) > 0 {
-		t.Errorf("dry run left behind: %v", left)
+		t.Errorf("another node's allocation left behind: %v", left)
 	}
 
-	// The node still spawns after all that.
+	// The node still runs workloads after all that.
 	ok := n.spawn(`{"ports":{"80":8080}}`)
 	mustServe(t, ok.IP)
 	n.removeAll()
 }
 
-// TestExitedWorkloadIsMarked checks that the watcher records a workload
-// whose process ends by itself as exited, keeps its route (so its URL
-// answers 502, not 404), and that it can still be removed.
-func TestExitedWorkloadIsMarked(t *testing.T) {
-	if isolated(t) {
-		return
-	}
-	e := newEnv(t)
-	n := e.start()
-	w := n.spawn(`{"ports":{"80":8080},"args":["sh","-c","httpd -p 8080 -h /www; while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 3"]}`)
-	if w.State != store.StateRunning {
-		t.Fatalf("spawned %+v, want running", w)
-	}
-	var out bytes.Buffer
-	if code, err := n.Exec(ctx(t), w.ID, driver.ExecConfig{Args: []string{"mkdir", "/tmp/go"}, IO: driver.IO{Stdout: &out, Stderr: &out}}); err != nil || code != 0 {
-		t.Fatalf("exec mkdir: %d %v %s", code, err, out.String())
-	}
-	testutil.WaitFor(t, waitLimit, "the workload to be marked exited", func() bool {
-		got, err := n.Get(w.ID)
-		return err == nil && got.State == store.StateExited
-	})
-	got, _ := n.Get(w.ID)
-	if got.Pid != 0 || got.Ready || got.Desired != store.DesiredRunning {
-		t.Errorf("exited workload %+v, want no pid, not ready, still desired running", got)
-	}
-	if _, ok := n.routes.Lookup(w.ID); !ok {
-		t.Error("the route of an exited workload is gone")
-	}
-	if err := n.Remove(ctx(t), w.ID); err != nil {
-		t.Fatal(err)
-	}
-	if left := n.leftovers(); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
-	}
-}
-
 // TestRestartReadoptsRunningWorkload stops the daemon (the workload keeps
-// running) and starts a new one on the same data dir, which must adopt the
-// same process with its address and route, and be able to manage it.
+// running) and starts a new one, under another node name, on the same
+// data dir: it must adopt the same process with its address, report it,
+// and be able to manage it. The name changes because every record in the
+// store is the node's own, whatever it was called when it wrote it.
 func TestRestartReadoptsRunningWorkload(t *testing.T) {
 	if isolated(t) {
 		return
@@ -320,24 +357,120 @@ func TestRestartReadoptsRunningWorkload(t *testing.T) {
 	n.shutdown()
 	mustServe(t, w.IP) // a daemon going away leaves workloads alone
 
+	e.cfg.Name = "renamed"
 	n2 := e.start()
-	got, err := n2.Get(w.ID)
-	if err != nil || got.State != store.StateRunning || got.Pid != w.Pid || got.IP != w.IP {
-		t.Fatalf("after restart: %+v %v, want running with pid %d and IP %s", got, err, w.Pid, w.IP)
+	got, ok := n2.Observation(w.ID)
+	if !ok || got.State != workload.StateRunning || got.Pid != w.Pid || got.IP != w.IP || !got.Ready ||
+		got.Node != "renamed" || got.Generation != w.Generation || got.ImageDigest != w.ImageDigest {
+		t.Fatalf("after restart: %+v (found: %v), want running and ready with pid %d, IP %s, on node renamed", got, ok, w.Pid, w.IP)
 	}
-	if r, ok := n2.routes.Lookup(w.ID); !ok || r.HTTP[80] != w.IP+":8080" || r.TCP[2222] != w.IP+":8080" {
-		t.Errorf("route after restart: %+v (found: %v)", r, ok)
+	if states := n2.reports.states(w.ID); !slices.Equal(states, []workload.State{workload.StateRunning}) {
+		t.Errorf("reports at restart %v, want one: running", states)
 	}
-	if a, ok := n2.netm.Lookup(w.ID); !ok || a.IP.String() != w.IP {
-		t.Errorf("lease after restart: %+v %v", a, ok)
+	if l, ok := n2.netm.Lookup(string(w.ID)); !ok || l.IP.String() != w.IP {
+		t.Errorf("lease after restart: %+v %v", l, ok)
 	}
 	mustServe(t, w.IP)
-	// The adopted workload still holds its TCP port.
-	if _, err := n2.Spawn(ctx(t), e.request(`{"ports":{"2222":8080}}`)); !errors.Is(err, ErrNoCapacity) {
-		t.Errorf("spawn on the adopted workload's TCP port: %v, want ErrNoCapacity", err)
-	}
 	if out := execOut(t, n2, w.ID, "echo", "adopted"); out != "adopted\n" {
 		t.Errorf("exec after restart: %q", out)
+	}
+	if res, err := n2.PruneImages(ctx(t)); err != nil || len(res.Removed) != 0 {
+		t.Errorf("image GC after the rename removed %v (%v); the adopted workload's image is in use", res.Removed, err)
+	}
+	n2.removeAll()
+	if left := n2.leftovers(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestRestartAdoptsOldRecords starts the node on records in the format of
+// the release before the allocation/observation split (ip, pid, ready and
+// node in the record; no generation): a running workload is re-adopted
+// with its own pid and IP, and one that had exited is reported exited with
+// the exit code its record holds, not restarted.
+func TestRestartAdoptsOldRecords(t *testing.T) {
+	if isolated(t) {
+		return
+	}
+	e := newEnv(t)
+	n := e.start()
+	// Generation 5, so a generation of 1 afterwards shows the old
+	// record, which has none, was what the node read.
+	spawn := func() spawned {
+		a := n.alloc(e.request(`{"ports":{"80":8080}}`).Spec)
+		a.Generation = 5
+		o, err := n.Run(ctx(t), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return spawned{a.ID, o}
+	}
+	run, gone := spawn(), spawn()
+	records := map[spec.ID]store.Record{}
+	for _, id := range []spec.ID{run.ID, gone.ID} {
+		r, err := n.record(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		records[id] = r
+	}
+	n.shutdown()
+	d, err := e.driver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(ctx(t), string(gone.ID), 0); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	// Overwrite both records as the old daemon wrote them.
+	old := func(w spawned, state string, extra map[string]any) []byte {
+		r := records[w.ID]
+		rec := map[string]any{
+			"id": w.ID, "spec": r.Spec, "desired": "running", "state": state, "node": "old-name",
+			"ip": w.IP, "image_digest": w.ImageDigest, "created_at": r.CreatedAt,
+		}
+		for k, v := range extra {
+			rec[k] = v
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	runRec := old(run, "running", map[string]any{"pid": run.Pid, "ready": true})
+	goneRec := old(gone, "exited", map[string]any{"exit_code": 3, "error": "an old error"})
+	db, err := bolt.Open(filepath.Join(e.dir, "state.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte("workloads"))
+		if err := bk.Put([]byte(run.ID), runRec); err != nil {
+			return err
+		}
+		return bk.Put([]byte(gone.ID), goneRec)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	n2 := e.start()
+	if got, ok := n2.Observation(run.ID); !ok || got.State != workload.StateRunning || got.Pid != run.Pid || got.IP != run.IP ||
+		got.Generation != 1 || got.Node != testNodeName {
+		t.Errorf("old running record after start: %+v (found: %v), want running with pid %d and IP %s, generation 1", got, ok, run.Pid, run.IP)
+	}
+	mustServe(t, run.IP)
+	if got, ok := n2.Observation(gone.ID); !ok || got.State != workload.StateExited || got.ExitCode != 3 || got.Pid != 0 || got.Generation != 1 {
+		t.Errorf("old exited record after start: %+v (found: %v), want exited with exit code 3, generation 1", got, ok)
+	}
+	if st, err := n2.status(gone.ID); err != nil || st.State != driver.StateStopped {
+		t.Errorf("runtime of the old exited workload: %+v %v, want it left stopped", st, err)
+	}
+	if states := n2.reports.states(gone.ID); !slices.Equal(states, []workload.State{workload.StateExited}) {
+		t.Errorf("reports of the old exited workload %v, want one: exited", states)
 	}
 	n2.removeAll()
 	if left := n2.leftovers(); len(left) > 0 {
@@ -347,7 +480,7 @@ func TestRestartReadoptsRunningWorkload(t *testing.T) {
 
 // TestRestartRestartsWorkloadThatDied kills a workload while no daemon
 // runs, as a host reboot does; the next daemon must start it again, with
-// the same address.
+// the same address, and report it creating, running, and ready.
 func TestRestartRestartsWorkloadThatDied(t *testing.T) {
 	if isolated(t) {
 		return
@@ -360,22 +493,25 @@ func TestRestartRestartsWorkloadThatDied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Stop(ctx(t), w.ID, 0); err != nil {
+	if err := d.Stop(ctx(t), string(w.ID), 0); err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
 
 	n2 := e.start()
-	got, err := n2.Get(w.ID)
-	if err != nil || got.State != store.StateRunning || got.Pid <= 0 || got.Pid == w.Pid || got.IP != w.IP {
-		t.Fatalf("after restart: %+v %v, want running again with a new pid and IP %s", got, err, w.IP)
+	got, ok := n2.Observation(w.ID)
+	if !ok || got.State != workload.StateRunning || got.Pid <= 0 || got.Pid == w.Pid || got.IP != w.IP {
+		t.Fatalf("after restart: %+v (found: %v), want running again with a new pid and IP %s", got, ok, w.IP)
 	}
-	testutil.WaitFor(t, waitLimit, "the restarted workload to serve", func() bool { _, err := page(w.IP); return err == nil })
-	mustServe(t, w.IP)
-	testutil.WaitFor(t, waitLimit, "the restarted workload to be ready", func() bool {
-		r, ok := n2.routes.Lookup(w.ID)
-		return ok && r.Ready
+	testutil.WaitFor(t, waitLimit, "the restarted workload to be reported ready", func() bool {
+		o, ok := n2.Observation(w.ID)
+		return ok && o.Ready
 	})
+	mustServe(t, w.IP)
+	want := []workload.State{workload.StateCreating, workload.StateRunning, workload.StateRunning}
+	if states := n2.reports.states(w.ID); !slices.Equal(states, want) {
+		t.Errorf("reports at restart %v, want %v (creating, running, running and ready)", states, want)
+	}
 	n2.removeAll()
 	if left := n2.leftovers(); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
@@ -384,7 +520,8 @@ func TestRestartRestartsWorkloadThatDied(t *testing.T) {
 
 // TestRestartFinishesInterruptedStop leaves a workload as a daemon killed
 // in the middle of Stop does, desired stopped but still running, and
-// checks that the next daemon finishes the stop and frees its network.
+// checks that the next daemon finishes the stop, frees its network and
+// reports it stopped.
 func TestRestartFinishesInterruptedStop(t *testing.T) {
 	if isolated(t) {
 		return
@@ -393,23 +530,26 @@ func TestRestartFinishesInterruptedStop(t *testing.T) {
 	n := e.start()
 	w := n.spawn(`{"ports":{"80":8080}}`)
 	// Stop's first step, and the crash right after it.
-	if _, err := n.st.Update(w.ID, func(r *store.Workload) error { r.Desired = store.DesiredStopped; return nil }); err != nil {
+	if _, err := n.st.Update(w.ID, func(r *store.Record) error { r.Desired = workload.DesiredStopped; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	n.shutdown()
 
 	n2 := e.start()
-	got, err := n2.Get(w.ID)
-	if err != nil || got.State != store.StateStopped || got.Pid != 0 || got.IP != "" {
-		t.Errorf("after restart: %+v %v, want stopped", got, err)
+	got, ok := n2.Observation(w.ID)
+	if !ok || got.State != workload.StateStopped || got.Pid != 0 || got.IP != "" || got.FinishedAt.IsZero() {
+		t.Errorf("after restart: %+v (found: %v), want stopped with an end time", got, ok)
+	}
+	if states := n2.reports.states(w.ID); !slices.Equal(states, []workload.State{workload.StateStopped}) {
+		t.Errorf("reports at restart %v, want one: stopped", states)
+	}
+	if r, err := n2.record(w.ID); err != nil || r.State != workload.StateStopped {
+		t.Errorf("record after restart: %+v %v, want stopped", r, err)
 	}
 	if st, err := n2.status(w.ID); err != nil || st.State != driver.StateStopped {
 		t.Errorf("runtime after restart: %+v %v, want stopped", st, err)
 	}
-	if _, ok := n2.routes.Lookup(w.ID); ok {
-		t.Error("a stopped workload got a route back")
-	}
-	if _, ok := n2.netm.Lookup(w.ID); ok {
+	if _, ok := n2.netm.Lookup(string(w.ID)); ok {
 		t.Error("a stopped workload kept its lease")
 	}
 	n2.removeAll()
@@ -419,8 +559,8 @@ func TestRestartFinishesInterruptedStop(t *testing.T) {
 }
 
 // TestRestartFinishesInterruptedSpawn starts a daemon on a record left in
-// the creating state, as a crash in the middle of Spawn leaves it, and
-// checks that the workload is started from scratch.
+// the creating state, as a crash in the middle of Run leaves it, and
+// checks that the workload is started from scratch and reported so.
 func TestRestartFinishesInterruptedSpawn(t *testing.T) {
 	if isolated(t) {
 		return
@@ -430,18 +570,21 @@ func TestRestartFinishesInterruptedSpawn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := store.Workload{ID: string(spec.NewID()), Spec: e.request(`{"ports":{"80":8080}}`).Spec, Desired: store.DesiredRunning,
-		State: store.StateCreating, Node: testNodeName}
-	err = st.Create(w)
+	r := store.Record{ID: spec.NewID(), Spec: e.request(`{"ports":{"80":8080}}`).Spec, Generation: 2,
+		Desired: workload.DesiredRunning, State: workload.StateCreating, CreatedAt: time.Now().UTC()}
+	err = st.Create(r)
 	st.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	n := e.start()
-	got, err := n.Get(w.ID)
-	if err != nil || got.State != store.StateRunning || got.Pid <= 0 || got.IP == "" {
-		t.Fatalf("after start: %+v %v, want the workload running", got, err)
+	got, ok := n.Observation(r.ID)
+	if !ok || got.State != workload.StateRunning || got.Pid <= 0 || got.IP == "" || got.Generation != 2 {
+		t.Fatalf("after start: %+v (found: %v), want the workload running, generation 2", got, ok)
+	}
+	if states := n.reports.states(r.ID); len(states) < 2 || states[0] != workload.StateCreating || states[1] != workload.StateRunning {
+		t.Errorf("reports at start %v, want creating then running", states)
 	}
 	testutil.WaitFor(t, waitLimit, "the workload to serve", func() bool { _, err := page(got.IP); return err == nil })
 	mustServe(t, got.IP)
@@ -472,7 +615,7 @@ func TestRestartReleasesStrayLeases(t *testing.T) {
 }
 
 // readLogs returns the whole log of id.
-func readLogs(t *testing.T, n *testNode, id string) string {
+func readLogs(t *testing.T, n *testNode, id spec.ID) string {
 	t.Helper()
 	rc, err := n.Logs(ctx(t), id, driver.LogOptions{})
 	if err != nil {
@@ -487,7 +630,7 @@ func readLogs(t *testing.T, n *testNode, id string) string {
 }
 
 // execOut runs args in id and returns its stdout, failing unless it exits 0.
-func execOut(t *testing.T, n *testNode, id string, args ...string) string {
+func execOut(t *testing.T, n *testNode, id spec.ID, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	code, err := n.Exec(ctx(t), id, driver.ExecConfig{Args: args, IO: driver.IO{Stdout: &out, Stderr: &errOut}})
@@ -499,3 +642,5 @@ func execOut(t *testing.T, n *testNode, id string, args ...string) string {
 
 // second returns the error of a two-valued call.
 func second[T any](_ T, err error) error { return err }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

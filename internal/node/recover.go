@@ -7,15 +7,22 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // recover brings host state back in line with the records after a restart,
-// whether the daemon was stopped cleanly, killed, or the host rebooted:
-//   - a workload still running is re-adopted: network repaired, route set;
+// whether the daemon was stopped cleanly, killed, or the host rebooted, and
+// reports every workload as it finds it. Every record is this node's, so
+// all are taken, whatever node name the daemon had when it wrote them:
+//   - a workload still running is re-adopted: network repaired, reported
+//     running with its pid and IP;
 //   - one that was running but is gone (reboot) is started again;
-//   - one caught halfway through a spawn is started from scratch;
+//   - one caught halfway through a start is started from scratch;
 //   - one meant to be stopped is stopped;
+//   - one that exited, or was stopped, is reported as it is, exit code
+//     included;
 //   - leases and interfaces of workloads with no record are released.
 func (n *Node) recover(ctx context.Context) error {
 	list, err := n.Store.List()
@@ -23,22 +30,13 @@ func (n *Node) recover(ctx context.Context) error {
 		return fmt.Errorf("node: read workloads: %w", err)
 	}
 	keep := map[string]bool{}
-	for _, w := range list {
-		if w.Node != n.cfg.Name {
+	for _, r := range list {
+		if r.Desired == workload.DesiredStopped {
+			n.finishStop(ctx, r)
 			continue
 		}
-		if w.Desired == store.DesiredStopped {
-			n.finishStop(ctx, w)
-			continue
-		}
-		keep[w.ID] = true
-		if err := n.recoverOne(ctx, w); err != nil {
-			n.log.Error("recover: workload could not be brought back; it is marked exited", "id", w.ID, "err", err)
-			n.Store.Update(w.ID, func(r *store.Workload) error {
-				r.State, r.Error, r.Ready, r.Pid = store.StateExited, err.Error(), false, 0
-				return nil
-			})
-		}
+		keep[string(r.ID)] = true
+		n.recoverOne(ctx, r)
 	}
 	if err := n.Network.Reconcile(ctx, keep); err != nil {
 		n.log.Warn("recover: network reconcile", "err", err)
@@ -46,86 +44,121 @@ func (n *Node) recover(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) recoverOne(ctx context.Context, w store.Workload) error {
-	unlock := n.locks.Lock(w.ID)
+// recoverOne re-adopts r, or marks it exited with the reason it could not.
+func (n *Node) recoverOne(ctx context.Context, r store.Record) {
+	unlock := n.locks.Lock(string(r.ID))
 	defer unlock()
-	drv := n.Drivers[w.Spec.Isolation]
+	err := n.readopt(ctx, r)
+	if err == nil {
+		return
+	}
+	n.log.Error("recover: workload could not be brought back; it is marked exited", "id", r.ID, "err", err)
+	if _, uerr := n.Store.Update(r.ID, func(r *store.Record) error { r.State = workload.StateExited; return nil }); uerr != nil {
+		n.log.Error("recover: record exited", "id", r.ID, "err", uerr)
+	}
+	n.report(r.ID, workload.Observation{
+		Generation: r.Generation, State: workload.StateExited, ImageDigest: r.ImageDigest,
+		ExitCode: r.ExitCode, Error: err.Error(), FinishedAt: time.Now().UTC(),
+	})
+}
+
+// readopt does recoverOne's work; the caller holds r's lock.
+func (n *Node) readopt(ctx context.Context, r store.Record) error {
+	drv := n.Drivers[r.Spec.Isolation]
 	if drv == nil {
-		return fmt.Errorf("%w: %s", ErrUnsupported, w.Spec.Isolation)
+		return fmt.Errorf("%w: node %s has no driver for %q workloads any more", ErrUnsupported, n.cfg.Name, r.Spec.Isolation)
 	}
-	if w.State == store.StateCreating {
-		n.log.Info("recover: finishing a spawn that a crash interrupted", "id", w.ID)
-		if err := drv.Delete(ctx, w.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
-			return err
-		}
-		w, err := n.start(ctx, w)
-		if err == nil {
-			go n.waitReady(ctx, w)
-		}
-		return err
+	if r.State == workload.StateCreating {
+		n.log.Info("recover: finishing a start that a crash interrupted", "id", r.ID)
+		return n.restart(ctx, drv, r)
 	}
-	img, err := n.Images.Get(w.ImageDigest)
+	img, err := n.Images.Get(r.ImageDigest)
 	if err != nil {
-		if img, err = n.Images.Ensure(ctx, w.Spec.Image, nil); err != nil {
+		if img, err = n.Images.Ensure(ctx, r.Spec.Image, nil); err != nil {
 			return err
 		}
 	}
 	// The recorded attachment names the netns path the driver was given;
 	// nothing on the host is touched until we know whether it still runs.
-	att, _ := n.Network.Lookup(w.ID)
-	st, err := drv.Recover(ctx, n.driverConfig(w, img, att))
+	att, leased := n.Network.Lookup(string(r.ID))
+	st, err := drv.Recover(ctx, n.driverConfig(r, img, att))
 	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
-	if st.State == driver.StateRunning {
-		// Re-bind the workload's own namespace: a daemon restarted in a new
-		// mount namespace no longer sees the old bind mount.
-		if att, err = n.Network.Adopt(ctx, w.ID, fmt.Sprintf("/proc/%d/ns/net", st.Pid)); err != nil {
-			return err
-		}
-	}
 	switch {
 	case st.State == driver.StateRunning:
-		w, err = n.Store.Update(w.ID, func(r *store.Workload) error {
-			r.State, r.Pid, r.IP = store.StateRunning, st.Pid, att.IP.String()
-			return nil
-		})
-		if err != nil {
+		// Re-bind the workload's own namespace: a daemon restarted in a new
+		// mount namespace no longer sees the old bind mount.
+		if att, err = n.Network.Adopt(ctx, string(r.ID), fmt.Sprintf("/proc/%d/ns/net", st.Pid)); err != nil {
 			return err
 		}
-		n.setRoute(w)
-		n.log.Info("recover: re-adopted running workload", "id", w.ID, "pid", st.Pid)
-	case w.State == store.StateRunning:
+		if r.State != workload.StateRunning {
+			if r, err = n.Store.Update(r.ID, func(r *store.Record) error { r.State, r.ExitCode = workload.StateRunning, 0; return nil }); err != nil {
+				return err
+			}
+		}
+		// One probe now, so a workload that was ready before the restart
+		// is reported ready at once; the watcher probes a late one.
+		ip := att.IP.String()
+		n.report(r.ID, workload.Observation{
+			Generation: r.Generation, State: workload.StateRunning, IP: ip, Pid: st.Pid,
+			Ready: probe(r.Spec, ip), ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
+		})
+		n.log.Info("recover: re-adopted running workload", "id", r.ID, "pid", st.Pid)
+		return nil
+	case r.State == workload.StateRunning:
 		// It was running when we last looked and nobody stopped it: the
 		// host rebooted or it died while we were away. Start it again.
-		n.log.Info("recover: restarting workload that is no longer running", "id", w.ID)
-		if err := drv.Delete(ctx, w.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
-			return err
-		}
-		w, err = n.start(ctx, w)
-		if err != nil {
-			return err
-		}
-		go n.waitReady(ctx, w)
+		n.log.Info("recover: restarting workload that is no longer running", "id", r.ID)
+		return n.restart(ctx, drv, r)
 	default:
-		n.setRoute(w)
+		// Exited (or stopped) while meant to run: it stays so, as before
+		// the restart, until the cluster says otherwise.
+		o := workload.Observation{
+			Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest,
+			ExitCode: r.ExitCode, FinishedAt: st.FinishedAt,
+		}
+		if leased && r.State == workload.StateExited {
+			o.IP = att.IP.String() // still leased, as check leaves it
+		}
+		n.report(r.ID, o)
+		return nil
 	}
-	return nil
 }
 
-// finishStop completes a stop that a crash may have interrupted.
-func (n *Node) finishStop(ctx context.Context, w store.Workload) {
-	if drv := n.Drivers[w.Spec.Isolation]; drv != nil {
-		if err := drv.Stop(ctx, w.ID, n.cfg.StopTimeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
-			n.log.Warn("recover: stop", "id", w.ID, "err", err)
+// restart starts r again from scratch after a crash or reboot: reported
+// creating, whatever the driver kept of it deleted, then started as Run
+// does. Readiness is left to the watcher, so Start does not wait on it.
+func (n *Node) restart(ctx context.Context, drv driver.Driver, r store.Record) error {
+	n.report(r.ID, workload.Observation{Generation: r.Generation, State: workload.StateCreating})
+	if err := drv.Delete(ctx, string(r.ID)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+	_, err := n.start(ctx, r)
+	return err
+}
+
+// finishStop completes a stop that a crash may have interrupted, and
+// reports the workload stopped.
+func (n *Node) finishStop(ctx context.Context, r store.Record) {
+	unlock := n.locks.Lock(string(r.ID))
+	defer unlock()
+	var st driver.Status
+	if drv := n.Drivers[r.Spec.Isolation]; drv != nil {
+		if err := drv.Stop(ctx, string(r.ID), n.cfg.StopTimeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			n.log.Warn("recover: stop", "id", r.ID, "err", err)
+		}
+		st, _ = drv.Status(ctx, string(r.ID))
+	}
+	if r.State != workload.StateStopped {
+		if _, err := n.Store.Update(r.ID, func(r *store.Record) error { r.State = workload.StateStopped; return nil }); err != nil {
+			n.log.Error("recover: record stopped", "id", r.ID, "err", err)
 		}
 	}
-	if w.State != store.StateStopped {
-		n.Store.Update(w.ID, func(r *store.Workload) error {
-			r.State, r.Pid, r.Ready, r.IP = store.StateStopped, 0, false, ""
-			return nil
-		})
-	}
+	n.report(r.ID, stoppedAs(workload.Observation{
+		Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest,
+		ExitCode: r.ExitCode, FinishedAt: st.FinishedAt,
+	}, st))
 }
 
 // watch follows the workloads' status until Close: it notices processes
@@ -151,43 +184,49 @@ func (n *Node) checkAll() {
 		n.log.Warn("watch: read workloads", "err", err)
 		return
 	}
-	for _, w := range list {
-		if w.Node != n.cfg.Name || w.Desired != store.DesiredRunning || w.State != store.StateRunning {
-			continue
+	for _, r := range list {
+		if r.Desired == workload.DesiredRunning && r.State == workload.StateRunning {
+			n.check(ctx, r.ID)
 		}
-		n.check(ctx, w)
 	}
 }
 
-func (n *Node) check(ctx context.Context, w store.Workload) {
-	unlock := n.locks.Lock(w.ID)
+// check reports id ready once it answers its probe, and exited once its
+// process is gone.
+func (n *Node) check(ctx context.Context, id spec.ID) {
+	unlock := n.locks.Lock(string(id))
 	defer unlock()
-	drv := n.Drivers[w.Spec.Isolation]
+	// Read under the lock: a Stop or Remove may have just finished.
+	r, err := n.Store.Get(id)
+	if err != nil || r.Desired != workload.DesiredRunning || r.State != workload.StateRunning {
+		return
+	}
+	drv := n.Drivers[r.Spec.Isolation]
 	if drv == nil {
 		return
 	}
-	st, err := drv.Status(ctx, w.ID)
+	st, err := drv.Status(ctx, string(id))
 	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return
 	}
+	o := n.current(r)
 	if st.State == driver.StateRunning {
-		if !w.Ready && n.probe(w) {
-			n.markReady(w.ID)
+		if !o.Ready && probe(r.Spec, o.IP) {
+			o.Ready = true
+			n.report(id, o)
 		}
 		return
 	}
-	// Re-read under the lock: a Stop may have just finished.
-	cur, err := n.Store.Get(w.ID)
-	if err != nil || cur.Desired != store.DesiredRunning || cur.State != store.StateRunning {
+	if _, err := n.Store.Update(id, func(r *store.Record) error {
+		r.State, r.ExitCode = workload.StateExited, st.ExitCode
+		return nil
+	}); err != nil {
+		n.log.Error("watch: record exited", "id", id, "err", err)
 		return
 	}
-	w, err = n.Store.Update(w.ID, func(r *store.Workload) error {
-		r.State, r.Pid, r.ExitCode, r.Ready = store.StateExited, 0, st.ExitCode, false
-		return nil
-	})
-	if err == nil {
-		// The route stays, so its URL answers 502 rather than 404: the
-		// workload exists, it is just not running.
-		n.log.Warn("workload exited by itself", "id", w.ID, "exit_code", st.ExitCode)
-	}
+	// The IP stays: the lease is held until Stop or Remove, so whatever
+	// derives routes can still tell the workload exists but does not run.
+	o.State, o.Pid, o.Ready, o.ExitCode, o.FinishedAt = workload.StateExited, 0, false, st.ExitCode, orNow(st.FinishedAt)
+	n.report(id, o)
+	n.log.Warn("workload exited by itself", "id", id, "exit_code", st.ExitCode)
 }

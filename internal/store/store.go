@@ -1,11 +1,16 @@
-// Package store keeps a node's durable record of workloads. The Workloads
-// interface is the seam between the node and where desired state lives: a
-// bbolt file for a cluster of one, the raft state machine for a cluster.
+// Package store keeps a node's re-adoption notes: for each workload the node
+// hosts, what it needs to find, restart or finish it after the daemon
+// restarts. It is not where desired state lives (the cluster's allocations
+// are) nor where the cluster learns what runs (the node's reports are); a
+// record is only the node's memory of what it was told and where it got to.
+//
+// Records live in one bbolt file, state.db, in the bucket "workloads", with
+// the JSON names of the records written before the allocation/observation
+// split, so the data dir of an older daemon is read in place.
 package store
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,77 +20,71 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
-// ErrNotFound is returned for an id the store has no record of.
-var ErrNotFound = errors.New("workload not found")
+// ErrNotFound is returned for an id the store has no record of. It is
+// workload.ErrNotFound itself, so a caller past the node (the API) tells
+// "no such workload" apart with one sentinel, wherever it was found missing.
+var ErrNotFound = workload.ErrNotFound
 
-// Desired is what the user wants a workload to be doing.
-type Desired string
-
-// The desired states.
-const (
-	DesiredRunning Desired = "running"
-	DesiredStopped Desired = "stopped"
-)
-
-// State is what a node last observed a workload doing.
-type State string
-
-// The observed states.
-const (
-	// StateCreating: placed and being pulled, networked and started. A
-	// record left in this state by a crash is started again from scratch.
-	StateCreating State = "creating"
-	// StatePending: placed by the cluster on a node (after a failover),
-	// whose reconciler starts it.
-	StatePending State = "pending"
-	StateRunning State = "running"
-	// StateExited: its process ended by itself while it was meant to run.
-	StateExited  State = "exited"
-	StateStopped State = "stopped"
-)
-
-// Workload is the record of one workload: what was asked and what was seen.
-type Workload struct {
-	ID          string    `json:"id"`
-	Spec        spec.Spec `json:"spec"`
-	Desired     Desired   `json:"desired"`
-	State       State     `json:"state"`
-	Node        string    `json:"node"`
-	IP          string    `json:"ip,omitempty"`
-	Pid         int       `json:"pid,omitempty"`
-	ExitCode    int       `json:"exit_code,omitempty"`
-	Ready       bool      `json:"ready,omitempty"`
-	ImageDigest string    `json:"image_digest,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+// Record is what a node keeps about one workload it hosts.
+//
+// Invariants:
+//   - every record in a node's store is that node's: a record is created
+//     when the node is told to run a workload and deleted when it removes
+//     it, so there is no node name to filter on;
+//   - State is the local phase the node last reached: StateCreating (a
+//     start under way: a crash here means start again from scratch),
+//     StateRunning, StateExited or StateStopped; never StatePending;
+//   - what the host gives back after a restart is not stored: the IP
+//     (the network lease), the pid (the driver), readiness (the probe).
+//     So a stale copy of them cannot be reported;
+//   - the JSON names are those of the records before the split; the fields
+//     old records carry and Record dropped (node, ip, pid, ready, error)
+//     are ignored when read, and a record without a generation reads as
+//     generation 1, the generation the cluster gives an old allocation.
+type Record struct {
+	ID   spec.ID   `json:"id"`
+	Spec spec.Spec `json:"spec"`
+	// Generation is the allocation generation the node is acting on; it
+	// goes into every observation reported for the record.
+	Generation uint64           `json:"generation,omitempty"`
+	Desired    workload.Desired `json:"desired"`
+	State      workload.State   `json:"state"`
+	// ImageDigest is the image the workload was started from, so a restart
+	// re-adopts it with the same rootfs even if its tag moved.
+	ImageDigest string `json:"image_digest,omitempty"`
+	// ExitCode is the exit code of a workload that exited by itself.
+	ExitCode  int       `json:"exit_code,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
-// Workloads is where workload records live. Implementations make each call
+// Records is where a node's records live. Implementations make each call
 // durable before returning.
-type Workloads interface {
+type Records interface {
 	// Get returns the record of id, or ErrNotFound.
-	Get(id string) (Workload, error)
-	// List returns every record, oldest first.
-	List() ([]Workload, error)
+	Get(id spec.ID) (Record, error)
+	// List returns every record, oldest first, ties by id.
+	List() ([]Record, error)
 	// Create stores a new record; it fails if the id exists.
-	Create(w Workload) error
+	Create(r Record) error
 	// Update applies fn to the record of id atomically and stores the
-	// result; it returns ErrNotFound if there is no such record.
-	Update(id string, fn func(*Workload) error) (Workload, error)
+	// result; it returns ErrNotFound if there is no such record. fn cannot
+	// change the id.
+	Update(id spec.ID, fn func(*Record) error) (Record, error)
 	// Delete removes the record of id; a missing id is not an error.
-	Delete(id string) error
+	Delete(id spec.ID) error
 }
 
 var bucket = []byte("workloads")
 
-// Bolt is a Workloads kept in a bbolt file.
+// Bolt is a Records kept in a bbolt file.
 type Bolt struct {
 	db *bolt.DB
 }
 
-var _ Workloads = (*Bolt)(nil)
+var _ Records = (*Bolt)(nil)
 
 // OpenBolt opens (or creates) the store file at path.
 func OpenBolt(path string) (*Bolt, error) {
@@ -110,29 +109,29 @@ func OpenBolt(path string) (*Bolt, error) {
 // Close closes the file.
 func (b *Bolt) Close() error { return b.db.Close() }
 
-// Get implements Workloads.
-func (b *Bolt) Get(id string) (Workload, error) {
-	var w Workload
+// Get implements Records.
+func (b *Bolt) Get(id spec.ID) (Record, error) {
+	var r Record
 	err := b.db.View(func(tx *bolt.Tx) error {
 		data := tx.Bucket(bucket).Get([]byte(id))
 		if data == nil {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		return json.Unmarshal(data, &w)
+		return decode(id, data, &r)
 	})
-	return w, err
+	return r, err
 }
 
-// List implements Workloads.
-func (b *Bolt) List() ([]Workload, error) {
-	var out []Workload
+// List implements Records.
+func (b *Bolt) List() ([]Record, error) {
+	var out []Record
 	err := b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).ForEach(func(_, data []byte) error {
-			var w Workload
-			if err := json.Unmarshal(data, &w); err != nil {
+		return tx.Bucket(bucket).ForEach(func(k, data []byte) error {
+			var r Record
+			if err := decode(spec.ID(k), data, &r); err != nil {
 				return err
 			}
-			out = append(out, w)
+			out = append(out, r)
 			return nil
 		})
 	})
@@ -145,49 +144,62 @@ func (b *Bolt) List() ([]Workload, error) {
 	return out, err
 }
 
-// Create implements Workloads.
-func (b *Bolt) Create(w Workload) error {
+// Create implements Records.
+func (b *Bolt) Create(r Record) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucket)
-		if bk.Get([]byte(w.ID)) != nil {
-			return fmt.Errorf("store: workload %s already exists", w.ID)
+		if bk.Get([]byte(r.ID)) != nil {
+			return fmt.Errorf("store: workload %s already exists", r.ID)
 		}
-		return put(bk, w)
+		return put(bk, r)
 	})
 }
 
-// Update implements Workloads.
-func (b *Bolt) Update(id string, fn func(*Workload) error) (Workload, error) {
-	var w Workload
+// Update implements Records.
+func (b *Bolt) Update(id spec.ID, fn func(*Record) error) (Record, error) {
+	var r Record
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucket)
 		data := bk.Get([]byte(id))
 		if data == nil {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		if err := json.Unmarshal(data, &w); err != nil {
+		if err := decode(id, data, &r); err != nil {
 			return err
 		}
-		if err := fn(&w); err != nil {
+		if err := fn(&r); err != nil {
 			return err
 		}
-		w.ID = id
-		return put(bk, w)
+		r.ID = id
+		return put(bk, r)
 	})
-	return w, err
+	return r, err
 }
 
-// Delete implements Workloads.
-func (b *Bolt) Delete(id string) error {
+// Delete implements Records.
+func (b *Bolt) Delete(id spec.ID) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).Delete([]byte(id))
 	})
 }
 
-func put(bk *bolt.Bucket, w Workload) error {
-	data, err := json.Marshal(w)
+// decode reads the record stored under id, old or new.
+func decode(id spec.ID, data []byte, r *Record) error {
+	if err := json.Unmarshal(data, r); err != nil {
+		return fmt.Errorf("store: record %s in state.db is unreadable: %w", id, err)
+	}
+	// Records from before generations answer the first allocation, as
+	// the cluster numbers an allocation it reads from an older log.
+	if r.Generation == 0 {
+		r.Generation = 1
+	}
+	return nil
+}
+
+func put(bk *bolt.Bucket, r Record) error {
+	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return bk.Put([]byte(w.ID), data)
+	return bk.Put([]byte(r.ID), data)
 }
