@@ -6,7 +6,8 @@
 
 // hypercore's public API. One definition serves gRPC, Connect (JSON or
 // binary over HTTP/1.1 and HTTP/2) and, through internal/server, the REST
-// and seed-compatible JSON routes.
+// routes and the classic JSON routes (POST /spawn, GET /list, POST /stop,
+// GET /logs).
 
 package hypercorev1
 
@@ -136,27 +137,44 @@ func (x *WorkloadSpec) GetTty() bool {
 	return false
 }
 
-// Workload is a workload's desired spec and observed state.
+// Workload is a workload as the cluster knows it: the allocation (id,
+// spec, node, created_at), which the cluster decides, joined with what the
+// allocated node last reported (state, ip, pid, ready, image_digest,
+// error). See docs/adr/0006-allocation-and-observation.md.
 type Workload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Spec  *WorkloadSpec          `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
-	// pending, creating, running, stopped, failed.
+	// What its node last reported:
+	//
+	//	pending: placed on a node that has not reported on it yet (just
+	//	  spawned, or moved to another node after its node failed);
+	//	creating: its node is pulling the image, making its network and
+	//	  starting it;
+	//	running: its process runs (see ready);
+	//	exited: its process ended by itself while it was meant to run;
+	//	stopped: stopped on request (stop); it keeps its record and logs
+	//	  until remove.
+	//
+	// There is no failed state: a start that fails sets error.
 	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
-	// Address on its node's bridge.
+	// Address on its node's workload bridge, while it runs.
 	Ip string `protobuf:"bytes,4,opt,name=ip,proto3" json:"ip,omitempty"`
-	// Name of the node that runs it.
+	// Name of the node the cluster placed it on: where it runs, or is about
+	// to (with dry_run, where it would go).
 	Node string `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
 	// Public URL, <id>.<base-domain>.
 	Url string `protobuf:"bytes,6,opt,name=url,proto3" json:"url,omitempty"`
 	// Manifest digest of the image it runs.
 	ImageDigest string                 `protobuf:"bytes,7,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
 	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	// Why it is failed, when it is.
+	// Why its node could not start it or bring it back after a restart,
+	// when that happened; empty otherwise.
 	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
 	// Host pid of its main process, 0 when not running.
 	Pid int32 `protobuf:"varint,10,opt,name=pid,proto3" json:"pid,omitempty"`
-	// True once its first port accepted a connection.
+	// True once its node saw its first port accept a connection (at once
+	// for a workload without ports). Until then its URL answers 503.
 	Ready         bool `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1000,14 +1018,21 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 }
 
 type InfoResponse struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Version    string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Cores      float64                `protobuf:"fixed64,3,opt,name=cores,proto3" json:"cores,omitempty"`
-	Memory     int64                  `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
-	Isolations []string               `protobuf:"bytes,5,rep,name=isolations,proto3" json:"isolations,omitempty"`
-	BaseDomain string                 `protobuf:"bytes,6,opt,name=base_domain,json=baseDomain,proto3" json:"base_domain,omitempty"`
-	ApiAddr    string                 `protobuf:"bytes,7,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's name in the cluster.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The hypercore build the node runs.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// CPU cores of the host.
+	Cores float64 `protobuf:"fixed64,3,opt,name=cores,proto3" json:"cores,omitempty"`
+	// Memory of the host, in MiB.
+	Memory int64 `protobuf:"varint,4,opt,name=memory,proto3" json:"memory,omitempty"`
+	// The isolations this node has a driver for: container, gvisor, microvm.
+	Isolations []string `protobuf:"bytes,5,rep,name=isolations,proto3" json:"isolations,omitempty"`
+	// Workloads are served at <id>.<base_domain>.
+	BaseDomain string `protobuf:"bytes,6,opt,name=base_domain,json=baseDomain,proto3" json:"base_domain,omitempty"`
+	// This node's API address, host:port (--grpc-bind-addr).
+	ApiAddr string `protobuf:"bytes,7,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	// How this node runs microVMs: "kvm" or "tcg" (detected once at start);
 	// empty when it offers none.
 	MicrovmAccel  string `protobuf:"bytes,8,opt,name=microvm_accel,json=microvmAccel,proto3" json:"microvm_accel,omitempty"`

@@ -4,7 +4,8 @@
 
 // hypercore's public API. One definition serves gRPC, Connect (JSON or
 // binary over HTTP/1.1 and HTTP/2) and, through internal/server, the REST
-// and seed-compatible JSON routes.
+// routes and the classic JSON routes (POST /spawn, GET /list, POST /stop,
+// GET /logs).
 package hypercorev1connect
 
 import (
