@@ -120,15 +120,10 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 			continue
 		}
 		lastTry[r.ID] = time.Now()
+		// A start that fails is reported by the node itself, with its
+		// error, and tried again after retryFailedStart.
 		c.background(inflight, done, r.ID, "placed here", func(ctx context.Context) error {
 			_, err := localHost{c}.Run(ctx, r.Allocation)
-			if err != nil {
-				// The start failed before the node had anything to
-				// report; the error is this node's observation.
-				c.reports.report(r.ID, workload.Observation{
-					Node: c.cfg.NodeName, Generation: r.Generation, State: workload.StatePending, Error: err.Error(),
-				})
-			}
 			return err
 		})
 	}

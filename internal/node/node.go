@@ -39,7 +39,7 @@ import (
 // ErrNoCapacity means no node can fit the request. The scheduler says it
 // for the cluster; a node says it (as ErrPortInUse) only for what the
 // scheduler could not see.
-var ErrNoCapacity = errors.New("no node has room for this workload")
+var ErrNoCapacity = workload.ErrNoCapacity
 
 // ErrPortInUse means a raw TCP public port the workload asks for is held
 // on this host by something that is not a workload (a listener of the
@@ -49,7 +49,7 @@ var ErrPortInUse = fmt.Errorf("%w: a public TCP port is in use on the host", Err
 
 // ErrUnsupported means the node cannot run the requested isolation, or
 // not with the requested options.
-var ErrUnsupported = errors.New("isolation not available")
+var ErrUnsupported = workload.ErrUnsupported
 
 // Config is how a node is set up.
 type Config struct {
