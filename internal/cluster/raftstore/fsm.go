@@ -39,7 +39,7 @@ var ErrBadCommand = errors.New("bad raft command")
 // node and the workload that holds it. The check runs in the state
 // machine, so every server reaches the same verdict from the same log, and
 // two spawns racing for one port cannot both win.
-var ErrPortTaken = errors.New("public tcp port taken")
+var ErrPortTaken = errors.New("public port taken")
 
 // commandVersion is the first byte of every log entry. Bump it when the
 // meaning of an existing field changes; adding ops or optional fields does
@@ -274,7 +274,8 @@ type snapshotData struct {
 //   - an observation exists only for an id that has an allocation, and
 //     only while its Node equals the allocation's Node;
 //   - no two allocations meant to run on one node hold the same raw TCP
-//     public port (unless a log from before the check put them there);
+//     public port, unless the old ops of a log from before the check put
+//     them there (see create);
 //   - every allocation's Generation is at least 1.
 type fsm struct {
 	mu       sync.RWMutex
@@ -311,9 +312,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	defer f.mu.Unlock()
 	switch c.Op {
 	case opCreateAllocation:
-		return f.create(*c.Allocation, nil, l.Index)
+		return f.create(*c.Allocation, nil, l.Index, true)
 	case opUpdateAllocation:
-		_, err := f.update(c.ID, *c.Allocation, c.Version, l.Index)
+		_, err := f.update(c.ID, *c.Allocation, c.Version, l.Index, true)
 		return err
 	case opObserve:
 		for _, r := range c.Reports {
@@ -332,7 +333,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		if err != nil {
 			return err
 		}
-		return f.create(a, o, l.Index)
+		return f.create(a, o, l.Index, false)
 	case opLegacyUpdate:
 		return f.legacyUpdate(c, l.Index)
 	}
@@ -340,16 +341,20 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 // create adds allocation a, and o as its first observation when o is not
-// nil (only a legacy record carries one). The caller holds f.mu.
-func (f *fsm) create(a workload.Allocation, o *workload.Observation, index uint64) error {
+// nil (only a legacy record carries one). checkPorts is false only for
+// legacy ops: they replay what already happened, and refusing history
+// would drop a workload that runs. The caller holds f.mu.
+func (f *fsm) create(a workload.Allocation, o *workload.Observation, index uint64, checkPorts bool) error {
 	if _, ok := f.allocs[a.ID]; ok {
 		return fmt.Errorf("raftstore: %w: %s", ErrExists, a.ID)
 	}
 	if a.Generation == 0 {
 		a.Generation = 1
 	}
-	if err := f.checkPorts(a); err != nil {
-		return err
+	if checkPorts {
+		if err := f.checkPorts(a); err != nil {
+			return err
+		}
 	}
 	f.allocs[a.ID] = allocRecord{Allocation: a, Version: index}
 	// No report can be kept without an allocation, so there is none to
@@ -362,8 +367,9 @@ func (f *fsm) create(a workload.Allocation, o *workload.Observation, index uint6
 }
 
 // update replaces the allocation of id by proposed, if it is still at
-// version, and returns the allocation it stored. The caller holds f.mu.
-func (f *fsm) update(id spec.ID, proposed workload.Allocation, version, index uint64) (workload.Allocation, error) {
+// version, and returns the allocation it stored. checkPorts is as for
+// create. The caller holds f.mu.
+func (f *fsm) update(id spec.ID, proposed workload.Allocation, version, index uint64, checkPorts bool) (workload.Allocation, error) {
 	cur, ok := f.allocs[id]
 	if !ok {
 		return workload.Allocation{}, fmt.Errorf("raftstore: %w: %s", workload.ErrNotFound, id)
@@ -373,7 +379,7 @@ func (f *fsm) update(id spec.ID, proposed workload.Allocation, version, index ui
 			ErrConflict, id, cur.Version, version)
 	}
 	next, changed := nextAllocation(cur.Allocation, proposed)
-	if changed {
+	if changed && checkPorts {
 		// An update that changes neither node, spec nor desired state
 		// claims no port it did not hold already.
 		if err := f.checkPorts(next); err != nil {
@@ -452,7 +458,7 @@ func (f *fsm) checkPorts(a workload.Allocation) error {
 			}
 		}
 		if holder != "" {
-			return fmt.Errorf("raftstore: %w: public tcp port %d on node %s is held by workload %s; choose another public port, or stop or remove %s first",
+			return fmt.Errorf("raftstore: %w: tcp port %d on node %s is held by workload %s; choose another public port, or stop or remove %s first",
 				ErrPortTaken, p.Public, a.Node, holder, holder)
 		}
 	}

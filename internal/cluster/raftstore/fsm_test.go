@@ -221,8 +221,9 @@ func TestFSMObserve(t *testing.T) {
 	if v != 1 {
 		t.Fatalf("a report moved the allocation's version to %d: updates in flight would conflict", v)
 	}
-	if w, _ := mustGet(t, f, idB); w.Observed.State != workload.StatePending {
-		t.Fatalf("a report from a node b is not on was kept: %+v", w.Observed)
+	// Join would hide it; the state must not even hold it.
+	if o, ok := f.observed[idB]; ok {
+		t.Fatalf("a report from a node b is not on was kept: %+v", o)
 	}
 	if _, ok := f.observed[idC]; ok {
 		t.Fatal("a report about an id without allocation was kept")
@@ -240,11 +241,14 @@ func TestFSMObserve(t *testing.T) {
 	if w, _ := mustGet(t, f, idA); w.Observed.State != workload.StatePending || w.Observed.Node != "n2" {
 		t.Fatalf("after the move: %+v, want pending on n2", w.Observed)
 	}
+	if o, ok := f.observed[idA]; ok {
+		t.Fatalf("the old node's observation survived the move: %+v", o)
+	}
 	if err := applyAt(t, f, 5, observe(running)); err != nil {
 		t.Fatal(err)
 	}
-	if w, _ := mustGet(t, f, idA); w.Observed.State != workload.StatePending {
-		t.Fatalf("a stale report from the old node was kept: %+v", w.Observed)
+	if o, ok := f.observed[idA]; ok {
+		t.Fatalf("a stale report from the old node was kept: %+v", o)
 	}
 	if err := applyAt(t, f, 6, observe(report(idA, "n2", workload.StateCreating))); err != nil {
 		t.Fatal(err)

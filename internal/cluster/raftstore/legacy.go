@@ -59,8 +59,9 @@ func splitLegacy(raw json.RawMessage) (workload.Allocation, *workload.Observatio
 // legacyUpdate applies an old "update": a compare-and-set of the whole
 // record. The allocation half goes through the same rules as a new update
 // (its version is compared, its generation grows if node, spec or desired
-// changed), and the observation half replaces what is held, as the old
-// record was the whole truth about the workload. The caller holds f.mu.
+// changed), except the port check: it replays what already happened. The
+// observation half replaces what is held, as the old record was the whole
+// truth about the workload. The caller holds f.mu.
 func (f *fsm) legacyUpdate(c command, index uint64) error {
 	a, o, err := splitLegacy(c.Workload)
 	if err != nil {
@@ -69,7 +70,7 @@ func (f *fsm) legacyUpdate(c command, index uint64) error {
 	if c.ID == "" || a.ID != c.ID {
 		return fmt.Errorf("%w: update without a matching workload id", ErrBadCommand)
 	}
-	next, err := f.update(c.ID, a, c.Version, index)
+	next, err := f.update(c.ID, a, c.Version, index, false)
 	if err != nil {
 		return err
 	}

@@ -140,7 +140,8 @@ type Config struct {
 //   - an observation is held only while the allocation names the node that
 //     reported it;
 //   - no two allocations meant to run on one node publish the same raw TCP
-//     public port.
+//     public port (only the old ops of a log from before this check may
+//     have left such a pair, and it is kept as it was; see legacy.go).
 type Store struct {
 	log   *slog.Logger
 	raft  *raft.Raft
