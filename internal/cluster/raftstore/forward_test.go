@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // TestNonvoterForwardsWrites: a worker joins as a non-voter, reads the
@@ -35,25 +35,44 @@ func TestNonvoterForwardsWrites(t *testing.T) {
 	}
 	waitFor(t, "the worker to know the leader", func() bool { addr, _ := worker.s.Leader(); return addr != "" })
 
-	if err := worker.s.Create(workload("a", time.Now())); err != nil {
+	a := alloc(t, idA, "n1", map[string]int64{"5432": 5432})
+	if err := worker.s.Create(a); err != nil {
 		t.Fatalf("create through the worker: %v", err)
 	}
 	// Read your writes: the worker's own copy has it as soon as Create returns.
-	if _, err := worker.s.Get("a"); err != nil {
+	if _, err := worker.s.Get(idA); err != nil {
 		t.Fatalf("the worker cannot read what it just wrote: %v", err)
 	}
-	waitVisible(t, "a", 0, leader, worker)
-	if _, err := worker.s.Update("a", func(w *store.Workload) error { w.Pid = 7; return nil }); err != nil {
-		t.Fatalf("update through the worker: %v", err)
+	waitVisible(t, idA, 1, leader, worker)
+	if w, err := worker.s.Update(idA, bump); err != nil || w.Generation != 2 {
+		t.Fatalf("update through the worker: %+v, %v", w, err)
 	}
-	waitVisible(t, "a", 7, leader, worker)
-	if err := worker.s.Create(workload("a", time.Now())); !errors.Is(err, ErrExists) {
+	waitVisible(t, idA, 2, leader, worker)
+
+	// A node's report: the index it returns is the leader's, and the
+	// worker's copy has applied it already.
+	idx, err := worker.s.Observe([]Report{report(idA, "n1", workload.StateRunning)})
+	if err != nil || idx == 0 {
+		t.Fatalf("observe through the worker: %d, %v", idx, err)
+	}
+	if worker.s.AppliedIndex() < idx {
+		t.Fatalf("worker at index %d after observe returned %d", worker.s.AppliedIndex(), idx)
+	}
+	if w, _ := worker.s.Get(idA); w.Observed.State != workload.StateRunning {
+		t.Fatalf("the worker cannot read its own report: %+v", w.Observed)
+	}
+
+	if err := worker.s.Create(a); !errors.Is(err, ErrExists) {
 		t.Fatalf("second create through the worker: %v, want ErrExists", err)
 	}
-	if forwarded < 3 {
-		t.Fatalf("%d writes forwarded, want at least 3", forwarded)
+	clash := alloc(t, idB, "n1", map[string]int64{"5432": 1})
+	if err := worker.s.Create(clash); !errors.Is(err, ErrPortTaken) {
+		t.Fatalf("port clash through the worker: %v, want ErrPortTaken", err)
 	}
-	idx, err := leader.s.LeaderBarrier(time.Second)
+	if forwarded < 5 {
+		t.Fatalf("%d writes forwarded, want at least 5", forwarded)
+	}
+	idx, err = leader.s.LeaderBarrier(time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +82,20 @@ func TestNonvoterForwardsWrites(t *testing.T) {
 	default:
 		t.Fatal("no change notification on the worker after replicated writes")
 	}
-	if _, err := leader.s.ApplyEncoded([]byte("garbage")); !errors.Is(err, ErrBadCommand) {
-		t.Fatalf("garbage command: %v, want ErrBadCommand", err)
+
+	// What arrives from the network is checked before it is logged.
+	before := leader.s.AppliedIndex()
+	bad := alloc(t, "not-an-id", "n1", nil)
+	for name, data := range map[string][]byte{
+		"garbage":    []byte("garbage"),
+		"bad id":     mustEncode(t, create(bad)),
+		"old create": []byte(legacyCreate),
+	} {
+		if _, err := leader.s.ApplyEncoded(data); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: %v, want ErrBadCommand", name, err)
+		}
+	}
+	if leader.s.AppliedIndex() != before {
+		t.Fatal("a refused command reached the log")
 	}
 }

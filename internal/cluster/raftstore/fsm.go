@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,15 +14,16 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // ErrExists is returned by Create for an id the cluster already holds.
 var ErrExists = errors.New("workload already exists")
 
-// ErrConflict means a compare-and-set update found the record changed since
-// it was read. It is retryable: read again, recompute, apply again. Update
-// does that itself a few times before handing it back.
+// ErrConflict means a compare-and-set update found the allocation changed
+// since it was read. It is retryable: read again, recompute, apply again.
+// Update does that itself a few times before handing it back.
 var ErrConflict = errors.New("workload changed concurrently")
 
 // ErrBadCommand is the result of applying a log entry this FSM cannot
@@ -30,21 +32,46 @@ var ErrConflict = errors.New("workload changed concurrently")
 // reports the problem instead of crashing on every replay.
 var ErrBadCommand = errors.New("bad raft command")
 
+// ErrPortTaken is the result of a Create or Update that would leave two
+// allocations meant to run on one node with the same raw TCP public port.
+// A raw TCP port has no host name to route by, so one node's proxy can
+// hand it to one workload only. The error's message names the port, the
+// node and the workload that holds it. The check runs in the state
+// machine, so every server reaches the same verdict from the same log, and
+// two spawns racing for one port cannot both win.
+var ErrPortTaken = errors.New("public port taken")
+
 // commandVersion is the first byte of every log entry. Bump it when the
 // meaning of an existing field changes; adding ops or optional fields does
-// not need a bump, because unknown ops are already rejected cleanly.
+// not need a bump, because unknown ops are already rejected cleanly. The
+// split of the workload record into allocation and observation added ops
+// and kept the old ones readable (see legacy.go), so it kept version 1.
 const commandVersion byte = 1
 
-// snapshotVersion is recorded in every snapshot for the same reason.
-const snapshotVersion = 1
+// snapshotVersion is recorded in every snapshot this code writes. Version
+// 1 (legacySnapshotVersion) held whole workload records; version 2 holds
+// allocations and observations apart. Restore reads both.
+const snapshotVersion = 2
 
 // The ops a command may carry. Port use needs no op of its own: it is
-// derived from the placed workloads' specs, which the log already orders.
+// derived from the allocations' specs, which the log already orders.
 const (
-	opCreate  = "create"
-	opUpdate  = "update"
-	opDelete  = "delete"
+	// opCreateAllocation adds an allocation; ErrExists if the id is held.
+	opCreateAllocation = "create-allocation"
+	// opUpdateAllocation replaces an allocation if it is still at
+	// command.Version (compare-and-set).
+	opUpdateAllocation = "update-allocation"
+	// opObserve stores a batch of node reports.
+	opObserve = "observe"
+	// opDelete removes both halves of a workload.
+	opDelete = "delete"
+	// opSetNode records a member's state.
 	opSetNode = "set-node"
+	// opLegacyCreate and opLegacyUpdate carry a whole workload record, as
+	// written before the split. Only logs from before the upgrade hold
+	// them; they are applied by splitting the record (legacy.go).
+	opLegacyCreate = "create"
+	opLegacyUpdate = "update"
 )
 
 // Node is what the cluster state records about a member, beyond what gossip
@@ -59,15 +86,33 @@ type Node struct {
 	DownSince time.Time `json:"down_since,omitzero"`
 }
 
+// Report is one observation the node named in Observation.Node makes of a
+// workload it hosts, as Observe carries it into the cluster state.
+//
+// Invariant: the state keeps a report only while the workload's allocation
+// names that same node; a report about a workload that has no allocation,
+// or that has since moved to another node, is dropped as stale.
+type Report struct {
+	ID          spec.ID              `json:"id"`
+	Observation workload.Observation `json:"observation"`
+}
+
 // command is one replicated write. It is JSON after a version byte so the
 // log stays readable with standard tools and new fields can be added
 // without breaking old entries.
 type command struct {
-	Op       string          `json:"op"`
-	ID       string          `json:"id,omitempty"`
-	Workload *store.Workload `json:"workload,omitempty"`
-	// Version is, for an update, the version the record must still have
-	// for the update to apply: the compare half of compare-and-set.
+	Op string  `json:"op"`
+	ID spec.ID `json:"id,omitempty"`
+	// Allocation is the new allocation for create-allocation and
+	// update-allocation.
+	Allocation *workload.Allocation `json:"allocation,omitempty"`
+	// Reports is the batch of an observe.
+	Reports []Report `json:"reports,omitempty"`
+	// Workload is the whole record the legacy create and update carried;
+	// it decodes into both halves (see legacy.go).
+	Workload json.RawMessage `json:"workload,omitempty"`
+	// Version is, for an update, the version the allocation must still
+	// have for the update to apply: the compare half of compare-and-set.
 	Version uint64 `json:"version,omitempty"`
 	Node    *Node  `json:"node,omitempty"`
 }
@@ -94,34 +139,161 @@ func decodeCommand(data []byte) (command, error) {
 	return c, nil
 }
 
-// record is a workload as the FSM holds it.
-type record struct {
-	Workload store.Workload `json:"workload"`
-	// Version is the raft index of the entry that last wrote the record.
-	// Indexes only grow, so a changed version means a changed record.
+// check refuses a command whose shape the state machine cannot apply. It
+// is what Apply checks on every server, so it depends on nothing but c.
+func (c *command) check() error {
+	switch c.Op {
+	case opCreateAllocation:
+		if c.Allocation == nil || c.Allocation.ID == "" || (c.ID != "" && c.ID != c.Allocation.ID) {
+			return fmt.Errorf("%w: %s without a matching allocation id", ErrBadCommand, c.Op)
+		}
+		if c.Allocation.Node == "" {
+			return fmt.Errorf("%w: %s of %s names no node", ErrBadCommand, c.Op, c.Allocation.ID)
+		}
+	case opUpdateAllocation:
+		if c.Allocation == nil || c.ID == "" || c.Allocation.ID != c.ID {
+			return fmt.Errorf("%w: %s without a matching allocation id", ErrBadCommand, c.Op)
+		}
+		if c.Allocation.Node == "" {
+			return fmt.Errorf("%w: %s of %s names no node", ErrBadCommand, c.Op, c.ID)
+		}
+	case opObserve:
+		if len(c.Reports) == 0 {
+			return fmt.Errorf("%w: %s without reports", ErrBadCommand, c.Op)
+		}
+		for _, r := range c.Reports {
+			if r.ID == "" || r.Observation.Node == "" {
+				return fmt.Errorf("%w: %s: a report without an id or a node", ErrBadCommand, c.Op)
+			}
+		}
+	case opDelete:
+		if c.ID == "" {
+			return fmt.Errorf("%w: delete without an id", ErrBadCommand)
+		}
+	case opSetNode:
+		if c.Node == nil || c.Node.Name == "" {
+			return fmt.Errorf("%w: set-node without a name", ErrBadCommand)
+		}
+	case opLegacyCreate, opLegacyUpdate:
+		if len(c.Workload) == 0 {
+			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
+		}
+	default:
+		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+	}
+	return nil
+}
+
+// checkForwarded checks a command that came from another node (see
+// Store.ApplyEncoded) as the API edge checks its input: besides check, ids
+// must be workload ids, specs must pass spec.Spec.Check, and desired and
+// observed states must be known ones. The old whole-record ops are refused:
+// this code never writes them, they are only replayed from logs written
+// before the upgrade, and a node still sending them runs older code.
+func checkForwarded(c *command) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: forwarded %s: %s", ErrBadCommand, c.Op, fmt.Sprintf(format, args...))
+	}
+	checkID := func(id spec.ID) error {
+		if _, err := spec.ParseID(string(id)); err != nil {
+			return bad("%v", err)
+		}
+		return nil
+	}
+	switch c.Op {
+	case opCreateAllocation, opUpdateAllocation:
+		a := c.Allocation
+		if err := checkID(a.ID); err != nil {
+			return err
+		}
+		if err := a.Spec.Check(); err != nil {
+			return bad("workload %s: %v", a.ID, err)
+		}
+		if a.Desired != workload.DesiredRunning && a.Desired != workload.DesiredStopped {
+			return bad("workload %s: unknown desired state %q", a.ID, a.Desired)
+		}
+	case opObserve:
+		for _, r := range c.Reports {
+			if err := checkID(r.ID); err != nil {
+				return err
+			}
+			switch r.Observation.State {
+			case workload.StatePending, workload.StateCreating, workload.StateRunning, workload.StateExited, workload.StateStopped:
+			default:
+				return bad("workload %s: unknown state %q", r.ID, r.Observation.State)
+			}
+		}
+	case opDelete:
+		return checkID(c.ID)
+	case opLegacyCreate, opLegacyUpdate:
+		return bad("the whole-record ops are only replayed from old logs; upgrade the node that sent it")
+	}
+	return nil
+}
+
+// subject names what c is about, for error messages.
+func (c *command) subject() string {
+	switch {
+	case c.ID != "":
+		return string(c.ID)
+	case c.Allocation != nil:
+		return string(c.Allocation.ID)
+	case c.Node != nil:
+		return c.Node.Name
+	case len(c.Reports) > 0:
+		return fmt.Sprintf("(%d reports)", len(c.Reports))
+	}
+	return ""
+}
+
+// allocRecord is an allocation as the FSM holds it.
+type allocRecord struct {
+	Allocation workload.Allocation `json:"allocation"`
+	// Version is the raft index of the entry that last wrote the
+	// allocation. Indexes only grow, so a changed version means a changed
+	// allocation. Reports do not touch it: a node reporting does not make
+	// a concurrent Update of the allocation fail.
 	Version uint64 `json:"version"`
 }
 
-// snapshotData is the whole state, as written to a snapshot.
+// snapshotData is the whole state, as written to a snapshot (version 2).
 type snapshotData struct {
-	Version   int               `json:"version"`
-	Workloads map[string]record `json:"workloads"`
-	Nodes     map[string]Node   `json:"nodes,omitempty"`
+	Version      int                              `json:"version"`
+	Allocations  map[spec.ID]allocRecord          `json:"allocations"`
+	Observations map[spec.ID]workload.Observation `json:"observations,omitempty"`
+	Nodes        map[string]Node                  `json:"nodes,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
 // goroutine; reads come from any goroutine, hence the lock.
+//
+// Invariants, kept by Apply alone so every server holds the same state:
+//   - an observation exists only for an id that has an allocation, and
+//     only while its Node equals the allocation's Node;
+//   - no two allocations meant to run on one node hold the same raw TCP
+//     public port, unless the old ops of a log from before the check put
+//     them there (see create);
+//   - every allocation's Generation is at least 1.
 type fsm struct {
-	mu        sync.RWMutex
-	workloads map[string]record
-	nodes     map[string]Node
-	changed   chan struct{} // see Store.Changes
+	mu       sync.RWMutex
+	allocs   map[spec.ID]allocRecord
+	observed map[spec.ID]workload.Observation
+	nodes    map[string]Node
+	changed  chan struct{} // see Store.Changes
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM() *fsm {
-	return &fsm{workloads: map[string]record{}, nodes: map[string]Node{}, changed: make(chan struct{}, 1)}
+	return &fsm{
+		allocs:   map[spec.ID]allocRecord{},
+		observed: map[spec.ID]workload.Observation{},
+		nodes:    map[string]Node{},
+		changed:  make(chan struct{}, 1),
+	}
 }
 
 // Apply implements raft.FSM. It returns nil on success or an error value;
@@ -133,48 +305,174 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err != nil {
 		return err
 	}
+	if err := c.check(); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch c.Op {
-	case opCreate:
-		if c.Workload == nil || c.Workload.ID == "" {
-			return fmt.Errorf("%w: create without a workload id", ErrBadCommand)
+	case opCreateAllocation:
+		return f.create(*c.Allocation, nil, l.Index, true)
+	case opUpdateAllocation:
+		_, err := f.update(c.ID, *c.Allocation, c.Version, l.Index, true)
+		return err
+	case opObserve:
+		for _, r := range c.Reports {
+			f.observe(r)
 		}
-		id := c.Workload.ID
-		if _, ok := f.workloads[id]; ok {
-			return fmt.Errorf("raftstore: %w: %s", ErrExists, id)
-		}
-		f.workloads[id] = record{Workload: *c.Workload, Version: l.Index}
-		return nil
-	case opUpdate:
-		if c.Workload == nil || c.ID == "" || c.Workload.ID != c.ID {
-			return fmt.Errorf("%w: update without a matching workload id", ErrBadCommand)
-		}
-		cur, ok := f.workloads[c.ID]
-		if !ok {
-			return fmt.Errorf("raftstore: %w: %s", store.ErrNotFound, c.ID)
-		}
-		if cur.Version != c.Version {
-			return fmt.Errorf("raftstore: %w: %s is at version %d, update expected %d",
-				ErrConflict, c.ID, cur.Version, c.Version)
-		}
-		f.workloads[c.ID] = record{Workload: *c.Workload, Version: l.Index}
 		return nil
 	case opDelete:
-		if c.ID == "" {
-			return fmt.Errorf("%w: delete without an id", ErrBadCommand)
-		}
-		delete(f.workloads, c.ID)
+		delete(f.allocs, c.ID)
+		delete(f.observed, c.ID)
 		return nil
 	case opSetNode:
-		if c.Node == nil || c.Node.Name == "" {
-			return fmt.Errorf("%w: set-node without a name", ErrBadCommand)
-		}
 		f.nodes[c.Node.Name] = *c.Node
 		return nil
-	default:
-		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+	case opLegacyCreate:
+		a, o, err := splitLegacy(c.Workload)
+		if err != nil {
+			return err
+		}
+		return f.create(a, o, l.Index, false)
+	case opLegacyUpdate:
+		return f.legacyUpdate(c, l.Index)
 	}
+	return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op) // check lets none through
+}
+
+// create adds allocation a, and o as its first observation when o is not
+// nil (only a legacy record carries one). checkPorts is false only for
+// legacy ops: they replay what already happened, and refusing history
+// would drop a workload that runs. The caller holds f.mu.
+func (f *fsm) create(a workload.Allocation, o *workload.Observation, index uint64, checkPorts bool) error {
+	if _, ok := f.allocs[a.ID]; ok {
+		return fmt.Errorf("raftstore: %w: %s", ErrExists, a.ID)
+	}
+	if a.Generation == 0 {
+		a.Generation = 1
+	}
+	if checkPorts {
+		if err := f.checkPorts(a); err != nil {
+			return err
+		}
+	}
+	f.allocs[a.ID] = allocRecord{Allocation: a, Version: index}
+	// No report can be kept without an allocation, so there is none to
+	// keep; clearing makes that hold even for an id reused after delete.
+	delete(f.observed, a.ID)
+	if o != nil && o.Node == a.Node {
+		f.observed[a.ID] = *o
+	}
+	return nil
+}
+
+// update replaces the allocation of id by proposed, if it is still at
+// version, and returns the allocation it stored. checkPorts is as for
+// create. The caller holds f.mu.
+func (f *fsm) update(id spec.ID, proposed workload.Allocation, version, index uint64, checkPorts bool) (workload.Allocation, error) {
+	cur, ok := f.allocs[id]
+	if !ok {
+		return workload.Allocation{}, fmt.Errorf("raftstore: %w: %s", workload.ErrNotFound, id)
+	}
+	if cur.Version != version {
+		return workload.Allocation{}, fmt.Errorf("raftstore: %w: %s is at version %d, update expected %d",
+			ErrConflict, id, cur.Version, version)
+	}
+	next, changed := nextAllocation(cur.Allocation, proposed)
+	if changed && checkPorts {
+		// An update that changes neither node, spec nor desired state
+		// claims no port it did not hold already.
+		if err := f.checkPorts(next); err != nil {
+			return workload.Allocation{}, err
+		}
+	}
+	f.allocs[id] = allocRecord{Allocation: next, Version: index}
+	if o, ok := f.observed[id]; ok && o.Node != next.Node {
+		// Moved: what the old node saw says nothing about the new one.
+		delete(f.observed, id)
+	}
+	return next, nil
+}
+
+// observe keeps r if the allocation of r.ID still names the reporting
+// node, and drops it as stale otherwise. The caller holds f.mu.
+func (f *fsm) observe(r Report) {
+	cur, ok := f.allocs[r.ID]
+	if !ok || cur.Allocation.Node != r.Observation.Node {
+		return
+	}
+	f.observed[r.ID] = r.Observation
+}
+
+// nextAllocation is proposed as an update of cur may store it: ID and
+// CreatedAt stay those of cur, and Generation is cur's plus one when Node,
+// Spec or Desired changed (changed then reports true), whatever proposed
+// says. Store.Update and the FSM both call it, so the allocation Update
+// returns is the one the FSM stores.
+func nextAllocation(cur, proposed workload.Allocation) (next workload.Allocation, changed bool) {
+	next = proposed
+	next.ID = cur.ID
+	next.CreatedAt = cur.CreatedAt
+	next.Generation = cur.Generation
+	if next.Generation == 0 {
+		next.Generation = 1
+	}
+	changed = proposed.Node != cur.Node || proposed.Desired != cur.Desired || !sameSpec(proposed.Spec, cur.Spec)
+	if changed {
+		next.Generation++
+	}
+	return next, changed
+}
+
+// sameSpec compares a and b as the log carries them, in JSON: the leader
+// compares its in-memory copy and every server the decoded one, and the
+// encoding makes a nil and an empty slice equal on both sides. It also
+// needs no update when spec.Spec gains a field.
+func sameSpec(a, b spec.Spec) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
+// checkPorts refuses a, with ErrPortTaken, if it is meant to run and one
+// of its raw TCP public ports is held by another allocation meant to run
+// on the same node. The holder named is the least id among those holding
+// the first such port, so every server words the error alike. The caller
+// holds f.mu.
+func (f *fsm) checkPorts(a workload.Allocation) error {
+	if a.Desired != workload.DesiredRunning {
+		return nil
+	}
+	for _, p := range a.Spec.Ports {
+		if p.Proto != spec.ProtoTCP {
+			continue
+		}
+		var holder spec.ID
+		for id, r := range f.allocs {
+			o := r.Allocation
+			if id == a.ID || o.Node != a.Node || o.Desired != workload.DesiredRunning || !holdsTCP(o.Spec, p.Public) {
+				continue
+			}
+			if holder == "" || id < holder {
+				holder = id
+			}
+		}
+		if holder != "" {
+			return fmt.Errorf("raftstore: %w: tcp port %d on node %s is held by workload %s; choose another public port, or stop or remove %s first",
+				ErrPortTaken, p.Public, a.Node, holder, holder)
+		}
+	}
+	return nil
+}
+
+// holdsTCP reports whether s publishes port as raw TCP.
+func holdsTCP(s spec.Spec, port uint16) bool {
+	for _, p := range s.Ports {
+		if p.Proto == spec.ProtoTCP && p.Public == port {
+			return true
+		}
+	}
+	return false
 }
 
 // notify wakes a watcher without ever blocking the raft goroutine.
@@ -185,22 +483,47 @@ func (f *fsm) notify() {
 	}
 }
 
-// get returns a copy of the record of id.
-func (f *fsm) get(id string) (record, bool) {
+// allocation returns a copy of the allocation of id and its version.
+func (f *fsm) allocation(id spec.ID) (workload.Allocation, uint64, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	r, ok := f.workloads[id]
-	r.Workload = clone(r.Workload)
-	return r, ok
+	r, ok := f.allocs[id]
+	return cloneAllocation(r.Allocation), r.Version, ok
 }
 
-// list returns copies of every workload in the order store.Bolt uses:
-// oldest first, ties broken by id.
-func (f *fsm) list() []store.Workload {
+// get returns the joined view of id.
+func (f *fsm) get(id spec.ID) (workload.Workload, bool) {
 	f.mu.RLock()
-	out := make([]store.Workload, 0, len(f.workloads))
-	for _, r := range f.workloads {
-		out = append(out, clone(r.Workload))
+	defer f.mu.RUnlock()
+	r, ok := f.allocs[id]
+	if !ok {
+		return workload.Workload{}, false
+	}
+	return f.joinLocked(r.Allocation), true
+}
+
+// join returns a joined with the observation held for its id now.
+func (f *fsm) join(a workload.Allocation) workload.Workload {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.joinLocked(a)
+}
+
+func (f *fsm) joinLocked(a workload.Allocation) workload.Workload {
+	a = cloneAllocation(a)
+	if o, ok := f.observed[a.ID]; ok {
+		return workload.Join(a, &o)
+	}
+	return workload.Join(a, nil)
+}
+
+// list returns the joined view of every workload, oldest first, ties
+// broken by id.
+func (f *fsm) list() []workload.Workload {
+	f.mu.RLock()
+	out := make([]workload.Workload, 0, len(f.allocs))
+	for _, r := range f.allocs {
+		out = append(out, f.joinLocked(r.Allocation))
 	}
 	f.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
@@ -220,46 +543,68 @@ func (f *fsm) node(name string) (Node, bool) {
 	return n, ok
 }
 
-// clone copies the slices of w so callers can change what they are handed
-// without reaching into the FSM. Extend it when spec.Spec gains a field
-// of reference type.
-func clone(w store.Workload) store.Workload {
-	w.Spec.Ports = slices.Clone(w.Spec.Ports)
-	w.Spec.Env = slices.Clone(w.Spec.Env)
-	w.Spec.Args = slices.Clone(w.Spec.Args)
-	return w
+// cloneAllocation copies the slices of a so callers can change what they
+// are handed without reaching into the FSM. Extend it when spec.Spec
+// gains a field of reference type.
+func cloneAllocation(a workload.Allocation) workload.Allocation {
+	a.Spec.Ports = slices.Clone(a.Spec.Ports)
+	a.Spec.Env = slices.Clone(a.Spec.Env)
+	a.Spec.Args = slices.Clone(a.Spec.Args)
+	return a
 }
 
-// Snapshot implements raft.FSM. Records are never changed in place, only
-// replaced, so a shallow copy of the map is a consistent point in time.
+// Snapshot implements raft.FSM. Entries are never changed in place, only
+// replaced, so shallow copies of the maps are a consistent point in time.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	data := snapshotData{Version: snapshotVersion, Workloads: make(map[string]record, len(f.workloads)), Nodes: maps.Clone(f.nodes)}
-	for id, r := range f.workloads {
-		data.Workloads[id] = r
-	}
-	return &fsmSnapshot{data: data}, nil
+	return &fsmSnapshot{data: snapshotData{
+		Version:      snapshotVersion,
+		Allocations:  maps.Clone(f.allocs),
+		Observations: maps.Clone(f.observed),
+		Nodes:        maps.Clone(f.nodes),
+	}}, nil
 }
 
-// Restore implements raft.FSM. It replaces the whole state.
+// snapshotFile is every snapshot version this code reads.
+type snapshotFile struct {
+	snapshotData
+	// Workloads is what version 1 held: whole records.
+	Workloads map[spec.ID]legacyRecord `json:"workloads,omitempty"`
+}
+
+// Restore implements raft.FSM. It replaces the whole state, from a
+// snapshot of this version or of version 1 (see legacy.go).
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var data snapshotData
-	if err := json.NewDecoder(rc).Decode(&data); err != nil {
+	var file snapshotFile
+	if err := json.NewDecoder(rc).Decode(&file); err != nil {
 		return fmt.Errorf("raftstore: decode snapshot: %w", err)
 	}
-	if data.Version != snapshotVersion {
-		return fmt.Errorf("raftstore: snapshot version %d, want %d", data.Version, snapshotVersion)
+	data := file.snapshotData
+	switch file.Version {
+	case snapshotVersion:
+	case legacySnapshotVersion:
+		var err error
+		if data, err = restoreLegacy(file); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("raftstore: snapshot version %d, want %d or %d: it was written by newer code; run that",
+			file.Version, legacySnapshotVersion, snapshotVersion)
 	}
-	if data.Workloads == nil {
-		data.Workloads = map[string]record{}
+	if data.Allocations == nil {
+		data.Allocations = map[spec.ID]allocRecord{}
+	}
+	if data.Observations == nil {
+		data.Observations = map[spec.ID]workload.Observation{}
 	}
 	if data.Nodes == nil {
 		data.Nodes = map[string]Node{}
 	}
 	f.mu.Lock()
-	f.workloads = data.Workloads
+	f.allocs = data.Allocations
+	f.observed = data.Observations
 	f.nodes = data.Nodes
 	f.mu.Unlock()
 	f.notify()

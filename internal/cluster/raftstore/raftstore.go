@@ -1,6 +1,21 @@
-// Package raftstore keeps workload records in a state machine replicated
-// with hashicorp/raft: the store.Workloads of a cluster, where store.Bolt
-// is that of a cluster of one.
+// Package raftstore is the cluster state, a state machine replicated with
+// hashicorp/raft. It holds, for every workload, the two halves of its
+// record apart (see package workload):
+//
+//   - the allocation, which the cluster writes (Create, Update, Delete),
+//     with a version, the raft index of its last write, for
+//     compare-and-set;
+//   - the observation, which only the hosting node writes, through
+//     Observe, and which is kept only while the allocation names that node.
+//
+// Reads (Get, List) join the halves; nothing stores the joined view. It
+// also records what the leader saw of each member (SetNode, Node).
+//
+// Checks that must give every server the same answer run in the state
+// machine, on the log: ErrExists, ErrConflict and ErrPortTaken.
+//
+// Data dirs written before the record was split upgrade in place: the old
+// log ops and version 1 snapshots are read and split (see legacy.go).
 //
 // Consistency: writes go through the raft log on the leader and return once
 // committed and applied there. Reads are served from the local copy of the
@@ -28,7 +43,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hypercore-dev/hypercore/internal/keylock"
-	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // Timeouts, tuned for servers on one LAN where a round trip is well under
@@ -108,13 +124,24 @@ type Config struct {
 	// Forward, when set, sends a write this node cannot commit (it is not
 	// the leader) to the leader, which applies it with ApplyEncoded. It
 	// returns the log index the leader committed it at and the leader's
-	// result, with ErrExists, ErrConflict and store.ErrNotFound kept
-	// recognisable.
+	// result, with ErrExists, ErrConflict, ErrPortTaken, ErrBadCommand and
+	// workload.ErrNotFound kept recognisable (errors.Is).
 	Forward func(leaderID, leaderAddr string, command []byte) (uint64, error)
 }
 
-// Store is a store.Workloads replicated with raft. Its methods are safe for
-// concurrent use.
+// Store is the replicated cluster state of workloads and members. Its
+// methods are safe for concurrent use.
+//
+// Invariants (kept by the state machine, so they hold on every server):
+//   - a workload exists exactly while it has an allocation; Delete removes
+//     both halves;
+//   - an allocation's ID and CreatedAt never change, its Generation starts
+//     at 1 and grows by one with each change of Node, Spec or Desired;
+//   - an observation is held only while the allocation names the node that
+//     reported it;
+//   - no two allocations meant to run on one node publish the same raw TCP
+//     public port (only the old ops of a log from before this check may
+//     have left such a pair, and it is kept as it was; see legacy.go).
 type Store struct {
 	log   *slog.Logger
 	raft  *raft.Raft
@@ -131,8 +158,6 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 }
-
-var _ store.Workloads = (*Store)(nil)
 
 // Open starts a raft server on cfg.DataDir. A new server with Bootstrap
 // unset waits, as a follower, to be added to a cluster with Join on its
@@ -361,37 +386,52 @@ func (s *Store) Snapshot() error {
 	return nil
 }
 
-// Get implements store.Workloads from the local state; see the package
-// comment on staleness.
-func (s *Store) Get(id string) (store.Workload, error) {
-	r, ok := s.fsm.get(id)
+// Get returns the workload id, its allocation joined with its observation,
+// from the local state (see the package comment on staleness), or
+// workload.ErrNotFound when the cluster holds no allocation for id.
+func (s *Store) Get(id spec.ID) (workload.Workload, error) {
+	w, ok := s.fsm.get(id)
 	if !ok {
-		return store.Workload{}, fmt.Errorf("%w: %s", store.ErrNotFound, id)
+		return workload.Workload{}, fmt.Errorf("%w: %s", workload.ErrNotFound, id)
 	}
-	return r.Workload, nil
+	return w, nil
 }
 
-// List implements store.Workloads from the local state, oldest first.
-func (s *Store) List() ([]store.Workload, error) {
+// List returns every workload, joined, from the local state: oldest
+// (CreatedAt) first, ties broken by id, so the order is the same on every
+// server.
+func (s *Store) List() ([]workload.Workload, error) {
 	return s.fsm.list(), nil
 }
 
-// Create implements store.Workloads. It fails with ErrExists if the id is
-// taken, and with ErrNotLeader off the leader.
-func (s *Store) Create(w store.Workload) error {
-	if w.ID == "" {
-		return errors.New("raftstore: create: workload has no id")
+// Create records a new allocation. A zero Generation is stored as 1. It
+// fails with ErrExists if the id is taken, with ErrPortTaken if a is meant
+// to run and one of its raw TCP public ports is held on a.Node, and with
+// ErrNotLeader off the leader when there is no Forward. The workload has
+// no observation until its node reports: it reads as pending.
+func (s *Store) Create(a workload.Allocation) error {
+	if a.ID == "" || a.Node == "" {
+		return errors.New("raftstore: create: an allocation needs an id and a node")
 	}
-	return s.apply(command{Op: opCreate, ID: w.ID, Workload: &w})
+	_, err := s.apply(command{Op: opCreateAllocation, ID: a.ID, Allocation: &a})
+	return err
 }
 
-// Update implements store.Workloads as a compare-and-set: fn runs on a copy
-// of the leader's current record, and the result is committed only if the
-// record is still at the version that was read. A lost race is retried a
-// few times, so fn may run more than once, each time on a fresh copy; it
-// must not have effects outside the record it is handed.
-func (s *Store) Update(id string, fn func(*store.Workload) error) (store.Workload, error) {
-	unlock := s.locks.Lock(id)
+// Update changes the allocation of id as a compare-and-set: fn runs on a
+// copy of the current allocation, and the result is committed only if the
+// allocation is still at the version that was read. A lost race is
+// retried a few times, so fn may run more than once, each time on a fresh
+// copy; it must not have effects outside the allocation it is handed.
+//
+// fn cannot change ID, CreatedAt or Generation: the first two are put
+// back, and Generation becomes the old one plus one if Node, Spec or
+// Desired changed. A change of Node drops the observation, which was the
+// old node's. Reports do not count as changes here: Observe never makes
+// Update conflict. Update returns the stored allocation joined with the
+// observation held after the write. It fails with workload.ErrNotFound,
+// ErrPortTaken, fn's own error, or ErrConflict after the retries.
+func (s *Store) Update(id spec.ID, fn func(*workload.Allocation) error) (workload.Workload, error) {
+	unlock := s.locks.Lock(string(id))
 	defer unlock()
 	var lastErr error
 	for attempt := range updateAttempts {
@@ -402,71 +442,94 @@ func (s *Store) Update(id string, fn func(*store.Workload) error) (store.Workloa
 			// follower waits for the log to reach it.
 			if s.IsLeader() {
 				if err := s.Barrier(ApplyTimeout); err != nil {
-					return store.Workload{}, err
+					return workload.Workload{}, err
 				}
 			} else {
 				time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
 			}
 		}
 		if !s.IsLeader() && s.forward == nil {
-			return store.Workload{}, s.notLeader()
+			return workload.Workload{}, s.notLeader()
 		}
-		cur, ok := s.fsm.get(id)
+		cur, version, ok := s.fsm.allocation(id)
 		if !ok {
-			lastErr = fmt.Errorf("%w: %s", store.ErrNotFound, id)
+			lastErr = fmt.Errorf("%w: %s", workload.ErrNotFound, id)
 			if attempt == 0 {
 				continue
 			}
-			return store.Workload{}, lastErr
+			return workload.Workload{}, lastErr
 		}
-		w := cur.Workload
-		if err := fn(&w); err != nil {
-			return store.Workload{}, err
+		a := cloneAllocation(cur)
+		if err := fn(&a); err != nil {
+			return workload.Workload{}, err
 		}
-		w.ID = id
-		err := s.apply(command{Op: opUpdate, ID: id, Workload: &w, Version: cur.Version})
+		next, _ := nextAllocation(cur, a)
+		_, err := s.apply(command{Op: opUpdateAllocation, ID: id, Allocation: &next, Version: version})
 		if errors.Is(err, ErrConflict) {
 			lastErr = err
 			continue
 		}
 		if err != nil {
-			return store.Workload{}, err
+			return workload.Workload{}, err
 		}
-		return w, nil
+		return s.fsm.join(next), nil
 	}
-	if errors.Is(lastErr, store.ErrNotFound) {
-		return store.Workload{}, lastErr
+	if errors.Is(lastErr, workload.ErrNotFound) {
+		return workload.Workload{}, lastErr
 	}
-	return store.Workload{}, fmt.Errorf("raftstore: update %s: gave up after %d attempts: %w", id, updateAttempts, lastErr)
+	return workload.Workload{}, fmt.Errorf("raftstore: update %s: gave up after %d attempts: %w", id, updateAttempts, lastErr)
+}
+
+// Delete removes the workload id, both its allocation and its
+// observation; a missing id is not an error.
+func (s *Store) Delete(id spec.ID) error {
+	_, err := s.apply(command{Op: opDelete, ID: id})
+	return err
+}
+
+// Observe records a batch of reports in one log entry and returns that
+// entry's index, so a caller can wait (AppliedIndex) until a copy of the
+// state has the reports. Each report is kept only if the cluster holds an
+// allocation for its id that names the reporting node
+// (Observation.Node); the others are dropped as stale, which is not an
+// error: the workload was deleted or has moved. A report needs an id and a
+// node. An empty batch writes nothing and returns index 0.
+func (s *Store) Observe(reports []Report) (index uint64, err error) {
+	if len(reports) == 0 {
+		return 0, nil
+	}
+	for _, r := range reports {
+		if r.ID == "" || r.Observation.Node == "" {
+			return 0, fmt.Errorf("raftstore: observe: a report needs an id and a node, got id %q node %q", r.ID, r.Observation.Node)
+		}
+	}
+	return s.apply(command{Op: opObserve, Reports: reports})
 }
 
 // SetNode records what the cluster knows about member n.Name.
 func (s *Store) SetNode(n Node) error {
-	return s.apply(command{Op: opSetNode, ID: n.Name, Node: &n})
+	_, err := s.apply(command{Op: opSetNode, Node: &n})
+	return err
 }
 
 // Node returns the recorded state of member name, from the local copy.
 func (s *Store) Node(name string) (Node, bool) { return s.fsm.node(name) }
 
-// Delete implements store.Workloads; a missing id is not an error.
-func (s *Store) Delete(id string) error {
-	return s.apply(command{Op: opDelete, ID: id})
-}
-
-// apply commits c through the log and returns the state machine's result.
-// Off the leader it forwards c, when a Forward is set.
-func (s *Store) apply(c command) error {
+// apply commits c through the log and returns the index it was committed
+// at and the state machine's result. Off the leader it forwards c, when a
+// Forward is set, and waits until this node has applied it.
+func (s *Store) apply(c command) (uint64, error) {
 	data, err := encodeCommand(c)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !s.IsLeader() {
 		if s.forward == nil {
-			return s.notLeader()
+			return 0, s.notLeader()
 		}
 		addr, id := s.Leader()
 		if addr == "" {
-			return s.notLeader()
+			return 0, s.notLeader()
 		}
 		index, err := s.forward(id, addr, data)
 		if index > 0 {
@@ -474,10 +537,9 @@ func (s *Store) apply(c command) error {
 			// copy must see what it just wrote.
 			s.waitApplied(index, ApplyTimeout)
 		}
-		return err
+		return index, err
 	}
-	_, err = s.commit(c, data)
-	return err
+	return s.commit(c, data)
 }
 
 // waitApplied waits, up to timeout, until this node has applied index.
@@ -490,11 +552,16 @@ func (s *Store) waitApplied(index uint64, timeout time.Duration) {
 
 // ApplyEncoded commits a command another node forwarded (see
 // Config.Forward) and returns the log index it was committed at. The
-// command is checked as the state machine will check it, so a malformed
-// one is refused here with ErrBadCommand rather than written to the log.
+// sender is a cluster member but the bytes came over the network, so the
+// command is checked as the state machine will check it, and its ids and
+// specs as the API edge checks them (checkForwarded); a bad one is refused
+// here with ErrBadCommand rather than written to the log.
 func (s *Store) ApplyEncoded(data []byte) (uint64, error) {
 	c, err := decodeCommand(data)
 	if err != nil {
+		return 0, err
+	}
+	if err := checkForwarded(&c); err != nil {
 		return 0, err
 	}
 	if !s.IsLeader() {
@@ -511,7 +578,7 @@ func (s *Store) commit(c command, data []byte) (uint64, error) {
 		// ErrLeadershipLost leaves the outcome unknown: the entry may
 		// still commit under the next leader. Callers see it wrapped and
 		// may retry; Create then reports ErrExists if it did commit.
-		return 0, fmt.Errorf("raftstore: %s %s: %w", c.Op, c.ID, s.mapErr(err))
+		return 0, fmt.Errorf("raftstore: %s %s: %w", c.Op, c.subject(), s.mapErr(err))
 	}
 	if err, ok := f.Response().(error); ok {
 		return f.Index(), err
