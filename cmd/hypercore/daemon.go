@@ -224,20 +224,15 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	// workload cgroup can be created any more.
 	defer removeCgroupParent(log, d)
 	routes := proxy.NewTable()
-	n, err := node.New(node.Config{Name: d.nodeName, BaseDomain: d.baseDomain, ImageGCInterval: d.imageGC, Log: log}, node.Parts{
-		Store: st, Images: images, Network: netm, Routes: routes,
-		Drivers: drivers,
-	})
-	if err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := n.Start(ctx); err != nil {
-		return err
-	}
-	defer n.Close()
-	cl, err := cluster.Start(ctx, ccfg, id, n, routes)
+	// The cluster makes and starts the node, and closes it: it owns the
+	// workloads' life, and the node reports to it.
+	ccfg.BaseDomain = d.baseDomain
+	cl, err := cluster.Start(ctx, ccfg, id,
+		node.Config{BaseDomain: d.baseDomain, ImageGCInterval: d.imageGC, Log: log},
+		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers},
+		routes)
 	if err != nil {
 		return err
 	}
@@ -247,7 +242,7 @@ func runDaemon(ctx context.Context, dataDir string, d *daemonFlags, joins []stri
 	if err != nil {
 		return err
 	}
-	log.Info("hypercore node ready", "node", n.Name(), "api", d.apiAddr, "proxy", d.httpAddr, "base", d.baseDomain, "token_file", filepath.Join(dataDir, tokenFile))
+	log.Info("hypercore node ready", "node", id.Name, "api", d.apiAddr, "proxy", d.httpAddr, "base", d.baseDomain, "token_file", filepath.Join(dataDir, tokenFile))
 	<-ctx.Done()
 	log.Info("shutting down; workloads keep running and are re-adopted at next start")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -354,7 +349,7 @@ func startServers(log *slog.Logger, dataDir string, d *daemonFlags, cl *cluster.
 
 	p := proxy.New(d.baseDomain, routes, log)
 	apiOpts := server.Options{Token: token, TokenPath: filepath.Join(dataDir, tokenFile), Version: version, Log: log}
-	apiHandler := server.Authenticate(cl.Forward(server.Handler(cl, apiOpts)), apiOpts)
+	apiHandler := server.New(cl, apiOpts)
 	apiSrv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
 	apiSrv.Protocols.SetHTTP1(true)
 	apiSrv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients without TLS

@@ -26,17 +26,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
-
-	clusterv1 "github.com/hypercore-dev/hypercore/api/hypercore/cluster/v1"
-	"github.com/hypercore-dev/hypercore/api/hypercore/cluster/v1/clusterv1connect"
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
 	"github.com/hypercore-dev/hypercore/internal/cluster/peer"
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"

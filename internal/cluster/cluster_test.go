@@ -1,23 +1,20 @@
 package cluster
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"net"
-	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
-	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 func material(t *testing.T, name string) *pki.Material {
@@ -84,43 +81,29 @@ func TestRaftStreamVerifiesNodeName(t *testing.T) {
 	}
 }
 
-// TestTunnelOnlyReachesWorkloadPorts: a tunnel may only name a port of a
-// running workload on the host, never the host's own services.
+// TestTunnelOnlyReachesWorkloadPorts: a tunnel may only name a published
+// port of a workload running here, never the host's own services.
 func TestTunnelOnlyReachesWorkloadPorts(t *testing.T) {
-	locals := func() ([]store.Workload, error) {
-		return []store.Workload{
-			{ID: "a", IP: "10.77.0.2", State: store.StateRunning, Spec: spec.Spec{Ports: []spec.Port{{Public: 443, Target: 3000, Proto: spec.ProtoHTTP}}}},
-			{ID: "b", IP: "10.77.0.3", State: store.StateStopped, Spec: spec.Spec{Ports: []spec.Port{{Public: 80, Target: 8080, Proto: spec.ProtoHTTP}}}},
-		}, nil
+	a, b, gone := spec.NewID(), spec.NewID(), spec.NewID()
+	list := []store.Record{
+		{ID: a, Spec: spec.Spec{Ports: []spec.Port{{Public: 443, Target: 3000, Proto: spec.ProtoHTTP}}}},
+		{ID: b, Spec: spec.Spec{Ports: []spec.Port{{Public: 80, Target: 8080, Proto: spec.ProtoHTTP}}}},
+		{ID: gone, Spec: spec.Spec{Ports: []spec.Port{{Public: 81, Target: 9090, Proto: spec.ProtoHTTP}}}},
+	}
+	seen := map[spec.ID]workload.Observation{
+		a: {Node: "n1", State: workload.StateRunning, IP: "10.77.0.2"},
+		b: {Node: "n1", State: workload.StateStopped, IP: "10.77.0.3"},
 	}
 	for target, want := range map[string]bool{
 		"10.77.0.2:3000": true,
 		"10.77.0.2:22":   false, // not a published port
 		"10.77.0.3:8080": false, // stopped
+		"10.77.0.4:9090": false, // nothing observed of it
 		"127.0.0.1:8000": false, // the host's API
 		"10.77.0.1:3000": false, // the bridge, i.e. the host
-		"garbage":        false,
 	} {
-		if got := isWorkloadTarget(target, locals); got != want {
-			t.Errorf("isWorkloadTarget(%q) = %v, want %v", target, got, want)
-		}
-	}
-}
-
-func TestStreamTarget(t *testing.T) {
-	id := "0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70"
-	for path, want := range map[string]string{
-		"/v1/workloads/" + id + "/exec":   id,
-		"/v1/workloads/" + id + "/attach": id,
-		"/v1/workloads/" + id + "/logs":   id,
-		"/logs?id=" + id:                  id,
-		"/v1/workloads/" + id:             "",
-		"/v1/workloads/" + id + "/stop":   "",
-		"/spawn":                          "",
-	} {
-		r := httptest.NewRequest("GET", path, nil)
-		if got := streamTarget(r); got != want {
-			t.Errorf("streamTarget(%s) = %q, want %q", path, got, want)
+		if got := workloadTarget(netip.MustParseAddrPort(target), list, seen); got != want {
+			t.Errorf("workloadTarget(%q) = %v, want %v", target, got, want)
 		}
 	}
 }
@@ -134,24 +117,5 @@ func TestRetryElsewhere(t *testing.T) {
 	}
 	if !retryElsewhere(errHostDown) || !retryElsewhere(image.ErrRegistry) {
 		t.Error("a node-local failure is not retried elsewhere")
-	}
-}
-
-// TestPeerErrorsKeepTheirMeaning: an error a peer answers comes back as
-// the same error, even where Connect codes coincide, and a peer that was
-// not reached reads as down.
-func TestPeerErrorsKeepTheirMeaning(t *testing.T) {
-	for _, e := range errorKinds {
-		if got := fromConnect("n2", toConnect(fmt.Errorf("wrapped: %w", e.err))); !errors.Is(got, e.err) {
-			t.Errorf("%s came back as %v", e.kind, got)
-		}
-	}
-	got := fromConnect("n2", toConnect(raftstore.ErrNotLeader{LeaderID: "n1"}))
-	var nl raftstore.ErrNotLeader
-	if !errors.As(got, &nl) || errors.Is(got, image.ErrRegistry) {
-		t.Errorf("not-leader came back as %v", got)
-	}
-	if got := fromConnect("n2", connect.NewError(connect.CodeUnavailable, errors.New("dial tcp: connection refused"))); !errors.Is(got, errHostDown) || errors.Is(got, image.ErrRegistry) {
-		t.Errorf("an unreachable peer came back as %v", got)
 	}
 }

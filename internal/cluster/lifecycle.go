@@ -10,7 +10,6 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
 	"github.com/hypercore-dev/hypercore/internal/image"
-	"github.com/hypercore-dev/hypercore/internal/node"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )

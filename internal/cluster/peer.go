@@ -6,6 +6,8 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/peer"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -42,7 +44,12 @@ func (c *Cluster) isWorkloadTarget(target netip.AddrPort) bool {
 	if err != nil {
 		return false
 	}
-	seen := c.local.Observations()
+	return workloadTarget(target, list, c.local.Observations())
+}
+
+// workloadTarget is isWorkloadTarget over this node's notes and what it
+// observes of them.
+func workloadTarget(target netip.AddrPort, list []store.Record, seen map[spec.ID]workload.Observation) bool {
 	for _, r := range list {
 		o, ok := seen[r.ID]
 		if !ok || o.State != workload.StateRunning || o.IP != target.Addr().String() {

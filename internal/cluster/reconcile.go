@@ -261,3 +261,8 @@ func (c *Cluster) failover(due, downNow map[string]bool) {
 		c.log.Info("failover: workload placed elsewhere", "id", w.ID, "from", from, "to", to)
 	}
 }
+
+// down reports whether gossip sees member m as failed or gone.
+func down(m membership.Member) bool {
+	return m.State == membership.StateFailed || m.State == membership.StateLeft
+}
