@@ -120,6 +120,10 @@ type Cluster struct {
 	// routesDirty wakes the reconcile loop to derive the routes again
 	// after a local report.
 	routesDirty chan struct{}
+	// routesMu makes each derivation of the routes read the state and
+	// apply what it derived before the next one reads: an older one
+	// applied after a newer one would take away a route just made.
+	routesMu sync.Mutex
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -215,15 +219,15 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 	if err := c.awaitState(ctx); err != nil {
 		return nil, err
 	}
-	// The node starts once the state is caught up: what it recovers is
-	// reported, and a new cluster adopts what it already ran.
+	// A new cluster adopts what this node already ran, then the node
+	// starts: what it recovers is reported against those allocations.
+	if c.raft.Bootstrapped() {
+		c.adoptLocal()
+	}
 	if err := c.local.Start(ctx); err != nil {
 		return nil, err
 	}
 	closers = append(closers, c.local.Close)
-	if c.raft.Bootstrapped() {
-		c.adoptLocal()
-	}
 	if c.auth != nil {
 		if err := c.auth.WriteJoinToken(filepath.Join(cfg.DataDir, JoinTokenFile), c.rpcAddr); err != nil {
 			return nil, err

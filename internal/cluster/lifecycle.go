@@ -144,22 +144,23 @@ func (c *Cluster) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (
 	return c.settled(ctx, id, index)
 }
 
-// Remove implements server.Backend: the host removes the workload, then the
-// allocation goes. A host that is down removes it when it is back, because
-// it finds no allocation for it.
+// Remove implements server.Backend: the allocation goes first, so no
+// reconciler starts the workload again meanwhile, then its host removes
+// it. A host that is down, or whose removal fails, removes it when its
+// reconciler finds no allocation for it.
 func (c *Cluster) Remove(ctx context.Context, id spec.ID) error {
 	w, err := c.raft.Get(id)
 	if err != nil {
-		return err
-	}
-	err = c.hostOf(w.Node).Remove(ctx, id)
-	if err != nil && !errors.Is(err, errHostDown) && !errors.Is(err, workload.ErrNotFound) {
 		return err
 	}
 	if err := c.raft.Delete(id); err != nil {
 		return err
 	}
 	c.syncRoutes()
+	err = c.hostOf(w.Node).Remove(ctx, id)
+	if err != nil && !errors.Is(err, errHostDown) && !errors.Is(err, workload.ErrNotFound) {
+		return fmt.Errorf("%w (node %s removes it by itself when it can)", err, w.Node)
+	}
 	return nil
 }
 

@@ -157,6 +157,8 @@ func (c *Cluster) background(inflight map[spec.ID]bool, done chan<- spec.ID, id 
 // this node's own observations in place of the reported copies, which can
 // trail them by a raft round trip.
 func (c *Cluster) syncRoutes() {
+	c.routesMu.Lock()
+	defer c.routesMu.Unlock()
 	list, err := c.raft.List()
 	if err != nil {
 		return
