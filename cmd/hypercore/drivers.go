@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hypercore-dev/hypercore/internal/config"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/gvisor"
 	"github.com/hypercore-dev/hypercore/internal/driver/qemu"
@@ -18,8 +19,9 @@ import (
 // newDrivers builds one driver per isolation this node can offer. The
 // container driver is required; the others are added when their tools are
 // present, so a node advertises only what it can really run.
-func newDrivers(log *slog.Logger, dataDir string, d *daemonFlags) (map[spec.Isolation]driver.Driver, error) {
-	ctr, err := runc.New(runc.Options{Runtime: d.runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent(d)})
+func newDrivers(log *slog.Logger, cfg *config.Config, nodeName string) (map[spec.Isolation]driver.Driver, error) {
+	dataDir := cfg.DataDir
+	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent(nodeName)})
 	if err != nil {
 		return nil, err
 	}
@@ -27,7 +29,7 @@ func newDrivers(log *slog.Logger, dataDir string, d *daemonFlags) (map[spec.Isol
 	if vm := newQEMUDriver(log, dataDir); vm != nil {
 		drivers[spec.IsolationMicroVM] = vm
 	}
-	if sb := newGVisorDriver(log, dataDir, cgroupParent(d)); sb != nil {
+	if sb := newGVisorDriver(log, dataDir, cgroupParent(nodeName)); sb != nil {
 		drivers[spec.IsolationGVisor] = sb
 	}
 	return drivers, nil
@@ -83,8 +85,7 @@ func newGVisorDriver(log *slog.Logger, dataDir, cgroupParent string) driver.Driv
 // cgroupParent puts each node's workloads under a cgroup of its own, so
 // nodes sharing a kernel (several test nodes on one machine) never touch
 // each other's workloads.
-func cgroupParent(d *daemonFlags) string {
-	name := d.nodeName
+func cgroupParent(name string) string {
 	if name == "" {
 		name, _ = os.Hostname()
 	}
@@ -94,8 +95,8 @@ func cgroupParent(d *daemonFlags) string {
 // removeCgroupParent removes the node's cgroup parent as the daemon stops.
 // Workloads that keep running across the restart keep it; a node with none
 // left leaves no cgroup behind.
-func removeCgroupParent(log *slog.Logger, d *daemonFlags) {
-	if err := runc.RemoveCgroupParent(cgroupParent(d)); err != nil {
+func removeCgroupParent(log *slog.Logger, nodeName string) {
+	if err := runc.RemoveCgroupParent(cgroupParent(nodeName)); err != nil {
 		log.Warn("could not remove the node's cgroup", "err", err)
 	}
 }
