@@ -361,8 +361,8 @@ func TestClusterTriesNextNode(t *testing.T) {
 		return code == 200 && body == testutil.IndexHTML
 	})
 	// The worker reads the state from its own copy and writes through
-	// the leader: a spawn on it, with seed 000's command, is seen at once
-	// by both.
+	// the leader: a spawn on it, with the classic 'hypercore cluster
+	// spawn' command, is seen at once by both.
 	out, err := nodes[1].CLI("cluster", "spawn", "--grpc-bind-addr", "127.0.0.1:8000", "--ports", "80:8080", "--image-ref", ref)
 	m := idLine.FindStringSubmatch(out)
 	if err != nil || m == nil {

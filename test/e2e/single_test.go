@@ -168,9 +168,9 @@ func TestSingleNode(t *testing.T) {
 	}
 }
 
-// TestSeedPortMap spawns with seed 000's {"443": 3000}-style map: with no
+// TestClassicPortMap spawns with the classic {"443": 3000}-style map: with no
 // TLS configured, plain :80 serves it.
-func TestSeedPortMap(t *testing.T) {
+func TestClassicPortMap(t *testing.T) {
 	n, ref := newNode(t)
 	a := spawn(t, n, `{"cores":0.5,"memory":64,"image_ref":"`+ref+`","ports":{"443":8080}}`)
 	if code, body := n.Page(80, a.ID+".localhost"); code != 200 || body != testutil.IndexHTML {
