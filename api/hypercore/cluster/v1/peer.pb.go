@@ -9,6 +9,7 @@ package clusterv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,106 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Desired is what the user wants a workload to be doing.
+type Desired int32
+
+const (
+	Desired_DESIRED_UNSPECIFIED Desired = 0
+	Desired_DESIRED_RUNNING     Desired = 1
+	Desired_DESIRED_STOPPED     Desired = 2
+)
+
+// Enum value maps for Desired.
+var (
+	Desired_name = map[int32]string{
+		0: "DESIRED_UNSPECIFIED",
+		1: "DESIRED_RUNNING",
+		2: "DESIRED_STOPPED",
+	}
+	Desired_value = map[string]int32{
+		"DESIRED_UNSPECIFIED": 0,
+		"DESIRED_RUNNING":     1,
+		"DESIRED_STOPPED":     2,
+	}
+)
+
+func (x Desired) Enum() *Desired {
+	p := new(Desired)
+	*p = x
+	return p
+}
+
+func (x Desired) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Desired) Descriptor() protoreflect.EnumDescriptor {
+	return file_hypercore_cluster_v1_peer_proto_enumTypes[0].Descriptor()
+}
+
+func (Desired) Type() protoreflect.EnumType {
+	return &file_hypercore_cluster_v1_peer_proto_enumTypes[0]
+}
+
+func (x Desired) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Desired.Descriptor instead.
+func (Desired) EnumDescriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+// Protocol says how the proxy exposes a public port.
+type Protocol int32
+
+const (
+	Protocol_PROTOCOL_UNSPECIFIED Protocol = 0
+	Protocol_PROTOCOL_HTTP        Protocol = 1
+	Protocol_PROTOCOL_TCP         Protocol = 2
+)
+
+// Enum value maps for Protocol.
+var (
+	Protocol_name = map[int32]string{
+		0: "PROTOCOL_UNSPECIFIED",
+		1: "PROTOCOL_HTTP",
+		2: "PROTOCOL_TCP",
+	}
+	Protocol_value = map[string]int32{
+		"PROTOCOL_UNSPECIFIED": 0,
+		"PROTOCOL_HTTP":        1,
+		"PROTOCOL_TCP":         2,
+	}
+)
+
+func (x Protocol) Enum() *Protocol {
+	p := new(Protocol)
+	*p = x
+	return p
+}
+
+func (x Protocol) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Protocol) Descriptor() protoreflect.EnumDescriptor {
+	return file_hypercore_cluster_v1_peer_proto_enumTypes[1].Descriptor()
+}
+
+func (Protocol) Type() protoreflect.EnumType {
+	return &file_hypercore_cluster_v1_peer_proto_enumTypes[1]
+}
+
+func (x Protocol) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Protocol.Descriptor instead.
+func (Protocol) EnumDescriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{1}
+}
 
 type BarrierRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -103,7 +204,7 @@ func (x *BarrierResponse) GetAppliedIndex() uint64 {
 
 type ApplyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A raftstore command, JSON.
+	// A raftstore command, as the raft log stores it.
 	Command       []byte `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -149,7 +250,8 @@ func (x *ApplyRequest) GetCommand() []byte {
 type ApplyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The log index the command was committed at; the caller waits until its
-	// own copy has applied it, so it reads its own writes.
+	// own copy has applied it, so it reads its own writes. A refused command
+	// is in the log too: its index travels in the error's metadata.
 	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -195,7 +297,7 @@ func (x *ApplyResponse) GetIndex() uint64 {
 type AddPeerRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	NodeName string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	// Raft address, host:port.
+	// Raft address, node@host:port.
 	RaftAddr      string `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	Voter         bool   `protobuf:"varint,3,opt,name=voter,proto3" json:"voter,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -289,17 +391,272 @@ func (*AddPeerResponse) Descriptor() ([]byte, []int) {
 	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
-type RunRequest struct {
+// Port maps a public port on every node to a port inside the workload.
+type Port struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// store.Workload, JSON.
-	Workload      []byte `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	// 1-65535.
+	Public uint32 `protobuf:"varint,1,opt,name=public,proto3" json:"public,omitempty"`
+	// 1-65535.
+	Target        uint32   `protobuf:"varint,2,opt,name=target,proto3" json:"target,omitempty"`
+	Proto         Protocol `protobuf:"varint,3,opt,name=proto,proto3,enum=hypercore.cluster.v1.Protocol" json:"proto,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Port) Reset() {
+	*x = Port{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Port) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Port) ProtoMessage() {}
+
+func (x *Port) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Port.ProtoReflect.Descriptor instead.
+func (*Port) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Port) GetPublic() uint32 {
+	if x != nil {
+		return x.Public
+	}
+	return 0
+}
+
+func (x *Port) GetTarget() uint32 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *Port) GetProto() Protocol {
+	if x != nil {
+		return x.Proto
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+// WorkloadSpec is a validated workload spec (internal/spec.Spec), field for
+// field; the receiver checks it again with the same rules.
+type WorkloadSpec struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Image     string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Cores     float64                `protobuf:"fixed64,2,opt,name=cores,proto3" json:"cores,omitempty"`
+	MemoryMib int64                  `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	Ports     []*Port                `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty"`
+	Env       []string               `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
+	Args      []string               `protobuf:"bytes,6,rep,name=args,proto3" json:"args,omitempty"`
+	// container, gvisor or microvm.
+	Isolation     string `protobuf:"bytes,7,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	Tty           bool   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadSpec) Reset() {
+	*x = WorkloadSpec{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadSpec) ProtoMessage() {}
+
+func (x *WorkloadSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadSpec.ProtoReflect.Descriptor instead.
+func (*WorkloadSpec) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WorkloadSpec) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetCores() float64 {
+	if x != nil {
+		return x.Cores
+	}
+	return 0
+}
+
+func (x *WorkloadSpec) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *WorkloadSpec) GetPorts() []*Port {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetIsolation() string {
+	if x != nil {
+		return x.Isolation
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+// Allocation is the cluster's decision about one workload
+// (internal/workload.Allocation): what runs, where, in which version.
+type Allocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A lowercase version 4 UUID.
+	Id   string        `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Spec *WorkloadSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The node that runs it.
+	Node    string  `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Desired Desired `protobuf:"varint,4,opt,name=desired,proto3,enum=hypercore.cluster.v1.Desired" json:"desired,omitempty"`
+	// Grows by one with every change of node, spec or desired state; the
+	// node's observations name the generation they answer.
+	Generation    uint64                 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Allocation) Reset() {
+	*x = Allocation{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Allocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Allocation) ProtoMessage() {}
+
+func (x *Allocation) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Allocation.ProtoReflect.Descriptor instead.
+func (*Allocation) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Allocation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Allocation) GetSpec() *WorkloadSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Allocation) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Allocation) GetDesired() Desired {
+	if x != nil {
+		return x.Desired
+	}
+	return Desired_DESIRED_UNSPECIFIED
+}
+
+func (x *Allocation) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Allocation) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type RunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Allocation    *Allocation            `protobuf:"bytes,1,opt,name=allocation,proto3" json:"allocation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[6]
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +668,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[6]
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,27 +681,29 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *RunRequest) GetWorkload() []byte {
+func (x *RunRequest) GetAllocation() *Allocation {
 	if x != nil {
-		return x.Workload
+		return x.Allocation
 	}
 	return nil
 }
 
 type RunResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// store.Workload, JSON, as the node observed it after the start.
-	Workload      []byte `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	// The raft log index of the node's report of the started workload; the
+	// caller waits until its own copy has applied it, then reads the
+	// observation from the cluster state.
+	ReportIndex   uint64 `protobuf:"varint,1,opt,name=report_index,json=reportIndex,proto3" json:"report_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[7]
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +715,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[7]
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,21 +728,953 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *RunResponse) GetWorkload() []byte {
+func (x *RunResponse) GetReportIndex() uint64 {
 	if x != nil {
-		return x.Workload
+		return x.ReportIndex
+	}
+	return 0
+}
+
+type StopRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The grace period before the workload is killed, 0-3600; 0 is the
+	// node's default.
+	TimeoutSeconds uint32 `protobuf:"varint,2,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StopRequest) Reset() {
+	*x = StopRequest{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopRequest) ProtoMessage() {}
+
+func (x *StopRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
+func (*StopRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StopRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StopRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+type StopResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The raft log index of the node's report of the stopped workload.
+	ReportIndex   uint64 `protobuf:"varint,1,opt,name=report_index,json=reportIndex,proto3" json:"report_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopResponse) Reset() {
+	*x = StopResponse{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopResponse) ProtoMessage() {}
+
+func (x *StopResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
+func (*StopResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StopResponse) GetReportIndex() uint64 {
+	if x != nil {
+		return x.ReportIndex
+	}
+	return 0
+}
+
+type RemoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RemoveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveResponse) Reset() {
+	*x = RemoveResponse{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveResponse) ProtoMessage() {}
+
+func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
+func (*RemoveResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{14}
+}
+
+type LogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Keep the stream open and send new output as it is written.
+	Follow bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Start this many lines from the end; 0 is the whole log.
+	Tail          uint32 `protobuf:"varint,3,opt,name=tail,proto3" json:"tail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsRequest) Reset() {
+	*x = LogsRequest{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsRequest) ProtoMessage() {}
+
+func (x *LogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
+func (*LogsRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LogsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *LogsRequest) GetTail() uint32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+type LogsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsResponse) Reset() {
+	*x = LogsResponse{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsResponse) ProtoMessage() {}
+
+func (x *LogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
+func (*LogsResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LogsResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
 	}
 	return nil
 }
+
+// TermSize is a terminal's size in characters.
+type TermSize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TermSize) Reset() {
+	*x = TermSize{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TermSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TermSize) ProtoMessage() {}
+
+func (x *TermSize) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TermSize.ProtoReflect.Descriptor instead.
+func (*TermSize) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TermSize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *TermSize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+// CloseStdin says no more stdin follows.
+type CloseStdin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseStdin) Reset() {
+	*x = CloseStdin{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseStdin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseStdin) ProtoMessage() {}
+
+func (x *CloseStdin) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseStdin.ProtoReflect.Descriptor instead.
+func (*CloseStdin) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{18}
+}
+
+// ExecStart is the process to run; the first message of an Exec.
+type ExecStart struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Args    []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	Env     []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	WorkDir string                 `protobuf:"bytes,4,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
+	Tty     bool                   `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	// The terminal's size at the start, if known.
+	Size          *TermSize `protobuf:"bytes,6,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStart) Reset() {
+	*x = ExecStart{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStart) ProtoMessage() {}
+
+func (x *ExecStart) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
+func (*ExecStart) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExecStart) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExecStart) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ExecStart) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *ExecStart) GetWorkDir() string {
+	if x != nil {
+		return x.WorkDir
+	}
+	return ""
+}
+
+func (x *ExecStart) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecStart) GetSize() *TermSize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+type ExecRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Input:
+	//
+	//	*ExecRequest_Start
+	//	*ExecRequest_Stdin
+	//	*ExecRequest_Resize
+	//	*ExecRequest_CloseStdin
+	Input         isExecRequest_Input `protobuf_oneof:"input"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ExecRequest) GetInput() isExecRequest_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetStart() *ExecStart {
+	if x != nil {
+		if x, ok := x.Input.(*ExecRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*ExecRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetResize() *TermSize {
+	if x != nil {
+		if x, ok := x.Input.(*ExecRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetCloseStdin() *CloseStdin {
+	if x != nil {
+		if x, ok := x.Input.(*ExecRequest_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return nil
+}
+
+type isExecRequest_Input interface {
+	isExecRequest_Input()
+}
+
+type ExecRequest_Start struct {
+	Start *ExecStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type ExecRequest_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type ExecRequest_Resize struct {
+	Resize *TermSize `protobuf:"bytes,3,opt,name=resize,proto3,oneof"`
+}
+
+type ExecRequest_CloseStdin struct {
+	CloseStdin *CloseStdin `protobuf:"bytes,4,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
+func (*ExecRequest_Start) isExecRequest_Input() {}
+
+func (*ExecRequest_Stdin) isExecRequest_Input() {}
+
+func (*ExecRequest_Resize) isExecRequest_Input() {}
+
+func (*ExecRequest_CloseStdin) isExecRequest_Input() {}
+
+type ExecResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Output:
+	//
+	//	*ExecResponse_Stdout
+	//	*ExecResponse_Stderr
+	//	*ExecResponse_ExitCode
+	Output        isExecResponse_Output `protobuf_oneof:"output"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecResponse) Reset() {
+	*x = ExecResponse{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecResponse) ProtoMessage() {}
+
+func (x *ExecResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
+func (*ExecResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ExecResponse) GetOutput() isExecResponse_Output {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *ExecResponse) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Output.(*ExecResponse_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *ExecResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Output.(*ExecResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *ExecResponse) GetExitCode() int32 {
+	if x != nil {
+		if x, ok := x.Output.(*ExecResponse_ExitCode); ok {
+			return x.ExitCode
+		}
+	}
+	return 0
+}
+
+type isExecResponse_Output interface {
+	isExecResponse_Output()
+}
+
+type ExecResponse_Stdout struct {
+	Stdout []byte `protobuf:"bytes,1,opt,name=stdout,proto3,oneof"`
+}
+
+type ExecResponse_Stderr struct {
+	Stderr []byte `protobuf:"bytes,2,opt,name=stderr,proto3,oneof"`
+}
+
+type ExecResponse_ExitCode struct {
+	// The process's exit code; the last message.
+	ExitCode int32 `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3,oneof"`
+}
+
+func (*ExecResponse_Stdout) isExecResponse_Output() {}
+
+func (*ExecResponse_Stderr) isExecResponse_Output() {}
+
+func (*ExecResponse_ExitCode) isExecResponse_Output() {}
+
+// AttachStart names the workload; the first message of an Attach.
+type AttachStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tty   bool                   `protobuf:"varint,2,opt,name=tty,proto3" json:"tty,omitempty"`
+	// The terminal's size at the start, if known.
+	Size          *TermSize `protobuf:"bytes,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachStart) Reset() {
+	*x = AttachStart{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachStart) ProtoMessage() {}
+
+func (x *AttachStart) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachStart.ProtoReflect.Descriptor instead.
+func (*AttachStart) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AttachStart) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AttachStart) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *AttachStart) GetSize() *TermSize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+type AttachRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Input:
+	//
+	//	*AttachRequest_Start
+	//	*AttachRequest_Stdin
+	//	*AttachRequest_Resize
+	//	*AttachRequest_CloseStdin
+	Input         isAttachRequest_Input `protobuf_oneof:"input"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AttachRequest) GetInput() isAttachRequest_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetStart() *AttachStart {
+	if x != nil {
+		if x, ok := x.Input.(*AttachRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*AttachRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetResize() *TermSize {
+	if x != nil {
+		if x, ok := x.Input.(*AttachRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetCloseStdin() *CloseStdin {
+	if x != nil {
+		if x, ok := x.Input.(*AttachRequest_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return nil
+}
+
+type isAttachRequest_Input interface {
+	isAttachRequest_Input()
+}
+
+type AttachRequest_Start struct {
+	Start *AttachStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type AttachRequest_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type AttachRequest_Resize struct {
+	Resize *TermSize `protobuf:"bytes,3,opt,name=resize,proto3,oneof"`
+}
+
+type AttachRequest_CloseStdin struct {
+	CloseStdin *CloseStdin `protobuf:"bytes,4,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
+func (*AttachRequest_Start) isAttachRequest_Input() {}
+
+func (*AttachRequest_Stdin) isAttachRequest_Input() {}
+
+func (*AttachRequest_Resize) isAttachRequest_Input() {}
+
+func (*AttachRequest_CloseStdin) isAttachRequest_Input() {}
+
+type AttachResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Output:
+	//
+	//	*AttachResponse_Stdout
+	//	*AttachResponse_Stderr
+	Output        isAttachResponse_Output `protobuf_oneof:"output"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachResponse) Reset() {
+	*x = AttachResponse{}
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachResponse) ProtoMessage() {}
+
+func (x *AttachResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_cluster_v1_peer_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
+func (*AttachResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_cluster_v1_peer_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AttachResponse) GetOutput() isAttachResponse_Output {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *AttachResponse) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Output.(*AttachResponse_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *AttachResponse) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Output.(*AttachResponse_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+type isAttachResponse_Output interface {
+	isAttachResponse_Output()
+}
+
+type AttachResponse_Stdout struct {
+	Stdout []byte `protobuf:"bytes,1,opt,name=stdout,proto3,oneof"`
+}
+
+type AttachResponse_Stderr struct {
+	Stderr []byte `protobuf:"bytes,2,opt,name=stderr,proto3,oneof"`
+}
+
+func (*AttachResponse_Stdout) isAttachResponse_Output() {}
+
+func (*AttachResponse_Stderr) isAttachResponse_Output() {}
 
 var File_hypercore_cluster_v1_peer_proto protoreflect.FileDescriptor
 
 const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x1fhypercore/cluster/v1/peer.proto\x12\x14hypercore.cluster.v1\"\x10\n" +
+	"\x1fhypercore/cluster/v1/peer.proto\x12\x14hypercore.cluster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
 	"\x0eBarrierRequest\"6\n" +
 	"\x0fBarrierResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"(\n" +
@@ -395,17 +1686,110 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x14\n" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\"\x11\n" +
-	"\x0fAddPeerResponse\"(\n" +
+	"\x0fAddPeerResponse\"l\n" +
+	"\x04Port\x12\x16\n" +
+	"\x06public\x18\x01 \x01(\rR\x06public\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\rR\x06target\x124\n" +
+	"\x05proto\x18\x03 \x01(\x0e2\x1e.hypercore.cluster.v1.ProtocolR\x05proto\"\xe1\x01\n" +
+	"\fWorkloadSpec\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
+	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x1d\n" +
 	"\n" +
-	"RunRequest\x12\x1a\n" +
-	"\bworkload\x18\x01 \x01(\fR\bworkload\")\n" +
-	"\vRunResponse\x12\x1a\n" +
-	"\bworkload\x18\x01 \x01(\fR\bworkload2\xdb\x02\n" +
+	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\x120\n" +
+	"\x05ports\x18\x04 \x03(\v2\x1a.hypercore.cluster.v1.PortR\x05ports\x12\x10\n" +
+	"\x03env\x18\x05 \x03(\tR\x03env\x12\x12\n" +
+	"\x04args\x18\x06 \x03(\tR\x04args\x12\x1c\n" +
+	"\tisolation\x18\a \x01(\tR\tisolation\x12\x10\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\"\xfc\x01\n" +
+	"\n" +
+	"Allocation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
+	"\x04spec\x18\x02 \x01(\v2\".hypercore.cluster.v1.WorkloadSpecR\x04spec\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x127\n" +
+	"\adesired\x18\x04 \x01(\x0e2\x1d.hypercore.cluster.v1.DesiredR\adesired\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"N\n" +
+	"\n" +
+	"RunRequest\x12@\n" +
+	"\n" +
+	"allocation\x18\x01 \x01(\v2 .hypercore.cluster.v1.AllocationR\n" +
+	"allocation\"0\n" +
+	"\vRunResponse\x12!\n" +
+	"\freport_index\x18\x01 \x01(\x04R\vreportIndex\"F\n" +
+	"\vStopRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
+	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\"1\n" +
+	"\fStopResponse\x12!\n" +
+	"\freport_index\x18\x01 \x01(\x04R\vreportIndex\"\x1f\n" +
+	"\rRemoveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x10\n" +
+	"\x0eRemoveResponse\"I\n" +
+	"\vLogsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\x12\x12\n" +
+	"\x04tail\x18\x03 \x01(\rR\x04tail\"\"\n" +
+	"\fLogsResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"2\n" +
+	"\bTermSize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"\f\n" +
+	"\n" +
+	"CloseStdin\"\xa2\x01\n" +
+	"\tExecStart\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12\x10\n" +
+	"\x03env\x18\x03 \x03(\tR\x03env\x12\x19\n" +
+	"\bwork_dir\x18\x04 \x01(\tR\aworkDir\x12\x10\n" +
+	"\x03tty\x18\x05 \x01(\bR\x03tty\x122\n" +
+	"\x04size\x18\x06 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeR\x04size\"\xe6\x01\n" +
+	"\vExecRequest\x127\n" +
+	"\x05start\x18\x01 \x01(\v2\x1f.hypercore.cluster.v1.ExecStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x128\n" +
+	"\x06resize\x18\x03 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeH\x00R\x06resize\x12C\n" +
+	"\vclose_stdin\x18\x04 \x01(\v2 .hypercore.cluster.v1.CloseStdinH\x00R\n" +
+	"closeStdinB\a\n" +
+	"\x05input\"k\n" +
+	"\fExecResponse\x12\x18\n" +
+	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x12\x1d\n" +
+	"\texit_code\x18\x03 \x01(\x05H\x00R\bexitCodeB\b\n" +
+	"\x06output\"c\n" +
+	"\vAttachStart\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03tty\x18\x02 \x01(\bR\x03tty\x122\n" +
+	"\x04size\x18\x03 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeR\x04size\"\xea\x01\n" +
+	"\rAttachRequest\x129\n" +
+	"\x05start\x18\x01 \x01(\v2!.hypercore.cluster.v1.AttachStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x128\n" +
+	"\x06resize\x18\x03 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeH\x00R\x06resize\x12C\n" +
+	"\vclose_stdin\x18\x04 \x01(\v2 .hypercore.cluster.v1.CloseStdinH\x00R\n" +
+	"closeStdinB\a\n" +
+	"\x05input\"N\n" +
+	"\x0eAttachResponse\x12\x18\n" +
+	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderrB\b\n" +
+	"\x06output*L\n" +
+	"\aDesired\x12\x17\n" +
+	"\x13DESIRED_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fDESIRED_RUNNING\x10\x01\x12\x13\n" +
+	"\x0fDESIRED_STOPPED\x10\x02*I\n" +
+	"\bProtocol\x12\x18\n" +
+	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rPROTOCOL_HTTP\x10\x01\x12\x10\n" +
+	"\fPROTOCOL_TCP\x10\x022\xfc\x05\n" +
 	"\vPeerService\x12P\n" +
 	"\x05Apply\x12\".hypercore.cluster.v1.ApplyRequest\x1a#.hypercore.cluster.v1.ApplyResponse\x12V\n" +
-	"\aAddPeer\x12$.hypercore.cluster.v1.AddPeerRequest\x1a%.hypercore.cluster.v1.AddPeerResponse\x12J\n" +
-	"\x03Run\x12 .hypercore.cluster.v1.RunRequest\x1a!.hypercore.cluster.v1.RunResponse\x12V\n" +
-	"\aBarrier\x12$.hypercore.cluster.v1.BarrierRequest\x1a%.hypercore.cluster.v1.BarrierResponseBGZEgithub.com/hypercore-dev/hypercore/api/hypercore/cluster/v1;clusterv1b\x06proto3"
+	"\aAddPeer\x12$.hypercore.cluster.v1.AddPeerRequest\x1a%.hypercore.cluster.v1.AddPeerResponse\x12V\n" +
+	"\aBarrier\x12$.hypercore.cluster.v1.BarrierRequest\x1a%.hypercore.cluster.v1.BarrierResponse\x12J\n" +
+	"\x03Run\x12 .hypercore.cluster.v1.RunRequest\x1a!.hypercore.cluster.v1.RunResponse\x12M\n" +
+	"\x04Stop\x12!.hypercore.cluster.v1.StopRequest\x1a\".hypercore.cluster.v1.StopResponse\x12S\n" +
+	"\x06Remove\x12#.hypercore.cluster.v1.RemoveRequest\x1a$.hypercore.cluster.v1.RemoveResponse\x12O\n" +
+	"\x04Logs\x12!.hypercore.cluster.v1.LogsRequest\x1a\".hypercore.cluster.v1.LogsResponse0\x01\x12Q\n" +
+	"\x04Exec\x12!.hypercore.cluster.v1.ExecRequest\x1a\".hypercore.cluster.v1.ExecResponse(\x010\x01\x12W\n" +
+	"\x06Attach\x12#.hypercore.cluster.v1.AttachRequest\x1a$.hypercore.cluster.v1.AttachResponse(\x010\x01BGZEgithub.com/hypercore-dev/hypercore/api/hypercore/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_hypercore_cluster_v1_peer_proto_rawDescOnce sync.Once
@@ -419,31 +1803,76 @@ func file_hypercore_cluster_v1_peer_proto_rawDescGZIP() []byte {
 	return file_hypercore_cluster_v1_peer_proto_rawDescData
 }
 
-var file_hypercore_cluster_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_hypercore_cluster_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_hypercore_cluster_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hypercore_cluster_v1_peer_proto_goTypes = []any{
-	(*BarrierRequest)(nil),  // 0: hypercore.cluster.v1.BarrierRequest
-	(*BarrierResponse)(nil), // 1: hypercore.cluster.v1.BarrierResponse
-	(*ApplyRequest)(nil),    // 2: hypercore.cluster.v1.ApplyRequest
-	(*ApplyResponse)(nil),   // 3: hypercore.cluster.v1.ApplyResponse
-	(*AddPeerRequest)(nil),  // 4: hypercore.cluster.v1.AddPeerRequest
-	(*AddPeerResponse)(nil), // 5: hypercore.cluster.v1.AddPeerResponse
-	(*RunRequest)(nil),      // 6: hypercore.cluster.v1.RunRequest
-	(*RunResponse)(nil),     // 7: hypercore.cluster.v1.RunResponse
+	(Desired)(0),                  // 0: hypercore.cluster.v1.Desired
+	(Protocol)(0),                 // 1: hypercore.cluster.v1.Protocol
+	(*BarrierRequest)(nil),        // 2: hypercore.cluster.v1.BarrierRequest
+	(*BarrierResponse)(nil),       // 3: hypercore.cluster.v1.BarrierResponse
+	(*ApplyRequest)(nil),          // 4: hypercore.cluster.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 5: hypercore.cluster.v1.ApplyResponse
+	(*AddPeerRequest)(nil),        // 6: hypercore.cluster.v1.AddPeerRequest
+	(*AddPeerResponse)(nil),       // 7: hypercore.cluster.v1.AddPeerResponse
+	(*Port)(nil),                  // 8: hypercore.cluster.v1.Port
+	(*WorkloadSpec)(nil),          // 9: hypercore.cluster.v1.WorkloadSpec
+	(*Allocation)(nil),            // 10: hypercore.cluster.v1.Allocation
+	(*RunRequest)(nil),            // 11: hypercore.cluster.v1.RunRequest
+	(*RunResponse)(nil),           // 12: hypercore.cluster.v1.RunResponse
+	(*StopRequest)(nil),           // 13: hypercore.cluster.v1.StopRequest
+	(*StopResponse)(nil),          // 14: hypercore.cluster.v1.StopResponse
+	(*RemoveRequest)(nil),         // 15: hypercore.cluster.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 16: hypercore.cluster.v1.RemoveResponse
+	(*LogsRequest)(nil),           // 17: hypercore.cluster.v1.LogsRequest
+	(*LogsResponse)(nil),          // 18: hypercore.cluster.v1.LogsResponse
+	(*TermSize)(nil),              // 19: hypercore.cluster.v1.TermSize
+	(*CloseStdin)(nil),            // 20: hypercore.cluster.v1.CloseStdin
+	(*ExecStart)(nil),             // 21: hypercore.cluster.v1.ExecStart
+	(*ExecRequest)(nil),           // 22: hypercore.cluster.v1.ExecRequest
+	(*ExecResponse)(nil),          // 23: hypercore.cluster.v1.ExecResponse
+	(*AttachStart)(nil),           // 24: hypercore.cluster.v1.AttachStart
+	(*AttachRequest)(nil),         // 25: hypercore.cluster.v1.AttachRequest
+	(*AttachResponse)(nil),        // 26: hypercore.cluster.v1.AttachResponse
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_hypercore_cluster_v1_peer_proto_depIdxs = []int32{
-	2, // 0: hypercore.cluster.v1.PeerService.Apply:input_type -> hypercore.cluster.v1.ApplyRequest
-	4, // 1: hypercore.cluster.v1.PeerService.AddPeer:input_type -> hypercore.cluster.v1.AddPeerRequest
-	6, // 2: hypercore.cluster.v1.PeerService.Run:input_type -> hypercore.cluster.v1.RunRequest
-	0, // 3: hypercore.cluster.v1.PeerService.Barrier:input_type -> hypercore.cluster.v1.BarrierRequest
-	3, // 4: hypercore.cluster.v1.PeerService.Apply:output_type -> hypercore.cluster.v1.ApplyResponse
-	5, // 5: hypercore.cluster.v1.PeerService.AddPeer:output_type -> hypercore.cluster.v1.AddPeerResponse
-	7, // 6: hypercore.cluster.v1.PeerService.Run:output_type -> hypercore.cluster.v1.RunResponse
-	1, // 7: hypercore.cluster.v1.PeerService.Barrier:output_type -> hypercore.cluster.v1.BarrierResponse
-	4, // [4:8] is the sub-list for method output_type
-	0, // [0:4] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1,  // 0: hypercore.cluster.v1.Port.proto:type_name -> hypercore.cluster.v1.Protocol
+	8,  // 1: hypercore.cluster.v1.WorkloadSpec.ports:type_name -> hypercore.cluster.v1.Port
+	9,  // 2: hypercore.cluster.v1.Allocation.spec:type_name -> hypercore.cluster.v1.WorkloadSpec
+	0,  // 3: hypercore.cluster.v1.Allocation.desired:type_name -> hypercore.cluster.v1.Desired
+	27, // 4: hypercore.cluster.v1.Allocation.created_at:type_name -> google.protobuf.Timestamp
+	10, // 5: hypercore.cluster.v1.RunRequest.allocation:type_name -> hypercore.cluster.v1.Allocation
+	19, // 6: hypercore.cluster.v1.ExecStart.size:type_name -> hypercore.cluster.v1.TermSize
+	21, // 7: hypercore.cluster.v1.ExecRequest.start:type_name -> hypercore.cluster.v1.ExecStart
+	19, // 8: hypercore.cluster.v1.ExecRequest.resize:type_name -> hypercore.cluster.v1.TermSize
+	20, // 9: hypercore.cluster.v1.ExecRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
+	19, // 10: hypercore.cluster.v1.AttachStart.size:type_name -> hypercore.cluster.v1.TermSize
+	24, // 11: hypercore.cluster.v1.AttachRequest.start:type_name -> hypercore.cluster.v1.AttachStart
+	19, // 12: hypercore.cluster.v1.AttachRequest.resize:type_name -> hypercore.cluster.v1.TermSize
+	20, // 13: hypercore.cluster.v1.AttachRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
+	4,  // 14: hypercore.cluster.v1.PeerService.Apply:input_type -> hypercore.cluster.v1.ApplyRequest
+	6,  // 15: hypercore.cluster.v1.PeerService.AddPeer:input_type -> hypercore.cluster.v1.AddPeerRequest
+	2,  // 16: hypercore.cluster.v1.PeerService.Barrier:input_type -> hypercore.cluster.v1.BarrierRequest
+	11, // 17: hypercore.cluster.v1.PeerService.Run:input_type -> hypercore.cluster.v1.RunRequest
+	13, // 18: hypercore.cluster.v1.PeerService.Stop:input_type -> hypercore.cluster.v1.StopRequest
+	15, // 19: hypercore.cluster.v1.PeerService.Remove:input_type -> hypercore.cluster.v1.RemoveRequest
+	17, // 20: hypercore.cluster.v1.PeerService.Logs:input_type -> hypercore.cluster.v1.LogsRequest
+	22, // 21: hypercore.cluster.v1.PeerService.Exec:input_type -> hypercore.cluster.v1.ExecRequest
+	25, // 22: hypercore.cluster.v1.PeerService.Attach:input_type -> hypercore.cluster.v1.AttachRequest
+	5,  // 23: hypercore.cluster.v1.PeerService.Apply:output_type -> hypercore.cluster.v1.ApplyResponse
+	7,  // 24: hypercore.cluster.v1.PeerService.AddPeer:output_type -> hypercore.cluster.v1.AddPeerResponse
+	3,  // 25: hypercore.cluster.v1.PeerService.Barrier:output_type -> hypercore.cluster.v1.BarrierResponse
+	12, // 26: hypercore.cluster.v1.PeerService.Run:output_type -> hypercore.cluster.v1.RunResponse
+	14, // 27: hypercore.cluster.v1.PeerService.Stop:output_type -> hypercore.cluster.v1.StopResponse
+	16, // 28: hypercore.cluster.v1.PeerService.Remove:output_type -> hypercore.cluster.v1.RemoveResponse
+	18, // 29: hypercore.cluster.v1.PeerService.Logs:output_type -> hypercore.cluster.v1.LogsResponse
+	23, // 30: hypercore.cluster.v1.PeerService.Exec:output_type -> hypercore.cluster.v1.ExecResponse
+	26, // 31: hypercore.cluster.v1.PeerService.Attach:output_type -> hypercore.cluster.v1.AttachResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_hypercore_cluster_v1_peer_proto_init() }
@@ -451,18 +1880,40 @@ func file_hypercore_cluster_v1_peer_proto_init() {
 	if File_hypercore_cluster_v1_peer_proto != nil {
 		return
 	}
+	file_hypercore_cluster_v1_peer_proto_msgTypes[20].OneofWrappers = []any{
+		(*ExecRequest_Start)(nil),
+		(*ExecRequest_Stdin)(nil),
+		(*ExecRequest_Resize)(nil),
+		(*ExecRequest_CloseStdin)(nil),
+	}
+	file_hypercore_cluster_v1_peer_proto_msgTypes[21].OneofWrappers = []any{
+		(*ExecResponse_Stdout)(nil),
+		(*ExecResponse_Stderr)(nil),
+		(*ExecResponse_ExitCode)(nil),
+	}
+	file_hypercore_cluster_v1_peer_proto_msgTypes[23].OneofWrappers = []any{
+		(*AttachRequest_Start)(nil),
+		(*AttachRequest_Stdin)(nil),
+		(*AttachRequest_Resize)(nil),
+		(*AttachRequest_CloseStdin)(nil),
+	}
+	file_hypercore_cluster_v1_peer_proto_msgTypes[24].OneofWrappers = []any{
+		(*AttachResponse_Stdout)(nil),
+		(*AttachResponse_Stderr)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_cluster_v1_peer_proto_rawDesc), len(file_hypercore_cluster_v1_peer_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   8,
+			NumEnums:      2,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_hypercore_cluster_v1_peer_proto_goTypes,
 		DependencyIndexes: file_hypercore_cluster_v1_peer_proto_depIdxs,
+		EnumInfos:         file_hypercore_cluster_v1_peer_proto_enumTypes,
 		MessageInfos:      file_hypercore_cluster_v1_peer_proto_msgTypes,
 	}.Build()
 	File_hypercore_cluster_v1_peer_proto = out.File

@@ -37,10 +37,20 @@ const (
 	PeerServiceApplyProcedure = "/hypercore.cluster.v1.PeerService/Apply"
 	// PeerServiceAddPeerProcedure is the fully-qualified name of the PeerService's AddPeer RPC.
 	PeerServiceAddPeerProcedure = "/hypercore.cluster.v1.PeerService/AddPeer"
-	// PeerServiceRunProcedure is the fully-qualified name of the PeerService's Run RPC.
-	PeerServiceRunProcedure = "/hypercore.cluster.v1.PeerService/Run"
 	// PeerServiceBarrierProcedure is the fully-qualified name of the PeerService's Barrier RPC.
 	PeerServiceBarrierProcedure = "/hypercore.cluster.v1.PeerService/Barrier"
+	// PeerServiceRunProcedure is the fully-qualified name of the PeerService's Run RPC.
+	PeerServiceRunProcedure = "/hypercore.cluster.v1.PeerService/Run"
+	// PeerServiceStopProcedure is the fully-qualified name of the PeerService's Stop RPC.
+	PeerServiceStopProcedure = "/hypercore.cluster.v1.PeerService/Stop"
+	// PeerServiceRemoveProcedure is the fully-qualified name of the PeerService's Remove RPC.
+	PeerServiceRemoveProcedure = "/hypercore.cluster.v1.PeerService/Remove"
+	// PeerServiceLogsProcedure is the fully-qualified name of the PeerService's Logs RPC.
+	PeerServiceLogsProcedure = "/hypercore.cluster.v1.PeerService/Logs"
+	// PeerServiceExecProcedure is the fully-qualified name of the PeerService's Exec RPC.
+	PeerServiceExecProcedure = "/hypercore.cluster.v1.PeerService/Exec"
+	// PeerServiceAttachProcedure is the fully-qualified name of the PeerService's Attach RPC.
+	PeerServiceAttachProcedure = "/hypercore.cluster.v1.PeerService/Attach"
 )
 
 // PeerServiceClient is a client for the hypercore.cluster.v1.PeerService service.
@@ -50,14 +60,30 @@ type PeerServiceClient interface {
 	// AddPeer makes the calling node a raft voter (a server) or non-voter (a
 	// worker, which keeps a copy of the state to read from).
 	AddPeer(context.Context, *connect.Request[v1.AddPeerRequest]) (*connect.Response[v1.AddPeerResponse], error)
-	// Run starts a workload record on the receiving node and answers once it
-	// runs, with the record as that node observed it.
-	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
 	// Barrier, on the leader, waits until everything committed is applied
 	// and answers that index. A node that restarts waits until its own copy
 	// reaches it before acting on the state, so it never acts on a replay of
 	// old entries.
 	Barrier(context.Context, *connect.Request[v1.BarrierRequest]) (*connect.Response[v1.BarrierResponse], error)
+	// Run starts an allocation on the receiving node, which must be the
+	// allocation's node, and answers once it runs (or failed to start).
+	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
+	// Stop stops a workload on the receiving node and keeps it, stopped.
+	Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error)
+	// Remove stops a workload on the receiving node and deletes every trace
+	// of it there.
+	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// Logs streams a workload's output. The first message has no data: it
+	// says the log is open, so a caller learns of a missing workload at
+	// once even when it follows a log that has nothing new yet.
+	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.ServerStreamForClient[v1.LogsResponse], error)
+	// Exec runs a process in a running workload. The first request is
+	// start; then stdin, resize and close_stdin in any order. The answers are
+	// stdout and stderr, then exit_code, the last.
+	Exec(context.Context) *connect.BidiStreamForClient[v1.ExecRequest, v1.ExecResponse]
+	// Attach connects to a workload's main process, as Exec does without a
+	// new process. The stream ends without an exit code.
+	Attach(context.Context) *connect.BidiStreamForClient[v1.AttachRequest, v1.AttachResponse]
 }
 
 // NewPeerServiceClient constructs a client for the hypercore.cluster.v1.PeerService service. By
@@ -83,16 +109,46 @@ func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(peerServiceMethods.ByName("AddPeer")),
 			connect.WithClientOptions(opts...),
 		),
+		barrier: connect.NewClient[v1.BarrierRequest, v1.BarrierResponse](
+			httpClient,
+			baseURL+PeerServiceBarrierProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Barrier")),
+			connect.WithClientOptions(opts...),
+		),
 		run: connect.NewClient[v1.RunRequest, v1.RunResponse](
 			httpClient,
 			baseURL+PeerServiceRunProcedure,
 			connect.WithSchema(peerServiceMethods.ByName("Run")),
 			connect.WithClientOptions(opts...),
 		),
-		barrier: connect.NewClient[v1.BarrierRequest, v1.BarrierResponse](
+		stop: connect.NewClient[v1.StopRequest, v1.StopResponse](
 			httpClient,
-			baseURL+PeerServiceBarrierProcedure,
-			connect.WithSchema(peerServiceMethods.ByName("Barrier")),
+			baseURL+PeerServiceStopProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Stop")),
+			connect.WithClientOptions(opts...),
+		),
+		remove: connect.NewClient[v1.RemoveRequest, v1.RemoveResponse](
+			httpClient,
+			baseURL+PeerServiceRemoveProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Remove")),
+			connect.WithClientOptions(opts...),
+		),
+		logs: connect.NewClient[v1.LogsRequest, v1.LogsResponse](
+			httpClient,
+			baseURL+PeerServiceLogsProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Logs")),
+			connect.WithClientOptions(opts...),
+		),
+		exec: connect.NewClient[v1.ExecRequest, v1.ExecResponse](
+			httpClient,
+			baseURL+PeerServiceExecProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Exec")),
+			connect.WithClientOptions(opts...),
+		),
+		attach: connect.NewClient[v1.AttachRequest, v1.AttachResponse](
+			httpClient,
+			baseURL+PeerServiceAttachProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("Attach")),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -102,8 +158,13 @@ func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 type peerServiceClient struct {
 	apply   *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
 	addPeer *connect.Client[v1.AddPeerRequest, v1.AddPeerResponse]
-	run     *connect.Client[v1.RunRequest, v1.RunResponse]
 	barrier *connect.Client[v1.BarrierRequest, v1.BarrierResponse]
+	run     *connect.Client[v1.RunRequest, v1.RunResponse]
+	stop    *connect.Client[v1.StopRequest, v1.StopResponse]
+	remove  *connect.Client[v1.RemoveRequest, v1.RemoveResponse]
+	logs    *connect.Client[v1.LogsRequest, v1.LogsResponse]
+	exec    *connect.Client[v1.ExecRequest, v1.ExecResponse]
+	attach  *connect.Client[v1.AttachRequest, v1.AttachResponse]
 }
 
 // Apply calls hypercore.cluster.v1.PeerService.Apply.
@@ -116,14 +177,39 @@ func (c *peerServiceClient) AddPeer(ctx context.Context, req *connect.Request[v1
 	return c.addPeer.CallUnary(ctx, req)
 }
 
+// Barrier calls hypercore.cluster.v1.PeerService.Barrier.
+func (c *peerServiceClient) Barrier(ctx context.Context, req *connect.Request[v1.BarrierRequest]) (*connect.Response[v1.BarrierResponse], error) {
+	return c.barrier.CallUnary(ctx, req)
+}
+
 // Run calls hypercore.cluster.v1.PeerService.Run.
 func (c *peerServiceClient) Run(ctx context.Context, req *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error) {
 	return c.run.CallUnary(ctx, req)
 }
 
-// Barrier calls hypercore.cluster.v1.PeerService.Barrier.
-func (c *peerServiceClient) Barrier(ctx context.Context, req *connect.Request[v1.BarrierRequest]) (*connect.Response[v1.BarrierResponse], error) {
-	return c.barrier.CallUnary(ctx, req)
+// Stop calls hypercore.cluster.v1.PeerService.Stop.
+func (c *peerServiceClient) Stop(ctx context.Context, req *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error) {
+	return c.stop.CallUnary(ctx, req)
+}
+
+// Remove calls hypercore.cluster.v1.PeerService.Remove.
+func (c *peerServiceClient) Remove(ctx context.Context, req *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
+	return c.remove.CallUnary(ctx, req)
+}
+
+// Logs calls hypercore.cluster.v1.PeerService.Logs.
+func (c *peerServiceClient) Logs(ctx context.Context, req *connect.Request[v1.LogsRequest]) (*connect.ServerStreamForClient[v1.LogsResponse], error) {
+	return c.logs.CallServerStream(ctx, req)
+}
+
+// Exec calls hypercore.cluster.v1.PeerService.Exec.
+func (c *peerServiceClient) Exec(ctx context.Context) *connect.BidiStreamForClient[v1.ExecRequest, v1.ExecResponse] {
+	return c.exec.CallBidiStream(ctx)
+}
+
+// Attach calls hypercore.cluster.v1.PeerService.Attach.
+func (c *peerServiceClient) Attach(ctx context.Context) *connect.BidiStreamForClient[v1.AttachRequest, v1.AttachResponse] {
+	return c.attach.CallBidiStream(ctx)
 }
 
 // PeerServiceHandler is an implementation of the hypercore.cluster.v1.PeerService service.
@@ -133,14 +219,30 @@ type PeerServiceHandler interface {
 	// AddPeer makes the calling node a raft voter (a server) or non-voter (a
 	// worker, which keeps a copy of the state to read from).
 	AddPeer(context.Context, *connect.Request[v1.AddPeerRequest]) (*connect.Response[v1.AddPeerResponse], error)
-	// Run starts a workload record on the receiving node and answers once it
-	// runs, with the record as that node observed it.
-	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
 	// Barrier, on the leader, waits until everything committed is applied
 	// and answers that index. A node that restarts waits until its own copy
 	// reaches it before acting on the state, so it never acts on a replay of
 	// old entries.
 	Barrier(context.Context, *connect.Request[v1.BarrierRequest]) (*connect.Response[v1.BarrierResponse], error)
+	// Run starts an allocation on the receiving node, which must be the
+	// allocation's node, and answers once it runs (or failed to start).
+	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
+	// Stop stops a workload on the receiving node and keeps it, stopped.
+	Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error)
+	// Remove stops a workload on the receiving node and deletes every trace
+	// of it there.
+	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// Logs streams a workload's output. The first message has no data: it
+	// says the log is open, so a caller learns of a missing workload at
+	// once even when it follows a log that has nothing new yet.
+	Logs(context.Context, *connect.Request[v1.LogsRequest], *connect.ServerStream[v1.LogsResponse]) error
+	// Exec runs a process in a running workload. The first request is
+	// start; then stdin, resize and close_stdin in any order. The answers are
+	// stdout and stderr, then exit_code, the last.
+	Exec(context.Context, *connect.BidiStream[v1.ExecRequest, v1.ExecResponse]) error
+	// Attach connects to a workload's main process, as Exec does without a
+	// new process. The stream ends without an exit code.
+	Attach(context.Context, *connect.BidiStream[v1.AttachRequest, v1.AttachResponse]) error
 }
 
 // NewPeerServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -162,16 +264,46 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(peerServiceMethods.ByName("AddPeer")),
 		connect.WithHandlerOptions(opts...),
 	)
+	peerServiceBarrierHandler := connect.NewUnaryHandler(
+		PeerServiceBarrierProcedure,
+		svc.Barrier,
+		connect.WithSchema(peerServiceMethods.ByName("Barrier")),
+		connect.WithHandlerOptions(opts...),
+	)
 	peerServiceRunHandler := connect.NewUnaryHandler(
 		PeerServiceRunProcedure,
 		svc.Run,
 		connect.WithSchema(peerServiceMethods.ByName("Run")),
 		connect.WithHandlerOptions(opts...),
 	)
-	peerServiceBarrierHandler := connect.NewUnaryHandler(
-		PeerServiceBarrierProcedure,
-		svc.Barrier,
-		connect.WithSchema(peerServiceMethods.ByName("Barrier")),
+	peerServiceStopHandler := connect.NewUnaryHandler(
+		PeerServiceStopProcedure,
+		svc.Stop,
+		connect.WithSchema(peerServiceMethods.ByName("Stop")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceRemoveHandler := connect.NewUnaryHandler(
+		PeerServiceRemoveProcedure,
+		svc.Remove,
+		connect.WithSchema(peerServiceMethods.ByName("Remove")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceLogsHandler := connect.NewServerStreamHandler(
+		PeerServiceLogsProcedure,
+		svc.Logs,
+		connect.WithSchema(peerServiceMethods.ByName("Logs")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceExecHandler := connect.NewBidiStreamHandler(
+		PeerServiceExecProcedure,
+		svc.Exec,
+		connect.WithSchema(peerServiceMethods.ByName("Exec")),
+		connect.WithHandlerOptions(opts...),
+	)
+	peerServiceAttachHandler := connect.NewBidiStreamHandler(
+		PeerServiceAttachProcedure,
+		svc.Attach,
+		connect.WithSchema(peerServiceMethods.ByName("Attach")),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/hypercore.cluster.v1.PeerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -180,10 +312,20 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 			peerServiceApplyHandler.ServeHTTP(w, r)
 		case PeerServiceAddPeerProcedure:
 			peerServiceAddPeerHandler.ServeHTTP(w, r)
-		case PeerServiceRunProcedure:
-			peerServiceRunHandler.ServeHTTP(w, r)
 		case PeerServiceBarrierProcedure:
 			peerServiceBarrierHandler.ServeHTTP(w, r)
+		case PeerServiceRunProcedure:
+			peerServiceRunHandler.ServeHTTP(w, r)
+		case PeerServiceStopProcedure:
+			peerServiceStopHandler.ServeHTTP(w, r)
+		case PeerServiceRemoveProcedure:
+			peerServiceRemoveHandler.ServeHTTP(w, r)
+		case PeerServiceLogsProcedure:
+			peerServiceLogsHandler.ServeHTTP(w, r)
+		case PeerServiceExecProcedure:
+			peerServiceExecHandler.ServeHTTP(w, r)
+		case PeerServiceAttachProcedure:
+			peerServiceAttachHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -201,10 +343,30 @@ func (UnimplementedPeerServiceHandler) AddPeer(context.Context, *connect.Request
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.AddPeer is not implemented"))
 }
 
+func (UnimplementedPeerServiceHandler) Barrier(context.Context, *connect.Request[v1.BarrierRequest]) (*connect.Response[v1.BarrierResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Barrier is not implemented"))
+}
+
 func (UnimplementedPeerServiceHandler) Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Run is not implemented"))
 }
 
-func (UnimplementedPeerServiceHandler) Barrier(context.Context, *connect.Request[v1.BarrierRequest]) (*connect.Response[v1.BarrierResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Barrier is not implemented"))
+func (UnimplementedPeerServiceHandler) Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Stop is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Remove is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Logs(context.Context, *connect.Request[v1.LogsRequest], *connect.ServerStream[v1.LogsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Logs is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Exec(context.Context, *connect.BidiStream[v1.ExecRequest, v1.ExecResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Exec is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) Attach(context.Context, *connect.BidiStream[v1.AttachRequest, v1.AttachResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.cluster.v1.PeerService.Attach is not implemented"))
 }
