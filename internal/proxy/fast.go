@@ -482,12 +482,12 @@ func (c *fastConn) step() bool {
 			c.end = stepHandOff
 			return true
 		}
-		target, ok := c.route(req.host)
+		be, ok := c.route(req.host)
 		if !ok {
 			c.end = stepHandOff
 			return true
 		}
-		s, pending := c.forward(&req, target)
+		s, pending := c.forward(&req, be)
 		if s != stepNext {
 			c.end, c.pending = s, pending
 			return true
@@ -627,33 +627,33 @@ func (c *fastConn) setReadTimeout(d time.Duration) {
 	}
 }
 
-// route returns the workload address a request for host goes to, when the
-// fast path may take it: the workload exists, is ready, maps the port,
-// and, over TLS, is the one the connection was opened for. Every other
-// case has an answer net/http gives.
-func (c *fastConn) route(host []byte) (string, bool) {
+// route returns the backend a request for host goes to, when the fast
+// path may take it: the workload exists, is ready, maps the port, and,
+// over TLS, is the one the connection was opened for. Every other case
+// has an answer net/http gives.
+func (c *fastConn) route(host []byte) (backendAddr, bool) {
 	if string(host) != c.host || c.host == "" {
 		c.host = string(host)
 		c.hostID, c.hostOK = c.f.p.workloadID(c.host)
 	}
 	if !c.hostOK || (c.https && c.sni != c.hostID) {
-		return "", false
+		return backendAddr{}, false
 	}
-	target, why := c.f.p.pick(c.hostID, c.f.port)
-	return target, why == routed
+	be, why := c.f.p.pick(c.hostID, c.f.port)
+	return be, why == routed
 }
 
-// forward sends req, at the head of c.br, to target and copies the
-// response to the client. A response the fast path does not copy is left
-// pending for net/http, which is then handed the connection.
-func (c *fastConn) forward(req *fastRequest, target string) (step, *pendingResponse) {
+// forward sends req, at the head of c.br, to be and copies the response
+// to the client. A response the fast path does not copy is left pending
+// for net/http, which is then handed the connection.
+func (c *fastConn) forward(req *fastRequest, be backendAddr) (step, *pendingResponse) {
 	t := c.f.p.transport
-	bc := t.get(target)
+	bc := t.get(be.backendKey)
 	reused := bc != nil
 	for {
 		if bc == nil {
 			var err error
-			if bc, err = t.dial(context.Background(), target); err != nil {
+			if bc, err = t.dial(context.Background(), be); err != nil {
 				return stepHandOff, nil // net/http tries again and answers 502
 			}
 		}

@@ -301,9 +301,10 @@ func TestPoolIdleTimeout(t *testing.T) {
 	})
 	tr := newBackendTransport()
 	defer tr.CloseIdleConnections()
+	key := backendKey{addr: target}
 	var bcs []*backendConn
 	for range 3 {
-		bc, err := tr.dial(context.Background(), target)
+		bc, err := tr.dial(context.Background(), backendAddr{backendKey: key})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -312,11 +313,11 @@ func TestPoolIdleTimeout(t *testing.T) {
 	}
 	bcs[0].since = time.Now().Add(-2 * idleConnTimeout)
 	tr.sweep()
-	if tr.nIdle != 2 || len(tr.idle[target]) != 2 {
+	if tr.nIdle != 2 || len(tr.idle[key]) != 2 {
 		t.Fatalf("after the sweep: %d idle, want 2", tr.nIdle)
 	}
 	bcs[2].since = bcs[0].since // the most recently used, next to be handed out
-	if bc := tr.get(target); bc != nil {
+	if bc := tr.get(key); bc != nil {
 		t.Fatal("get handed out an expired connection")
 	}
 	for range 2 {
@@ -326,7 +327,7 @@ func TestPoolIdleTimeout(t *testing.T) {
 			t.Fatal("an expired connection was not closed")
 		}
 	}
-	if bc := tr.get(target); bc != bcs[1] {
+	if bc := tr.get(key); bc != bcs[1] {
 		t.Fatal("get did not hand out the connection that is still fresh")
 	}
 }

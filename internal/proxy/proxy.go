@@ -101,24 +101,41 @@ const (
 	starting           // the workload is not ready yet
 )
 
-// pick returns the address of workload id's HTTP port for publicPort, or
+// backendKey is what kept-alive workload connections are pooled by: the
+// address, and the node it is an address on ("" for this one), since
+// nodes may hand out the same workload addresses.
+type backendKey struct{ via, addr string }
+
+// backend is where a request goes: a workload's address, and how to reach
+// it (nil: plain TCP).
+type backendAddr struct {
+	backendKey
+	dial func(ctx context.Context, target string) (net.Conn, error)
+}
+
+// remoteKey is the context key under which serve passes a *backend on
+// another node to backendTransport. Requests to this node's workloads
+// carry none, so they cost no allocation for it.
+type remoteKey struct{}
+
+// pick returns the backend of workload id's HTTP port for publicPort, or
 // why there is none. It allocates nothing: every request calls it.
-func (p *Proxy) pick(id string, publicPort uint16) (string, routing) {
+func (p *Proxy) pick(id string, publicPort uint16) (backendAddr, routing) {
 	route, ok := p.table.Lookup(id)
 	if !ok {
-		return "", noWorkload
+		return backendAddr{}, noWorkload
 	}
 	target, ok := route.HTTP[publicPort]
 	if !ok {
 		target, ok = route.HTTP[otherHTTPPort(publicPort)]
 	}
 	if !ok {
-		return "", noPort
+		return backendAddr{}, noPort
 	}
 	if !route.Ready {
-		return "", starting
+		return backendAddr{}, starting
 	}
-	return target, routed
+	return backendAddr{backendKey{route.Via, target}, route.Dial}, routed
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16) {
@@ -137,7 +154,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16)
 			return
 		}
 	}
-	target, why := p.pick(id, publicPort)
+	be, why := p.pick(id, publicPort)
 	switch why {
 	case noWorkload:
 		http.Error(w, "404 no workload "+id+" on this cluster\n", http.StatusNotFound)
@@ -151,7 +168,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, publicPort uint16)
 		return
 	}
 	r.URL.Scheme = "http"
-	r.URL.Host = target
+	r.URL.Host = be.addr
+	if be.via != "" || be.dial != nil {
+		// On another node: the transport learns how to reach it from
+		// the context. A copy, so that be itself stays on the stack.
+		r = r.WithContext(context.WithValue(r.Context(), remoteKey{}, &backendAddr{be.backendKey, be.dial}))
+	}
 	p.rp.ServeHTTP(w, r)
 }
 
@@ -220,7 +242,8 @@ type backendTransport struct {
 	dialer *net.Dialer
 
 	mu       sync.Mutex
-	idle     map[string][]*backendConn // by address; most recently used last
+	remote   map[string]*http.Transport    // slow's counterparts, by Route.Via
+	idle     map[backendKey][]*backendConn // most recently used last
 	nIdle    int
 	sweeping bool // a sweep of expired idle connections is scheduled
 }
@@ -243,13 +266,44 @@ func newBackendTransport() *backendTransport {
 	return &backendTransport{
 		slow:   newTransport(),
 		dialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
-		idle:   map[string][]*backendConn{},
+		remote: map[string]*http.Transport{},
+		idle:   map[backendKey][]*backendConn{},
 	}
+}
+
+// slowFor is the http.Transport for requests to workloads on node via
+// ("" for this node). Each node has its own, since http.Transport pools
+// connections by address alone.
+func (t *backendTransport) slowFor(via string) *http.Transport {
+	if via == "" {
+		return t.slow
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr := t.remote[via]
+	if tr == nil {
+		tr = newTransport()
+		tr.DialContext = t.dialRemote
+		t.remote[via] = tr
+	}
+	return tr
+}
+
+// dialRemote is the DialContext of the transports of other nodes: it
+// dials with the Dial of the request's route, which http.Transport passes
+// in the context's values.
+func (t *backendTransport) dialRemote(ctx context.Context, network, addr string) (net.Conn, error) {
+	if rb, ok := ctx.Value(remoteKey{}).(*backendAddr); ok && rb.dial != nil {
+		ctx, cancel := context.WithTimeout(ctx, t.dialer.Timeout)
+		defer cancel()
+		return rb.dial(ctx, addr)
+	}
+	return t.dialer.DialContext(ctx, network, addr)
 }
 
 // backendConn is one kept-alive connection to a workload.
 type backendConn struct {
-	addr  string
+	key   backendKey
 	conn  net.Conn
 	br    *bufio.Reader // reads through the backendConn, which counts and limits
 	bw    *bufio.Writer
@@ -318,8 +372,12 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			return t.readResponse(pr.bc, req, false, t.abortOnDone(pr.bc, req))
 		}
 	}
+	be := backendAddr{backendKey: backendKey{addr: req.URL.Host}}
+	if rb, ok := req.Context().Value(remoteKey{}).(*backendAddr); ok {
+		be.via, be.dial = rb.via, rb.dial
+	}
 	if !pooled(req) {
-		return t.slow.RoundTrip(req)
+		return t.slowFor(be.via).RoundTrip(req)
 	}
 	if err := validHeader(req.Header); err != nil {
 		return nil, err
@@ -328,12 +386,12 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	bc := t.get(req.URL.Host)
+	bc := t.get(be.backendKey)
 	reused := bc != nil
 	for {
 		if bc == nil {
 			var err error
-			if bc, err = t.dial(ctx, req.URL.Host); err != nil {
+			if bc, err = t.dial(ctx, be); err != nil {
 				return nil, err
 			}
 		}
@@ -502,30 +560,40 @@ func (b *backendBody) finish(complete bool) {
 	}
 }
 
-func (t *backendTransport) dial(ctx context.Context, addr string) (*backendConn, error) {
-	c, err := t.dialer.DialContext(ctx, "tcp", addr)
+// dial connects to be: over TCP, or with be.dial for a workload on
+// another node, within the dialer's timeout either way.
+func (t *backendTransport) dial(ctx context.Context, be backendAddr) (*backendConn, error) {
+	var c net.Conn
+	var err error
+	if be.dial != nil {
+		dctx, cancel := context.WithTimeout(ctx, t.dialer.Timeout)
+		c, err = be.dial(dctx, be.addr)
+		cancel()
+	} else {
+		c, err = t.dialer.DialContext(ctx, "tcp", be.addr)
+	}
 	if err != nil {
 		return nil, err
 	}
-	c = newSysConn(c)
-	bc := &backendConn{addr: addr, conn: c, limit: -1}
+	c = newSysConn(c) // a tunnel stays as it is
+	bc := &backendConn{key: be.backendKey, conn: c, limit: -1}
 	bc.bw = bufio.NewWriter(bc)
 	bc.br = bufio.NewReader(bc)
 	return bc, nil
 }
 
-// get takes the most recently used idle connection to addr, or nil if
+// get takes the most recently used idle connection to key, or nil if
 // there is none that has been idle less than idleConnTimeout.
-func (t *backendTransport) get(addr string) *backendConn {
+func (t *backendTransport) get(key backendKey) *backendConn {
 	t.mu.Lock()
-	l := t.idle[addr]
+	l := t.idle[key]
 	if len(l) == 0 {
 		t.mu.Unlock()
 		return nil
 	}
 	bc := l[len(l)-1]
 	l[len(l)-1] = nil
-	t.idle[addr] = l[:len(l)-1]
+	t.idle[key] = l[:len(l)-1]
 	t.nIdle--
 	t.mu.Unlock()
 	if time.Since(bc.since) > idleConnTimeout {
@@ -543,13 +611,13 @@ func (t *backendTransport) put(bc *backendConn) {
 	}
 	bc.since = time.Now()
 	t.mu.Lock()
-	l := t.idle[bc.addr]
+	l := t.idle[bc.key]
 	if len(l) >= maxIdleConnsPerHost || t.nIdle >= maxIdleConns {
 		t.mu.Unlock()
 		bc.conn.Close()
 		return
 	}
-	t.idle[bc.addr] = append(l, bc)
+	t.idle[bc.key] = append(l, bc)
 	t.nIdle++
 	if !t.sweeping {
 		t.sweeping = true
@@ -564,7 +632,7 @@ func (t *backendTransport) put(bc *backendConn) {
 func (t *backendTransport) sweep() {
 	var expired []*backendConn
 	t.mu.Lock()
-	for addr, l := range t.idle {
+	for key, l := range t.idle {
 		n := 0 // l is oldest first
 		for n < len(l) && time.Since(l[n].since) > idleConnTimeout {
 			n++
@@ -574,11 +642,11 @@ func (t *backendTransport) sweep() {
 		}
 		expired = append(expired, l[:n]...)
 		if n == len(l) {
-			delete(t.idle, addr)
+			delete(t.idle, key)
 		} else {
 			k := copy(l, l[n:])
 			clear(l[k:])
-			t.idle[addr] = l[:k]
+			t.idle[key] = l[:k]
 		}
 		t.nIdle -= n
 	}
@@ -596,7 +664,11 @@ func (t *backendTransport) sweep() {
 func (t *backendTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle, t.nIdle = map[string][]*backendConn{}, 0
+	t.idle, t.nIdle = map[backendKey][]*backendConn{}, 0
+	remote := make([]*http.Transport, 0, len(t.remote))
+	for _, tr := range t.remote {
+		remote = append(remote, tr)
+	}
 	t.mu.Unlock()
 	for _, l := range idle {
 		for _, bc := range l {
@@ -604,4 +676,7 @@ func (t *backendTransport) CloseIdleConnections() {
 		}
 	}
 	t.slow.CloseIdleConnections()
+	for _, tr := range remote {
+		tr.CloseIdleConnections()
+	}
 }

@@ -4,7 +4,9 @@
 package proxy
 
 import (
+	"context"
 	"maps"
+	"net"
 	"sync"
 	"sync/atomic"
 )
@@ -21,6 +23,17 @@ type Route struct {
 	TCP map[uint16]string
 	// Ready is false while the workload starts; HTTP requests then get 503.
 	Ready bool
+	// Via names the node the workload runs on when that is not this node,
+	// and "" when it is. Workload addresses are private to their node, and
+	// two nodes may hand out the same ones: kept-alive connections are
+	// pooled by Via and address together, never by address alone.
+	Via string
+	// Dial connects to one of the route's addresses ("ip:port"), for a
+	// workload this node cannot reach directly (a tunnel through Via).
+	// Nil dials plain TCP. The HTTP paths and the raw TCP forwarder all
+	// use it; the connection it returns should pass a half-close
+	// (CloseWrite) and honour deadlines, as a *net.TCPConn does.
+	Dial func(ctx context.Context, target string) (net.Conn, error)
 }
 
 // Table is the routing table. Reads take no lock, because every request

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -93,8 +94,18 @@ func (t *TCP) Close() error {
 	return nil
 }
 
-// tcpTarget is who a port leads to.
-type tcpTarget struct{ id, addr string }
+// tcpTarget is who a port leads to, and how to reach it (Route.Via and
+// Route.Dial).
+type tcpTarget struct {
+	id, addr, via string
+	dial          func(ctx context.Context, target string) (net.Conn, error)
+}
+
+// same reports whether a and b lead to the same place. A route's Dial is
+// not compared: it changes only with its Via.
+func (a tcpTarget) same(b tcpTarget) bool {
+	return a.id == b.id && a.addr == b.addr && a.via == b.via
+}
 
 func (t *TCP) routesChanged(routes map[string]*Route, reserved map[uint16]string) {
 	t.mu.Lock()
@@ -109,7 +120,7 @@ func (t *TCP) routesChanged(routes map[string]*Route, reserved map[uint16]string
 				t.log.Warn("tcp: public port is the daemon's own; not forwarding it", "port", port, "owner", owner, "id", r.ID)
 				continue
 			}
-			next := tcpTarget{r.ID, addr}
+			next := tcpTarget{id: r.ID, addr: addr, via: r.Via, dial: r.Dial}
 			if cur, ok := want[port]; ok {
 				// Placement prevents this; records from before it did may
 				// not. Keep the current owner, so a conflict never moves
@@ -139,7 +150,7 @@ func (t *TCP) routesChanged(routes map[string]*Route, reserved map[uint16]string
 			p = &tcpPort{t: t, port: port, l: l, sem: make(chan struct{}, t.opts.MaxConns), conns: map[*tcpConn]struct{}{}}
 			t.ports[port] = p
 			go p.serve()
-			t.log.Info("tcp: public port open", "addr", l.Addr().String(), "id", target.id, "target", target.addr)
+			t.log.Info("tcp: public port open", "addr", l.Addr().String(), "id", target.id, "target", target.addr, "via", target.via)
 		}
 		p.setTarget(target)
 	}
@@ -192,7 +203,7 @@ type tcpPort struct {
 // setTarget points the port at target. Connections to a previous target
 // are closed: they lead to a workload that no longer owns the port.
 func (p *tcpPort) setTarget(target tcpTarget) {
-	if old := p.target.Swap(&target); old == nil || *old == target {
+	if old := p.target.Swap(&target); old == nil || old.same(target) {
 		return
 	}
 	p.mu.Lock()
@@ -250,9 +261,9 @@ func (p *tcpPort) forward(client net.Conn) {
 	}
 	defer p.untrack(c)
 	target := p.target.Load()
-	backend, err := p.t.dialer.Dial("tcp", target.addr)
+	backend, err := p.t.dial(target)
 	if err != nil {
-		p.t.log.Debug("tcp: workload is not answering", "port", p.port, "id", target.id, "target", target.addr, "err", err)
+		p.t.log.Debug("tcp: workload is not answering", "port", p.port, "id", target.id, "target", target.addr, "via", target.via, "err", err)
 		client.Close()
 		return
 	}
@@ -260,6 +271,17 @@ func (p *tcpPort) forward(client net.Conn) {
 		return // aborted while dialing
 	}
 	c.pipe(p.t.opts.IdleTimeout)
+}
+
+// dial connects to target: over TCP, or with its route's Dial for a
+// workload on another node, within DialTimeout either way.
+func (t *TCP) dial(target *tcpTarget) (net.Conn, error) {
+	if target.dial == nil {
+		return t.dialer.Dial("tcp", target.addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), t.opts.DialTimeout)
+	defer cancel()
+	return target.dial(ctx, target.addr)
 }
 
 func (p *tcpPort) track(c *tcpConn) bool {
