@@ -58,9 +58,8 @@ func toConnect(err error) error {
 	if err == nil {
 		return nil
 	}
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return err
+	if ce, ok := err.(*connect.Error); ok {
+		return ce
 	}
 	code, kind := connect.CodeInternal, ""
 	var nl raftstore.ErrNotLeader
@@ -77,7 +76,7 @@ func toConnect(err error) error {
 			}
 		}
 	}
-	ce = connect.NewError(code, err)
+	ce := connect.NewError(code, err)
 	if kind != "" {
 		ce.Meta().Set(kindHeader, kind)
 	}
@@ -111,7 +110,7 @@ func fromConnect(node string, err error) error {
 // withIndex is toConnect for a refused Apply, with the index the refused
 // command took in the log.
 func withIndex(err error, index uint64) error {
-	ce := toConnect(err).(*connect.Error)
+	ce := toConnect(err).(*connect.Error) // toConnect makes nothing else
 	ce.Meta().Set(indexHeader, strconv.FormatUint(index, 10))
 	return ce
 }

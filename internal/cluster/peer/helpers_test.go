@@ -18,7 +18,7 @@ import (
 
 var loopback = []net.IP{net.IPv4(127, 0, 0, 1)}
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -50,7 +50,7 @@ type testCluster struct {
 	seen []string // callers of the handlers, by Caller
 }
 
-func newTestCluster(t *testing.T, s *Server, mods ...func(*http.Server)) *testCluster {
+func newTestCluster(t testing.TB, s *Server, mods ...func(*http.Server)) *testCluster {
 	t.Helper()
 	a, err := pki.Bootstrap(filepath.Join(t.TempDir(), "pki"))
 	if err != nil {
@@ -78,7 +78,7 @@ func newTestCluster(t *testing.T, s *Server, mods ...func(*http.Server)) *testCl
 
 // serveTLS serves srv, whose TLSConfig is set, on a loopback listener
 // that counts connections.
-func serveTLS(t *testing.T, srv *http.Server) (string, *countingListener) {
+func serveTLS(t testing.TB, srv *http.Server) (string, *countingListener) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +91,7 @@ func serveTLS(t *testing.T, srv *http.Server) (string, *countingListener) {
 }
 
 // join makes a new member called name, through alpha's join endpoint.
-func (tc *testCluster) join(t *testing.T, name string) *pki.Material {
+func (tc *testCluster) join(t testing.TB, name string) *pki.Material {
 	t.Helper()
 	s, err := tc.a.JoinToken(tc.addr)
 	if err != nil {
@@ -109,7 +109,7 @@ func (tc *testCluster) join(t *testing.T, name string) *pki.Material {
 }
 
 // pool is a pool for a member called name, closed at the end of the test.
-func (tc *testCluster) pool(t *testing.T, name string) *Pool {
+func (tc *testCluster) pool(t testing.TB, name string) *Pool {
 	t.Helper()
 	p := NewPool(tc.join(t, name))
 	t.Cleanup(p.Close)
@@ -130,7 +130,7 @@ func (tc *testCluster) callers() []string {
 }
 
 // tcpServer accepts connections on loopback and runs serve on each.
-func tcpServer(t *testing.T, serve func(*net.TCPConn)) (string, *countingListener) {
+func tcpServer(t testing.TB, serve func(*net.TCPConn)) (string, *countingListener) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -123,6 +123,14 @@ func (p *Pool) Service(node, rpcAddr string) clusterv1connect.PeerServiceClient 
 	return p.peer(node, rpcAddr).service
 }
 
+// Dialer is Dial bound to node at rpcAddr: a proxy.Route's Dial for the
+// workloads node runs.
+func (p *Pool) Dialer(node, rpcAddr string) func(ctx context.Context, target string) (net.Conn, error) {
+	return func(ctx context.Context, target string) (net.Conn, error) {
+		return p.Dial(ctx, node, rpcAddr, target)
+	}
+}
+
 // Forget drops the connection to a node that left or failed, so a node
 // that comes back is dialled afresh. Calls and tunnels in flight on it
 // go on until they end.
@@ -147,9 +155,9 @@ func (p *Pool) Close() {
 	}
 }
 
-// ServerHTTP2 is the HTTP/2 configuration of a node's RPC server, the
+// serverHTTP2 is the HTTP/2 configuration of a node's RPC server, the
 // counterpart of the pool's clients.
-func ServerHTTP2() *http.HTTP2Config {
+func serverHTTP2() *http.HTTP2Config {
 	return &http.HTTP2Config{
 		MaxConcurrentStreams:          maxStreams,
 		MaxReceiveBufferPerStream:     streamWindow,
@@ -170,7 +178,7 @@ func ConfigureServer(srv *http.Server) {
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)
 	srv.Protocols = protos
-	srv.HTTP2 = ServerHTTP2()
+	srv.HTTP2 = serverHTTP2()
 }
 
 // Apply commits a raft command on the leader, node at rpcAddr, and

@@ -73,6 +73,7 @@ type Server struct {
 	// tunnel.
 	Target func(target netip.AddrPort) bool
 
+	// Log gets the refused tunnels; nil is slog.Default().
 	Log *slog.Logger
 }
 

@@ -22,7 +22,7 @@ type tunnelHost struct {
 	checked atomic.Int32
 }
 
-func newTunnelHost(t *testing.T, mods ...func(*http.Server)) *tunnelHost {
+func newTunnelHost(t testing.TB, mods ...func(*http.Server)) *tunnelHost {
 	h := &tunnelHost{allowed: map[netip.AddrPort]bool{}}
 	h.testCluster = newTestCluster(t, &Server{Target: func(ap netip.AddrPort) bool {
 		h.checked.Add(1)
@@ -370,4 +370,49 @@ func TestStreamLimitWaits(t *testing.T) {
 	if got := h.ln.accepted.Load() - before; got != 1 {
 		t.Fatalf("%d TCP connections to the peer, want 1", got)
 	}
+}
+
+// BenchmarkTunnel measures bytes through one tunnel, workload to caller,
+// and the time to open one on a warm connection.
+func BenchmarkTunnel(b *testing.B) {
+	b.Run("throughput", func(b *testing.B) {
+		h := newTunnelHost(b)
+		p := h.pool(b, "beta")
+		chunk := make([]byte, 256<<10)
+		target, _ := tcpServer(b, func(c *net.TCPConn) {
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		})
+		h.allow(target)
+		c, err := p.Dialer("alpha", h.addr)(testCtx(b), target)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		buf := make([]byte, 64<<10)
+		b.SetBytes(int64(len(buf)))
+		b.ResetTimer()
+		for range b.N {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("dial", func(b *testing.B) {
+		h := newTunnelHost(b)
+		p := h.pool(b, "beta")
+		target, _ := tcpServer(b, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+		h.allow(target)
+		b.ResetTimer()
+		for range b.N {
+			c, err := p.Dial(testCtx(b), "alpha", h.addr, target)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	})
 }
