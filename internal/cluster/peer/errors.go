@@ -33,6 +33,7 @@ var errorKinds = []struct {
 }{
 	{"exists", []error{raftstore.ErrExists}, connect.CodeAlreadyExists},
 	{"conflict", []error{raftstore.ErrConflict}, connect.CodeAborted},
+	{"port-taken", []error{raftstore.ErrPortTaken}, connect.CodeResourceExhausted},
 	// The node's own store says not found too, for a workload it does
 	// not hold; to the caller both mean the same.
 	{"not-found", []error{workload.ErrNotFound, store.ErrNotFound}, connect.CodeNotFound},
