@@ -56,7 +56,9 @@ type Network struct {
 
 // Config is everything a driver needs to create one workload.
 type Config struct {
-	ID   string
+	// ID names the workload; it was checked at the edge, so a driver may
+	// use it as a file name or a runtime's container id as it is.
+	ID   spec.ID
 	Spec spec.Spec
 	// Rootfs is the image's unpacked root filesystem. It is shared by all
 	// workloads of the image and must never be written to.
@@ -113,30 +115,31 @@ type Stats struct {
 // call again after a crash: Create replaces leftovers, Stop and Delete succeed
 // on workloads that are already stopped or gone. Drivers keep their own state
 // on disk, so a new process can Recover what an old one started, and keep no
-// process of hypercore's running per workload.
+// process of hypercore's running per workload. Ids arrive as spec.ID, checked
+// once at the edge: a driver does not check them again.
 type Driver interface {
 	// Capabilities reports what this driver supports on this node.
 	Capabilities() Capabilities
 	// Create prepares a workload without starting its process.
 	Create(ctx context.Context, cfg Config) error
 	// Start runs a created workload's process.
-	Start(ctx context.Context, id string) error
+	Start(ctx context.Context, id spec.ID) error
 	// Stop asks the workload to end (SIGTERM), and kills it after timeout.
-	Stop(ctx context.Context, id string, timeout time.Duration) error
+	Stop(ctx context.Context, id spec.ID, timeout time.Duration) error
 	// Delete removes every trace of the workload from the host, logs included.
-	Delete(ctx context.Context, id string) error
+	Delete(ctx context.Context, id spec.ID) error
 	// Status reports the workload's state, or ErrNotFound.
-	Status(ctx context.Context, id string) (Status, error)
+	Status(ctx context.Context, id spec.ID) (Status, error)
 	// Recover re-adopts a workload after the daemon restarted, redoing any
 	// host setup that does not survive a restart, and reports its status.
 	Recover(ctx context.Context, cfg Config) (Status, error)
 	// Logs streams the workload's combined stdout and stderr.
-	Logs(ctx context.Context, id string, opts LogOptions) (io.ReadCloser, error)
+	Logs(ctx context.Context, id spec.ID, opts LogOptions) (io.ReadCloser, error)
 	// Exec runs a process inside the running workload and returns its exit code.
-	Exec(ctx context.Context, id string, cfg ExecConfig) (int, error)
+	Exec(ctx context.Context, id spec.ID, cfg ExecConfig) (int, error)
 	// Attach connects to the workload's main process until ctx is done or
 	// the process exits.
-	Attach(ctx context.Context, id string, stdio IO) error
+	Attach(ctx context.Context, id spec.ID, stdio IO) error
 	// Stats reports current resource use.
-	Stats(ctx context.Context, id string) (Stats, error)
+	Stats(ctx context.Context, id spec.ID) (Stats, error)
 }

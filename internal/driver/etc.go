@@ -12,7 +12,7 @@ func HostnameOf(cfg Config) string {
 	if cfg.Hostname != "" {
 		return cfg.Hostname
 	}
-	h := strings.ReplaceAll(cfg.ID, "-", "")
+	h := strings.ReplaceAll(cfg.ID.String(), "-", "")
 	return h[:min(12, len(h))]
 }
 

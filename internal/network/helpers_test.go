@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // childEnv names the test a re-executed test binary is to run for real.
@@ -80,6 +82,16 @@ func newManager(t *testing.T, subnet string) *Manager {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// parseID is spec.ParseID for ids a test spells out.
+func parseID(t *testing.T, s string) spec.ID {
+	t.Helper()
+	id, err := spec.ParseID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 // inNS runs fn on a thread switched into the netns at path. Sockets made in

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // ErrSubnetFull is returned by Attach when every address in the subnet is
@@ -57,7 +59,7 @@ func (l *leases) close() error { return l.db.Close() }
 // acquire returns id's address, leasing the lowest free one if it has none.
 // A lease left over from a different subnet is moved into the current one,
 // so changing the configured subnet does not strand workloads.
-func (l *leases) acquire(id string) (netip.Addr, error) {
+func (l *leases) acquire(id spec.ID) (netip.Addr, error) {
 	var got netip.Addr
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		byID, byIP := tx.Bucket(bucketByID), tx.Bucket(bucketByIP)
@@ -115,7 +117,7 @@ func lowestFree(byIP *bolt.Bucket, subnet netip.Prefix) (netip.Addr, error) {
 	return u32Addr(cand), nil
 }
 
-func (l *leases) get(id string) (netip.Addr, bool, error) {
+func (l *leases) get(id spec.ID) (netip.Addr, bool, error) {
 	var addr netip.Addr
 	var ok bool
 	err := l.db.View(func(tx *bolt.Tx) error {
@@ -130,30 +132,32 @@ func (l *leases) get(id string) (netip.Addr, bool, error) {
 	return addr, ok, nil
 }
 
-// release frees id's lease; freeing a lease that does not exist is not an
-// error because Release must be safe to repeat.
-func (l *leases) release(id string) error {
+// release frees the lease stored under key, a workload id or, for a
+// damaged database, whatever key Reconcile found; freeing a lease that does
+// not exist is not an error because Release must be safe to repeat.
+func (l *leases) release(key string) error {
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		byID, byIP := tx.Bucket(bucketByID), tx.Bucket(bucketByIP)
-		v := byID.Get([]byte(id))
+		v := byID.Get([]byte(key))
 		if v == nil {
 			return nil
 		}
-		// Only drop the index entry if it still points at id, so a
+		// Only drop the index entry if it still points at key, so a
 		// damaged database cannot make us free someone else's address.
-		if owner := byIP.Get(v); owner != nil && string(owner) == id {
+		if owner := byIP.Get(v); owner != nil && string(owner) == key {
 			if err := byIP.Delete(v); err != nil {
 				return err
 			}
 		}
-		return byID.Delete([]byte(id))
+		return byID.Delete([]byte(key))
 	})
 	if err != nil {
-		return fmt.Errorf("free lease of %s: %w", id, err)
+		return fmt.Errorf("free lease of %s: %w", key, err)
 	}
 	return nil
 }
 
+// all lists the leases by their keys as stored, which the caller parses.
 func (l *leases) all() (map[string]netip.Addr, error) {
 	out := map[string]netip.Addr{}
 	err := l.db.View(func(tx *bolt.Tx) error {

@@ -121,7 +121,7 @@ func testIsolation(t *testing.T, bridgeNF string) {
 func newIsolationScene(t *testing.T) *isolationScene {
 	t.Helper()
 	m := newManager(t, "10.77.0.0/16")
-	s := &isolationScene{m: m, a: attach(t, m, string(spec.NewID())), b: attach(t, m, string(spec.NewID()))}
+	s := &isolationScene{m: m, a: attach(t, m, spec.NewID()), b: attach(t, m, spec.NewID())}
 	gw := s.a.Gateway.String()
 
 	// The node's other interface, "uplink", with the address it is known

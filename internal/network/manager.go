@@ -120,7 +120,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 // Attachment is a workload's place on the network.
 type Attachment struct {
 	// ID is the workload the attachment belongs to.
-	ID string
+	ID spec.ID
 	// IP is the workload's address, on eth0 inside its netns.
 	IP netip.Addr
 	// Gateway is the bridge's address, the workload's default route.
@@ -143,7 +143,7 @@ func (a Attachment) DriverNetwork() driver.Network {
 // address first so that a crash at any later point is repaired by calling
 // Attach again with the same id, which keeps its address. On error nothing
 // is undone, for the same reason; Release cleans up if the caller gives up.
-func (m *Manager) Attach(ctx context.Context, id string) (Attachment, error) {
+func (m *Manager) Attach(ctx context.Context, id spec.ID) (Attachment, error) {
 	return m.attach(ctx, id, "")
 }
 
@@ -152,18 +152,15 @@ func (m *Manager) Attach(ctx context.Context, id string) (Attachment, error) {
 // mount namespace (as `ip netns exec` makes) no longer sees its netns bind
 // mounts; Adopt binds the live namespace there again instead of making an
 // empty new one, then repairs the veth as Attach does.
-func (m *Manager) Adopt(ctx context.Context, id, nsPath string) (Attachment, error) {
+func (m *Manager) Adopt(ctx context.Context, id spec.ID, nsPath string) (Attachment, error) {
 	if nsPath == "" {
 		return Attachment{}, errors.New("adopt: no network namespace path given")
 	}
 	return m.attach(ctx, id, nsPath)
 }
 
-func (m *Manager) attach(ctx context.Context, id, from string) (Attachment, error) {
-	if err := spec.ValidateID(id); err != nil {
-		return Attachment{}, fmt.Errorf("attach to network: %w", err)
-	}
-	unlock := m.locks.Lock(id)
+func (m *Manager) attach(ctx context.Context, id spec.ID, from string) (Attachment, error) {
+	unlock := m.locks.Lock(id.String())
 	defer unlock()
 
 	ip, err := m.leases.acquire(id)
@@ -199,18 +196,15 @@ func (m *Manager) attach(ctx context.Context, id, from string) (Attachment, erro
 // Release removes id's veth and netns and then frees its lease, in that
 // order so that an interrupted Release leaves a lease behind for Reconcile
 // to find. Anything already gone counts as done.
-func (m *Manager) Release(ctx context.Context, id string) error {
-	if err := spec.ValidateID(id); err != nil {
-		return fmt.Errorf("release network: %w", err)
-	}
+func (m *Manager) Release(ctx context.Context, id spec.ID) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	return m.release(id)
 }
 
-func (m *Manager) release(id string) error {
-	unlock := m.locks.Lock(id)
+func (m *Manager) release(id spec.ID) error {
+	unlock := m.locks.Lock(id.String())
 	defer unlock()
 	if err := deleteHostVeth(id); err != nil {
 		return fmt.Errorf("release %s: %w", id, err)
@@ -218,12 +212,12 @@ func (m *Manager) release(id string) error {
 	if err := removeNetNS(m.netnsPath(id)); err != nil {
 		return fmt.Errorf("release %s: %w", id, err)
 	}
-	return m.leases.release(id)
+	return m.leases.release(id.String())
 }
 
 // Lookup returns id's attachment as recorded, without checking or touching
 // the kernel objects; ok is false when id holds no lease.
-func (m *Manager) Lookup(id string) (Attachment, bool) {
+func (m *Manager) Lookup(id spec.ID) (Attachment, bool) {
 	ip, ok, err := m.leases.get(id)
 	if err != nil || !ok {
 		return Attachment{}, false
@@ -231,22 +225,43 @@ func (m *Manager) Lookup(id string) (Attachment, bool) {
 	return m.attachment(id, ip), true
 }
 
-// Leases lists every leased address by workload id.
-func (m *Manager) Leases() (map[string]netip.Addr, error) {
-	return m.leases.all()
+// Leases lists every leased address by workload id. A lease whose key in
+// the database is no workload id (damage) is left out; Reconcile frees it.
+func (m *Manager) Leases() (map[spec.ID]netip.Addr, error) {
+	all, err := m.leases.all()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[spec.ID]netip.Addr, len(all))
+	for key, addr := range all {
+		if id, err := spec.ParseID(key); err == nil {
+			out[id] = addr
+		}
+	}
+	return out, nil
 }
 
 // Reconcile releases every lease, netns and host veth of ours that belongs
 // to no id in keep: what a crash or a lost workload leaves behind. It goes
 // on past failures and reports them all.
-func (m *Manager) Reconcile(ctx context.Context, keep map[string]bool) error {
-	stray := map[string]bool{}
+//
+// The names it finds (lease keys, netns files, veth labels) come back from
+// disk and the kernel, so they are parsed as ids here. One that is no id
+// belongs to no workload: its lease is freed and its netns file removed by
+// that name alone, as nothing else can be derived from it.
+func (m *Manager) Reconcile(ctx context.Context, keep map[spec.ID]bool) error {
+	stray := map[spec.ID]bool{}
+	var badLeases, badNetNS []string
 	all, err := m.leases.all()
 	if err != nil {
 		return err
 	}
-	for id := range all {
-		if !keep[id] {
+	for key := range all {
+		id, err := spec.ParseID(key)
+		switch {
+		case err != nil:
+			badLeases = append(badLeases, key)
+		case !keep[id]:
 			stray[id] = true
 		}
 	}
@@ -255,8 +270,12 @@ func (m *Manager) Reconcile(ctx context.Context, keep map[string]bool) error {
 		return fmt.Errorf("list netns dir %s: %w", m.netnsDir(), err)
 	}
 	for _, e := range entries {
-		if !keep[e.Name()] {
-			stray[e.Name()] = true
+		id, err := spec.ParseID(e.Name())
+		switch {
+		case err != nil:
+			badNetNS = append(badNetNS, e.Name())
+		case !keep[id]:
+			stray[id] = true
 		}
 	}
 
@@ -267,6 +286,17 @@ func (m *Manager) Reconcile(ctx context.Context, keep map[string]bool) error {
 		}
 		if err := m.release(id); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, key := range badLeases {
+		if err := m.leases.release(key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range badNetNS {
+		// A name from ReadDir is one path element: it stays in the dir.
+		if err := removeNetNS(filepath.Join(m.netnsDir(), name)); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s from the netns dir: %w", name, err))
 		}
 	}
 	// Veths whose lease and netns were already gone, found by label or
@@ -286,7 +316,7 @@ func (m *Manager) Reconcile(ctx context.Context, keep map[string]bool) error {
 	return nil
 }
 
-func (m *Manager) attachment(id string, ip netip.Addr) Attachment {
+func (m *Manager) attachment(id spec.ID, ip netip.Addr) Attachment {
 	return Attachment{
 		ID:        id,
 		IP:        ip,
@@ -299,7 +329,7 @@ func (m *Manager) attachment(id string, ip netip.Addr) Attachment {
 
 func (m *Manager) netnsDir() string { return filepath.Join(m.cfg.StateDir, "netns") }
 
-func (m *Manager) netnsPath(id string) string { return filepath.Join(m.netnsDir(), id) }
+func (m *Manager) netnsPath(id spec.ID) string { return filepath.Join(m.netnsDir(), id.String()) }
 
 // prepareNetNSDir runs once per Manager that succeeds at it; a failure is
 // retried by the next Attach.

@@ -19,6 +19,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/spec"
@@ -49,7 +50,7 @@ func TestHostVethName(t *testing.T) {
 	if isolated(t) {
 		return
 	}
-	a, b := "497b6ad8-11a3-4701-8b6a-11396e11ca7d", "497b6ad8-11a3-4701-8b6a-11396e11ca7e"
+	a, b := parseID(t, "497b6ad8-11a3-4701-8b6a-11396e11ca7d"), parseID(t, "497b6ad8-11a3-4701-8b6a-11396e11ca7e")
 	if hostVethName(a) == hostVethName(b) {
 		t.Errorf("ids that differ only at the end share veth name %s", hostVethName(a))
 	}
@@ -215,8 +216,8 @@ func TestAttachConnectsWorkloads(t *testing.T) {
 	// Exercise the harder case where bridged traffic passes the IP hooks.
 	setBridgeNF(t, "1")
 	m := newManager(t, "10.77.0.0/16")
-	a := attach(t, m, string(spec.NewID()))
-	b := attach(t, m, string(spec.NewID()))
+	a := attach(t, m, spec.NewID())
+	b := attach(t, m, spec.NewID())
 
 	if a.IP != netip.MustParseAddr("10.77.0.2") || b.IP != netip.MustParseAddr("10.77.0.3") {
 		t.Errorf("first two workloads got %s and %s, want 10.77.0.2 and 10.77.0.3", a.IP, b.IP)
@@ -253,7 +254,7 @@ func TestAttachConnectsWorkloads(t *testing.T) {
 	}
 }
 
-func attach(t *testing.T, m *Manager, id string) Attachment {
+func attach(t *testing.T, m *Manager, id spec.ID) Attachment {
 	t.Helper()
 	a, err := m.Attach(ctx, id)
 	if err != nil {
@@ -267,7 +268,7 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	id := string(spec.NewID())
+	id := spec.NewID()
 	first := attach(t, m, id)
 	if again := attach(t, m, id); again != first {
 		t.Fatalf("second Attach = %+v, want %+v", again, first)
@@ -275,7 +276,7 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 	if got, ok := m.Lookup(id); !ok || got != first {
 		t.Errorf("Lookup = %+v, %v; want %+v", got, ok, first)
 	}
-	if _, ok := m.Lookup(string(spec.NewID())); ok {
+	if _, ok := m.Lookup(spec.NewID()); ok {
 		t.Error("Lookup of an unknown id reported a lease")
 	}
 
@@ -357,7 +358,7 @@ func TestAttachIsIdempotentAndRepairs(t *testing.T) {
 	}
 
 	// A crash right after the lease was written: nothing else exists.
-	id2 := string(spec.NewID())
+	id2 := spec.NewID()
 	leased, err := m.leases.acquire(id2)
 	if err != nil {
 		t.Fatal(err)
@@ -372,16 +373,16 @@ func TestReleaseFreesAndReusesLowest(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	a := attach(t, m, string(spec.NewID()))
-	b := attach(t, m, string(spec.NewID()))
-	c := attach(t, m, string(spec.NewID()))
+	a := attach(t, m, spec.NewID())
+	b := attach(t, m, spec.NewID())
+	c := attach(t, m, spec.NewID())
 
 	for range 2 {
 		if err := m.Release(ctx, b.ID); err != nil {
 			t.Fatalf("Release: %v", err)
 		}
 	}
-	if err := m.Release(ctx, string(spec.NewID())); err != nil {
+	if err := m.Release(ctx, spec.NewID()); err != nil {
 		t.Errorf("Release of an id never attached: %v", err)
 	}
 	if _, ok := m.Lookup(b.ID); ok {
@@ -397,11 +398,11 @@ func TestReleaseFreesAndReusesLowest(t *testing.T) {
 		t.Errorf("Release of b took a's veth: %v", err)
 	}
 
-	d := attach(t, m, string(spec.NewID()))
+	d := attach(t, m, spec.NewID())
 	if d.IP != b.IP {
 		t.Errorf("new workload got %s, want the lowest free address %s", d.IP, b.IP)
 	}
-	if e := attach(t, m, string(spec.NewID())); e.IP.Compare(c.IP) <= 0 {
+	if e := attach(t, m, spec.NewID()); e.IP.Compare(c.IP) <= 0 {
 		t.Errorf("next workload got %s, want an address above %s", e.IP, c.IP)
 	}
 }
@@ -420,8 +421,8 @@ func TestLeasesSurviveReopen(t *testing.T) {
 	if err := m.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a := attach(t, m, string(spec.NewID()))
-	b := attach(t, m, string(spec.NewID()))
+	a := attach(t, m, spec.NewID())
+	b := attach(t, m, spec.NewID())
 	before, err := m.Leases()
 	if err != nil {
 		t.Fatal(err)
@@ -439,14 +440,14 @@ func TestLeasesSurviveReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]netip.Addr{a.ID: a.IP, b.ID: b.IP}
+	want := map[spec.ID]netip.Addr{a.ID: a.IP, b.ID: b.IP}
 	if fmt.Sprint(before) != fmt.Sprint(want) || fmt.Sprint(after) != fmt.Sprint(want) {
 		t.Errorf("leases before close %v, after reopen %v, want %v", before, after, want)
 	}
 	if got := attach(t, m, b.ID); got != b {
 		t.Errorf("Attach after reopen = %+v, want %+v", got, b)
 	}
-	if c := attach(t, m, string(spec.NewID())); c.IP == a.IP || c.IP == b.IP {
+	if c := attach(t, m, spec.NewID()); c.IP == a.IP || c.IP == b.IP {
 		t.Errorf("new workload after reopen got %s, already leased", c.IP)
 	}
 }
@@ -462,7 +463,7 @@ func TestSubnetChangeMovesLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustOK(t, m.Setup(ctx))
-	old := attach(t, m, string(spec.NewID()))
+	old := attach(t, m, spec.NewID())
 	mustOK(t, m.Close())
 
 	m, err = New(Config{StateDir: dir, Subnet: netip.MustParsePrefix("10.79.0.0/24")})
@@ -486,12 +487,12 @@ func TestConcurrentAttachNeverSharesAnAddress(t *testing.T) {
 	}
 	m := newManager(t, "10.77.0.0/16")
 	const n = 16
-	ids := make([]string, n)
+	ids := make([]spec.ID, n)
 	for i := range ids {
-		ids[i] = string(spec.NewID())
+		ids[i] = spec.NewID()
 	}
 	var mu sync.Mutex
-	got := map[string][]netip.Addr{}
+	got := map[spec.ID][]netip.Addr{}
 	var wg sync.WaitGroup
 	for _, id := range ids {
 		for range 2 { // the same id twice at once must agree with itself
@@ -509,7 +510,7 @@ func TestConcurrentAttachNeverSharesAnAddress(t *testing.T) {
 	}
 	wg.Wait()
 
-	holder := map[netip.Addr]string{}
+	holder := map[netip.Addr]spec.ID{}
 	for id, ips := range got {
 		if len(ips) != 2 || ips[0] != ips[1] {
 			t.Errorf("%s got %v from two Attach calls, want one address twice", id, ips)
@@ -542,12 +543,12 @@ func TestSubnetExhaustion(t *testing.T) {
 	m := newManager(t, "10.78.0.0/29") // .2 to .6: five workloads
 	var first Attachment
 	for i := range 5 {
-		a := attach(t, m, string(spec.NewID()))
+		a := attach(t, m, spec.NewID())
 		if i == 0 {
 			first = a
 		}
 	}
-	id := string(spec.NewID())
+	id := spec.NewID()
 	_, err := m.Attach(ctx, id)
 	if !errors.Is(err, ErrSubnetFull) {
 		t.Fatalf("sixth Attach in a /29: err = %v, want ErrSubnetFull", err)
@@ -571,21 +572,37 @@ func TestReconcileRemovesStrays(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	kept := attach(t, m, string(spec.NewID()))
-	gone1 := attach(t, m, string(spec.NewID()))
-	gone2 := attach(t, m, string(spec.NewID()))
+	kept := attach(t, m, spec.NewID())
+	gone1 := attach(t, m, spec.NewID())
+	gone2 := attach(t, m, spec.NewID())
 	// Lease lost, kernel objects left: as if the database were replaced.
-	orphan := attach(t, m, string(spec.NewID()))
-	if err := m.leases.release(orphan.ID); err != nil {
+	orphan := attach(t, m, spec.NewID())
+	if err := m.leases.release(orphan.ID.String()); err != nil {
 		t.Fatal(err)
 	}
 	// A netns file with no lease and no veth.
-	loose := m.netnsPath(string(spec.NewID()))
+	loose := m.netnsPath(spec.NewID())
 	if err := ensureNetNS(loose, ""); err != nil {
 		t.Fatal(err)
 	}
+	// Damage: a lease and a netns file under names that are no ids.
+	junk := netip.MustParseAddr("10.77.9.9")
+	if err := m.leases.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketByID).Put([]byte("../not-an-id"), junk.AsSlice()); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketByIP).Put(junk.AsSlice(), []byte("../not-an-id"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureNetNS(filepath.Join(m.netnsDir(), "not-an-id"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if leases, err := m.Leases(); err != nil || len(leases) != 3 {
+		t.Errorf("Leases() before Reconcile = %v (err %v), want the three workloads' with a lease and not the damaged one", leases, err)
+	}
 
-	if err := m.Reconcile(ctx, map[string]bool{kept.ID: true}); err != nil {
+	if err := m.Reconcile(ctx, map[spec.ID]bool{kept.ID: true}); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
 
@@ -596,6 +613,9 @@ func TestReconcileRemovesStrays(t *testing.T) {
 	if len(leases) != 1 || leases[kept.ID] != kept.IP {
 		t.Errorf("leases after Reconcile = %v, want only %s", leases, kept.ID)
 	}
+	if raw, err := m.leases.all(); err != nil || len(raw) != 1 {
+		t.Errorf("lease database after Reconcile = %v (err %v), want only %s's", raw, err, kept.ID)
+	}
 	for _, a := range []Attachment{gone1, gone2, orphan} {
 		if _, err := netlink.LinkByName(a.HostVeth); !isNotFound(err) {
 			t.Errorf("stray veth %s survived (err %v)", a.HostVeth, err)
@@ -605,7 +625,7 @@ func TestReconcileRemovesStrays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Name() != kept.ID {
+	if len(entries) != 1 || entries[0].Name() != kept.ID.String() {
 		t.Errorf("netns dir holds %v, want only %s", entries, kept.ID)
 	}
 	if !nodeReaches(t, kept) {
@@ -620,7 +640,7 @@ func TestEgressIsMasqueraded(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	w := attach(t, m, string(spec.NewID()))
+	w := attach(t, m, spec.NewID())
 
 	outside := newOutside(t)
 
@@ -665,7 +685,7 @@ func TestNetNSMountsPropagate(t *testing.T) {
 	}
 	defer m.Close()
 	mustOK(t, m.Setup(ctx))
-	a := attach(t, m, string(spec.NewID()))
+	a := attach(t, m, spec.NewID())
 	// Left in its parent's peer group, the dir would also get a copy of
 	// every netns mount on the parent, hidden beneath the dir's own.
 	if n := mountCount(t, "/proc/self/mountinfo", a.NetNSPath); n != 1 {
@@ -690,7 +710,7 @@ func TestNetNSMountsPropagate(t *testing.T) {
 	}
 	other := fmt.Sprintf("/proc/%d/mountinfo", cmd.Process.Pid)
 
-	b := attach(t, m, string(spec.NewID()))
+	b := attach(t, m, spec.NewID())
 	if n := mountCount(t, other, b.NetNSPath); n != 1 {
 		t.Errorf("a mount namespace made before Attach sees %s %d times, want once, or what runs there cannot join it", b.NetNSPath, n)
 	}
@@ -726,7 +746,7 @@ func TestAdoptRebindsLiveNamespace(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.77.0.0/16")
-	id := string(spec.NewID())
+	id := spec.NewID()
 	first := attach(t, m, id)
 
 	// A process that lives in the workload's namespace, as a container does.

@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // EnsureTap wires a TAP to the workload's eth0 in both directions, hands
@@ -16,7 +18,7 @@ func TestEnsureTap(t *testing.T) {
 		return
 	}
 	m := newManager(t, "10.91.0.0/24")
-	a, err := m.Attach(context.Background(), "7d3c1f1e-5b0a-4c43-9d0e-0a6f3c0b7e11")
+	a, err := m.Attach(context.Background(), spec.NewID())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // workloadIf is the interface name a workload sees, as in most runtimes.
@@ -30,12 +32,12 @@ const vethPrefix = "hc"
 // collision between live workloads negligible, and the alias check in plumb
 // turns one into an error rather than a stolen interface. "hc" plus 12 hex
 // characters fits the kernel's 15-character limit.
-func hostVethName(id string) string {
+func hostVethName(id spec.ID) string {
 	sum := sha256.Sum256([]byte(id))
 	return vethPrefix + hex.EncodeToString(sum[:6])
 }
 
-func vethAlias(id string) string { return aliasPrefix + id }
+func vethAlias(id spec.ID) string { return aliasPrefix + id.String() }
 
 // plumb makes, or repairs, the veth pair joining the netns to the bridge and
 // configures the workload side. Each step checks before it acts so it can be
@@ -45,7 +47,7 @@ func vethAlias(id string) string { return aliasPrefix + id }
 // bridge forwards nothing between two isolated ports, so workloads cannot
 // reach each other, while the node, on the bridge device itself, reaches
 // all of them. The flag lives on the veth, so it goes with it at Release.
-func plumb(br netlink.Link, id string, ns netns.NsHandle, ip netip.Addr, bits int) error {
+func plumb(br netlink.Link, id spec.ID, ns netns.NsHandle, ip netip.Addr, bits int) error {
 	nsh, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return fmt.Errorf("open netlink inside netns of %s: %w", id, err)
@@ -181,7 +183,7 @@ func configureInside(nsh *netlink.Handle, ip netip.Addr, bits int) error {
 
 // deleteHostVeth removes id's host veth, and with it the workload end. A
 // link of that name labelled for another workload is left alone.
-func deleteHostVeth(id string) error {
+func deleteHostVeth(id spec.ID) error {
 	name := hostVethName(id)
 	link, err := netlink.LinkByName(name)
 	if isNotFound(err) {
@@ -200,8 +202,9 @@ func deleteHostVeth(id string) error {
 }
 
 // strayVeths lists host veths of ours that belong to no id in keep: those
-// labelled by us, and any veth on our bridge, which only we plug into.
-func strayVeths(bridge string, keep map[string]bool) ([]netlink.Link, error) {
+// labelled by us, and any veth on our bridge, which only we plug into. A
+// label that names no workload id belongs to none in keep.
+func strayVeths(bridge string, keep map[spec.ID]bool) ([]netlink.Link, error) {
 	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
@@ -222,11 +225,17 @@ func strayVeths(bridge string, keep map[string]bool) ([]netlink.Link, error) {
 		if l.Type() != "veth" || keepNames[a.Name] {
 			continue
 		}
-		if id, ok := strings.CutPrefix(a.Alias, aliasPrefix); ok && !keep[id] || a.MasterIndex == brIndex {
+		if owner, ok := strings.CutPrefix(a.Alias, aliasPrefix); ok && !kept(keep, owner) || a.MasterIndex == brIndex {
 			out = append(out, l)
 		}
 	}
 	return out, nil
+}
+
+// kept reports whether name, read from a veth's label, is an id in keep.
+func kept(keep map[spec.ID]bool, name string) bool {
+	id, err := spec.ParseID(name)
+	return err == nil && keep[id]
 }
 
 func deleteLink(l netlink.Link) error {

@@ -338,7 +338,7 @@ func (e *env) request(body string) spec.SpawnRequest {
 
 // status is what the runtime says of id.
 func (tn *testNode) status(id spec.ID) (driver.Status, error) {
-	return tn.runc.Status(ctx(tn.e.t), string(id))
+	return tn.runc.Status(ctx(tn.e.t), id)
 }
 
 // record is the node's store record of id.
@@ -388,10 +388,10 @@ func (tn *testNode) leftovers() []string {
 		t.Fatal(err)
 	}
 	for _, r := range list {
-		left = append(left, "record "+string(r.ID))
+		left = append(left, "record "+r.ID.String())
 	}
 	for id := range tn.Observations() {
-		left = append(left, "observation of "+string(id))
+		left = append(left, "observation of "+id.String())
 	}
 	if n := tn.routes.Len(); n > 0 {
 		left = append(left, strconv.Itoa(n)+" routes")
@@ -401,7 +401,7 @@ func (tn *testNode) leftovers() []string {
 		t.Fatal(err)
 	}
 	for id, ip := range leases {
-		left = append(left, "lease "+ip.String()+" of "+id)
+		left = append(left, "lease "+ip.String()+" of "+id.String())
 	}
 	for _, id := range tn.e.containers() {
 		left = append(left, "container "+id)

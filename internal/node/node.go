@@ -292,7 +292,7 @@ func (n *Node) current(r store.Record) workload.Observation {
 // reported, and the error is returned: ErrUnsupported or ErrPortInUse from
 // the admission check, image errors as the image store gives them.
 func (n *Node) Run(ctx context.Context, a workload.Allocation) (workload.Observation, error) {
-	unlock := n.locks.Lock(string(a.ID))
+	unlock := n.locks.Lock(a.ID.String())
 	defer unlock()
 	if a.Node != "" && a.Node != n.cfg.Name {
 		return workload.Observation{}, fmt.Errorf("node: workload %s is allocated to node %s, not to this node %s", a.ID, a.Node, n.cfg.Name)
@@ -388,7 +388,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		n.afterImage(img)
 	}
 	t1 := time.Now()
-	att, err := n.Network.Attach(ctx, string(r.ID))
+	att, err := n.Network.Attach(ctx, r.ID)
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
 	}
@@ -397,11 +397,11 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
 	t3 := time.Now()
-	if err := drv.Start(ctx, string(r.ID)); err != nil {
+	if err := drv.Start(ctx, r.ID); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: start %s: %w", r.ID, err)
 	}
 	t4 := time.Now()
-	st, err := drv.Status(ctx, string(r.ID))
+	st, err := drv.Status(ctx, r.ID)
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: status of %s: %w", r.ID, err)
 	}
@@ -423,9 +423,9 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 
 func (n *Node) driverConfig(r store.Record, img *image.Image, att network.Attachment) driver.Config {
 	return driver.Config{
-		ID: string(r.ID), Spec: r.Spec, Rootfs: img.Rootfs, ImageConfig: img.Config,
+		ID: r.ID, Spec: r.Spec, Rootfs: img.Rootfs, ImageConfig: img.Config,
 		Network:  driver.Network{NetNSPath: att.NetNSPath, IP: att.IP.String()},
-		Hostname: string(r.ID)[:8],
+		Hostname: r.ID.String()[:8],
 	}
 }
 
@@ -475,11 +475,11 @@ func probe(s spec.Spec, ip string) bool {
 // missing piece, so it is safe after any partial start.
 func (n *Node) teardown(ctx context.Context, id spec.ID) {
 	for _, d := range n.Drivers {
-		if err := d.Delete(ctx, string(id)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		if err := d.Delete(ctx, id); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			n.log.Warn("teardown: driver delete", "id", id, "err", err)
 		}
 	}
-	if err := n.Network.Release(ctx, string(id)); err != nil {
+	if err := n.Network.Release(ctx, id); err != nil {
 		n.log.Warn("teardown: network release", "id", id, "err", err)
 	}
 }
@@ -499,7 +499,7 @@ func (n *Node) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (wor
 
 // stop is Stop with an exact grace period; 0 kills at once.
 func (n *Node) stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Observation, error) {
-	unlock := n.locks.Lock(string(id))
+	unlock := n.locks.Lock(id.String())
 	defer unlock()
 	r, err := n.Store.Get(id)
 	if err != nil {
@@ -512,12 +512,12 @@ func (n *Node) stop(ctx context.Context, id spec.ID, timeout time.Duration) (wor
 	}
 	var st driver.Status
 	if drv := n.Drivers[r.Spec.Isolation]; drv != nil {
-		if err := drv.Stop(ctx, string(id), timeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		if err := drv.Stop(ctx, id, timeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return n.current(r), fmt.Errorf("node: stop %s: %w", id, err)
 		}
-		st, _ = drv.Status(ctx, string(id))
+		st, _ = drv.Status(ctx, id)
 	}
-	if err := n.Network.Release(ctx, string(id)); err != nil {
+	if err := n.Network.Release(ctx, id); err != nil {
 		return n.current(r), fmt.Errorf("node: release network of %s: %w", id, err)
 	}
 	if _, err := n.Store.Update(id, func(r *store.Record) error { r.State = workload.StateStopped; return nil }); err != nil {
@@ -551,7 +551,7 @@ func (n *Node) Remove(ctx context.Context, id spec.ID) error {
 			return err
 		}
 	}
-	unlock := n.locks.Lock(string(id))
+	unlock := n.locks.Lock(id.String())
 	defer unlock()
 	ctx = context.WithoutCancel(ctx)
 	n.teardown(ctx, id)
@@ -646,7 +646,7 @@ func (n *Node) Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io
 	if err != nil {
 		return nil, err
 	}
-	return drv.Logs(ctx, string(id), opts)
+	return drv.Logs(ctx, id, opts)
 }
 
 // Exec runs a process in id and returns its exit code.
@@ -655,7 +655,7 @@ func (n *Node) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int
 	if err != nil {
 		return -1, err
 	}
-	return drv.Exec(ctx, string(id), cfg)
+	return drv.Exec(ctx, id, cfg)
 }
 
 // Attach connects to id's main process.
@@ -664,7 +664,7 @@ func (n *Node) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error {
 	if err != nil {
 		return err
 	}
-	return drv.Attach(ctx, string(id), stdio)
+	return drv.Attach(ctx, id, stdio)
 }
 
 // orNow is t, or the present when the driver did not say (zero).

@@ -65,7 +65,7 @@ func TestRunStopRemove(t *testing.T) {
 	if n.routes.Len() != 0 {
 		t.Errorf("the node wrote %d routes; routes are derived from its reports, never written by it", n.routes.Len())
 	}
-	if l, ok := n.netm.Lookup(string(a.ID)); !ok || l.IP.String() != w.IP {
+	if l, ok := n.netm.Lookup(a.ID); !ok || l.IP.String() != w.IP {
 		t.Fatalf("lease %+v (found: %v), want %s", l, ok, w.IP)
 	}
 	var env bytes.Buffer
@@ -102,7 +102,7 @@ func TestRunStopRemove(t *testing.T) {
 	if st, err := n.status(a.ID); err != nil || st.State != driver.StateStopped {
 		t.Errorf("runtime after stop: %+v %v, want stopped", st, err)
 	}
-	if _, ok := n.netm.Lookup(string(a.ID)); ok {
+	if _, ok := n.netm.Lookup(a.ID); ok {
 		t.Error("the lease is still held after stop")
 	}
 	logs := readLogs(t, n, a.ID)
@@ -367,7 +367,7 @@ func TestRestartReadoptsRunningWorkload(t *testing.T) {
 	if states := n2.reports.states(w.ID); !slices.Equal(states, []workload.State{workload.StateRunning}) {
 		t.Errorf("reports at restart %v, want one: running", states)
 	}
-	if l, ok := n2.netm.Lookup(string(w.ID)); !ok || l.IP.String() != w.IP {
+	if l, ok := n2.netm.Lookup(w.ID); !ok || l.IP.String() != w.IP {
 		t.Errorf("lease after restart: %+v %v", l, ok)
 	}
 	mustServe(t, w.IP)
@@ -419,7 +419,7 @@ func TestRestartAdoptsOldRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Stop(ctx(t), string(gone.ID), 0); err != nil {
+	if err := d.Stop(ctx(t), gone.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
@@ -493,7 +493,7 @@ func TestRestartRestartsWorkloadThatDied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Stop(ctx(t), string(w.ID), 0); err != nil {
+	if err := d.Stop(ctx(t), w.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
@@ -549,7 +549,7 @@ func TestRestartFinishesInterruptedStop(t *testing.T) {
 	if st, err := n2.status(w.ID); err != nil || st.State != driver.StateStopped {
 		t.Errorf("runtime after restart: %+v %v, want stopped", st, err)
 	}
-	if _, ok := n2.netm.Lookup(string(w.ID)); ok {
+	if _, ok := n2.netm.Lookup(w.ID); ok {
 		t.Error("a stopped workload kept its lease")
 	}
 	n2.removeAll()
@@ -603,7 +603,7 @@ func TestRestartReleasesStrayLeases(t *testing.T) {
 	}
 	e := newEnv(t)
 	n := e.start()
-	stray := string(spec.NewID())
+	stray := spec.NewID()
 	if _, err := n.netm.Attach(ctx(t), stray); err != nil {
 		t.Fatal(err)
 	}

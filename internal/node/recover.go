@@ -29,13 +29,13 @@ func (n *Node) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: read workloads: %w", err)
 	}
-	keep := map[string]bool{}
+	keep := map[spec.ID]bool{}
 	for _, r := range list {
 		if r.Desired == workload.DesiredStopped {
 			n.finishStop(ctx, r)
 			continue
 		}
-		keep[string(r.ID)] = true
+		keep[r.ID] = true
 		n.recoverOne(ctx, r)
 	}
 	if err := n.Network.Reconcile(ctx, keep); err != nil {
@@ -46,7 +46,7 @@ func (n *Node) recover(ctx context.Context) error {
 
 // recoverOne re-adopts r, or marks it exited with the reason it could not.
 func (n *Node) recoverOne(ctx context.Context, r store.Record) {
-	unlock := n.locks.Lock(string(r.ID))
+	unlock := n.locks.Lock(r.ID.String())
 	defer unlock()
 	err := n.readopt(ctx, r)
 	if err == nil {
@@ -80,7 +80,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	}
 	// The recorded attachment names the netns path the driver was given;
 	// nothing on the host is touched until we know whether it still runs.
-	att, leased := n.Network.Lookup(string(r.ID))
+	att, leased := n.Network.Lookup(r.ID)
 	st, err := drv.Recover(ctx, n.driverConfig(r, img, att))
 	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
@@ -89,7 +89,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	case st.State == driver.StateRunning:
 		// Re-bind the workload's own namespace: a daemon restarted in a new
 		// mount namespace no longer sees the old bind mount.
-		if att, err = n.Network.Adopt(ctx, string(r.ID), fmt.Sprintf("/proc/%d/ns/net", st.Pid)); err != nil {
+		if att, err = n.Network.Adopt(ctx, r.ID, fmt.Sprintf("/proc/%d/ns/net", st.Pid)); err != nil {
 			return err
 		}
 		if r.State != workload.StateRunning {
@@ -131,7 +131,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 // does. Readiness is left to the watcher, so Start does not wait on it.
 func (n *Node) restart(ctx context.Context, drv driver.Driver, r store.Record) error {
 	n.report(r.ID, workload.Observation{Generation: r.Generation, State: workload.StateCreating})
-	if err := drv.Delete(ctx, string(r.ID)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+	if err := drv.Delete(ctx, r.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
 	_, err := n.start(ctx, r)
@@ -141,14 +141,14 @@ func (n *Node) restart(ctx context.Context, drv driver.Driver, r store.Record) e
 // finishStop completes a stop that a crash may have interrupted, and
 // reports the workload stopped.
 func (n *Node) finishStop(ctx context.Context, r store.Record) {
-	unlock := n.locks.Lock(string(r.ID))
+	unlock := n.locks.Lock(r.ID.String())
 	defer unlock()
 	var st driver.Status
 	if drv := n.Drivers[r.Spec.Isolation]; drv != nil {
-		if err := drv.Stop(ctx, string(r.ID), n.cfg.StopTimeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		if err := drv.Stop(ctx, r.ID, n.cfg.StopTimeout); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			n.log.Warn("recover: stop", "id", r.ID, "err", err)
 		}
-		st, _ = drv.Status(ctx, string(r.ID))
+		st, _ = drv.Status(ctx, r.ID)
 	}
 	if r.State != workload.StateStopped {
 		if _, err := n.Store.Update(r.ID, func(r *store.Record) error { r.State = workload.StateStopped; return nil }); err != nil {
@@ -194,7 +194,7 @@ func (n *Node) checkAll() {
 // check reports id ready once it answers its probe, and exited once its
 // process is gone.
 func (n *Node) check(ctx context.Context, id spec.ID) {
-	unlock := n.locks.Lock(string(id))
+	unlock := n.locks.Lock(id.String())
 	defer unlock()
 	// Read under the lock: a Stop or Remove may have just finished.
 	r, err := n.Store.Get(id)
@@ -205,7 +205,7 @@ func (n *Node) check(ctx context.Context, id spec.ID) {
 	if drv == nil {
 		return
 	}
-	st, err := drv.Status(ctx, string(id))
+	st, err := drv.Status(ctx, id)
 	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return
 	}

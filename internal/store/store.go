@@ -127,8 +127,14 @@ func (b *Bolt) List() ([]Record, error) {
 	var out []Record
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, data []byte) error {
+			// The keys come back from disk: parsed here, they are the
+			// ids the node hands its drivers and network as file names.
+			id, err := spec.ParseID(string(k))
+			if err != nil {
+				return fmt.Errorf("store: state.db holds a record under a key that is no workload id: %w", err)
+			}
 			var r Record
-			if err := decode(spec.ID(k), data, &r); err != nil {
+			if err := decode(id, data, &r); err != nil {
 				return err
 			}
 			out = append(out, r)
@@ -183,11 +189,13 @@ func (b *Bolt) Delete(id spec.ID) error {
 	})
 }
 
-// decode reads the record stored under id, old or new.
+// decode reads the record stored under id, old or new. The record's ID is
+// the key's, which the caller has checked, rather than the copy inside it.
 func decode(id spec.ID, data []byte, r *Record) error {
 	if err := json.Unmarshal(data, r); err != nil {
 		return fmt.Errorf("store: record %s in state.db is unreadable: %w", id, err)
 	}
+	r.ID = id
 	// Records from before generations answer the first allocation, as
 	// the cluster numbers an allocation it reads from an older log.
 	if r.Generation == 0 {

@@ -199,3 +199,35 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestListParsesKeys: the keys of state.db come back from disk, so List
+// parses them as ids and refuses a key that is none (such a key would
+// become a file name in the drivers), and a record's id is its key's, not
+// the copy inside it.
+func TestListParsesKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id := spec.NewID()
+	put := func(key, rec string) {
+		t.Helper()
+		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), []byte(rec)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(id.String(), `{"id":"../elsewhere","desired":"running","state":"running"}`)
+	list, err := s.List()
+	if err != nil || len(list) != 1 || list[0].ID != id {
+		t.Fatalf("List = %+v, %v; want the one record, with its key %s as id", list, err, id)
+	}
+	if got, err := s.Get(id); err != nil || got.ID != id {
+		t.Errorf("Get = %+v, %v; want id %s", got, err, id)
+	}
+	put("../../etc", `{"id":"../../etc","desired":"running","state":"running"}`)
+	if list, err := s.List(); err == nil || !strings.Contains(err.Error(), "../../etc") {
+		t.Errorf("List over a key that is no id = %+v, %v; want an error naming it", list, err)
+	}
+}

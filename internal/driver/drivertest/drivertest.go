@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // Create creates cfg and deletes it when the test ends, so that a test that
@@ -48,7 +49,7 @@ func Run(t testing.TB, ctx context.Context, d driver.Driver, cfg driver.Config) 
 
 // Exec runs args in workload id and returns its stdout and stderr as they
 // interleaved, and its exit code.
-func Exec(t testing.TB, ctx context.Context, d driver.Driver, id string, args ...string) (string, int) {
+func Exec(t testing.TB, ctx context.Context, d driver.Driver, id spec.ID, args ...string) (string, int) {
 	t.Helper()
 	var out bytes.Buffer
 	code, err := d.Exec(ctx, id, driver.ExecConfig{Args: args, IO: driver.IO{Stdout: &out, Stderr: &out}})
@@ -60,7 +61,7 @@ func Exec(t testing.TB, ctx context.Context, d driver.Driver, id string, args ..
 
 // ExecOK is Exec for a command that must succeed: it fails the test, with
 // the output, unless args exit 0.
-func ExecOK(t testing.TB, ctx context.Context, d driver.Driver, id string, args ...string) string {
+func ExecOK(t testing.TB, ctx context.Context, d driver.Driver, id spec.ID, args ...string) string {
 	t.Helper()
 	out, code := Exec(t, ctx, d, id, args...)
 	if code != 0 {
@@ -71,7 +72,7 @@ func ExecOK(t testing.TB, ctx context.Context, d driver.Driver, id string, args 
 
 // Logs returns workload id's log as opts select it, read to its end. With
 // opts.Follow it returns only once ctx ends or the workload is deleted.
-func Logs(t testing.TB, ctx context.Context, d driver.Driver, id string, opts driver.LogOptions) string {
+func Logs(t testing.TB, ctx context.Context, d driver.Driver, id spec.ID, opts driver.LogOptions) string {
 	t.Helper()
 	r, err := d.Logs(ctx, id, opts)
 	if err != nil {

@@ -35,7 +35,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	// The workload's writes land in its overlay upper dir on the host.
 	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo written > /data")
-	if data, err := os.ReadFile(filepath.Join(d.stateDir(), cfg.ID, "upper", "data")); err != nil || string(data) != "written\n" {
+	if data, err := os.ReadFile(filepath.Join(d.stateDir(), cfg.ID.String(), "upper", "data")); err != nil || string(data) != "written\n" {
 		t.Errorf("the workload's write in the upper dir: %q, %v", data, err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Rootfs, "data")); !errors.Is(err, os.ErrNotExist) {
@@ -55,10 +55,10 @@ func TestLifecycle(t *testing.T) {
 	if _, err := d.Status(ctx, cfg.ID); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("Status after Delete: %v, want ErrNotFound", err)
 	}
-	if _, err := os.Stat(filepath.Join(d.stateDir(), cfg.ID)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(d.stateDir(), cfg.ID.String())); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("workload dir after Delete: %v, want it gone", err)
 	}
-	if left := testutil.CgroupDirs(t, cfg.ID); len(left) > 0 {
+	if left := testutil.CgroupDirs(t, cfg.ID.String()); len(left) > 0 {
 		t.Errorf("cgroups left after Delete: %q", left)
 	}
 }
@@ -80,7 +80,7 @@ func TestTtyRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "gVisor") {
 		t.Fatalf("Create with tty: %v, want an error naming gVisor", err)
 	}
-	if _, err := os.Stat(filepath.Join(d.stateDir(), cfg.ID)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(d.stateDir(), cfg.ID.String())); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused Create left %s/%s behind (%v)", d.stateDir(), cfg.ID, err)
 	}
 }

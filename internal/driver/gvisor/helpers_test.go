@@ -65,7 +65,7 @@ func testConfig(t *testing.T, args ...string) driver.Config {
 	rootfs := t.TempDir()
 	testutil.WriteRootfs(t, rootfs)
 	return driver.Config{
-		ID:          string(spec.NewID()),
+		ID:          spec.NewID(),
 		Spec:        spec.Spec{Cores: 1, MemoryMiB: 128, Args: args, Isolation: spec.IsolationGVisor},
 		Rootfs:      rootfs,
 		ImageConfig: v1.Config{Env: []string{"PATH=/bin"}},

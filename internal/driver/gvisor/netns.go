@@ -83,7 +83,7 @@ func (d *Driver) netnsPath(cfg driver.Config) string {
 	if cfg.Network.NetNSPath != "" {
 		return cfg.Network.NetNSPath
 	}
-	return filepath.Join(d.dir, cfg.ID, "netns")
+	return filepath.Join(d.dir, cfg.ID.String(), "netns")
 }
 
 // guardNetNS replaces the guard table in the netns at path, in one

@@ -77,7 +77,7 @@ type Driver struct {
 
 	locks   keylock.Map
 	mu      sync.Mutex
-	clients map[string]*guest.Client
+	clients map[spec.ID]*guest.Client
 
 	quit      chan struct{}
 	closeOnce sync.Once
@@ -124,7 +124,7 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
-	d := &Driver{opts: opts, initramfs: initrd, log: opts.Log, clients: map[string]*guest.Client{}, quit: make(chan struct{})}
+	d := &Driver{opts: opts, initramfs: initrd, log: opts.Log, clients: map[spec.ID]*guest.Client{}, quit: make(chan struct{})}
 	d.minMemoryMiB = spec.MinMicroVMMemoryMiB
 	if st, err := os.Stat(initrd); err == nil {
 		// The guest holds the initramfs image and its unpacked copy at
@@ -160,8 +160,8 @@ type paths struct {
 	dir, vm, pid, log, status, console, started, killed, sock string
 }
 
-func (d *Driver) paths(id string) paths {
-	dir := filepath.Join(d.opts.StateDir, id)
+func (d *Driver) paths(id spec.ID) paths {
+	dir := filepath.Join(d.opts.StateDir, id.String())
 	return paths{
 		dir: dir, vm: filepath.Join(dir, "vm.json"), pid: filepath.Join(dir, "qemu.pid"),
 		log: filepath.Join(dir, "output.log"), status: filepath.Join(dir, "status.jsonl"),
@@ -172,6 +172,8 @@ func (d *Driver) paths(id string) paths {
 
 // vmState is vm.json: everything Start and Exec need, written by Create.
 type vmState struct {
+	// ID is for whoever reads the file; the driver goes by the id it is
+	// given, which is also the name of the file's dir.
 	ID        string       `json:"id"`
 	Cores     int          `json:"cores"`
 	MemoryMiB int64        `json:"memory_mib"`
@@ -181,14 +183,7 @@ type vmState struct {
 	Guest     guest.Config `json:"guest"`
 }
 
-func checkID(id string) error {
-	if err := spec.ValidateID(id); err != nil {
-		return fmt.Errorf("qemu driver: %w", err)
-	}
-	return nil
-}
-
-func (d *Driver) readState(id string) (vmState, paths, error) {
+func (d *Driver) readState(id spec.ID) (vmState, paths, error) {
 	p := d.paths(id)
 	var st vmState
 	b, err := os.ReadFile(p.vm)
@@ -210,10 +205,7 @@ func vcpus(cores float64) int { return max(1, int(math.Ceil(cores))) }
 
 // Status reports the VM's state: running while QEMU runs, then stopped
 // with the exit code from the guest's journal (137 if the host killed it).
-func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
-	if err := checkID(id); err != nil {
-		return driver.Status{}, err
-	}
+func (d *Driver) Status(ctx context.Context, id spec.ID) (driver.Status, error) {
 	_, p, err := d.readState(id)
 	if err != nil {
 		return driver.Status{}, err

@@ -13,10 +13,11 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
-func execOut(t *testing.T, d *Driver, id string, stdin string, args ...string) (string, string, int) {
+func execOut(t *testing.T, d *Driver, id spec.ID, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cfg := driver.ExecConfig{Args: args, IO: driver.IO{Stdout: &out, Stderr: &errb}}

@@ -105,7 +105,7 @@ func testRootfs(t *testing.T) string {
 
 func testConfig(rootfs string, args ...string) driver.Config {
 	return driver.Config{
-		ID:          string(spec.NewID()),
+		ID:          spec.NewID(),
 		Spec:        spec.Spec{Cores: 1, MemoryMiB: 256, Args: args, Isolation: spec.IsolationMicroVM},
 		Rootfs:      rootfs,
 		ImageConfig: v1.Config{Env: []string{"PATH=/bin"}},

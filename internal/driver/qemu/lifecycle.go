@@ -22,6 +22,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/guest"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/network"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // socketDir holds the agent sockets. A workload dir path plus a 36-byte id
@@ -41,9 +42,6 @@ const shutdownMargin = 5 * time.Second
 // Create makes the VM's disk and network ready and records what Start
 // needs; no VM runs yet.
 func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
-	if err := checkID(cfg.ID); err != nil {
-		return err
-	}
 	mem := cfg.Spec.MemoryMiB
 	if mem < d.minMemoryMiB {
 		// Specs below spec.MinMicroVMMemoryMiB are refused, but a large
@@ -53,7 +51,7 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 			"id", cfg.ID, "spec_mib", mem, "vm_mib", d.minMemoryMiB)
 		mem = d.minMemoryMiB
 	}
-	unlock := d.locks.Lock(cfg.ID)
+	unlock := d.locks.Lock(cfg.ID.String())
 	defer unlock()
 	p := d.paths(cfg.ID)
 	if pid := livePid(p); pid > 0 {
@@ -75,7 +73,7 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	}
 	hostname := driver.HostnameOf(cfg)
 	st := vmState{
-		ID: cfg.ID, Cores: vcpus(cfg.Spec.Cores), MemoryMiB: mem, Disk: disk,
+		ID: cfg.ID.String(), Cores: vcpus(cfg.Spec.Cores), MemoryMiB: mem, Disk: disk,
 		NetNS: cfg.Network.NetNSPath,
 		Guest: guest.Config{
 			Hostname: hostname,
@@ -112,11 +110,8 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 
 // Start boots the VM and hands the agent the workload; it returns once the
 // workload's process runs in the guest.
-func (d *Driver) Start(ctx context.Context, id string) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	unlock := d.locks.Lock(id)
+func (d *Driver) Start(ctx context.Context, id spec.ID) error {
+	unlock := d.locks.Lock(id.String())
 	defer unlock()
 	st, p, err := d.readState(id)
 	if err != nil {
@@ -128,7 +123,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	for _, f := range []string{p.pid, p.killed, p.status, p.started} {
 		_ = os.Remove(f)
 	}
-	if err := d.launch(ctx, st, p); err != nil {
+	if err := d.launch(ctx, id, st, p); err != nil {
 		return fmt.Errorf("start %s: %w", id, err)
 	}
 	bootCtx, cancel := context.WithTimeout(ctx, d.opts.BootTimeout)
@@ -209,13 +204,15 @@ func machineArgs(accel string, k Kernel, initrd, extra string) []string {
 }
 
 // launch starts QEMU daemonized in the workload's netns and returns once
-// it has set the VM up (QEMU's parent exits then) or failed to.
-func (d *Driver) launch(ctx context.Context, st vmState, p paths) error {
+// it has set the VM up (QEMU's parent exits then) or failed to. The VM is
+// named after id, the checked id Start was given, rather than the copy in
+// vm.json.
+func (d *Driver) launch(ctx context.Context, id spec.ID, st vmState, p paths) error {
 	if err := os.MkdirAll(socketDir, 0o700); err != nil {
 		return fmt.Errorf("create agent socket dir %s: %w", socketDir, err)
 	}
 	_ = os.Remove(p.sock)
-	args := d.Args("hypercore-vm-"+st.ID, st.Cores, st.MemoryMiB, st.Disk, st.MAC, p.sock, p.log, p.status, p.console)
+	args := d.Args("hypercore-vm-"+id.String(), st.Cores, st.MemoryMiB, st.Disk, st.MAC, p.sock, p.log, p.status, p.console)
 	args = append(args, "-pidfile", p.pid, "-daemonize")
 	cmd := exec.CommandContext(ctx, d.opts.QEMU, args...)
 	var stderr bytes.Buffer
@@ -275,13 +272,13 @@ func runInNetNS(nsPath string, cmd *exec.Cmd) error {
 
 // client returns the connection to id's agent, connecting if needed. One
 // connection per VM: QEMU's chardev takes one client at a time.
-func (d *Driver) client(ctx context.Context, id string, p paths) (*guest.Client, error) {
+func (d *Driver) client(ctx context.Context, id spec.ID, p paths) (*guest.Client, error) {
 	if c := d.liveClient(id); c != nil {
 		return c, nil
 	}
 	// Serialise dials per VM without holding d.mu across one. Another
 	// caller may have connected while this one waited for the lock.
-	unlock := d.locks.Lock("dial:" + id)
+	unlock := d.locks.Lock("dial:" + id.String())
 	defer unlock()
 	if c := d.liveClient(id); c != nil {
 		return c, nil
@@ -316,7 +313,7 @@ func (d *Driver) client(ctx context.Context, id string, p paths) (*guest.Client,
 
 // liveClient returns the connection to id's agent, or nil if there is none
 // or it has ended (the VM stopped, or the agent hung up).
-func (d *Driver) liveClient(id string) *guest.Client {
+func (d *Driver) liveClient(id spec.ID) *guest.Client {
 	d.mu.Lock()
 	c := d.clients[id]
 	d.mu.Unlock()

@@ -28,11 +28,14 @@ func (d *Driver) RotateLogs() error {
 	}
 	var errs []error
 	for _, e := range entries {
-		if !e.IsDir() || spec.ValidateID(e.Name()) != nil {
+		// The state dir holds more than VMs (the initramfs, the accel
+		// probe): only a name that parses as an id is a workload's.
+		id, err := spec.ParseID(e.Name())
+		if !e.IsDir() || err != nil {
 			continue
 		}
-		if err := logfile.Rotate(d.paths(e.Name()).log, logMaxBytes, logKeep); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("workload %s: %w", e.Name(), err))
+		if err := logfile.Rotate(d.paths(id).log, logMaxBytes, logKeep); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("workload %s: %w", id, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -13,9 +13,10 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
-func (d *Driver) dropClient(id string) {
+func (d *Driver) dropClient(id spec.ID) {
 	d.mu.Lock()
 	c := d.clients[id]
 	delete(d.clients, id)
@@ -29,11 +30,8 @@ func (d *Driver) dropClient(id string) {
 // timeout) and power off, and kills QEMU if the VM is still there after
 // timeout plus a margin for the guest to sync. A timeout of 0 kills QEMU
 // at once.
-func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	unlock := d.locks.Lock(id)
+func (d *Driver) Stop(ctx context.Context, id spec.ID, timeout time.Duration) error {
+	unlock := d.locks.Lock(id.String())
 	defer unlock()
 	_, p, err := d.readState(id)
 	if err != nil {
@@ -82,11 +80,8 @@ func waitGone(ctx context.Context, p paths, pid int, d time.Duration) bool {
 }
 
 // Delete kills the VM if it runs and removes its state, logs included.
-func (d *Driver) Delete(ctx context.Context, id string) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	unlock := d.locks.Lock(id)
+func (d *Driver) Delete(ctx context.Context, id spec.ID) error {
+	unlock := d.locks.Lock(id.String())
 	defer unlock()
 	p := d.paths(id)
 	if _, err := os.Stat(p.dir); errors.Is(err, os.ErrNotExist) {
@@ -107,9 +102,6 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 // Recover re-adopts a VM after a daemon restart. QEMU and its files need
 // nothing redone; the agent connection is made again on first use.
 func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status, error) {
-	if err := checkID(cfg.ID); err != nil {
-		return driver.Status{}, err
-	}
 	_, p, err := d.readState(cfg.ID)
 	if err != nil {
 		return driver.Status{}, err
@@ -120,10 +112,7 @@ func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status,
 
 // Logs streams the workload's output from the file QEMU appends it to, so
 // it outlives the VM.
-func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error) {
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
+func (d *Driver) Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error) {
 	p := d.paths(id)
 	r, err := logfile.OpenContext(ctx, p.log, logfile.Options{Tail: opts.Tail, Follow: opts.Follow, Poll: 100 * time.Millisecond})
 	if errors.Is(err, os.ErrNotExist) {
@@ -137,10 +126,7 @@ func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (i
 
 // Exec runs a process in the guest, as the workload's user and with its
 // env plus cfg.Env, and returns its exit code.
-func (d *Driver) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error) {
-	if err := checkID(id); err != nil {
-		return -1, err
-	}
+func (d *Driver) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error) {
 	st, p, err := d.readState(id)
 	if err != nil {
 		return -1, err
@@ -169,10 +155,7 @@ func (d *Driver) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (in
 
 // Attach connects stdio to the workload's main process until ctx ends or
 // the process exits.
-func (d *Driver) Attach(ctx context.Context, id string, stdio driver.IO) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
+func (d *Driver) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error {
 	_, p, err := d.readState(id)
 	if err != nil {
 		return err
@@ -192,10 +175,7 @@ func (d *Driver) Attach(ctx context.Context, id string, stdio driver.IO) error {
 
 // Stats reports the QEMU process's CPU time and resident memory: what the
 // VM costs the host, guest kernel included.
-func (d *Driver) Stats(ctx context.Context, id string) (driver.Stats, error) {
-	if err := checkID(id); err != nil {
-		return driver.Stats{}, err
-	}
+func (d *Driver) Stats(ctx context.Context, id spec.ID) (driver.Stats, error) {
 	st, p, err := d.readState(id)
 	if err != nil {
 		return driver.Stats{}, err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // How often Attach checks whether the workload still runs, and how often a
@@ -33,10 +34,7 @@ const (
 // stdio.Stdin through its stdin FIFO, and its new output (stdout and stderr
 // together, to stdio.Stdout) read from its log; stdio.Tty asks for nothing
 // more there, as the workload has no terminal to resize.
-func (d *Driver) Attach(ctx context.Context, id string, stdio driver.IO) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
+func (d *Driver) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error {
 	p := d.paths(id)
 	tty, err := isTty(p)
 	if errors.Is(err, os.ErrNotExist) {
@@ -104,7 +102,7 @@ func (d *Driver) Attach(ctx context.Context, id string, stdio driver.IO) error {
 }
 
 // alive reports whether the workload is created or running.
-func (d *Driver) alive(ctx context.Context, id string) (bool, error) {
+func (d *Driver) alive(ctx context.Context, id spec.ID) (bool, error) {
 	c, err := d.state(ctx, id)
 	if errors.Is(err, errUnknown) {
 		return false, nil
@@ -116,7 +114,7 @@ func (d *Driver) alive(ctx context.Context, id string) (bool, error) {
 }
 
 // attachTty connects stdio to the workload's terminal through its pump.
-func (d *Driver) attachTty(ctx context.Context, id string, stdio driver.IO) error {
+func (d *Driver) attachTty(ctx context.Context, id spec.ID, stdio driver.IO) error {
 	pump, err := d.ensureTTY(ctx, id)
 	if err != nil {
 		return err

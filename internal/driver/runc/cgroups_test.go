@@ -21,19 +21,19 @@ import (
 func TestDeleteRemovesCgroups(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
-	d.opts.CgroupParent = "/hypercore/test-" + string(spec.NewID())[:8]
+	d.opts.CgroupParent = "/hypercore/test-" + spec.NewID().String()[:8]
 	t.Cleanup(func() { _ = RemoveCgroupParent(d.opts.CgroupParent) })
 	ctx := testCtx(t)
 
 	plain := testConfig(testRootfs(t), "sleep", "1000")
 	drivertest.Run(t, ctx, d, plain)
-	if len(testutil.CgroupDirs(t, plain.ID)) == 0 {
+	if len(testutil.CgroupDirs(t, plain.ID.String())) == 0 {
 		t.Fatal("the running workload has no cgroup below any /sys/fs/cgroup/.../hypercore; the test looks in the wrong place")
 	}
 	if err := d.Delete(ctx, plain.ID); err != nil {
 		t.Fatal(err)
 	}
-	if left := testutil.CgroupDirs(t, plain.ID); len(left) > 0 {
+	if left := testutil.CgroupDirs(t, plain.ID.String()); len(left) > 0 {
 		t.Errorf("cgroups left after Delete: %q", left)
 	}
 
@@ -53,7 +53,7 @@ func TestDeleteRemovesCgroups(t *testing.T) {
 	t.Cleanup(func() { _ = intruder.Process.Kill(); _ = intruder.Wait() })
 	pid := strconv.Itoa(intruder.Process.Pid)
 	moved := 0
-	for _, dir := range testutil.CgroupDirs(t, busy.ID) {
+	for _, dir := range testutil.CgroupDirs(t, busy.ID.String()) {
 		if os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(pid), 0) == nil {
 			moved++
 		}
@@ -74,7 +74,7 @@ func TestDeleteRemovesCgroups(t *testing.T) {
 	if err := d.Delete(ctx, busy.ID); err != nil {
 		t.Fatalf("Delete once the cgroup is empty: %v", err)
 	}
-	if left := testutil.CgroupDirs(t, busy.ID); len(left) > 0 {
+	if left := testutil.CgroupDirs(t, busy.ID.String()); len(left) > 0 {
 		t.Errorf("cgroups left after Delete: %q", left)
 	}
 

@@ -91,7 +91,7 @@ func TestLimits(t *testing.T) {
 func testLimits(t *testing.T, d *Driver, cfg driver.Config) {
 	read := func(controller, file string) string {
 		t.Helper()
-		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, "hypercore", cfg.ID, file))
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, "hypercore", cfg.ID.String(), file))
 		if err != nil {
 			t.Fatal(err)
 		}

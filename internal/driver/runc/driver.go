@@ -187,8 +187,8 @@ type paths struct {
 	hosts, resolv, hostname, startedAt, finishedAt      string
 }
 
-func (d *Driver) paths(id string) paths {
-	dir := filepath.Join(d.opts.StateDir, id)
+func (d *Driver) paths(id spec.ID) paths {
+	dir := filepath.Join(d.opts.StateDir, id.String())
 	return paths{
 		dir:        dir,
 		config:     filepath.Join(dir, "config.json"),

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // outputGrace is how long Exec keeps copying output after the process
@@ -27,10 +28,7 @@ const outputGrace = time.Second
 // with its environment plus cfg.Env, and returns the process's exit code.
 // If ctx ends first, the process is killed. A goroutine reading cfg.Stdin
 // may outlive Exec until the caller's Stdin returns from Read.
-func (d *Driver) Exec(ctx context.Context, id string, cfg driver.ExecConfig) (int, error) {
-	if err := checkID(id); err != nil {
-		return -1, err
-	}
+func (d *Driver) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error) {
 	if len(cfg.Args) == 0 {
 		return -1, fmt.Errorf("exec in %s: no command given", id)
 	}
@@ -135,14 +133,14 @@ func killPidFile(path string) {
 
 // killInSandbox kills the exec'd process of a runsc sandbox whose pid in
 // the sandbox runsc wrote to path.
-func (d *Driver) killInSandbox(id, path string) {
+func (d *Driver) killInSandbox(id spec.ID, path string) {
 	pid := readPidFile(path)
 	if pid <= 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), killWait)
 	defer cancel()
-	_ = d.rt.Kill(ctx, id, int(unix.SIGKILL), &gorunc.KillOpts{ExtraArgs: []string{"--pid", strconv.Itoa(pid)}})
+	_ = d.rt.Kill(ctx, id.String(), int(unix.SIGKILL), &gorunc.KillOpts{ExtraArgs: []string{"--pid", strconv.Itoa(pid)}})
 }
 
 // readPidFile returns the pid the runtime wrote to path, waiting a little
@@ -159,7 +157,7 @@ func readPidFile(path string) int {
 }
 
 // execPipes runs proc with its stdio connected to stdio through pipes.
-func execPipes(ctx context.Context, rt *gorunc.Runc, id string, proc specs.Process, stdio driver.IO, opts *gorunc.ExecOpts) error {
+func execPipes(ctx context.Context, rt *gorunc.Runc, id spec.ID, proc specs.Process, stdio driver.IO, opts *gorunc.ExecOpts) error {
 	pio := &pipeIO{}
 	defer pio.Close()
 	var guard writerGuard
@@ -203,7 +201,7 @@ func execPipes(ctx context.Context, rt *gorunc.Runc, id string, proc specs.Proce
 	defer closeStdin()
 
 	opts.IO = pio
-	err := rt.Exec(ctx, id, proc, opts)
+	err := rt.Exec(ctx, id.String(), proc, opts)
 	pio.Close()
 	waitTimeout(&outputs, outputGrace)
 	return err
@@ -215,7 +213,7 @@ func execPipes(ctx context.Context, rt *gorunc.Runc, id string, proc specs.Proce
 // terminal are the slave of a pty of ours. The runtime makes the
 // workload's terminal, copies between the two, and on SIGWINCH (sent when
 // we resize ours) copies the size over.
-func execTty(ctx context.Context, rt *gorunc.Runc, id string, proc specs.Process, stdio driver.IO, opts *gorunc.ExecOpts) error {
+func execTty(ctx context.Context, rt *gorunc.Runc, id spec.ID, proc specs.Process, stdio driver.IO, opts *gorunc.ExecOpts) error {
 	con, slavePath, err := console.NewPty()
 	if err != nil {
 		return fmt.Errorf("make pty: %w", err)
@@ -269,7 +267,7 @@ func execTty(ctx context.Context, rt *gorunc.Runc, id string, proc specs.Process
 		}()
 	}
 	opts.IO = tio
-	err = rt.Exec(ctx, id, proc, opts)
+	err = rt.Exec(ctx, id.String(), proc, opts)
 	tio.Close()
 	waitTimeout(&output, outputGrace)
 	return err

@@ -47,7 +47,7 @@ func testRootfs(t *testing.T) string {
 // testConfig is a workload of the test rootfs running args.
 func testConfig(rootfs string, args ...string) driver.Config {
 	return driver.Config{
-		ID:     string(spec.NewID()),
+		ID:     spec.NewID(),
 		Spec:   spec.Spec{Cores: 1, MemoryMiB: 128, Args: args, Isolation: spec.IsolationContainer},
 		Rootfs: rootfs,
 		ImageConfig: v1.Config{

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // How Stop waits.
@@ -30,16 +31,13 @@ const (
 // runtime create the container, whose process waits for Start. Anything
 // left of an earlier Create of the same id is removed first.
 func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
-	if err := checkID(cfg.ID); err != nil {
-		return err
-	}
 	if !filepath.IsAbs(cfg.Rootfs) {
 		return fmt.Errorf("create %s: image rootfs %q is not an absolute path", cfg.ID, cfg.Rootfs)
 	}
 	if fi, err := os.Stat(cfg.Rootfs); err != nil || !fi.IsDir() {
 		return fmt.Errorf("create %s: image rootfs %q is not a directory (is the image unpacked?): %v", cfg.ID, cfg.Rootfs, err)
 	}
-	unlock := d.locks.Lock(cfg.ID)
+	unlock := d.locks.Lock(cfg.ID.String())
 	defer unlock()
 
 	if err := d.destroy(ctx, cfg.ID); err != nil {
@@ -115,7 +113,7 @@ func (d *Driver) remount(p paths, s *specs.Spec) error {
 // runtimeCreate has the runtime create the container with the log file as
 // stdout and stderr and the FIFO as stdin, or, for a workload with a
 // terminal, on a pty whose output a pump copies to the log.
-func (d *Driver) runtimeCreate(ctx context.Context, id string, p paths) error {
+func (d *Driver) runtimeCreate(ctx context.Context, id spec.ID, p paths) error {
 	tty, err := isTty(p)
 	if err != nil {
 		return err
@@ -140,7 +138,7 @@ func (d *Driver) runtimeCreate(ctx context.Context, id string, p paths) error {
 		return err
 	}
 	defer ol.remove()
-	if err := d.withLog(ol.path).Create(ctx, id, p.dir, &gorunc.CreateOpts{IO: stdio}); err != nil {
+	if err := d.withLog(ol.path).Create(ctx, id.String(), p.dir, &gorunc.CreateOpts{IO: stdio}); err != nil {
 		return fmt.Errorf("%s create: %w", d.name, ol.wrap(err))
 	}
 	return nil
@@ -149,11 +147,8 @@ func (d *Driver) runtimeCreate(ctx context.Context, id string, p paths) error {
 // Start starts a created workload. A running workload is left alone. A
 // stopped one, or one the runtime forgot (host reboot), is created again
 // from its bundle and started, appending to the same log.
-func (d *Driver) Start(ctx context.Context, id string) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	unlock := d.locks.Lock(id)
+func (d *Driver) Start(ctx context.Context, id spec.ID) error {
+	unlock := d.locks.Lock(id.String())
 	defer unlock()
 	p := d.paths(id)
 
@@ -184,7 +179,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("start %s: %w", id, err)
 	}
 	defer ol.remove()
-	if err := d.withLog(ol.path).Start(ctx, id); err != nil {
+	if err := d.withLog(ol.path).Start(ctx, id.String()); err != nil {
 		return fmt.Errorf("start %s: %s start: %w", id, d.name, ol.wrap(err))
 	}
 	_ = os.Remove(p.finishedAt)
@@ -197,14 +192,14 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 // adoptIfTty starts pumping a running tty workload's terminal if this
 // Driver does not yet, so that its output reaches the log. Failing is not
 // fatal to the workload; Attach reports why.
-func (d *Driver) adoptIfTty(ctx context.Context, id string, p paths) {
+func (d *Driver) adoptIfTty(ctx context.Context, id spec.ID, p paths) {
 	if tty, err := isTty(p); err == nil && tty {
 		_, _ = d.adoptTTY(ctx, id)
 	}
 }
 
 // recreate creates the runtime's container again from an existing bundle.
-func (d *Driver) recreate(ctx context.Context, id string, p paths) error {
+func (d *Driver) recreate(ctx context.Context, id spec.ID, p paths) error {
 	s, err := readSpec(p.config)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("start %s: %w", id, driver.ErrNotFound)
@@ -224,11 +219,8 @@ func (d *Driver) recreate(ctx context.Context, id string, p paths) error {
 // Stop sends SIGTERM to the workload's main process, waits up to timeout
 // for it to end, then kills every process in it. A workload that is
 // stopped or gone is not an error.
-func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	unlock := d.locks.Lock(id)
+func (d *Driver) Stop(ctx context.Context, id spec.ID, timeout time.Duration) error {
+	unlock := d.locks.Lock(id.String())
 	defer unlock()
 
 	c, err := d.state(ctx, id)
@@ -245,7 +237,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 		return nil
 	case rtPaused:
 		// A frozen process cannot act on SIGTERM.
-		if err := d.rt.Resume(ctx, id); err != nil {
+		if err := d.rt.Resume(ctx, id.String()); err != nil {
 			return fmt.Errorf("stop %s: %s resume: %w", id, d.name, err)
 		}
 	case rtCreated:
@@ -259,7 +251,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 		timeout = 0
 	}
 	if timeout > 0 {
-		if err := d.rt.Kill(ctx, id, int(syscall.SIGTERM), nil); err != nil {
+		if err := d.rt.Kill(ctx, id.String(), int(syscall.SIGTERM), nil); err != nil {
 			if stopped, _ := d.isStopped(ctx, id); !stopped {
 				return fmt.Errorf("stop %s: %s kill TERM: %w", id, d.name, err)
 			}
@@ -268,7 +260,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 			return d.stopped(id, err)
 		}
 	}
-	if err := d.rt.Kill(ctx, id, int(syscall.SIGKILL), &gorunc.KillOpts{All: true}); err != nil {
+	if err := d.rt.Kill(ctx, id.String(), int(syscall.SIGKILL), &gorunc.KillOpts{All: true}); err != nil {
 		if stopped, _ := d.isStopped(ctx, id); !stopped {
 			return fmt.Errorf("stop %s: %s kill --all KILL: %w", id, d.name, err)
 		}
@@ -282,7 +274,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 
 // stopped records when the workload stopped, unless stopping failed, and
 // closes its terminal once the pump has read what it wrote last.
-func (d *Driver) stopped(id string, err error) error {
+func (d *Driver) stopped(id spec.ID, err error) error {
 	if err != nil {
 		return fmt.Errorf("stop %s: %w", id, err)
 	}
@@ -291,7 +283,7 @@ func (d *Driver) stopped(id string, err error) error {
 	return nil
 }
 
-func (d *Driver) isStopped(ctx context.Context, id string) (bool, error) {
+func (d *Driver) isStopped(ctx context.Context, id spec.ID) (bool, error) {
 	c, err := d.state(ctx, id)
 	if errors.Is(err, errUnknown) {
 		return true, nil
@@ -303,7 +295,7 @@ func (d *Driver) isStopped(ctx context.Context, id string) (bool, error) {
 }
 
 // waitStopped polls the runtime until the workload stopped or timeout.
-func (d *Driver) waitStopped(ctx context.Context, id string, timeout time.Duration) (bool, error) {
+func (d *Driver) waitStopped(ctx context.Context, id spec.ID, timeout time.Duration) (bool, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		stopped, err := d.isStopped(ctx, id)
@@ -321,11 +313,8 @@ func (d *Driver) waitStopped(ctx context.Context, id string, timeout time.Durati
 // Delete kills the workload if it runs and removes it from the runtime and
 // the host: mounts, netns, logs, everything. Deleting what is not there is
 // not an error.
-func (d *Driver) Delete(ctx context.Context, id string) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	unlock := d.locks.Lock(id)
+func (d *Driver) Delete(ctx context.Context, id spec.ID) error {
+	unlock := d.locks.Lock(id.String())
 	defer unlock()
 	if err := d.destroy(ctx, id); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
@@ -336,7 +325,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 // destroy removes every trace of id. The rootfs mount point is removed with
 // os.Remove, which refuses a non-empty dir, before anything is removed
 // recursively: a recursive removal must never walk into a mounted rootfs.
-func (d *Driver) destroy(ctx context.Context, id string) error {
+func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 	p := d.paths(id)
 	if err := d.forceDelete(ctx, id); err != nil {
 		return err
@@ -378,10 +367,7 @@ func removeCgroupOf(p paths) error {
 // Status reports what the runtime says about the workload. The exit code of
 // a stopped workload is -1: the runtime does not keep it, and no process of
 // ours waits for the workload to collect it.
-func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
-	if err := checkID(id); err != nil {
-		return driver.Status{}, err
-	}
+func (d *Driver) Status(ctx context.Context, id spec.ID) (driver.Status, error) {
 	p := d.paths(id)
 	st := driver.Status{StartedAt: readTime(p.startedAt)}
 	c, err := d.state(ctx, id)
@@ -417,10 +403,7 @@ func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
 // in a reboot) the host setup is redone from cfg, remounting its rootfs
 // if needed, so that Start works; nothing is set up twice.
 func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status, error) {
-	if err := checkID(cfg.ID); err != nil {
-		return driver.Status{}, err
-	}
-	unlock := d.locks.Lock(cfg.ID)
+	unlock := d.locks.Lock(cfg.ID.String())
 	defer unlock()
 	p := d.paths(cfg.ID)
 

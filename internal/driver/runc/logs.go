@@ -16,10 +16,7 @@ import (
 // Logs streams the workload's log file: stdout and stderr interleaved as
 // written, rotated generations included. With Follow the stream stays open
 // until ctx ends or the workload is deleted.
-func (d *Driver) Logs(ctx context.Context, id string, opts driver.LogOptions) (io.ReadCloser, error) {
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
+func (d *Driver) Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error) {
 	p := d.paths(id)
 	if tty, err := isTty(p); err == nil && tty {
 		// Output of a workload with a terminal reaches the log only while
@@ -54,11 +51,14 @@ func (d *Driver) RotateLogs() error {
 	}
 	var errs []error
 	for _, e := range entries {
-		if !e.IsDir() || spec.ValidateID(e.Name()) != nil {
+		// The state dir holds more than workloads (the runtime's --root,
+		// for one): only a name that parses as an id is a workload's.
+		id, err := spec.ParseID(e.Name())
+		if !e.IsDir() || err != nil {
 			continue
 		}
-		if err := logfile.Rotate(d.paths(e.Name()).log, d.opts.LogMaxBytes, d.opts.LogKeep); err != nil {
-			errs = append(errs, fmt.Errorf("workload %s: %w", e.Name(), err))
+		if err := logfile.Rotate(d.paths(id).log, d.opts.LogMaxBytes, d.opts.LogKeep); err != nil {
+			errs = append(errs, fmt.Errorf("workload %s: %w", id, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -137,7 +138,7 @@ const (
 	helperTtyEnv   = "HYPERCORE_RUNC_HELPER_TTY"
 )
 
-func tickerConfig(rootfs, id string) driver.Config {
+func tickerConfig(rootfs string, id spec.ID) driver.Config {
 	cfg := testConfig(rootfs, "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done")
 	cfg.ID = id
 	return cfg
@@ -153,10 +154,14 @@ func TestHelperDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := tickerConfig(os.Getenv(helperRootEnv), os.Getenv(helperIDEnv))
+	id, err := spec.ParseID(os.Getenv(helperIDEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tickerConfig(os.Getenv(helperRootEnv), id)
 	if os.Getenv(helperTtyEnv) != "" {
 		cfg = ttyConfig(os.Getenv(helperRootEnv))
-		cfg.ID = os.Getenv(helperIDEnv)
+		cfg.ID = id
 	}
 	ctx := context.Background()
 	if err := d.Create(ctx, cfg); err != nil {
@@ -233,10 +238,10 @@ func TestDaemonKilledTty(t *testing.T) {
 
 // killedHelper has a helper daemon create and start workload id on d's
 // StateDir, then kills it with SIGKILL.
-func killedHelper(t *testing.T, d *Driver, rootfs, id string, tty bool) {
+func killedHelper(t *testing.T, d *Driver, rootfs string, id spec.ID, tty bool) {
 	t.Helper()
 	helper := exec.Command(os.Args[0], "-test.run=^TestHelperDaemon$", "-test.v")
-	helper.Env = append(os.Environ(), helperEnv+"=1", helperStateEnv+"="+d.opts.StateDir, helperRootEnv+"="+rootfs, helperIDEnv+"="+id)
+	helper.Env = append(os.Environ(), helperEnv+"=1", helperStateEnv+"="+d.opts.StateDir, helperRootEnv+"="+rootfs, helperIDEnv+"="+id.String())
 	if tty {
 		helper.Env = append(helper.Env, helperTtyEnv+"=1")
 	}

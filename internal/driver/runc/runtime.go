@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	gorunc "github.com/containerd/go-runc"
+
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // errUnknown means the runtime holds no container with the id.
@@ -28,23 +30,23 @@ const (
 // a directory named after the container under their --root, runsc a file
 // <sandbox>_sandbox:<container>.state; asking this way avoids parsing their
 // different "does not exist" messages.
-func (d *Driver) known(id string) bool {
+func (d *Driver) known(id spec.ID) bool {
 	if d.name == "runsc" {
 		// The sandbox id is the container id for the one container of a
 		// workload, but the pattern does not rely on it.
-		m, _ := filepath.Glob(filepath.Join(d.rtState, "*_sandbox:"+id+".state"))
+		m, _ := filepath.Glob(filepath.Join(d.rtState, "*_sandbox:"+id.String()+".state"))
 		return len(m) > 0
 	}
-	_, err := os.Stat(filepath.Join(d.rtState, id))
+	_, err := os.Stat(filepath.Join(d.rtState, id.String()))
 	return err == nil
 }
 
 // state asks the runtime about id, or returns errUnknown.
-func (d *Driver) state(ctx context.Context, id string) (*gorunc.Container, error) {
+func (d *Driver) state(ctx context.Context, id spec.ID) (*gorunc.Container, error) {
 	if !d.known(id) {
 		return nil, errUnknown
 	}
-	c, err := d.rt.State(ctx, id)
+	c, err := d.rt.State(ctx, id.String())
 	if err != nil {
 		if !d.known(id) {
 			return nil, errUnknown
@@ -56,11 +58,11 @@ func (d *Driver) state(ctx context.Context, id string) (*gorunc.Container, error
 
 // forceDelete removes the runtime's container, killing it if it runs. A
 // container the runtime does not know is not an error.
-func (d *Driver) forceDelete(ctx context.Context, id string) error {
+func (d *Driver) forceDelete(ctx context.Context, id spec.ID) error {
 	if !d.known(id) {
 		return nil
 	}
-	err := d.rt.Delete(ctx, id, &gorunc.DeleteOpts{Force: true})
+	err := d.rt.Delete(ctx, id.String(), &gorunc.DeleteOpts{Force: true})
 	if err != nil && d.known(id) {
 		return fmt.Errorf("%s delete --force %s: %w", d.name, id, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // ociVersion is the newest runtime spec runc 1.1 and crun 1.8 understand;
@@ -114,7 +115,7 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 			// With the cgroupfs driver this is the path below each
 			// hierarchy's root: /sys/fs/cgroup/<controller>/hypercore/<id>.
 			// The driver puts it under its Options.CgroupParent.
-			CgroupsPath: "/hypercore/" + cfg.ID,
+			CgroupsPath: "/hypercore/" + cfg.ID.String(),
 			Resources:   resources(cfg, swapLimit),
 			Sysctl: map[string]string{
 				// As Docker does: a non-root workload may bind low ports
@@ -201,7 +202,7 @@ func defaultMounts(p paths) []specs.Mount {
 }
 
 // cgroupPath is where the runtime puts the workload's cgroup.
-func (d *Driver) cgroupPath(id string) string { return path.Join(d.opts.CgroupParent, id) }
+func (d *Driver) cgroupPath(id spec.ID) string { return path.Join(d.opts.CgroupParent, id.String()) }
 
 // writeSpec writes config.json atomically, so a crash never leaves a
 // bundle the runtime cannot parse.

@@ -15,7 +15,7 @@ import (
 func TestBuildSpec(t *testing.T) {
 	rootfs := testRootfs(t)
 	cfg := driver.Config{
-		ID:     string(spec.NewID()),
+		ID:     spec.NewID(),
 		Spec:   spec.Spec{Cores: 0.5, MemoryMiB: 64, Env: []string{"B=spec", "C=new"}, Args: []string{"serve", "--fast"}},
 		Rootfs: rootfs,
 		ImageConfig: v1.Config{
@@ -58,7 +58,7 @@ func TestBuildSpec(t *testing.T) {
 	if *r.Memory.Limit != 64<<20 || *r.Memory.Swap != 64<<20 || *r.Pids.Limit != pidsLimit {
 		t.Errorf("memory %d swap %d pids %d", *r.Memory.Limit, *r.Memory.Swap, *r.Pids.Limit)
 	}
-	if s.Linux.CgroupsPath != "/hypercore/"+cfg.ID {
+	if s.Linux.CgroupsPath != "/hypercore/"+cfg.ID.String() {
 		t.Errorf("cgroupsPath %q", s.Linux.CgroupsPath)
 	}
 	var netns string

@@ -12,15 +12,13 @@ import (
 	"strings"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // Stats reads the workload's cgroup files directly, which works the same
 // for runc and crun (crun has no "events --stats"). A workload with no
 // cgroup (stopped, or forgotten by the runtime) reports zero use.
-func (d *Driver) Stats(ctx context.Context, id string) (driver.Stats, error) {
-	if err := checkID(id); err != nil {
-		return driver.Stats{}, err
-	}
+func (d *Driver) Stats(ctx context.Context, id spec.ID) (driver.Stats, error) {
 	if _, err := os.Stat(d.paths(id).config); err != nil {
 		return driver.Stats{}, fmt.Errorf("stats of %s: %w", id, driver.ErrNotFound)
 	}

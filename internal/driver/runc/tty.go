@@ -16,6 +16,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // A workload spawned with a terminal (spec Tty) runs on a pty that the
@@ -83,7 +84,7 @@ func isTty(p paths) (bool, error) {
 // runtimeCreateTty has the runtime create a container whose process runs
 // on a pty, gives the container the holder socket with the master in it,
 // and starts the pump.
-func (d *Driver) runtimeCreateTty(ctx context.Context, id string, p paths) error {
+func (d *Driver) runtimeCreateTty(ctx context.Context, id spec.ID, p paths) error {
 	cs, err := listenConsole()
 	if err != nil {
 		return err
@@ -101,7 +102,7 @@ func (d *Driver) runtimeCreateTty(ctx context.Context, id string, p paths) error
 	}
 	defer ol.remove()
 	opts := &gorunc.CreateOpts{ConsoleSocket: cs, ExtraFiles: []*os.File{inside}}
-	if err := d.withLog(ol.path).Create(ctx, id, p.dir, opts); err != nil {
+	if err := d.withLog(ol.path).Create(ctx, id.String(), p.dir, opts); err != nil {
 		return fmt.Errorf("%s create: %w", d.name, ol.wrap(err))
 	}
 	pump, err := d.takeConsole(cs, ours, p)
@@ -136,17 +137,17 @@ func (d *Driver) takeConsole(cs *consoleSocket, ours *os.File, p paths) (*ttyPum
 // ensureTTY returns the pump of a tty workload that is created or running,
 // adopting its pty from the container when this Driver has none (after a
 // daemon restart). It returns nil, nil when the workload does not run.
-func (d *Driver) ensureTTY(ctx context.Context, id string) (*ttyPump, error) {
+func (d *Driver) ensureTTY(ctx context.Context, id spec.ID) (*ttyPump, error) {
 	if pump := d.ttys.get(id); pump != nil {
 		return pump, nil
 	}
-	unlock := d.locks.Lock(id)
+	unlock := d.locks.Lock(id.String())
 	defer unlock()
 	return d.adoptTTY(ctx, id)
 }
 
 // adoptTTY is ensureTTY for a caller holding id's lock.
-func (d *Driver) adoptTTY(ctx context.Context, id string) (*ttyPump, error) {
+func (d *Driver) adoptTTY(ctx context.Context, id spec.ID) (*ttyPump, error) {
 	if pump := d.ttys.get(id); pump != nil {
 		return pump, nil
 	}
@@ -520,11 +521,11 @@ func (p *ttyPump) close() {
 // ttyPumps is a Driver's pumps by workload id.
 type ttyPumps struct {
 	mu     sync.Mutex
-	m      map[string]*ttyPump
+	m      map[spec.ID]*ttyPump
 	closed bool
 }
 
-func (t *ttyPumps) get(id string) *ttyPump {
+func (t *ttyPumps) get(id spec.ID) *ttyPump {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.m[id]
@@ -541,7 +542,7 @@ func (t *ttyPumps) get(id string) *ttyPump {
 
 // put makes p id's pump, stopping the one it replaces. After closeAll a
 // new pump is stopped at once.
-func (t *ttyPumps) put(id string, p *ttyPump) {
+func (t *ttyPumps) put(id spec.ID, p *ttyPump) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -549,7 +550,7 @@ func (t *ttyPumps) put(id string, p *ttyPump) {
 		return
 	}
 	if t.m == nil {
-		t.m = map[string]*ttyPump{}
+		t.m = map[spec.ID]*ttyPump{}
 	}
 	old := t.m[id]
 	t.m[id] = p
@@ -561,7 +562,7 @@ func (t *ttyPumps) put(id string, p *ttyPump) {
 
 // finish stops id's pump, first giving it up to grace to read what the
 // workload wrote before it ended.
-func (t *ttyPumps) finish(id string, grace time.Duration) {
+func (t *ttyPumps) finish(id spec.ID, grace time.Duration) {
 	t.mu.Lock()
 	p := t.m[id]
 	delete(t.m, id)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -50,7 +51,7 @@ type attachment struct {
 
 // attach attaches to id with a terminal whose size is already queued, as
 // the server queues the client's size before its input.
-func attach(t *testing.T, d *Driver, id string, size driver.TermSize) *attachment {
+func attach(t *testing.T, d *Driver, id spec.ID, size driver.TermSize) *attachment {
 	t.Helper()
 	ctx, cancel := context.WithCancel(testCtx(t))
 	inR, inW := io.Pipe()
@@ -122,7 +123,7 @@ func (a *attachment) wait(t *testing.T) {
 
 // echoes types a line into the workload's terminal through a new
 // attachment of the given size and checks the answer and the size.
-func echoes(t *testing.T, d *Driver, id, word string, size driver.TermSize) {
+func echoes(t *testing.T, d *Driver, id spec.ID, word string, size driver.TermSize) {
 	t.Helper()
 	a := attach(t, d, id, size)
 	a.typeText(t, word+"\n")
