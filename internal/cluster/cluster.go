@@ -117,6 +117,9 @@ type Cluster struct {
 	// placeMu makes the spawns through this node rank and allocate one at
 	// a time, so they see each other's reservations.
 	placeMu sync.Mutex
+	// driving are the workloads whose start a caller drives on this node
+	// now (localHost.Run); the reconciler does not start them itself.
+	driving callers
 	// routesDirty wakes the reconcile loop to derive the routes again
 	// after a local report.
 	routesDirty chan struct{}

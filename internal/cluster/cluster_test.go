@@ -119,3 +119,24 @@ func TestRetryElsewhere(t *testing.T) {
 		t.Error("a node-local failure is not retried elsewhere")
 	}
 }
+
+// TestCallersCountEachCall: a workload stays driven until every call that
+// drives it has returned, so a retried spawn's second call does not let the
+// reconciler in while the first is still starting it.
+func TestCallersCountEachCall(t *testing.T) {
+	var c callers
+	id := spec.NewID()
+	if c.Busy(id) {
+		t.Fatal("busy before any call")
+	}
+	c.Add(id)
+	c.Add(id)
+	c.Done(id)
+	if !c.Busy(id) {
+		t.Fatal("not busy while one of two calls still runs")
+	}
+	c.Done(id)
+	if c.Busy(id) || len(c.n) != 0 {
+		t.Fatalf("busy or remembered after every call returned: %v", c.n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/peer"
@@ -45,8 +46,13 @@ func (c *Cluster) hostOf(name string) host {
 // localHost is this node as a host.
 type localHost struct{ c *Cluster }
 
-// Run starts a here and writes its report.
+// Run starts a here and writes its report. While a caller (a spawn, here
+// or on a peer) drives the start, the reconciler leaves the allocation
+// alone: after a failure the caller moves or deletes it, and a start by
+// the reconciler in between would only be undone.
 func (h localHost) Run(ctx context.Context, a workload.Allocation) (uint64, error) {
+	h.c.driving.Add(a.ID)
+	defer h.c.driving.Done(a.ID)
 	if _, err := h.c.local.Run(ctx, a); err != nil {
 		return 0, err
 	}
@@ -134,4 +140,36 @@ func (h remoteHost) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig)
 // Attach attaches to id on the peer.
 func (h remoteHost) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error {
 	return h.c.peers.Attach(ctx, h.name, h.rpc, id, stdio)
+}
+
+// callers counts, per workload, the calls that drive its start now.
+type callers struct {
+	mu sync.Mutex
+	n  map[spec.ID]int
+}
+
+// Add notes one more call driving id.
+func (c *callers) Add(id spec.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[spec.ID]int{}
+	}
+	c.n[id]++
+}
+
+// Done notes that a call driving id returned.
+func (c *callers) Done(id spec.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[id]--; c.n[id] <= 0 {
+		delete(c.n, id)
+	}
+}
+
+// Busy reports whether a call drives id now.
+func (c *callers) Busy(id spec.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[id] > 0
 }

@@ -113,7 +113,7 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 		}
 	}
 	for _, r := range records {
-		if r.Node != c.cfg.NodeName || r.Desired != workload.DesiredRunning || localIDs[r.ID] || inflight[r.ID] {
+		if r.Node != c.cfg.NodeName || r.Desired != workload.DesiredRunning || localIDs[r.ID] || inflight[r.ID] || c.driving.Busy(r.ID) {
 			continue
 		}
 		if time.Since(lastTry[r.ID]) < retryFailedStart {
@@ -123,7 +123,10 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 		// A start that fails is reported by the node itself, with its
 		// error, and tried again after retryFailedStart.
 		c.background(inflight, done, r.ID, "placed here", func(ctx context.Context) error {
-			_, err := localHost{c}.Run(ctx, r.Allocation)
+			if _, err := c.local.Run(ctx, r.Allocation); err != nil {
+				return err
+			}
+			_, err := c.reports.flush()
 			return err
 		})
 	}
