@@ -81,9 +81,7 @@ func (c *Cluster) allocate(req spec.SpawnRequest) (workload.Allocation, []schedu
 		return a, ranked, nil
 	}
 	if err := c.raft.Create(a); err != nil {
-		if errors.Is(err, raftstore.ErrPortTaken) {
-			return a, nil, fmt.Errorf("%w: %v", workload.ErrNoCapacity, err)
-		}
+		// raftstore.ErrPortTaken is a workload.ErrNoCapacity itself.
 		return a, nil, fmt.Errorf("cluster: record allocation: %w", err)
 	}
 	return a, ranked, nil

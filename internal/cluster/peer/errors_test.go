@@ -36,6 +36,10 @@ func TestErrorKinds(t *testing.T) {
 	if got := fromConnect("alpha", toConnect(image.ErrRegistry)); !errors.Is(got, image.ErrRegistry) || errors.Is(got, ErrUnreachable) {
 		t.Errorf("a registry that is down came back as %v", got)
 	}
+	// A port taken in raft is "no room" to the API on the caller's side too.
+	if got := fromConnect("alpha", toConnect(raftstore.ErrPortTaken)); !errors.Is(got, raftstore.ErrPortTaken) || !errors.Is(got, workload.ErrNoCapacity) {
+		t.Errorf("a port taken in raft came back as %v, not a workload.ErrNoCapacity", got)
+	}
 	var nl raftstore.ErrNotLeader
 	if got := fromConnect("alpha", toConnect(fmt.Errorf("apply: %w", raftstore.ErrNotLeader{}))); !errors.As(got, &nl) {
 		t.Errorf("not-leader came back as %v", got)

@@ -39,7 +39,21 @@ var ErrBadCommand = errors.New("bad raft command")
 // node and the workload that holds it. The check runs in the state
 // machine, so every server reaches the same verdict from the same log, and
 // two spawns racing for one port cannot both win.
-var ErrPortTaken = errors.New("public port taken")
+//
+// It is also a workload.ErrNoCapacity (errors.Is), like every other "no
+// room for this workload", so the API answers it 409 on whatever path it
+// comes back: a spawn's first allocation, the spawn's move to the next
+// ranked node, or a write forwarded to the leader.
+var ErrPortTaken error = portTaken{}
+
+// portTaken is ErrPortTaken's type: its own sentinel that is also a
+// workload.ErrNoCapacity, keeping its message.
+type portTaken struct{}
+
+func (portTaken) Error() string { return "public port taken" }
+
+// Is makes ErrPortTaken a workload.ErrNoCapacity.
+func (portTaken) Is(target error) bool { return target == workload.ErrNoCapacity }
 
 // commandVersion is the first byte of every log entry. Bump it when the
 // meaning of an existing field changes; adding ops or optional fields does
