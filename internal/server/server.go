@@ -36,7 +36,8 @@ import (
 // Errors are told apart with errors.Is: workload.ErrNotFound (or
 // driver.ErrNotFound) for an unknown workload, workload.ErrNoCapacity when
 // nothing has room, workload.ErrUnsupported for an isolation or feature no
-// node offers, image.ErrNotFound and image.ErrRegistry for pulls, and
+// node offers, workload.ErrUnreachable when the node a call needs is down
+// for now, image.ErrNotFound and image.ErrRegistry for pulls, and
 // *spec.FieldError for input it refuses; anything else is an internal
 // error.
 type Backend interface {
@@ -191,6 +192,8 @@ func classify(err error) (int, connect.Code, string) {
 		return http.StatusBadRequest, connect.CodeInvalidArgument, "image_ref"
 	case errors.Is(err, image.ErrRegistry):
 		return http.StatusBadGateway, connect.CodeUnavailable, "image_ref"
+	case errors.Is(err, workload.ErrUnreachable):
+		return http.StatusServiceUnavailable, connect.CodeUnavailable, ""
 	case errors.Is(err, context.Canceled):
 		return 499, connect.CodeCanceled, ""
 	}

@@ -31,6 +31,13 @@ var ErrNoCapacity = errors.New("no node has room for this workload")
 // workload needs: its isolation, or a terminal for its isolation.
 var ErrUnsupported = errors.New("isolation not available")
 
+// ErrUnreachable means a node the call needs cannot be reached now: the
+// node that hosts the workload (gossip sees it down, or a call to it did
+// not get through), or the raft leader a write must go to. It is
+// temporary: the API answers it 503, and a workload whose node stays down
+// moves once the failover grace has passed.
+var ErrUnreachable = errors.New("peer node is not reachable")
+
 // Desired is what the user wants a workload to be doing.
 type Desired string
 

@@ -16,8 +16,9 @@ import (
 
 // ErrUnreachable means a peer could not be reached: it is down, or the
 // network between the two nodes is. Its workloads keep their place until
-// the cluster's failover moves them.
-var ErrUnreachable = errors.New("peer node is not reachable")
+// the cluster's failover moves them. It is workload.ErrUnreachable, which
+// the API answers 503.
+var ErrUnreachable = workload.ErrUnreachable
 
 // errorKinds are the errors that must keep their meaning across a peer
 // call. The peer names the kind in a header beside the Connect code, so

@@ -45,8 +45,8 @@ func TestErrorKinds(t *testing.T) {
 		t.Errorf("not-leader came back as %v", got)
 	}
 	// Unavailable without a kind: the peer itself was not reached.
-	if got := fromConnect("alpha", connect.NewError(connect.CodeUnavailable, errors.New("dial tcp: refused"))); !errors.Is(got, ErrUnreachable) {
-		t.Errorf("a transport failure came back as %v", got)
+	if got := fromConnect("alpha", connect.NewError(connect.CodeUnavailable, errors.New("dial tcp: refused"))); !errors.Is(got, ErrUnreachable) || !errors.Is(got, workload.ErrUnreachable) {
+		t.Errorf("a transport failure came back as %v, not a workload.ErrUnreachable", got)
 	}
 	// Anything else keeps its message and no kind.
 	got := fromConnect("alpha", toConnect(errors.New("disk full")))
