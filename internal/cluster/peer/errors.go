@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/node"
 	"github.com/hypercore-dev/hypercore/internal/store"
@@ -36,8 +37,9 @@ var errorKinds = []struct {
 	{"conflict", []error{raftstore.ErrConflict}, connect.CodeAborted},
 	{"port-taken", []error{raftstore.ErrPortTaken}, connect.CodeResourceExhausted},
 	// The node's own store says not found too, for a workload it does
-	// not hold; to the caller both mean the same.
-	{"not-found", []error{workload.ErrNotFound, store.ErrNotFound}, connect.CodeNotFound},
+	// not hold, and its driver for one whose container or VM is gone; to
+	// the caller (and the API, which answers 404) all mean the same.
+	{"not-found", []error{workload.ErrNotFound, store.ErrNotFound, driver.ErrNotFound}, connect.CodeNotFound},
 	{"no-image", []error{image.ErrNotFound}, connect.CodeInvalidArgument},
 	{"registry", []error{image.ErrRegistry}, connect.CodeUnavailable},
 	{"no-capacity", []error{node.ErrNoCapacity}, connect.CodeResourceExhausted},

@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/workload"
@@ -32,6 +33,11 @@ func TestErrorKinds(t *testing.T) {
 	}
 	if got := fromConnect("alpha", toConnect(store.ErrNotFound)); !errors.Is(got, workload.ErrNotFound) {
 		t.Errorf("the node store's not-found came back as %v", got)
+	}
+	// Exec or logs of a workload whose container is gone: 404 here as on
+	// the host itself.
+	if got := fromConnect("alpha", toConnect(fmt.Errorf("exec: %w", driver.ErrNotFound))); !errors.Is(got, workload.ErrNotFound) {
+		t.Errorf("the driver's not-found came back as %v", got)
 	}
 	if got := fromConnect("alpha", toConnect(image.ErrRegistry)); !errors.Is(got, image.ErrRegistry) || errors.Is(got, ErrUnreachable) {
 		t.Errorf("a registry that is down came back as %v", got)
