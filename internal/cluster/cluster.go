@@ -190,7 +190,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 		return nil, err
 	}
 	closers = append(closers, func() { c.raft.Close() })
-	c.reports = newReporter(c.raft, c.log, c.routesChanged)
+	c.reports = newReporter(c.raft, func(id spec.ID) (workload.Observation, bool) { return c.local.Observation(id) }, c.log, c.routesChanged)
 	nodeCfg.Name, nodeCfg.Report = id.Name, c.reports.report
 	if c.local, err = node.New(nodeCfg, parts); err != nil {
 		return nil, err

@@ -20,8 +20,11 @@ const reportRetry = time.Second
 // entry. A report that cannot be written (no quorum) stays noted and is
 // written when raft is back; a newer one for the same workload replaces it.
 type reporter struct {
-	raft *raftstore.Store
-	log  *slog.Logger
+	raft observer
+	// current is the node's latest observation of a workload
+	// (node.Observation), for resend.
+	current func(spec.ID) (workload.Observation, bool)
+	log     *slog.Logger
 	// changed is told of every report, so the routes follow local
 	// observations before raft has them.
 	changed func()
@@ -34,9 +37,15 @@ type reporter struct {
 	last    uint64     // index of the last batch written
 }
 
-func newReporter(raft *raftstore.Store, log *slog.Logger, changed func()) *reporter {
+// observer is where reports are written: the cluster state
+// (raftstore.Store.Observe).
+type observer interface {
+	Observe(reports []raftstore.Report) (uint64, error)
+}
+
+func newReporter(raft observer, current func(spec.ID) (workload.Observation, bool), log *slog.Logger, changed func()) *reporter {
 	return &reporter{
-		raft: raft, log: log, changed: changed,
+		raft: raft, current: current, log: log, changed: changed,
 		pending: map[spec.ID]workload.Observation{}, wake: make(chan struct{}, 1),
 	}
 }
@@ -52,6 +61,30 @@ func (r *reporter) report(id spec.ID, o workload.Observation) {
 	}
 	if r.changed != nil {
 		r.changed()
+	}
+}
+
+// resend notes again the node's current observation of id, for one the
+// cluster state has wrong (a report lost while raft had no leader). It
+// reads that observation under the lock report takes, rather than taking
+// one the caller read earlier: the node may have reported a newer one
+// since, and a stale copy noted after it would overwrite it, in the
+// reporter and then in raft. The node records an observation before it
+// calls report with it, so what resend reads is never older than what is
+// noted. A workload the node no longer has is left alone.
+func (r *reporter) resend(id spec.ID) {
+	r.mu.Lock()
+	o, ok := r.current(id)
+	if ok {
+		r.pending[id] = o
+	}
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
