@@ -17,7 +17,7 @@ const reportRetry = time.Second
 // cluster state. The node calls report on every change, under its lock for
 // the workload, so report only notes the newest observation per workload
 // and wakes the writer; the writer puts everything noted into one raft
-// entry. A report that cannot be written (no quorum) stays noted and is
+// entry (several past raftstore.MaxReports). A report that cannot be written (no quorum) stays noted and is
 // written when raft is back; a newer one for the same workload replaces it.
 type reporter struct {
 	raft observer
@@ -105,20 +105,29 @@ func (r *reporter) flush() (uint64, error) {
 	for id, o := range batch {
 		reports = append(reports, raftstore.Report{ID: id, Observation: o})
 	}
-	index, err := r.raft.Observe(reports)
-	if err != nil {
-		// Put them back unless something newer came meanwhile.
-		r.mu.Lock()
-		for id, o := range batch {
-			if _, newer := r.pending[id]; !newer {
-				r.pending[id] = o
+	// An entry takes at most raftstore.MaxReports, so a node with many
+	// changes at once (a restart re-adopting all its workloads) writes
+	// several, rather than one that a forward to the leader refuses
+	// again and again.
+	for len(reports) > 0 {
+		n := min(len(reports), raftstore.MaxReports)
+		index, err := r.raft.Observe(reports[:n])
+		if err != nil {
+			// Put back what was not written, unless something newer
+			// came meanwhile.
+			r.mu.Lock()
+			for _, rep := range reports {
+				if _, newer := r.pending[rep.ID]; !newer {
+					r.pending[rep.ID] = rep.Observation
+				}
 			}
+			r.mu.Unlock()
+			return 0, err
 		}
-		r.mu.Unlock()
-		return 0, err
+		r.last = index
+		reports = reports[n:]
 	}
-	r.last = index
-	return index, nil
+	return r.last, nil
 }
 
 // run writes reports as they come until quit is closed.

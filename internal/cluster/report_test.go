@@ -152,3 +152,42 @@ func TestReporterKeepsReportsRaftRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestReporterWritesManyReportsInBoundedEntries: a node that has more
+// changes at once than one entry takes (a restart re-adopting all its
+// workloads) writes them all, in several entries each within the bound,
+// instead of one entry that is refused every time it is tried.
+func TestReporterWritesManyReportsInBoundedEntries(t *testing.T) {
+	raft := &boundedRaft{}
+	n := &fakeNode{obs: map[spec.ID]workload.Observation{}}
+	r := newReporter(raft, n.observation, slog.Default(), nil)
+	total := 2*raftstore.MaxReports + 7
+	ids := make([]spec.ID, total)
+	for i := range ids {
+		ids[i] = spec.NewID()
+		n.see(r, ids[i], workload.Observation{Node: "n1", Generation: 1, State: workload.StateRunning})
+	}
+	index, err := r.flush()
+	if err != nil {
+		t.Fatalf("flush of %d reports: %v", total, err)
+	}
+	if index != uint64(len(raft.batches)) || len(raft.batches) != 3 {
+		t.Fatalf("flush answered index %d after %d entries, want the last of 3", index, len(raft.batches))
+	}
+	for _, id := range ids {
+		if _, ok := raft.last(id); !ok {
+			t.Fatalf("report of %s never written", id)
+		}
+	}
+}
+
+// boundedRaft refuses an entry over raftstore.MaxReports, as the leader
+// refuses such a forwarded one.
+type boundedRaft struct{ fakeRaft }
+
+func (b *boundedRaft) Observe(reports []raftstore.Report) (uint64, error) {
+	if len(reports) > raftstore.MaxReports {
+		return 0, errors.New("too many reports in one entry")
+	}
+	return b.fakeRaft.Observe(reports)
+}

@@ -111,6 +111,12 @@ type Report struct {
 	Observation workload.Observation `json:"observation"`
 }
 
+// MaxReports is the most reports one Observe takes, so one log entry (and
+// the message that forwards it to the leader) stays bounded: a report is a
+// few hundred bytes, so a full batch is far below what a peer message may
+// carry. A node with more changes writes several entries.
+const MaxReports = 512
+
 // command is one replicated write. It is JSON after a version byte so the
 // log stays readable with standard tools and new fields can be added
 // without breaking old entries.
@@ -230,6 +236,11 @@ func checkForwarded(c *command) error {
 			return bad("workload %s: unknown desired state %q", a.ID, a.Desired)
 		}
 	case opObserve:
+		// Not in check: the log may hold what an older limit let through,
+		// and replay must apply it alike.
+		if len(c.Reports) > MaxReports {
+			return bad("%d reports in one entry; at most %d", len(c.Reports), MaxReports)
+		}
 		for _, r := range c.Reports {
 			if err := checkID(r.ID); err != nil {
 				return err

@@ -493,10 +493,14 @@ func (s *Store) Delete(id spec.ID) error {
 // allocation for its id that names the reporting node
 // (Observation.Node); the others are dropped as stale, which is not an
 // error: the workload was deleted or has moved. A report needs an id and a
-// node. An empty batch writes nothing and returns index 0.
+// node, and a batch holds at most MaxReports. An empty batch writes
+// nothing and returns index 0.
 func (s *Store) Observe(reports []Report) (index uint64, err error) {
 	if len(reports) == 0 {
 		return 0, nil
+	}
+	if len(reports) > MaxReports {
+		return 0, fmt.Errorf("raftstore: observe: %d reports in one batch; write at most %d at a time", len(reports), MaxReports)
 	}
 	for _, r := range reports {
 		if r.ID == "" || r.Observation.Node == "" {
