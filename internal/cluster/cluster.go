@@ -255,11 +255,21 @@ func (c *Cluster) Close() {
 		c.log.Warn("leave cluster", "err", err)
 	}
 	c.mem.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	c.rpc.Shutdown(ctx)
-	cancel()
+	stopServer(c.rpc, 3*time.Second)
 	c.raft.Close()
 	c.peers.Close()
+}
+
+// stopServer lets srv's calls in flight end for up to grace, then closes
+// every connection it still has. Tunnels and exec, attach or log streams
+// can last as long as their clients like; Shutdown alone would leave them
+// (and the goroutines serving them) running past Close.
+func stopServer(srv *http.Server, grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
+	}
 }
 
 // routesChanged asks the reconcile loop to derive the routes again.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -117,5 +118,42 @@ func TestRetryElsewhere(t *testing.T) {
 	}
 	if !retryElsewhere(errHostDown) || !retryElsewhere(image.ErrRegistry) {
 		t.Error("a node-local failure is not retried elsewhere")
+	}
+}
+
+// TestStopServerEndsLongCalls: closing the cluster ends the node RPC
+// calls still in flight (a tunnel, a followed log) once the grace has
+// passed, instead of leaving them, and the goroutines serving them,
+// running after Close.
+func TestStopServerEndsLongCalls(t *testing.T) {
+	started, ended := make(chan struct{}), make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		http.NewResponseController(w).Flush()
+		close(started)
+		<-r.Context().Done() // a tunnel: open until its client ends it
+		close(ended)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	resp, err := http.Get("http://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-started
+
+	t0 := time.Now()
+	stopServer(srv, 100*time.Millisecond)
+	select {
+	case <-ended:
+	case <-time.After(3 * time.Second):
+		t.Fatal("a call in flight is still served after the server was stopped")
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("stopping took %v with a grace of 100ms", d)
 	}
 }
