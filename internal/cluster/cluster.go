@@ -425,14 +425,7 @@ func (c *Cluster) catchUp(ctx context.Context) error {
 		}
 		index = i
 	}
-	for c.raft.AppliedIndex() < index {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("state stuck at index %d of %d", c.raft.AppliedIndex(), index)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil
+	return c.raft.WaitApplied(ctx, index)
 }
 
 func (c *Cluster) inConfig() bool {

@@ -100,16 +100,13 @@ func (c *Cluster) settled(ctx context.Context, id spec.ID, index uint64) (worklo
 }
 
 // waitIndex waits until this node has applied the raft log up to index.
+// It leaves raft.Changes to the reconcile loop, whose wake-ups it would
+// otherwise take.
 func (c *Cluster) waitIndex(ctx context.Context, index uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, raftstore.ApplyTimeout)
 	defer cancel()
-	for c.raft.AppliedIndex() < index {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster: state stuck at index %d, waiting for %d: %w", c.raft.AppliedIndex(), index, ctx.Err())
-		case <-c.raft.Changes():
-		case <-time.After(5 * time.Millisecond):
-		}
+	if err := c.raft.WaitApplied(ctx, index); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	return nil
 }
