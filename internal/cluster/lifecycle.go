@@ -130,10 +130,15 @@ func (c *Cluster) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (
 	}
 	c.syncRoutes()
 	index, err := c.hostOf(w.Node).Stop(ctx, id, timeout)
-	if errors.Is(err, errHostDown) {
+	switch {
+	case errors.Is(err, errHostDown):
 		return w, nil // its reconciler stops it when it is back
-	}
-	if err != nil {
+	case errors.Is(err, workload.ErrNotFound):
+		// The host holds nothing of it: its start failed, or a failover
+		// placed it there and it has not started. Nothing runs, and the
+		// allocation now keeps any reconciler from starting it.
+		return w, nil
+	case err != nil:
 		return workload.Workload{}, err
 	}
 	return c.settled(ctx, id, index)
