@@ -94,7 +94,8 @@ type Config struct {
 	// FastFailure detects failed nodes in 2-3 s rather than 4 s, at the
 	// cost of more probe traffic; see membership.
 	FastFailure bool
-	Log         *slog.Logger
+	// Log is where the cluster logs; nil is slog.Default().
+	Log *slog.Logger
 }
 
 // Cluster is the API's backend on every node: a single node is a cluster

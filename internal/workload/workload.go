@@ -22,9 +22,11 @@ import (
 var ErrNotFound = errors.New("workload not found")
 
 // ErrNoCapacity means a workload cannot be placed for want of room: the
-// scheduler found no node that fits it, or the chosen node found one of
-// its raw TCP public ports held on its host. The API answers it with 409,
-// whichever layer found it, so every such layer wraps this one value.
+// scheduler found no node that fits it, the cluster state refused a second
+// holder of a raw TCP public port on one node (raftstore.ErrPortTaken), or
+// the chosen node found one of its raw TCP public ports held on its host.
+// The API answers it with 409, whichever layer found it, so every such
+// layer wraps (or, for ErrPortTaken, is) this one value.
 var ErrNoCapacity = errors.New("no node has room for this workload")
 
 // ErrUnsupported means no node (or not the chosen one) offers what the

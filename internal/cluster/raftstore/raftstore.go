@@ -89,6 +89,7 @@ type ErrNotLeader struct {
 	LeaderID string
 }
 
+// Error names the leader, when one is known.
 func (e ErrNotLeader) Error() string {
 	if e.LeaderAddr == "" {
 		return "raftstore: not the leader, and no leader is known"
