@@ -94,7 +94,8 @@ type Config struct {
 	// FastFailure detects failed nodes in 2-3 s rather than 4 s, at the
 	// cost of more probe traffic; see membership.
 	FastFailure bool
-	Log         *slog.Logger
+	// Log is where the cluster logs; nil is slog.Default().
+	Log *slog.Logger
 }
 
 // Cluster is the API's backend on every node: a single node is a cluster
@@ -193,7 +194,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 		return nil, err
 	}
 	closers = append(closers, func() { c.raft.Close() })
-	c.reports = newReporter(c.raft, c.log, c.routesChanged)
+	c.reports = newReporter(c.raft, func(id spec.ID) (workload.Observation, bool) { return c.local.Observation(id) }, c.log, c.routesChanged)
 	nodeCfg.Name, nodeCfg.Report = id.Name, c.reports.report
 	if c.local, err = node.New(nodeCfg, parts); err != nil {
 		return nil, err
@@ -258,11 +259,21 @@ func (c *Cluster) Close() {
 		c.log.Warn("leave cluster", "err", err)
 	}
 	c.mem.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	c.rpc.Shutdown(ctx)
-	cancel()
+	stopServer(c.rpc, 3*time.Second)
 	c.raft.Close()
 	c.peers.Close()
+}
+
+// stopServer lets srv's calls in flight end for up to grace, then closes
+// every connection it still has. Tunnels and exec, attach or log streams
+// can last as long as their clients like; Shutdown alone would leave them
+// (and the goroutines serving them) running past Close.
+func stopServer(srv *http.Server, grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
+	}
 }
 
 // routesChanged asks the reconcile loop to derive the routes again.
@@ -418,14 +429,7 @@ func (c *Cluster) catchUp(ctx context.Context) error {
 		}
 		index = i
 	}
-	for c.raft.AppliedIndex() < index {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("state stuck at index %d of %d", c.raft.AppliedIndex(), index)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil
+	return c.raft.WaitApplied(ctx, index)
 }
 
 func (c *Cluster) inConfig() bool {

@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
+	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
@@ -138,5 +142,91 @@ func TestCallersCountEachCall(t *testing.T) {
 	c.Done(id)
 	if c.Busy(id) || len(c.n) != 0 {
 		t.Fatalf("busy or remembered after every call returned: %v", c.n)
+	}
+}
+
+// TestStopServerEndsLongCalls: closing the cluster ends the node RPC
+// calls still in flight (a tunnel, a followed log) once the grace has
+// passed, instead of leaving them, and the goroutines serving them,
+// running after Close.
+func TestStopServerEndsLongCalls(t *testing.T) {
+	started, ended := make(chan struct{}), make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		http.NewResponseController(w).Flush()
+		close(started)
+		<-r.Context().Done() // a tunnel: open until its client ends it
+		close(ended)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	resp, err := http.Get("http://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-started
+
+	t0 := time.Now()
+	stopServer(srv, 100*time.Millisecond)
+	select {
+	case <-ended:
+	case <-time.After(3 * time.Second):
+		t.Fatal("a call in flight is still served after the server was stopped")
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("stopping took %v with a grace of 100ms", d)
+	}
+}
+
+// TestWaitIndexLeavesChangesToTheReconciler: a spawn or stop that waits
+// for its report to be applied must not take the change notifications the
+// reconcile loop waits on; a wake-up taken is a failover start or a stop
+// the loop only notices at its next tick.
+func TestWaitIndexLeavesChangesToTheReconciler(t *testing.T) {
+	s, err := raftstore.Open(raftstore.Config{
+		NodeID: "n1", BindAddr: "127.0.0.1:0", DataDir: t.TempDir(), Bootstrap: true,
+		Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := &Cluster{raft: s}
+	for drained := false; !drained; {
+		select {
+		case <-s.Changes():
+		default:
+			drained = true
+		}
+	}
+
+	target := s.AppliedIndex() + 1
+	waited := make(chan error, 1)
+	go func() { waited <- c.waitIndex(context.Background(), target) }()
+	time.Sleep(50 * time.Millisecond) // the wait is under way
+	if err := s.Create(workload.Allocation{ID: spec.NewID(), Node: "n1", Desired: workload.DesiredRunning}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if s.AppliedIndex() < target {
+		t.Fatalf("waitIndex returned at index %d, before %d", s.AppliedIndex(), target)
+	}
+	select {
+	case <-s.Changes():
+	default:
+		t.Fatal("waitIndex took the change notification the reconcile loop waits on")
 	}
 }

@@ -19,7 +19,10 @@ import (
 // peers reach it at, and its certificates. It is settled before the node
 // starts, because the name is part of every workload record and cgroup.
 type Identity struct {
-	Name        string
+	// Name is the node's name in the cluster, the one its certificate
+	// holds.
+	Name string
+	// AdvertiseIP is the address its peers reach it at.
 	AdvertiseIP string
 	mat         *pki.Material
 	auth        *pki.Authority // only on the node that made the CA

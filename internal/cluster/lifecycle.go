@@ -81,9 +81,7 @@ func (c *Cluster) allocate(req spec.SpawnRequest) (workload.Allocation, []schedu
 		return a, ranked, nil
 	}
 	if err := c.raft.Create(a); err != nil {
-		if errors.Is(err, raftstore.ErrPortTaken) {
-			return a, nil, fmt.Errorf("%w: %v", workload.ErrNoCapacity, err)
-		}
+		// raftstore.ErrPortTaken is a workload.ErrNoCapacity itself.
 		return a, nil, fmt.Errorf("cluster: record allocation: %w", err)
 	}
 	return a, ranked, nil
@@ -102,16 +100,13 @@ func (c *Cluster) settled(ctx context.Context, id spec.ID, index uint64) (worklo
 }
 
 // waitIndex waits until this node has applied the raft log up to index.
+// It leaves raft.Changes to the reconcile loop, whose wake-ups it would
+// otherwise take.
 func (c *Cluster) waitIndex(ctx context.Context, index uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, raftstore.ApplyTimeout)
 	defer cancel()
-	for c.raft.AppliedIndex() < index {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster: state stuck at index %d, waiting for %d: %w", c.raft.AppliedIndex(), index, ctx.Err())
-		case <-c.raft.Changes():
-		case <-time.After(5 * time.Millisecond):
-		}
+	if err := c.raft.WaitApplied(ctx, index); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	return nil
 }
@@ -135,10 +130,15 @@ func (c *Cluster) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (
 	}
 	c.syncRoutes()
 	index, err := c.hostOf(w.Node).Stop(ctx, id, timeout)
-	if errors.Is(err, errHostDown) {
+	switch {
+	case errors.Is(err, errHostDown):
 		return w, nil // its reconciler stops it when it is back
-	}
-	if err != nil {
+	case errors.Is(err, workload.ErrNotFound):
+		// The host holds nothing of it: its start failed, or a failover
+		// placed it there and it has not started. Nothing runs, and the
+		// allocation now keeps any reconciler from starting it.
+		return w, nil
+	case err != nil:
 		return workload.Workload{}, err
 	}
 	return c.settled(ctx, id, index)

@@ -107,8 +107,10 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 				return err
 			})
 		default:
+			// seen may be older than what the node has reported since;
+			// resend takes the node's observation as it is now.
 			if o, ok := seen[l.ID]; ok && !o.Equal(r.Observed) {
-				c.reports.report(l.ID, o)
+				c.reports.resend(l.ID)
 			}
 		}
 	}

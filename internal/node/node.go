@@ -80,7 +80,8 @@ type Config struct {
 	// Report must not call back into the node about the same workload.
 	// Nil discards them; Observations still has the latest.
 	Report func(id spec.ID, o workload.Observation)
-	Log    *slog.Logger
+	// Log is where the node logs; nil is slog.Default().
+	Log *slog.Logger
 }
 
 // DefaultImageGCInterval is the daemon's image GC period: often enough
@@ -98,6 +99,8 @@ const FirstImageGC = time.Minute
 // this host. The proxy's table is one; the node only reads it, since the
 // routes themselves are derived from observations elsewhere.
 type PortOwners interface {
+	// PortOwner names what holds port on this host, if anything other
+	// than a workload does.
 	PortOwner(port uint16) (owner string, taken bool)
 }
 

@@ -13,6 +13,7 @@ import (
 
 // Route says where one workload's public ports lead.
 type Route struct {
+	// ID is the workload's id: <ID>.<base> is its host name.
 	ID string
 	// HTTP maps a public port served by the HTTP(S) proxy (80, 443) to the
 	// workload's "ip:port". Many workloads share these ports; the Host

@@ -40,6 +40,7 @@ func TestBackendErrorsMapAlike(t *testing.T) {
 		{fmt.Errorf("pull: %w: no such tag", image.ErrNotFound), 400, connect.CodeInvalidArgument, "image_ref"},
 		{fmt.Errorf("pull: %w: connection refused", image.ErrRegistry), 502, connect.CodeUnavailable, "image_ref"},
 		{fmt.Errorf("pull: %w", context.Canceled), 499, connect.CodeCanceled, ""},
+		{fmt.Errorf("%w: node n2 is down", workload.ErrUnreachable), 503, connect.CodeUnavailable, ""},
 		{errors.New("disk on fire"), 500, connect.CodeInternal, ""},
 	}
 	b := newBackend(t)

@@ -36,22 +36,31 @@ import (
 // Errors are told apart with errors.Is: workload.ErrNotFound (or
 // driver.ErrNotFound) for an unknown workload, workload.ErrNoCapacity when
 // nothing has room, workload.ErrUnsupported for an isolation or feature no
-// node offers, image.ErrNotFound and image.ErrRegistry for pulls, and
+// node offers, workload.ErrUnreachable when the node a call needs is down
+// for now, image.ErrNotFound and image.ErrRegistry for pulls, and
 // *spec.FieldError for input it refuses; anything else is an internal
 // error.
 type Backend interface {
 	// Spawn places a workload and starts it on the chosen node; with
 	// DryRun it only places it, and the answer names the node with no id.
 	Spawn(ctx context.Context, req spec.SpawnRequest) (workload.Workload, error)
+	// Get returns one workload: its allocation joined with what its node
+	// last reported.
 	Get(id spec.ID) (workload.Workload, error)
 	// List returns every workload, oldest first.
 	List() ([]workload.Workload, error)
 	// Stop stops a workload, waiting up to timeout after SIGTERM (0: the
 	// node's default), and keeps its record.
 	Stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Workload, error)
+	// Remove kills a workload at once if it runs and deletes it.
 	Remove(ctx context.Context, id spec.ID) error
+	// Logs opens a workload's output, following it with opts.Follow.
 	Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error)
+	// Exec runs a process in a workload with cfg's IO and returns its
+	// exit code.
 	Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error)
+	// Attach connects stdio to a workload's main process until it ends
+	// or ctx does.
 	Attach(ctx context.Context, id spec.ID, stdio driver.IO) error
 	// Pull fetches an image into the answering node's store.
 	Pull(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error)
@@ -73,8 +82,10 @@ type Options struct {
 	// TokenPath is where the token is stored, named in 401 answers so a
 	// user knows where to find it.
 	TokenPath string
-	Version   string
-	Log       *slog.Logger
+	// Version is the daemon's version, as NodeService.Info answers it.
+	Version string
+	// Log gets the calls that failed inside; nil is slog.Default().
+	Log *slog.Logger
 }
 
 // Server answers API calls.
@@ -191,6 +202,8 @@ func classify(err error) (int, connect.Code, string) {
 		return http.StatusBadRequest, connect.CodeInvalidArgument, "image_ref"
 	case errors.Is(err, image.ErrRegistry):
 		return http.StatusBadGateway, connect.CodeUnavailable, "image_ref"
+	case errors.Is(err, workload.ErrUnreachable):
+		return http.StatusServiceUnavailable, connect.CodeUnavailable, ""
 	case errors.Is(err, context.Canceled):
 		return 499, connect.CodeCanceled, ""
 	}

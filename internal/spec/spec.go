@@ -87,6 +87,7 @@ type FieldError struct {
 	Msg   string
 }
 
+// Error is "field: what is wrong with it".
 func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 func fieldErr(field, format string, args ...any) error {

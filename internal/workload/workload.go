@@ -22,14 +22,23 @@ import (
 var ErrNotFound = errors.New("workload not found")
 
 // ErrNoCapacity means a workload cannot be placed for want of room: the
-// scheduler found no node that fits it, or the chosen node found one of
-// its raw TCP public ports held on its host. The API answers it with 409,
-// whichever layer found it, so every such layer wraps this one value.
+// scheduler found no node that fits it, the cluster state refused a second
+// holder of a raw TCP public port on one node (raftstore.ErrPortTaken), or
+// the chosen node found one of its raw TCP public ports held on its host.
+// The API answers it with 409, whichever layer found it, so every such
+// layer wraps (or, for ErrPortTaken, is) this one value.
 var ErrNoCapacity = errors.New("no node has room for this workload")
 
 // ErrUnsupported means no node (or not the chosen one) offers what the
 // workload needs: its isolation, or a terminal for its isolation.
 var ErrUnsupported = errors.New("isolation not available")
+
+// ErrUnreachable means a node the call needs cannot be reached now: the
+// node that hosts the workload (gossip sees it down, or a call to it did
+// not get through), or the raft leader a write must go to. It is
+// temporary: the API answers it 503, and a workload whose node stays down
+// moves once the failover grace has passed.
+var ErrUnreachable = errors.New("peer node is not reachable")
 
 // Desired is what the user wants a workload to be doing.
 type Desired string

@@ -155,6 +155,7 @@ const (
 	EventReap
 )
 
+// String names the event type in logs: join, leave, failed, update, reap.
 func (t EventType) String() string {
 	switch t {
 	case EventJoin:

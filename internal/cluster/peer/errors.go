@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/node"
 	"github.com/hypercore-dev/hypercore/internal/store"
@@ -16,8 +17,9 @@ import (
 
 // ErrUnreachable means a peer could not be reached: it is down, or the
 // network between the two nodes is. Its workloads keep their place until
-// the cluster's failover moves them.
-var ErrUnreachable = errors.New("peer node is not reachable")
+// the cluster's failover moves them. It is workload.ErrUnreachable, which
+// the API answers 503.
+var ErrUnreachable = workload.ErrUnreachable
 
 // errorKinds are the errors that must keep their meaning across a peer
 // call. The peer names the kind in a header beside the Connect code, so
@@ -35,8 +37,9 @@ var errorKinds = []struct {
 	{"conflict", []error{raftstore.ErrConflict}, connect.CodeAborted},
 	{"port-taken", []error{raftstore.ErrPortTaken}, connect.CodeResourceExhausted},
 	// The node's own store says not found too, for a workload it does
-	// not hold; to the caller both mean the same.
-	{"not-found", []error{workload.ErrNotFound, store.ErrNotFound}, connect.CodeNotFound},
+	// not hold, and its driver for one whose container or VM is gone; to
+	// the caller (and the API, which answers 404) all mean the same.
+	{"not-found", []error{workload.ErrNotFound, store.ErrNotFound, driver.ErrNotFound}, connect.CodeNotFound},
 	{"no-image", []error{image.ErrNotFound}, connect.CodeInvalidArgument},
 	{"registry", []error{image.ErrRegistry}, connect.CodeUnavailable},
 	{"no-capacity", []error{node.ErrNoCapacity}, connect.CodeResourceExhausted},

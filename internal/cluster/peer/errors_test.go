@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/workload"
@@ -33,16 +34,25 @@ func TestErrorKinds(t *testing.T) {
 	if got := fromConnect("alpha", toConnect(store.ErrNotFound)); !errors.Is(got, workload.ErrNotFound) {
 		t.Errorf("the node store's not-found came back as %v", got)
 	}
+	// Exec or logs of a workload whose container is gone: 404 here as on
+	// the host itself.
+	if got := fromConnect("alpha", toConnect(fmt.Errorf("exec: %w", driver.ErrNotFound))); !errors.Is(got, workload.ErrNotFound) {
+		t.Errorf("the driver's not-found came back as %v", got)
+	}
 	if got := fromConnect("alpha", toConnect(image.ErrRegistry)); !errors.Is(got, image.ErrRegistry) || errors.Is(got, ErrUnreachable) {
 		t.Errorf("a registry that is down came back as %v", got)
+	}
+	// A port taken in raft is "no room" to the API on the caller's side too.
+	if got := fromConnect("alpha", toConnect(raftstore.ErrPortTaken)); !errors.Is(got, raftstore.ErrPortTaken) || !errors.Is(got, workload.ErrNoCapacity) {
+		t.Errorf("a port taken in raft came back as %v, not a workload.ErrNoCapacity", got)
 	}
 	var nl raftstore.ErrNotLeader
 	if got := fromConnect("alpha", toConnect(fmt.Errorf("apply: %w", raftstore.ErrNotLeader{}))); !errors.As(got, &nl) {
 		t.Errorf("not-leader came back as %v", got)
 	}
 	// Unavailable without a kind: the peer itself was not reached.
-	if got := fromConnect("alpha", connect.NewError(connect.CodeUnavailable, errors.New("dial tcp: refused"))); !errors.Is(got, ErrUnreachable) {
-		t.Errorf("a transport failure came back as %v", got)
+	if got := fromConnect("alpha", connect.NewError(connect.CodeUnavailable, errors.New("dial tcp: refused"))); !errors.Is(got, ErrUnreachable) || !errors.Is(got, workload.ErrUnreachable) {
+		t.Errorf("a transport failure came back as %v, not a workload.ErrUnreachable", got)
 	}
 	// Anything else keeps its message and no kind.
 	got := fromConnect("alpha", toConnect(errors.New("disk full")))

@@ -18,8 +18,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -145,6 +147,9 @@ func (h service) AddPeer(ctx context.Context, req *connect.Request[clusterv1.Add
 		// A node may add only itself: its certificate names it.
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("node %s may not add %s", caller, truncate(name, 80)))
 	}
+	if err := checkRaftAddr(name, req.Msg.GetRaftAddr()); err != nil {
+		return nil, invalid(err)
+	}
 	if err := h.s.AddPeer(ctx, name, req.Msg.GetRaftAddr(), req.Msg.GetVoter()); err != nil {
 		return nil, toConnect(err)
 	}
@@ -161,6 +166,27 @@ func (h service) Barrier(ctx context.Context, _ *connect.Request[clusterv1.Barri
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&clusterv1.BarrierResponse{AppliedIndex: index}), nil
+}
+
+// maxRaftAddr bounds a raft address from a peer: a node name, "@", and a
+// host:port.
+const maxRaftAddr = maxNodeName + 1 + 300
+
+// checkRaftAddr checks the raft address a node asks to join with before it
+// goes into the raft configuration, where every server keeps it and dials
+// it: "name@host:port", naming the node itself.
+func checkRaftAddr(name, addr string) error {
+	if len(addr) > maxRaftAddr {
+		return fmt.Errorf("raft address: %d bytes, over the %d one may have", len(addr), maxRaftAddr)
+	}
+	n, hostport, ok := strings.Cut(addr, "@")
+	if !ok || n != name {
+		return fmt.Errorf("raft address %q is not %s@host:port", truncate(addr, 80), truncate(name, 80))
+	}
+	if _, _, err := net.SplitHostPort(hostport); err != nil {
+		return fmt.Errorf("raft address %q: %w", truncate(addr, 80), err)
+	}
+	return nil
 }
 
 // Run implements PeerService.Run.

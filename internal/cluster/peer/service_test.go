@@ -262,6 +262,16 @@ func TestCalls(t *testing.T) {
 	if err := p.AddPeer(ctx, "alpha", addr, "gamma", "gamma@127.0.0.1:1", true); err == nil || !strings.Contains(err.Error(), "may not add") {
 		t.Fatalf("beta adding gamma: %v", err)
 	}
+	// The address goes into every server's raft configuration: checked.
+	before := len(f.tc.callers())
+	for _, bad := range []string{"beta@" + strings.Repeat("x", 1<<20) + ":1", "beta@no-port", "gamma@127.0.0.1:1", "127.0.0.1:1"} {
+		if err := p.AddPeer(ctx, "alpha", addr, "beta", bad, true); err == nil || !strings.Contains(err.Error(), "raft address") {
+			t.Errorf("AddPeer with raft address %q: %v", truncate(bad, 40), err)
+		}
+	}
+	if len(f.tc.callers()) != before {
+		t.Fatal("a bad raft address reached the node's AddPeer")
+	}
 	var nl raftstore.ErrNotLeader
 	if err := p.AddPeer(ctx, "alpha", addr, "beta", "beta@127.0.0.1:1", true); !errors.As(err, &nl) {
 		t.Fatalf("AddPeer on a follower: %v, want raftstore.ErrNotLeader", err)

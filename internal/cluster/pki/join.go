@@ -107,6 +107,7 @@ type JoinError struct {
 	Msg    string
 }
 
+// Error says what the server answered and why.
 func (e *JoinError) Error() string {
 	return fmt.Sprintf("pki: join refused by server (%d %s): %s", e.Status, http.StatusText(e.Status), e.Msg)
 }

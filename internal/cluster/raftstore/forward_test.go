@@ -3,6 +3,7 @@ package raftstore
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -90,6 +91,7 @@ func TestNonvoterForwardsWrites(t *testing.T) {
 		"garbage":    []byte("garbage"),
 		"bad id":     mustEncode(t, create(bad)),
 		"old create": []byte(legacyCreate),
+		"huge batch": mustEncode(t, command{Op: opObserve, Reports: slices.Repeat([]Report{report(idA, "n1", workload.StateRunning)}, MaxReports+1)}),
 	} {
 		if _, err := leader.s.ApplyEncoded(data); !errors.Is(err, ErrBadCommand) {
 			t.Errorf("%s: %v, want ErrBadCommand", name, err)

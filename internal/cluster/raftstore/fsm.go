@@ -39,7 +39,21 @@ var ErrBadCommand = errors.New("bad raft command")
 // node and the workload that holds it. The check runs in the state
 // machine, so every server reaches the same verdict from the same log, and
 // two spawns racing for one port cannot both win.
-var ErrPortTaken = errors.New("public port taken")
+//
+// It is also a workload.ErrNoCapacity (errors.Is), like every other "no
+// room for this workload", so the API answers it 409 on whatever path it
+// comes back: a spawn's first allocation, the spawn's move to the next
+// ranked node, or a write forwarded to the leader.
+var ErrPortTaken error = portTaken{}
+
+// portTaken is ErrPortTaken's type: its own sentinel that is also a
+// workload.ErrNoCapacity, keeping its message.
+type portTaken struct{}
+
+func (portTaken) Error() string { return "public port taken" }
+
+// Is makes ErrPortTaken a workload.ErrNoCapacity.
+func (portTaken) Is(target error) bool { return target == workload.ErrNoCapacity }
 
 // commandVersion is the first byte of every log entry. Bump it when the
 // meaning of an existing field changes; adding ops or optional fields does
@@ -96,6 +110,12 @@ type Report struct {
 	ID          spec.ID              `json:"id"`
 	Observation workload.Observation `json:"observation"`
 }
+
+// MaxReports is the most reports one Observe takes, so one log entry (and
+// the message that forwards it to the leader) stays bounded: a report is a
+// few hundred bytes, so a full batch is far below what a peer message may
+// carry. A node with more changes writes several entries.
+const MaxReports = 512
 
 // command is one replicated write. It is JSON after a version byte so the
 // log stays readable with standard tools and new fields can be added
@@ -216,6 +236,11 @@ func checkForwarded(c *command) error {
 			return bad("workload %s: unknown desired state %q", a.ID, a.Desired)
 		}
 	case opObserve:
+		// Not in check: the log may hold what an older limit let through,
+		// and replay must apply it alike.
+		if len(c.Reports) > MaxReports {
+			return bad("%d reports in one entry; at most %d", len(c.Reports), MaxReports)
+		}
 		for _, r := range c.Reports {
 			if err := checkID(r.ID); err != nil {
 				return err

@@ -313,6 +313,10 @@ func TestFSMPortTaken(t *testing.T) {
 	if !errors.Is(err, ErrPortTaken) {
 		t.Fatalf("second holder of tcp 5432 on n1: %v, want ErrPortTaken", err)
 	}
+	// The API answers every "no room" alike (409), whichever layer found it.
+	if !errors.Is(err, workload.ErrNoCapacity) {
+		t.Fatalf("second holder of tcp 5432 on n1: %v is not a workload.ErrNoCapacity", err)
+	}
 	for _, want := range []string{"5432", "n1", string(idB)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
@@ -343,8 +347,8 @@ func TestFSMPortTaken(t *testing.T) {
 	}
 	cur, ver, _ = f.allocation(idC)
 	cur.Node = "n1"
-	if err := applyAt(t, f, next(), update(cur, ver)); !errors.Is(err, ErrPortTaken) {
-		t.Fatalf("move of a second holder: %v, want ErrPortTaken", err)
+	if err := applyAt(t, f, next(), update(cur, ver)); !errors.Is(err, ErrPortTaken) || !errors.Is(err, workload.ErrNoCapacity) {
+		t.Fatalf("move of a second holder: %v, want ErrPortTaken, a workload.ErrNoCapacity", err)
 	}
 	if w, _ := mustGet(t, f, idC); w.Node != "n2" {
 		t.Fatalf("the refused move was stored: %+v", w.Allocation)

@@ -29,6 +29,7 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,6 +89,7 @@ type ErrNotLeader struct {
 	LeaderID string
 }
 
+// Error names the leader, when one is known.
 func (e ErrNotLeader) Error() string {
 	if e.LeaderAddr == "" {
 		return "raftstore: not the leader, and no leader is known"
@@ -270,12 +272,37 @@ func (s *Store) Bootstrapped() bool { return s.fresh }
 
 // Changes returns a channel that receives a value after state machine
 // changes (coalesced: one value may stand for many), so a reconciler can
-// react at once instead of polling.
+// react at once instead of polling. It has one reader: a value another
+// reader takes is one the reconciler never sees. To wait for an index,
+// use WaitApplied.
 func (s *Store) Changes() <-chan struct{} { return s.fsm.changed }
 
 // AppliedIndex is the index of the last log entry applied to this node's
 // state machine.
 func (s *Store) AppliedIndex() uint64 { return s.raft.AppliedIndex() }
+
+// appliedPoll is how often WaitApplied looks at the applied index.
+const appliedPoll = 2 * time.Millisecond
+
+// WaitApplied waits until this node's copy of the state has applied the
+// log up to index, so a read of it sees everything written up to there. It
+// fails with ctx's error, saying where the copy stands. It polls, and
+// leaves Changes to its reader.
+func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	if s.raft.AppliedIndex() >= index {
+		return nil
+	}
+	t := time.NewTicker(appliedPoll)
+	defer t.Stop()
+	for s.raft.AppliedIndex() < index {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("raftstore: state stuck at index %d, waiting for %d: %w", s.raft.AppliedIndex(), index, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
 
 // LeaderBarrier, on the leader, waits until every committed entry is
 // applied and returns the applied index: a follower whose AppliedIndex
@@ -493,10 +520,14 @@ func (s *Store) Delete(id spec.ID) error {
 // allocation for its id that names the reporting node
 // (Observation.Node); the others are dropped as stale, which is not an
 // error: the workload was deleted or has moved. A report needs an id and a
-// node. An empty batch writes nothing and returns index 0.
+// node, and a batch holds at most MaxReports. An empty batch writes
+// nothing and returns index 0.
 func (s *Store) Observe(reports []Report) (index uint64, err error) {
 	if len(reports) == 0 {
 		return 0, nil
+	}
+	if len(reports) > MaxReports {
+		return 0, fmt.Errorf("raftstore: observe: %d reports in one batch; write at most %d at a time", len(reports), MaxReports)
 	}
 	for _, r := range reports {
 		if r.ID == "" || r.Observation.Node == "" {
@@ -544,10 +575,9 @@ func (s *Store) apply(c command) (uint64, error) {
 
 // waitApplied waits, up to timeout, until this node has applied index.
 func (s *Store) waitApplied(index uint64, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for s.raft.AppliedIndex() < index && time.Now().Before(deadline) {
-		time.Sleep(2 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = s.WaitApplied(ctx, index) // the caller reads what there is either way
 }
 
 // ApplyEncoded commits a command another node forwarded (see

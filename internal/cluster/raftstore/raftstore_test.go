@@ -350,6 +350,13 @@ func TestObserve(t *testing.T) {
 	if _, err := leader.Observe([]Report{report(idA, "", workload.StateRunning)}); err == nil {
 		t.Fatal("a report without a node was accepted")
 	}
+	tooMany := make([]Report, MaxReports+1)
+	for i := range tooMany {
+		tooMany[i] = report(idA, "n1", workload.StateRunning)
+	}
+	if _, err := leader.Observe(tooMany); err == nil {
+		t.Fatalf("a batch of %d reports was accepted; at most %d may be", len(tooMany), MaxReports)
+	}
 }
 
 func TestSnapshotAndRestart(t *testing.T) {
