@@ -39,6 +39,12 @@ func (c *Cluster) Spawn(ctx context.Context, req spec.SpawnRequest) (workload.Wo
 		if i > 0 {
 			c.log.Warn("spawn: trying the next node", "id", a.ID, "failed", ranked[i-1].Name, "err", lastErr, "next", cand.Name)
 			w, err := c.raft.Update(a.ID, func(r *workload.Allocation) error { r.Node = cand.Name; return nil })
+			if errors.Is(err, raftstore.ErrPortTaken) {
+				// Placed there meanwhile by a spawn through another
+				// node; the next candidate may still fit.
+				lastErr = err
+				continue
+			}
 			if err != nil {
 				lastErr = err
 				break
