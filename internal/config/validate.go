@@ -177,7 +177,7 @@ func (c *Config) acme(p *problems) *proxy.ACMEConfig {
 	if c.ACMEDNS == "" {
 		for _, f := range []struct{ key, val string }{{"acme_dns_config", c.ACMEDNSConfig}, {"acme_dns_resolvers", c.ACMEDNSResolvers}} {
 			if f.val != "" {
-				bad(f.key, "needs --acme-dns PROVIDER, built in: %s", strings.Join(proxy.DNSProviderNames(), ", "))
+				bad(f.key, "is a DNS-01 setting, and the DNS-01 settings need --acme-dns PROVIDER, built in: %s", strings.Join(proxy.DNSProviderNames(), ", "))
 			}
 		}
 		if a.DisableHTTP01 && a.DisableTLSALPN01 {
