@@ -50,6 +50,34 @@ mkdir -p "$logdir"
 # refuses, and every mutant would count as killed.)
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-count=1"
 
+# notCompiling prints how many of the KILLED arithmetic mutants in report
+# $2 of package $1 do not compile. gremlins counts such a mutant (a + between
+# strings made -) as killed: go test exits 1 on a build failure as on a
+# failing test, and this version takes only exit status 2 as "not viable".
+# Arithmetic is the only mutator here that can break the build; each one is
+# built again with go build -overlay, which leaves the clone as it is.
+notCompiling() {
+  local pkg=$1 report=$2 tmp n=0 pos file rest line col text op
+  tmp=$(mktemp -d)
+  while read -r pos; do
+    file=$pkg/${pos%%:*} rest=${pos#*:}
+    line=${rest%%:*} col=${rest#*:}
+    text=$(sed -n "${line}p" "$file")
+    op=${text:col-1:1}
+    case $op in
+      +) op=- ;; -) op=+ ;; '*') op=/ ;; /) op='*' ;; %) op='*' ;;
+      *) continue ;;
+    esac
+    LINE=$line NEW="${text:0:col-1}$op${text:col}" awk 'NR == ENVIRON["LINE"] { print ENVIRON["NEW"]; next } 1' "$file" >"$tmp/mutant.go"
+    printf '{"Replace":{"%s":"%s"}}' "$PWD/$file" "$tmp/mutant.go" >"$tmp/overlay.json"
+    if ! go build -overlay "$tmp/overlay.json" -o /dev/null "./$pkg" 2>/dev/null; then
+      n=$((n + 1))
+    fi
+  done < <(sed -n 's/^ *KILLED ARITHMETIC_BASE at \(.*\)$/\1/p' "$report")
+  rm -rf "$tmp"
+  echo "$n"
+}
+
 rows=()
 status=0
 for pkg in $pkgs; do
@@ -81,14 +109,16 @@ for pkg in $pkgs; do
   if awk -v e="$efficacy" -v c="$coverage" 'BEGIN { exit !(e >= 90 && c >= 90) }'; then
     goal=yes
   fi
-  echo "mutation: $pkg: efficacy $efficacy%, mutator coverage $coverage% ($secs s)" >&2
+  broken=$(LC_ALL=C notCompiling "$pkg" "$log")
+  compiled=$(awk -v k="$killed" -v b="$broken" -v l="$lived" 'BEGIN { if (k - b + l > 0) printf "%.2f", (k - b) * 100 / (k - b + l); else print "-" }')
+  echo "mutation: $pkg: efficacy $efficacy%, mutator coverage $coverage% ($secs s); $broken killed mutants do not compile, efficacy without them $compiled%" >&2
   grep -E '^ *(LIVED|NOT COVERED|TIMED OUT)' "$log" | sed 's/^ */  /' >&2 || true
-  rows+=("| \`$pkg\` | $((killed + lived + notcov + timedout + notviable)) | $killed | $lived | $notcov | $timedout | $notviable | $efficacy% | $coverage% | $goal | $((secs / 60))m$((secs % 60))s |")
+  rows+=("| \`$pkg\` | $((killed + lived + notcov + timedout + notviable)) | $killed ($broken) | $lived | $notcov | $timedout | $notviable | $efficacy% | $coverage% | $goal | $compiled% | $((secs / 60))m$((secs % 60))s |")
 done
 
 echo
-echo "| package | mutants | killed | lived | not covered | timed out | not viable | efficacy | mutator coverage | goal (both >= 90%) | time |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+echo "| package | mutants | killed (of which do not compile) | lived | not covered | timed out | not viable | efficacy | mutator coverage | goal (both >= 90%) | efficacy of compiling mutants | time |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "gremlins $version, $(go version | cut -d' ' -f3), $workers worker(s), timeout coefficient $coefficient, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (with local changes)'); reports in $logdir"
