@@ -8,7 +8,7 @@
 # The goal (issue 16) is 90% or more of both on each package.
 #
 #   PKGS="internal/spec ..."  packages to test, one after the other
-#                             (default: the five below)
+#                             (default: spec, scheduler, image, wire, server)
 #   WORKERS=n                 mutants tested at once (default 1: one test run
 #                             at a time, for a machine shared with others)
 #   TIMEOUT_COEFFICIENT=n     a mutant's tests time out after n times the
