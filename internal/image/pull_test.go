@@ -3,8 +3,6 @@ package image
 import (
 	"context"
 	"errors"
-	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -362,47 +359,38 @@ func TestPullCancelled(t *testing.T) {
 }
 
 // TestPullCorruptLayer has the registry serve a layer whose bytes do not
-// match its digest: the pull fails and stores nothing.
+// match its digest, or whose size is not the manifest's: the pull fails,
+// names the ref and the layer, and stores no layer, rootfs or image.
 func TestPullCorruptLayer(t *testing.T) {
 	layer := layerOf(t, fileE("f", strings.Repeat("payload", 100)))
 	ld, err := layer.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String()) {
-			reg.ServeHTTP(w, r)
-			return
-		}
-		rec := httptest.NewRecorder()
-		reg.ServeHTTP(rec, r)
-		body := rec.Body.Bytes()
-		body[len(body)/2] ^= 0xff
-		w.WriteHeader(rec.Code)
-		w.Write(body)
-	}))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
-	ref := host + "/corrupt:1"
+	reg := newTamperingRegistry(t, ld)
+	ref := reg.host + "/corrupt:1"
 	testutil.Push(t, ref, imageOf(t, "/f", layer))
-
-	s := openStore(t)
-	_, err = s.Pull(context.Background(), ref, nil)
-	if err == nil || !strings.Contains(err.Error(), ref) || !strings.Contains(err.Error(), ld.String()) {
-		t.Fatalf("Pull of a corrupt layer = %v", err)
-	}
-	if _, err := os.Stat(s.blobPath(ld)); !os.IsNotExist(err) {
-		t.Errorf("corrupt layer was stored: %v", err)
-	}
-	if left := tree(t, filepath.Join(s.dir, "rootfs")); len(left) != 0 {
-		t.Errorf("rootfs/ holds %v", left)
-	}
-	if left := tree(t, s.tmpDir()); len(left) != 0 {
-		t.Errorf("tmp/ holds %v", left)
-	}
-	if list, err := s.List(); err != nil || len(list) != 0 {
-		t.Errorf("List = %v, %v", list, err)
+	for what, tamper := range tampers {
+		t.Run(what, func(t *testing.T) {
+			reg.serve(tamper)
+			s := openStore(t)
+			_, err := s.Pull(context.Background(), ref, nil)
+			if err == nil || !strings.Contains(err.Error(), ref) || !strings.Contains(err.Error(), ld.String()) {
+				t.Fatalf("Pull of a corrupt layer = %v", err)
+			}
+			if _, err := os.Stat(s.blobPath(ld)); !os.IsNotExist(err) {
+				t.Errorf("corrupt layer was stored: %v", err)
+			}
+			if left := tree(t, filepath.Join(s.dir, "rootfs")); len(left) != 0 {
+				t.Errorf("rootfs/ holds %v", left)
+			}
+			if left := tree(t, s.tmpDir()); len(left) != 0 {
+				t.Errorf("tmp/ holds %v", left)
+			}
+			if list, err := s.List(); err != nil || len(list) != 0 {
+				t.Errorf("List = %v, %v", list, err)
+			}
+		})
 	}
 }
 

@@ -170,6 +170,8 @@ func TestFastPathSameAsNetHTTP(t *testing.T) {
 		"GET /fragment#x HTTP/1.1\r\n" + h + "\r\n",
 		"GET /path with space HTTP/1.1\r\n" + h + "\r\n",
 		"GET /utf8/\xc3\xa9 HTTP/1.1\r\n" + h + "\r\n",
+		// Every backend here refuses two Host headers too: see
+		// TestFastPathRefusesTwoHosts for who refuses them.
 		"GET /two-hosts HTTP/1.1\r\n" + h + h + "\r\n",
 		"GET /no-host HTTP/1.1\r\n\r\n",
 		"GET /bad-name HTTP/1.1\r\n" + h + "Bad Name: 1\r\n\r\n",
@@ -197,6 +199,48 @@ func TestFastPathSameAsNetHTTP(t *testing.T) {
 	}
 	if n := handed.Load(); n != 28 {
 		t.Errorf("%d connections handed to net/http, want one for each request the fast path leaves alone (28)", n)
+	}
+}
+
+// TestFastPathRefusesTwoHosts: a request with two Host headers, the same
+// or different, is refused by the proxy itself with 400, as net/http
+// refuses it, and never reaches the workload, even one that would take it.
+func TestFastPathRefusesTwoHosts(t *testing.T) {
+	// The workload reads heads by hand: http.ReadRequest, like net/http's
+	// server, refuses two Host headers, and would hide a proxy that let
+	// them through.
+	var seen atomic.Int32
+	raw, _ := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				seen.Add(1)
+				// A head the fast path copies as it is, not one it leaves
+				// to net/http, which would answer 400 whatever the workload said.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	tbl := NewTable()
+	p := New("example.test", tbl, nil)
+	tbl.Set(Route{ID: id, HTTP: map[uint16]string{80: raw}, Ready: true})
+	tbl.Set(Route{ID: "other", HTTP: map[uint16]string{80: raw}, Ready: true})
+	addr, _ := front(t, p, true)
+	h := "Host: " + id + ".example.test\r\n"
+	if got := exchange(t, addr, "GET /one HTTP/1.1\r\n"+h+"\r\n"); !strings.HasPrefix(got, "200 OK\n") || seen.Load() != 1 {
+		t.Fatalf("one Host: %q, the backend saw %d requests; want 200 from it", got, seen.Load())
+	}
+	for _, hosts := range []string{h + h, h + "Host: other.example.test\r\n", "Host: other.example.test\r\n" + h} {
+		got := exchange(t, addr, "GET /two HTTP/1.1\r\n"+hosts+"\r\n")
+		if !strings.HasPrefix(got, "400 Bad Request\n") {
+			t.Errorf("%q: got %q, want 400 Bad Request", hosts, got)
+		}
+	}
+	if n := seen.Load(); n != 1 {
+		t.Errorf("the backend saw %d requests with two Host headers, want none", n-1)
 	}
 }
 

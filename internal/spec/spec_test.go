@@ -2,10 +2,13 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func field(t *testing.T, err error) string {
@@ -99,10 +102,144 @@ func TestIDs(t *testing.T) {
 	if _, err := DecodeIDJSON(strings.NewReader(`{"id":"../x"}`)); err == nil || field(t, err) != "id" {
 		t.Fatalf("DecodeIDJSON of a path: %v, want an error about id", err)
 	}
-	for _, bad := range []string{"", "../../etc/passwd", strings.ToUpper(id), id + "x", "497b6ad8-11a3-4701-8b6a-11396e11ca7d/..", "497b6ad8-11a3-1701-8b6a-11396e11ca7d"} {
+	// An id inside a longer string is no id: the pattern is anchored at
+	// both ends.
+	for _, bad := range []string{
+		"", "../../etc/passwd", strings.ToUpper(id), id + "x", "x" + id, "../../" + id, id + "/..", id + "\n", "\n" + id,
+		"497b6ad8-11a3-4701-8b6a-11396e11ca7d/..", "497b6ad8-11a3-1701-8b6a-11396e11ca7d",
+	} {
 		if ValidateID(bad) == nil {
 			t.Errorf("ValidateID(%q) accepted", bad)
 		}
+		if got, err := ParseID(bad); err == nil || got != "" || field(t, err) != "id" {
+			t.Errorf("ParseID(%q) = %q, %v; want an error about id", bad, got, err)
+		}
+	}
+	// The error quotes the input, cut after 80 bytes.
+	long := strings.Repeat("x", 81)
+	if err := ValidateID(long); err == nil || !strings.Contains(err.Error(), `"`+long[:80]+`…"`) {
+		t.Errorf("ValidateID of 81 bytes: %v, want the input cut to 80 bytes", err)
+	}
+	if err := ValidateID(long[:80]); err == nil || !strings.Contains(err.Error(), `"`+long[:80]+`"`) {
+		t.Errorf("ValidateID of 80 bytes: %v, want the input whole", err)
+	}
+}
+
+// imageRefOfLen returns a valid image ref of n bytes (about 200 to 600):
+// a host of DNS labels, a repository and a tag each within what
+// registries accept, so that only hypercore's own length limit refuses it.
+func imageRefOfLen(n int) string {
+	host := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + ".example"
+	tag := strings.Repeat("t", 128)
+	return host + "/" + strings.Repeat("r", n-len(host)-len(tag)-2) + ":" + tag
+}
+
+// TestLimitsAreExact checks every bound of Build at the bound and one step
+// past it: the bound is accepted, one past it refused, naming its field.
+func TestLimitsAreExact(t *testing.T) {
+	entries := func(n int, f func(i int) string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = f(i)
+		}
+		return out
+	}
+	ports := func(n int) map[string]int64 {
+		m := make(map[string]int64, n)
+		for i := range n {
+			m[fmt.Sprint(10000+i)] = 80
+		}
+		return m
+	}
+	envVar := func(i int) string { return fmt.Sprintf("V%d=x", i) }
+	// One entry of exactly n bytes.
+	envOf := func(n int) []string { return []string{"A=" + strings.Repeat("x", n-2)} }
+	argOf := func(n int) []string { return []string{strings.Repeat("x", n)} }
+	base := Input{Image: "busybox:1"}
+	cases := []struct {
+		name  string
+		in    func(*Input)
+		field string // "" when the input is valid
+	}{
+		{"least cores", func(in *Input) { in.Cores = MinCores }, ""},
+		{"most cores", func(in *Input) { in.Cores = MaxCores }, ""},
+		{"too few cores", func(in *Input) { in.Cores = MinCores / 2 }, "cores"},
+		{"too many cores", func(in *Input) { in.Cores = MaxCores + 0.5 }, "cores"},
+		{"negative cores", func(in *Input) { in.Cores = -1 }, "cores"},
+		{"NaN cores", func(in *Input) { in.Cores = math.NaN() }, "cores"},
+		{"infinite cores", func(in *Input) { in.Cores = math.Inf(1) }, "cores"},
+		{"negative infinite cores", func(in *Input) { in.Cores = math.Inf(-1) }, "cores"},
+		{"least memory", func(in *Input) { in.MemoryMiB = MinMemoryMiB }, ""},
+		{"most memory", func(in *Input) { in.MemoryMiB = MaxMemoryMiB }, ""},
+		{"too little memory", func(in *Input) { in.MemoryMiB = MinMemoryMiB - 1 }, "memory"},
+		{"too much memory", func(in *Input) { in.MemoryMiB = MaxMemoryMiB + 1 }, "memory"},
+		{"negative memory", func(in *Input) { in.MemoryMiB = -1 }, "memory"},
+		{"longest image ref", func(in *Input) { in.Image = imageRefOfLen(512) }, ""},
+		{"image ref too long", func(in *Input) { in.Image = imageRefOfLen(513) }, "image_ref"},
+		{"blank image ref", func(in *Input) { in.Image = " \t" }, "image_ref"},
+		{"most ports", func(in *Input) { in.Ports = ports(MaxPorts) }, ""},
+		{"too many ports", func(in *Input) { in.Ports = ports(MaxPorts + 1) }, "ports"},
+		{"lowest ports", func(in *Input) { in.Ports = map[string]int64{"1": 1} }, ""},
+		{"highest ports", func(in *Input) { in.Ports = map[string]int64{"65535": 65535} }, ""},
+		{"public port past the top", func(in *Input) { in.Ports = map[string]int64{"65536": 80} }, "ports"},
+		{"workload port past the top", func(in *Input) { in.Ports = map[string]int64{"8080": 65536} }, "ports"},
+		{"workload port 0", func(in *Input) { in.Ports = map[string]int64{"8080": 0} }, "ports"},
+		{"negative public port", func(in *Input) { in.Ports = map[string]int64{"-80": 80} }, "ports"},
+		{"most env entries", func(in *Input) { in.Env = entries(MaxEnv, envVar) }, ""},
+		{"too many env entries", func(in *Input) { in.Env = entries(MaxEnv+1, envVar) }, "env"},
+		{"largest env", func(in *Input) { in.Env = envOf(MaxEnvBytes) }, ""},
+		{"env too large", func(in *Input) { in.Env = envOf(MaxEnvBytes + 1) }, "env"},
+		{"env too large in sum", func(in *Input) { in.Env = append(envOf(MaxEnvBytes/2), envOf(MaxEnvBytes/2+1)...) }, "env"},
+		{"most args", func(in *Input) { in.Args = entries(MaxArgs, func(int) string { return "a" }) }, ""},
+		{"too many args", func(in *Input) { in.Args = entries(MaxArgs+1, func(int) string { return "a" }) }, "args"},
+		{"largest args", func(in *Input) { in.Args = argOf(MaxArgBytes) }, ""},
+		{"args too large", func(in *Input) { in.Args = argOf(MaxArgBytes + 1) }, "args"},
+		{"args too large in sum", func(in *Input) { in.Args = append(argOf(MaxArgBytes/2), argOf(MaxArgBytes/2+1)...) }, "args"},
+		{"NUL in an argument", func(in *Input) { in.Args = []string{"a", "b\x00"} }, "args"},
+	}
+	for _, c := range cases {
+		in := base
+		c.in(&in)
+		s, err := Build(in)
+		switch {
+		case c.field == "" && err != nil:
+			t.Errorf("%s: %v, want it accepted", c.name, err)
+		case c.field == "" && (!slices.Equal(s.Env, in.Env) || !slices.Equal(s.Args, in.Args) || len(s.Ports) != len(in.Ports)):
+			t.Errorf("%s: env, args or ports not kept: %d env, %d args, %d ports", c.name, len(s.Env), len(s.Args), len(s.Ports))
+		case c.field != "" && err == nil:
+			t.Errorf("%s: accepted", c.name)
+		case c.field != "" && field(t, err) != c.field:
+			t.Errorf("%s: %v, want an error about %s", c.name, err, c.field)
+		}
+	}
+}
+
+// TestNaNAndInfiniteCoresFromTOML: TOML, unlike JSON, can write nan and
+// inf; neither gets past Build.
+func TestNaNAndInfiniteCoresFromTOML(t *testing.T) {
+	for _, v := range []string{"nan", "+nan", "inf", "+inf", "-inf"} {
+		_, err := ParseHAC([]byte("[hardware]\nref = \"a\"\ncores = " + v + "\n"))
+		if err == nil || field(t, err) != "cores" {
+			t.Errorf("cores = %s: %v, want an error about cores", v, err)
+		}
+	}
+	s := Spec{Image: "a", Cores: math.NaN(), MemoryMiB: DefaultMemoryMiB, Isolation: IsolationContainer}
+	if err := s.Check(); err == nil || field(t, err) != "cores" {
+		t.Errorf("Check of NaN cores: %v", err)
+	}
+}
+
+// TestBodyLimitIsExact: a body of exactly MaxBodyBytes is read, one byte
+// more is refused as too large (not as broken JSON).
+func TestBodyLimitIsExact(t *testing.T) {
+	body := `{"image_ref":"busybox:1"}`
+	body += strings.Repeat(" ", MaxBodyBytes-len(body))
+	if _, err := DecodeSpawnJSON(strings.NewReader(body)); err != nil {
+		t.Fatalf("a body of MaxBodyBytes: %v", err)
+	}
+	_, err := DecodeSpawnJSON(strings.NewReader(body + " "))
+	if err == nil || field(t, err) != "body" || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a body of MaxBodyBytes+1: %v, want it refused as too large", err)
 	}
 }
 
@@ -146,6 +283,48 @@ func TestExecAndQueryParams(t *testing.T) {
 	}
 	if _, err := ParseBool("follow", "maybe"); err == nil {
 		t.Fatal("bad bool accepted")
+	}
+	if err := ValidateExec([]string{"sh"}, []string{"=1"}); err == nil || field(t, err) != "env" {
+		t.Errorf("exec env without a key: %v", err)
+	}
+	if err := ValidateExec([]string{"sh", "\x00"}, nil); err == nil || field(t, err) != "cmd" {
+		t.Errorf("exec NUL argument: %v, want an error about cmd", err)
+	}
+}
+
+// TestQueryParamBounds checks the query string readers at and past their
+// bounds.
+func TestQueryParamBounds(t *testing.T) {
+	tails := map[string]int{"": 0, "0": 0, "1": 1, "1000000": MaxLogTail}
+	for in, want := range tails {
+		if n, err := ParseTail(in); err != nil || n != want {
+			t.Errorf("ParseTail(%q) = %d, %v; want %d", in, n, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "1000001", "x", "1.5"} {
+		if _, err := ParseTail(in); err == nil || field(t, err) != "tail" {
+			t.Errorf("ParseTail(%q): %v, want an error about tail", in, err)
+		}
+	}
+	stops := map[string]time.Duration{"": 0, "0": 0, "5": 5 * time.Second, "3600": time.Hour}
+	for in, want := range stops {
+		if d, err := ParseStopTimeout(in); err != nil || d != want {
+			t.Errorf("ParseStopTimeout(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "3601", "x", "1s"} {
+		if _, err := ParseStopTimeout(in); err == nil || field(t, err) != "timeout" {
+			t.Errorf("ParseStopTimeout(%q): %v, want an error about timeout", in, err)
+		}
+	}
+	bools := map[string]bool{"": false, "0": false, "false": false, "no": false, "1": true, "true": true, "YES": true, "True": true}
+	for in, want := range bools {
+		if b, err := ParseBool("follow", in); err != nil || b != want {
+			t.Errorf("ParseBool(%q) = %v, %v; want %v", in, b, err, want)
+		}
+	}
+	if _, err := ParseBool("follow", "2"); err == nil || field(t, err) != "follow" {
+		t.Errorf("ParseBool(2): %v, want an error about follow", err)
 	}
 }
 
