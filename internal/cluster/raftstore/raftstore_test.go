@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -182,13 +183,18 @@ func TestCreateReplicatesToAll(t *testing.T) {
 
 func TestFollowerWritesReturnNotLeader(t *testing.T) {
 	nodes := newCluster(t, 3)
-	leader := nodes[0]
 	w1, w2 := spec.NewID(), spec.NewID()
-	if err := leader.s.Create(newAlloc(t, w1, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	// On a loaded machine a leader can step down (its lease is short);
+	// the write is then made again on whoever leads. What this test is
+	// about is the followers' answer, below.
+	var leader *node
+	testutil.WaitFor(t, settle, "a write through the leader", func() bool {
+		leader = leaderOf(t, nodes...)
+		err := leader.s.Create(newAlloc(t, w1, time.Now()))
+		return err == nil || errors.Is(err, ErrExists)
+	})
 	waitVisible(t, w1, 1, nodes...)
-	f := nodes[1].s
+	f := followers(leader, nodes)[0].s
 	checks := map[string]error{
 		"create":  f.Create(newAlloc(t, w2, time.Now())),
 		"delete":  f.Delete(w1),
