@@ -123,14 +123,6 @@ func (p *Pool) Service(node, rpcAddr string) clusterv1connect.PeerServiceClient 
 	return p.peer(node, rpcAddr).service
 }
 
-// Dialer is Dial bound to node at rpcAddr: a proxy.Route's Dial for the
-// workloads node runs.
-func (p *Pool) Dialer(node, rpcAddr string) func(ctx context.Context, target string) (net.Conn, error) {
-	return func(ctx context.Context, target string) (net.Conn, error) {
-		return p.Dial(ctx, node, rpcAddr, target)
-	}
-}
-
 // Forget drops the connection to a node that left or failed, so a node
 // that comes back is dialled afresh. Calls and tunnels in flight on it
 // go on until they end.

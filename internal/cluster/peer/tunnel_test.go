@@ -387,7 +387,7 @@ func BenchmarkTunnel(b *testing.B) {
 			}
 		})
 		h.allow(target)
-		c, err := p.Dialer("alpha", h.addr)(testCtx(b), target)
+		c, err := p.Dial(testCtx(b), "alpha", h.addr, target)
 		if err != nil {
 			b.Fatal(err)
 		}
