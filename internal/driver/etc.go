@@ -49,3 +49,15 @@ func hostResolvConf() string {
 	}
 	return string(data)
 }
+
+var nameserverLine = regexp.MustCompile(`(?m)^\s*nameserver\s+(\S+)`)
+
+// Nameservers are the addresses of the nameservers in the resolv.conf
+// that workloads get, which their egress policy lets them query.
+func Nameservers() []string {
+	var out []string
+	for _, m := range nameserverLine.FindAllStringSubmatch(hostResolvConf(), -1) {
+		out = append(out, m[1])
+	}
+	return out
+}

@@ -195,18 +195,21 @@ func roundTrip(t *testing.T, from string, l net.Listener) netip.Addr {
 	return <-seen
 }
 
-// Addresses of the "outside" that newOutside makes: the node's uplink, and
-// a host beyond it, standing in for the internet.
+// Addresses of the "outside" that newOutside makes: the node's uplink, the
+// host beyond it on the uplink's network, and an address that host serves
+// which the node reaches through it, standing in for the internet.
 var (
 	uplinkAddr  = netip.MustParseAddr("192.0.2.2")
 	outsideAddr = netip.MustParseAddr("192.0.2.1")
+	publicAddr  = netip.MustParseAddr("203.0.113.7")
 )
 
 // newOutside puts an "outside" netns behind a veth, as if it were the
 // internet: the node's end is "uplink" with uplinkAddr/24, the far end eth0
-// with outsideAddr/24. The outside gets a route to the workloads through
-// the uplink, so that only the firewall can stop it connecting in. It
-// returns the path of the outside netns.
+// with outsideAddr/24, and publicAddr on its loopback, which the node
+// routes to through outsideAddr. The outside gets a route to the workloads
+// through the uplink, so that only the firewall can stop it connecting in.
+// It returns the path of the outside netns.
 func newOutside(t *testing.T) string {
 	t.Helper()
 	outside := filepath.Join(t.TempDir(), "outside")
@@ -243,7 +246,23 @@ func newOutside(t *testing.T) string {
 	mustOK(t, nsh.LinkSetUp(eth))
 	_, workloads, _ := net.ParseCIDR("10.77.0.0/16")
 	mustOK(t, nsh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: workloads, Gw: uplinkAddr.AsSlice()}))
+	serveOnLoopback(t, nsh, publicAddr)
+	mustOK(t, netlink.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: ipNet(netip.PrefixFrom(publicAddr, 24).Masked().Addr(), 24), Gw: outsideAddr.AsSlice()}))
 	return outside
+}
+
+// serveOnLoopback brings up the loopback of the netns behind h and gives
+// it addrs, so that the netns answers on them as a host beyond a router.
+func serveOnLoopback(t *testing.T, h *netlink.Handle, addrs ...netip.Addr) {
+	t.Helper()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, h.LinkSetUp(lo))
+	for _, a := range addrs {
+		mustOK(t, h.AddrAdd(lo, &netlink.Addr{IPNet: ipNet(a, 32)}))
+	}
 }
 
 // nodeReaches reports whether the node (the test's own netns) can open a

@@ -67,7 +67,7 @@ func testIsolation(t *testing.T, bridgeNF string) {
 	if !nodeReaches(t, a) {
 		t.Error("node cannot open a connection to a workload")
 	}
-	server := listen(t, s.outside, outsideAddr.String()+":0")
+	server := listen(t, s.outside, publicAddr.String()+":0")
 	if src := roundTrip(t, a.NetNSPath, server); src != uplinkAddr {
 		t.Errorf("outside saw the workload as %s, want the node's uplink address %s", src, uplinkAddr)
 	}

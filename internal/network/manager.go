@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netns"
@@ -39,6 +40,15 @@ type Config struct {
 	// StateDir holds leases.db and the netns bind mounts, so it must be on
 	// persistent storage for leases to survive a reboot of the daemon.
 	StateDir string
+	// Table names the node's nftables tables; TableName if empty. Two
+	// nodes sharing a network namespace need different names.
+	Table string
+	// EgressAllow are destinations every workload may reach although the
+	// egress policy blocks them (--egress-allow).
+	EgressAllow []netip.Prefix
+	// Nameservers are addresses workloads may query on port 53 although
+	// the egress policy blocks them: the resolvers in their resolv.conf.
+	Nameservers []netip.Addr
 }
 
 // Manager owns the node bridge, its firewall rules, and every workload's netns,
@@ -50,6 +60,11 @@ type Manager struct {
 
 	nsDirMu    sync.Mutex
 	nsDirReady bool
+
+	// policyMu guards policy and orders every rewrite of the nftables
+	// tables, so the last write always carries the latest policy.
+	policyMu sync.Mutex
+	policy   egressPolicy
 }
 
 // New checks cfg and opens the lease database. It changes nothing on the
@@ -57,6 +72,9 @@ type Manager struct {
 func New(cfg Config) (*Manager, error) {
 	if cfg.Bridge == "" {
 		cfg.Bridge = DefaultBridge
+	}
+	if cfg.Table == "" {
+		cfg.Table = TableName
 	}
 	if !cfg.Subnet.IsValid() {
 		cfg.Subnet = DefaultSubnet
@@ -83,7 +101,9 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{cfg: cfg, leases: l}, nil
+	m := &Manager{cfg: cfg, leases: l}
+	m.policy = egressPolicy{allowed: cfg.EgressAllow, dns: cfg.Nameservers, perWorkload: map[netip.Addr][]netip.Prefix{}}
+	return m, nil
 }
 
 // Close releases the lease database. Workload networks stay as they are, so
@@ -105,7 +125,15 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := applyRules(m.cfg.Bridge, m.cfg.Subnet); err != nil {
+	hostNets, err := hostNetworks(m.cfg.Bridge)
+	if err != nil {
+		return fmt.Errorf("set up workload network: %w", err)
+	}
+	m.policyMu.Lock()
+	m.policy.hostNets, m.policy.hostNetsRead = hostNets, true
+	err = m.applyRulesLocked()
+	m.policyMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("set up workload network: %w", err)
 	}
 	if _, err := ensureBridge(m.cfg.Bridge, m.cfg.Subnet); err != nil {
@@ -143,8 +171,11 @@ func (a Attachment) DriverNetwork() driver.Network {
 // address first so that a crash at any later point is repaired by calling
 // Attach again with the same id, which keeps its address. On error nothing
 // is undone, for the same reason; Release cleans up if the caller gives up.
-func (m *Manager) Attach(ctx context.Context, id spec.ID) (Attachment, error) {
-	return m.attach(ctx, id, "")
+// egress are destinations this workload may reach although the node's
+// egress policy blocks them; the rules that open them are keyed by its
+// address and go away with Release.
+func (m *Manager) Attach(ctx context.Context, id spec.ID, egress ...netip.Prefix) (Attachment, error) {
+	return m.attach(ctx, id, "", egress)
 }
 
 // Adopt is Attach for a workload already running in the network namespace
@@ -152,14 +183,14 @@ func (m *Manager) Attach(ctx context.Context, id spec.ID) (Attachment, error) {
 // mount namespace (as `ip netns exec` makes) no longer sees its netns bind
 // mounts; Adopt binds the live namespace there again instead of making an
 // empty new one, then repairs the veth as Attach does.
-func (m *Manager) Adopt(ctx context.Context, id spec.ID, nsPath string) (Attachment, error) {
+func (m *Manager) Adopt(ctx context.Context, id spec.ID, nsPath string, egress ...netip.Prefix) (Attachment, error) {
 	if nsPath == "" {
 		return Attachment{}, errors.New("adopt: no network namespace path given")
 	}
-	return m.attach(ctx, id, nsPath)
+	return m.attach(ctx, id, nsPath, egress)
 }
 
-func (m *Manager) attach(ctx context.Context, id spec.ID, from string) (Attachment, error) {
+func (m *Manager) attach(ctx context.Context, id spec.ID, from string, egress []netip.Prefix) (Attachment, error) {
 	unlock := m.locks.Lock(id.String())
 	defer unlock()
 
@@ -187,10 +218,63 @@ func (m *Manager) attach(ctx context.Context, id spec.ID, from string) (Attachme
 	if err != nil {
 		return Attachment{}, fmt.Errorf("attach %s: %w", id, err)
 	}
+	// The exceptions go in before the workload has a way out, so it
+	// never runs without them; the policy itself is in place since Setup.
+	if err := m.setWorkloadEgress(ip, egress); err != nil {
+		return Attachment{}, fmt.Errorf("attach %s: %w", id, err)
+	}
 	if err := plumb(br, id, ns, ip, m.cfg.Subnet.Bits()); err != nil {
 		return Attachment{}, fmt.Errorf("attach %s: %w", id, err)
 	}
 	return a, nil
+}
+
+// setWorkloadEgress records the exceptions of the workload at ip (none
+// removes them) and rewrites the rules if that changed anything.
+func (m *Manager) setWorkloadEgress(ip netip.Addr, egress []netip.Prefix) error {
+	m.policyMu.Lock()
+	defer m.policyMu.Unlock()
+	old, had := m.policy.perWorkload[ip]
+	if len(egress) == 0 && !had || slices.Equal(old, egress) {
+		return nil
+	}
+	if len(egress) == 0 {
+		delete(m.policy.perWorkload, ip)
+	} else {
+		m.policy.perWorkload[ip] = slices.Clone(egress)
+	}
+	if err := m.applyRulesLocked(); err != nil {
+		return fmt.Errorf("egress exceptions of %s: %w", ip, err)
+	}
+	return nil
+}
+
+// SetNodeAddrs replaces the cluster's node addresses, which workloads may
+// not reach, and rewrites the rules if they changed.
+func (m *Manager) SetNodeAddrs(addrs []netip.Addr) error {
+	addrs = slices.Clone(addrs)
+	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
+	addrs = slices.Compact(addrs)
+	m.policyMu.Lock()
+	defer m.policyMu.Unlock()
+	if slices.Equal(addrs, m.policy.nodes) {
+		return nil
+	}
+	m.policy.nodes = addrs
+	if err := m.applyRulesLocked(); err != nil {
+		return fmt.Errorf("block the cluster's node addresses: %w", err)
+	}
+	return nil
+}
+
+// applyRulesLocked writes the whole rule set from m.policy; policyMu is
+// held. Before Setup has read the host's networks it writes nothing, as
+// rules without them would open the host's networks to workloads.
+func (m *Manager) applyRulesLocked() error {
+	if !m.policy.hostNetsRead {
+		return nil
+	}
+	return applyRules(m.cfg.Table, m.cfg.Bridge, m.cfg.Subnet, m.policy)
 }
 
 // Release removes id's veth and netns and then frees its lease, in that
@@ -211,6 +295,11 @@ func (m *Manager) release(id spec.ID) error {
 	}
 	if err := removeNetNS(m.netnsPath(id)); err != nil {
 		return fmt.Errorf("release %s: %w", id, err)
+	}
+	if ip, ok, err := m.leases.get(id); err == nil && ok {
+		if err := m.setWorkloadEgress(ip, nil); err != nil {
+			return fmt.Errorf("release %s: %w", id, err)
+		}
 	}
 	return m.leases.release(id.String())
 }

@@ -84,7 +84,8 @@ func TestSetupIsIdempotentAndLeavesOtherTablesAlone(t *testing.T) {
 	}
 
 	m := newManager(t, "10.77.0.0/16") // first Setup
-	want := map[string]int{"ip postrouting": 1, "ip forward": 6, "inet input": 4, "bridge forward": 1}
+	// ip forward: isolation 6, the egress policy 7 (see egressRules).
+	want := map[string]int{"ip postrouting": 1, "ip forward": 13, "inet input": 4, "inet forward": 1, "bridge forward": 1}
 	if got := ruleCounts(t, nft); !mapsEqual(got, want) {
 		t.Fatalf("after one Setup, rules per chain = %v, want %v", got, want)
 	}
@@ -254,9 +255,9 @@ func TestAttachConnectsWorkloads(t *testing.T) {
 	}
 }
 
-func attach(t *testing.T, m *Manager, id spec.ID) Attachment {
+func attach(t *testing.T, m *Manager, id spec.ID, egress ...netip.Prefix) Attachment {
 	t.Helper()
-	a, err := m.Attach(ctx, id)
+	a, err := m.Attach(ctx, id, egress...)
 	if err != nil {
 		t.Fatalf("Attach(%s): %v", id, err)
 	}
@@ -644,7 +645,7 @@ func TestEgressIsMasqueraded(t *testing.T) {
 
 	outside := newOutside(t)
 
-	server := listen(t, outside, "192.0.2.1:0")
+	server := listen(t, outside, publicAddr.String()+":0")
 	if src := roundTrip(t, w.NetNSPath, server); src != netip.MustParseAddr("192.0.2.2") {
 		t.Errorf("outside saw the workload as %s, want the node's uplink address 192.0.2.2", src)
 	}

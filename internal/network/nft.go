@@ -10,10 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TableName names the nftables tables hypercore owns, one per family: ip
-// (NAT and forwarding), inet (what workloads may send to the host itself)
-// and bridge (frames between workloads). Setup replaces their contents
-// wholesale, so nothing else should put rules in them.
+// TableName is the default name of the nftables tables a node owns, one
+// per family: ip (NAT, forwarding and the egress policy), inet (what
+// workloads may send to the host itself, and IPv6 forwarding) and bridge
+// (frames between workloads). Setup replaces their contents wholesale, so
+// nothing else should put rules in them. Config.Table names them per node.
 const TableName = "hypercore"
 
 // ourFamilies are the families of the tables named TableName that Setup
@@ -54,8 +55,12 @@ var bridgeFilterPriority = nftables.ChainPriorityRef(-200)
 //   - ip hypercore: workloads leaving the node are masqueraded; nobody
 //     outside opens connections to a workload; workloads never reach each
 //     other by routing through the node (refused: TCP reset, else ICMP
-//     admin-prohibited, which the kernel may rate-limit away).
-//   - inet hypercore: nothing a workload sends to the node itself gets in
+//     admin-prohibited, which the kernel may rate-limit away); workloads
+//     reach the public internet but not link-local, private or reserved
+//     ranges, the host's own networks or the cluster's nodes, unless an
+//     exception of the node or of the workload opens them (egressRules).
+//   - inet hypercore: no IPv6 packet from a workload is forwarded; nothing
+//     a workload sends to the node itself gets in
 //     (any address of the node, IPv4 or IPv6, any protocol, ICMP echo
 //     included), except replies in connections the node opened, such as
 //     the proxy's and the readiness probe's, and IPv6 neighbour discovery.
@@ -71,31 +76,35 @@ var bridgeFilterPriority = nftables.ChainPriorityRef(-200)
 // table stop it before, and the ip forward rule drops it after, so the
 // outcome does not depend on the bridge-nf sysctls, which other software
 // on the host may rely on and which are left as they are.
-func applyRules(bridge string, subnet netip.Prefix) error {
+func applyRules(table, bridge string, subnet netip.Prefix, egress egressPolicy) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("open nftables netlink socket: %w", err)
 	}
-	natRules(c, replaceTable(c, nftables.TableFamilyIPv4), bridge, subnet)
-	hostInputRules(c, replaceTable(c, nftables.TableFamilyINet), bridge)
-	bridgeRules(c, replaceTable(c, nftables.TableFamilyBridge))
+	if err := natRules(c, replaceTable(c, table, nftables.TableFamilyIPv4), bridge, subnet, egress); err != nil {
+		return err
+	}
+	inet := replaceTable(c, table, nftables.TableFamilyINet)
+	hostInputRules(c, inet, bridge)
+	ipv6EgressRules(c, inet, bridge)
+	bridgeRules(c, replaceTable(c, table, nftables.TableFamilyBridge))
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("replace nftables tables ip, inet and bridge %s (are nf_tables and its inet and bridge families available?): %w", TableName, err)
+		return fmt.Errorf("replace nftables tables ip, inet and bridge %s (are nf_tables and its inet and bridge families available?): %w", table, err)
 	}
 	return nil
 }
 
 // replaceTable queues the deletion of our table of family, whatever is in
 // it, and its creation anew, empty.
-func replaceTable(c *nftables.Conn, family nftables.TableFamily) *nftables.Table {
-	t := &nftables.Table{Name: TableName, Family: family}
+func replaceTable(c *nftables.Conn, name string, family nftables.TableFamily) *nftables.Table {
+	t := &nftables.Table{Name: name, Family: family}
 	// Add-then-delete makes the delete valid when the table is absent.
 	c.AddTable(t)
 	c.DelTable(t)
 	return c.AddTable(t)
 }
 
-func natRules(c *nftables.Conn, t *nftables.Table, bridge string, subnet netip.Prefix) {
+func natRules(c *nftables.Conn, t *nftables.Table, bridge string, subnet netip.Prefix, egress egressPolicy) error {
 	accept := nftables.ChainPolicyAccept
 	post := c.AddChain(&nftables.Chain{
 		Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
@@ -123,6 +132,10 @@ func natRules(c *nftables.Conn, t *nftables.Table, bridge string, subnet netip.P
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: concat(
 		matchCt(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept),
 	)})
+	// What workloads may not open, and the exceptions.
+	if err := egressRules(c, t, fwd, bridge, egress); err != nil {
+		return err
+	}
 	// Workloads may go anywhere else: out of the node.
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: concat(
 		matchIf(expr.MetaKeyIIFNAME, expr.CmpOpEq, bridge), verdict(expr.VerdictAccept),
@@ -137,6 +150,7 @@ func natRules(c *nftables.Conn, t *nftables.Table, bridge string, subnet netip.P
 		matchIf(expr.MetaKeyOIFNAME, expr.CmpOpEq, bridge),
 		[]expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: icmpAdminProhibited}},
 	)})
+	return nil
 }
 
 // hostInputRules keep workloads away from everything the node listens on:

@@ -225,7 +225,10 @@ func strayVeths(bridge string, keep map[spec.ID]bool) ([]netlink.Link, error) {
 		if l.Type() != "veth" || keepNames[a.Name] {
 			continue
 		}
-		if owner, ok := strings.CutPrefix(a.Alias, aliasPrefix); ok && !kept(keep, owner) || a.MasterIndex == brIndex {
+		// A labelled veth plugged into another bridge belongs to another
+		// node sharing this network namespace.
+		ours := a.MasterIndex == brIndex || a.MasterIndex == 0
+		if owner, ok := strings.CutPrefix(a.Alias, aliasPrefix); ok && ours && !kept(keep, owner) || a.MasterIndex == brIndex {
 			out = append(out, l)
 		}
 	}
