@@ -29,6 +29,7 @@ type spawnJSON struct {
 	Isolation string           `json:"isolation"`
 	Args      []string         `json:"args"`
 	Tty       bool             `json:"tty"`
+	Egress    []string         `json:"egress"`
 }
 
 // DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
@@ -40,7 +41,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	}
 	input := Input{
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
-		Isolation: in.Isolation, Tty: in.Tty,
+		Isolation: in.Isolation, Tty: in.Tty, Egress: in.Egress,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores
@@ -141,6 +142,7 @@ type HAC struct {
 		Ports     map[string]int64 `toml:"ports"`
 		Env       []string         `toml:"env"`
 		Args      []string         `toml:"args"`
+		Egress    []string         `toml:"egress"`
 	} `toml:"hardware"`
 }
 
@@ -163,6 +165,7 @@ func ParseHAC(data []byte) (Spec, error) {
 		Ports:     h.Hardware.Ports,
 		Env:       h.Hardware.Env,
 		Args:      h.Hardware.Args,
+		Egress:    h.Hardware.Egress,
 		Isolation: providerIsolation(h.Hardware.Provider),
 	})
 }

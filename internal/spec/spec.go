@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"net/netip"
 	"regexp"
 	"slices"
 	"sort"
@@ -78,6 +79,9 @@ type Spec struct {
 	Args      []string  `json:"args,omitempty"`
 	Isolation Isolation `json:"isolation"`
 	Tty       bool      `json:"tty,omitempty"`
+	// Egress are destinations the workload may reach although the node's
+	// egress policy blocks them.
+	Egress []netip.Prefix `json:"egress,omitempty"`
 }
 
 // FieldError reports which input field is wrong and why. Its message starts
@@ -107,6 +111,8 @@ type Input struct {
 	Args      []string
 	Isolation string
 	Tty       bool
+	// Egress are CIDRs the workload may reach despite the egress policy.
+	Egress []string
 }
 
 // Build validates in and returns the Spec it describes, with defaults filled
@@ -137,6 +143,9 @@ func Build(in Input) (Spec, error) {
 		return Spec{}, err
 	}
 	if s.Args, err = validateArgs(in.Args); err != nil {
+		return Spec{}, err
+	}
+	if s.Egress, err = buildEgress(in.Egress); err != nil {
 		return Spec{}, err
 	}
 	switch iso := Isolation(strings.ToLower(in.Isolation)); iso {
@@ -423,6 +432,7 @@ func (s Spec) Check() error {
 	b, err := Build(Input{
 		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+		Egress: EgressStrings(s.Egress),
 	})
 	if err != nil {
 		return err
@@ -441,6 +451,8 @@ func (s Spec) Check() error {
 		return fieldErr("ports", differs+" (sorted by public port)", s.Ports, b.Ports)
 	case b.Isolation != s.Isolation:
 		return fieldErr("isolation", differs, strconv.Quote(string(s.Isolation)), strconv.Quote(string(b.Isolation)))
+	case !slices.Equal(b.Egress, s.Egress):
+		return fieldErr("egress", differs+" (masked, sorted, no repeats)", s.Egress, b.Egress)
 	}
 	return nil
 }
