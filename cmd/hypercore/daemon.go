@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,9 +24,11 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/atomicfile"
 	"github.com/hypercore-dev/hypercore/internal/cluster"
 	"github.com/hypercore-dev/hypercore/internal/config"
+	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/network"
 	"github.com/hypercore-dev/hypercore/internal/node"
+	"github.com/hypercore-dev/hypercore/internal/nodeid"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/server"
 	"github.com/hypercore-dev/hypercore/internal/store"
@@ -136,18 +140,24 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer images.Close()
-	netm, err := network.New(network.Config{Bridge: cfg.Bridge, Subnet: cfg.SubnetPrefix, StateDir: filepath.Join(dataDir, "network")})
+	// The bridge, subnet, nftables tables and cgroup parent are this
+	// node's own, so nodes can share a host.
+	names, err := nodeid.Load(dataDir, nodeName)
+	if err != nil {
+		return err
+	}
+	netm, err := newNetwork(cfg, names, &ccfg)
 	if err != nil {
 		return err
 	}
 	defer netm.Close()
-	drivers, err := newDrivers(log, cfg, nodeName)
+	drivers, err := newDrivers(log, cfg, names.CgroupParent)
 	if err != nil {
 		return err
 	}
 	// Deferred before the node's Close, so it runs after it, when no
 	// workload cgroup can be created any more.
-	defer removeCgroupParent(log, nodeName)
+	defer removeCgroupParent(log, names.CgroupParent)
 	routes := proxy.NewTable()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -175,6 +185,29 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		s.Shutdown(sctx)
 	}
 	return nil
+}
+
+// newNetwork opens the node's workload network on its own bridge and
+// tables, in a subnet that overlaps nothing of the host's, and tells ccfg
+// the bridge, which is never advertised.
+func newNetwork(cfg *config.Config, names nodeid.Names, ccfg *cluster.Config) (*network.Manager, error) {
+	bridge := cmp.Or(cfg.Bridge, names.Bridge)
+	ccfg.Bridge = bridge
+	stateDir := filepath.Join(cfg.DataDir, "network")
+	subnet, err := network.ChooseSubnet(cfg.SubnetPrefix, stateDir, bridge)
+	if err != nil {
+		return nil, err
+	}
+	var dns []netip.Addr
+	for _, s := range driver.Nameservers() {
+		if a, err := netip.ParseAddr(s); err == nil {
+			dns = append(dns, a)
+		}
+	}
+	return network.New(network.Config{
+		Bridge: bridge, Subnet: subnet, StateDir: stateDir, Table: names.Table,
+		EgressAllow: cfg.EgressAllowPrefixes, Nameservers: dns,
+	})
 }
 
 // clusterConfig is the cluster's part of the settings.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
@@ -19,9 +18,9 @@ import (
 // newDrivers builds one driver per isolation this node can offer. The
 // container driver is required; the others are added when their tools are
 // present, so a node advertises only what it can really run.
-func newDrivers(log *slog.Logger, cfg *config.Config, nodeName string) (map[spec.Isolation]driver.Driver, error) {
+func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string) (map[spec.Isolation]driver.Driver, error) {
 	dataDir := cfg.DataDir
-	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent(nodeName)})
+	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent})
 	if err != nil {
 		return nil, err
 	}
@@ -29,7 +28,7 @@ func newDrivers(log *slog.Logger, cfg *config.Config, nodeName string) (map[spec
 	if vm := newQEMUDriver(log, dataDir); vm != nil {
 		drivers[spec.IsolationMicroVM] = vm
 	}
-	if sb := newGVisorDriver(log, dataDir, cgroupParent(nodeName)); sb != nil {
+	if sb := newGVisorDriver(log, dataDir, cgroupParent); sb != nil {
 		drivers[spec.IsolationGVisor] = sb
 	}
 	return drivers, nil
@@ -82,21 +81,11 @@ func newGVisorDriver(log *slog.Logger, dataDir, cgroupParent string) driver.Driv
 	return sb
 }
 
-// cgroupParent puts each node's workloads under a cgroup of its own, so
-// nodes sharing a kernel (several test nodes on one machine) never touch
-// each other's workloads.
-func cgroupParent(name string) string {
-	if name == "" {
-		name, _ = os.Hostname()
-	}
-	return "/hypercore/" + name
-}
-
 // removeCgroupParent removes the node's cgroup parent as the daemon stops.
 // Workloads that keep running across the restart keep it; a node with none
 // left leaves no cgroup behind.
-func removeCgroupParent(log *slog.Logger, nodeName string) {
-	if err := runc.RemoveCgroupParent(cgroupParent(nodeName)); err != nil {
+func removeCgroupParent(log *slog.Logger, parent string) {
+	if err := runc.RemoveCgroupParent(parent); err != nil {
 		log.Warn("could not remove the node's cgroup", "err", err)
 	}
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
@@ -175,8 +176,18 @@ func (c *Cluster) syncRoutes() {
 		}
 	}
 	alive := map[string]bool{}
+	var nodeAddrs []netip.Addr
 	for _, m := range c.mem.Members() {
 		alive[m.Name] = m.State == membership.StateAlive
+		if ap, err := netip.ParseAddrPort(m.Addr); err == nil {
+			nodeAddrs = append(nodeAddrs, ap.Addr())
+		}
+	}
+	// Workloads may not reach the cluster's nodes, wherever they are.
+	if c.local.Network != nil {
+		if err := c.local.Network.SetNodeAddrs(nodeAddrs); err != nil {
+			c.log.Error("egress policy", "err", err)
+		}
 	}
 	c.routes.Apply(routing.Derive(routing.Input{
 		Self: c.cfg.NodeName, Workloads: list,

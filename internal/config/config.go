@@ -79,9 +79,14 @@ type Config struct {
 	// Runtime is the OCI runtime for containers (runc or crun).
 	Runtime string
 	// Subnet is the workload network; the bridge takes its first address.
+	// Empty picks a free one at the first start and keeps it.
 	Subnet string
-	// Bridge is the name of the node's bridge.
+	// Bridge is the name of the node's bridge; empty derives it from the
+	// node id.
 	Bridge string
+	// EgressAllow are CIDRs every workload may reach despite the egress
+	// policy.
+	EgressAllow []string
 	// ImageGCInterval is how often unused images are deleted; 0 never.
 	ImageGCInterval time.Duration
 
@@ -106,8 +111,11 @@ type Config struct {
 
 	// Level is LogLevel, parsed. Set by Validate.
 	Level slog.Level
-	// SubnetPrefix is Subnet, parsed. Set by Validate.
+	// SubnetPrefix is Subnet, parsed; zero when Subnet is empty. Set by
+	// Validate.
 	SubnetPrefix netip.Prefix
+	// EgressAllowPrefixes is EgressAllow, parsed. Set by Validate.
+	EgressAllowPrefixes []netip.Prefix
 	// PortMin and PortMax are PortRange, parsed; both 0 when it is empty.
 	// Set by Validate.
 	PortMin, PortMax uint16
@@ -156,8 +164,6 @@ func Default() Config {
 		TCPIdleTimeout:  10 * time.Minute,
 		TCPMaxConns:     1024,
 		Runtime:         "runc",
-		Subnet:          "10.77.0.0/16",
-		Bridge:          "hc0",
 		ImageGCInterval: defaultImageGCInterval,
 		ACMECA:          proxy.LetsEncrypt,
 		ACMEChallenges:  "tls-alpn-01,http-01",

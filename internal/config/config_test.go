@@ -97,16 +97,18 @@ func TestDefaultsAreTheOldFlagDefaults(t *testing.T) {
 		"tcp_idle_timeout":       "10m0s",
 		"tcp_max_conns":          "1024",
 		"runtime":                "runc",
-		"subnet":                 "10.77.0.0/16",
-		"bridge":                 "hc0",
-		"image_gc_interval":      "1h0m0s",
-		"acme_email":             "",
-		"acme_ca":                "https://acme-v02.api.letsencrypt.org/directory",
-		"acme_ca_root":           "",
-		"acme_dns":               "",
-		"acme_dns_config":        "",
-		"acme_dns_resolvers":     "",
-		"acme_challenges":        "tls-alpn-01,http-01",
+		// Picked per node, and kept, since nodes may share a host.
+		"subnet":             "",
+		"bridge":             "",
+		"egress_allow":       "",
+		"image_gc_interval":  "1h0m0s",
+		"acme_email":         "",
+		"acme_ca":            "https://acme-v02.api.letsencrypt.org/directory",
+		"acme_ca_root":       "",
+		"acme_dns":           "",
+		"acme_dns_config":    "",
+		"acme_dns_resolvers": "",
+		"acme_challenges":    "tls-alpn-01,http-01",
 	}
 	def := Default()
 	for _, k := range keys() {
@@ -135,14 +137,18 @@ func TestDefaultsAreTheOldFlagDefaults(t *testing.T) {
 			t.Errorf("no flag --%s for key %s", k.flag, k.name)
 			continue
 		}
-		if want := format(k.field(&def)); f.DefValue != want {
+		want := format(k.field(&def))
+		if _, list := k.field(&def).(*[]string); list {
+			want = "[" + want + "]" // how pflag shows a repeatable flag's default
+		}
+		if f.DefValue != want {
 			t.Errorf("--%s default %q, want %q", k.flag, f.DefValue, want)
 		}
 	}
 
 	// Nothing given: the defaults, checked and parsed.
 	c := load(t, Sources{Flags: fs})
-	if c.Level.String() != "INFO" || c.SubnetPrefix != netip.MustParsePrefix("10.77.0.0/16") ||
+	if c.Level.String() != "INFO" || c.SubnetPrefix.IsValid() ||
 		c.Strategy != scheduler.BinPack || c.PortMin != 0 || c.PortMax != 0 || c.ACME != nil {
 		t.Errorf("parsed defaults: level %v subnet %v strategy %v ports %d-%d acme %v", c.Level, c.SubnetPrefix, c.Strategy, c.PortMin, c.PortMax, c.ACME)
 	}
@@ -184,6 +190,7 @@ func TestPrecedence(t *testing.T) {
 		"runtime":                {"crun", "runsc", "/usr/bin/crun"},
 		"subnet":                 {"10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"},
 		"bridge":                 {"hf", "he", "hg"},
+		"egress_allow":           {"10.0.0.0/8", "192.168.0.0/16,169.254.169.254/32", "172.16.0.0/12"},
 		"image_gc_interval":      {"0s", "2h0m0s", "3h0m0s"},
 		"acme_email":             {"f@example.com", "e@example.com", "g@example.com"},
 		"acme_ca":                {"https://f.example/dir", "https://e.example/dir", "https://g.example/dir"},

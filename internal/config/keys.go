@@ -83,10 +83,12 @@ var keys = sync.OnceValue(func() []key {
 
 		{name: "runtime", flag: "runtime", usage: "OCI runtime for containers: runc or crun",
 			field: func(c *Config) any { return &c.Runtime }},
-		{name: "subnet", flag: "subnet", usage: "workload network; the bridge takes its first address",
+		{name: "subnet", flag: "subnet", usage: "workload network, which must overlap no address or route of the host; the bridge takes its first address (default: a free /16 of 10.0.0.0/8, picked at the first start and kept in <data-dir>/network/subnet)",
 			field: func(c *Config) any { return &c.Subnet }},
-		{name: "bridge", flag: "bridge", usage: "name of the node's bridge",
+		{name: "bridge", flag: "bridge", usage: "name of the node's bridge (default: hcb plus the node id, kept in <data-dir>/node-id)",
 			field: func(c *Config) any { return &c.Bridge }},
+		{name: "egress_allow", flag: "egress-allow", usage: "CIDR every workload may reach although the egress policy blocks it (link-local, private ranges, the host's networks, the cluster's nodes); repeatable or comma-separated",
+			field: func(c *Config) any { return &c.EgressAllow }},
 		{name: "image_gc_interval", flag: "image-gc-interval", usage: "delete images no workload on this node uses (in any state) this often, the first time a minute after start; 0 never ('hypercore image prune' still does)",
 			field: func(c *Config) any { return &c.ImageGCInterval }},
 
@@ -139,6 +141,8 @@ func AddFlags(fs *pflag.FlagSet) {
 			fs.Int(k.flag, *p, k.usage)
 		case *time.Duration:
 			fs.Duration(k.flag, *p, k.usage)
+		case *[]string:
+			fs.StringSlice(k.flag, *p, k.usage)
 		default:
 			panic(fmt.Sprintf("config: key %s: no flag for a %T", k.name, p))
 		}

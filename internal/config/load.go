@@ -63,7 +63,11 @@ func Load(src Sources) (*Config, error) {
 			continue
 		}
 		if f := flag(src.Flags, k.flag); f != nil {
-			if err := set(k.field(&c), f.Value.String()); err != nil {
+			v := f.Value.String()
+			if list, ok := f.Value.(pflag.SliceValue); ok { // a repeatable flag
+				v = strings.Join(list.GetSlice(), ",")
+			}
+			if err := set(k.field(&c), v); err != nil {
 				return nil, fmt.Errorf("--%s %w", k.flag, err)
 			}
 			c.origin[k.name] = "--" + k.flag

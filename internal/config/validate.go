@@ -88,8 +88,20 @@ func (c *Config) Validate() error {
 	}
 
 	// Workloads.
-	if c.SubnetPrefix, err = netip.ParsePrefix(c.Subnet); err != nil {
-		bad("subnet", "%q: want an IP prefix such as 10.77.0.0/16", c.Subnet)
+	c.SubnetPrefix = netip.Prefix{}
+	if c.Subnet != "" {
+		if c.SubnetPrefix, err = netip.ParsePrefix(c.Subnet); err != nil {
+			bad("subnet", "%q: want an IP prefix such as 10.77.0.0/16, or none to pick a free one", c.Subnet)
+		}
+	}
+	c.EgressAllowPrefixes = nil
+	for _, s := range c.EgressAllow {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			bad("egress_allow", "%q: want an IPv4 CIDR such as 192.168.1.0/24 or 169.254.169.254/32", s)
+			continue
+		}
+		c.EgressAllowPrefixes = append(c.EgressAllowPrefixes, p.Masked())
 	}
 	if c.ImageGCInterval < 0 {
 		bad("image_gc_interval", "%s is negative; give a period such as 1h, or 0 to turn the image GC off", c.ImageGCInterval)

@@ -27,7 +27,8 @@ import (
 // DefaultBridge is the bridge name used when Config.Bridge is empty.
 const DefaultBridge = "hc0"
 
-// DefaultSubnet is where workload addresses come from unless configured.
+// DefaultSubnet is where workload addresses come from when Config.Subnet
+// is zero; nodes pick theirs with ChooseSubnet.
 var DefaultSubnet = netip.MustParsePrefix("10.77.0.0/16")
 
 // Config says where the node's workload network lives.

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/hypercore-dev/hypercore/internal/atomicfile"
 )
 
 // SubnetCandidates are the /16s a node picks its workload subnet from when
@@ -105,7 +107,9 @@ func CheckSubnet(subnet netip.Prefix, bridge string) error {
 
 // ChooseSubnet is the workload subnet of the node whose network state is
 // in stateDir. A configured subnet is checked against the host and used.
-// Without one, the subnet recorded at an earlier start is used again;
+// Without one, the subnet recorded at an earlier start is used again (or,
+// for a node from before subnets were recorded, DefaultSubnet, which it
+// had);
 // failing that, the first of SubnetCandidates that overlaps nothing on the
 // host is picked and recorded. A recorded subnet the host has since come
 // to overlap is an error, not a silent change, as the workloads' leases
@@ -125,6 +129,13 @@ func ChooseSubnet(configured netip.Prefix, stateDir, bridge string) (netip.Prefi
 		return p, CheckSubnet(p, bridge)
 	case !errors.Is(err, os.ErrNotExist):
 		return netip.Prefix{}, fmt.Errorf("read recorded workload subnet: %w", err)
+	}
+	// A node from before subnets were picked had the old default.
+	if _, err := os.Stat(filepath.Join(stateDir, "leases.db")); err == nil {
+		if err := writeFileAtomic(path, []byte(DefaultSubnet.String()+"\n")); err != nil {
+			return netip.Prefix{}, fmt.Errorf("record workload subnet: %w", err)
+		}
+		return DefaultSubnet, CheckSubnet(DefaultSubnet, bridge)
 	}
 	uses, err := hostUses(bridge)
 	if err != nil {
@@ -149,11 +160,7 @@ func ChooseSubnet(configured netip.Prefix, stateDir, bridge string) (netip.Prefi
 }
 
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, data, 0o600)
 }
 
 // prefixOf converts an IPv4 address and mask from netlink.

@@ -391,7 +391,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		n.afterImage(img)
 	}
 	t1 := time.Now()
-	att, err := n.Network.Attach(ctx, r.ID)
+	att, err := n.Network.Attach(ctx, r.ID, r.Spec.Egress...)
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
 	}

@@ -89,7 +89,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	case st.State == driver.StateRunning:
 		// Re-bind the workload's own namespace: a daemon restarted in a new
 		// mount namespace no longer sees the old bind mount.
-		if att, err = n.Network.Adopt(ctx, r.ID, fmt.Sprintf("/proc/%d/ns/net", st.Pid)); err != nil {
+		if att, err = n.Network.Adopt(ctx, r.ID, fmt.Sprintf("/proc/%d/ns/net", st.Pid), r.Spec.Egress...); err != nil {
 			return err
 		}
 		if r.State != workload.StateRunning {
