@@ -48,6 +48,7 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 		cores              float64
 		memory             int64
 		isolation, file    string
+		egress             []string
 		imageRef           string
 		tty, dryRun, quiet bool
 		jsonOut            bool
@@ -85,7 +86,7 @@ Arguments after -- replace the image's command.`,
 				if err != nil {
 					return err
 				}
-				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty}
+				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty, Egress: egress}
 				if len(args) > 0 {
 					ps.Args = args
 				}
@@ -129,6 +130,7 @@ Arguments after -- replace the image's command.`,
 	f.Float64Var(&cores, "cores", 0, fmt.Sprintf("CPU cores, fractions allowed (default %d)", spec.DefaultCores))
 	f.Int64Var(&memory, "memory", 0, fmt.Sprintf("memory in MiB (default %d)", spec.DefaultMemoryMiB))
 	f.StringVar(&isolation, "isolation", "", "container (default), gvisor or microvm")
+	f.StringSliceVar(&egress, "egress", nil, "CIDR the workload may reach although the node's egress policy blocks it (such as 169.254.169.254/32), repeatable or comma-separated")
 	f.StringVarP(&file, "file", "f", "", "read the spec from a hac.toml file")
 	f.StringVar(&imageRef, "image-ref", "", "image reference (instead of the IMAGE argument)")
 	f.BoolVarP(&tty, "tty", "t", false, "give the main process a terminal (for attach)")
@@ -139,7 +141,7 @@ Arguments after -- replace the image's command.`,
 }
 
 func protoInput(p *v1.WorkloadSpec) spec.Input {
-	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty}
+	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress}
 }
 
 // specToProto is the request for a Spec already built (from hac.toml),
@@ -149,7 +151,7 @@ func specToProto(s spec.Spec) *v1.WorkloadSpec {
 	for k, v := range spec.PortKeys(s.Ports) {
 		ports[k] = int64(v)
 	}
-	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty}
+	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress)}
 }
 
 // parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.
@@ -436,6 +438,7 @@ type workloadView struct {
 	Env         []string         `json:"env,omitempty"`
 	Args        []string         `json:"args,omitempty"`
 	Isolation   string           `json:"isolation"`
+	Egress      []string         `json:"egress,omitempty"`
 	Tty         bool             `json:"tty,omitempty"`
 	Error       string           `json:"error,omitempty"`
 	CreatedAt   time.Time        `json:"created_at"`
@@ -446,7 +449,7 @@ func viewOf(w *v1.Workload) workloadView {
 	return workloadView{
 		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
 		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(),
-		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(),
+		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(), Egress: s.GetEgress(),
 		Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}
 }

@@ -55,3 +55,20 @@ func EgressStrings(ps []netip.Prefix) []string {
 	}
 	return out
 }
+
+// ParseEgress reads egress destinations as EgressStrings wrote them, for a
+// Spec that Check then verifies; the count is bounded before any parsing.
+func ParseEgress(in []string) ([]netip.Prefix, error) {
+	if len(in) > MaxEgress {
+		return nil, fieldErr("egress", "has %d entries; at most %d are allowed", len(in), MaxEgress)
+	}
+	var out []netip.Prefix
+	for _, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fieldErr("egress", "%.64q is not a CIDR", s)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -46,7 +46,11 @@ type WorkloadSpec struct {
 	// Replaces the image's CMD when set.
 	Args []string `protobuf:"bytes,7,rep,name=args,proto3" json:"args,omitempty"`
 	// Gives the main process a terminal.
-	Tty           bool `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	Tty bool `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	// IPv4 CIDRs the workload may reach although the node's egress policy
+	// blocks them (link-local, private ranges, the host's networks, the
+	// cluster's nodes), such as "169.254.169.254/32". At most 64.
+	Egress        []string `protobuf:"bytes,20,rep,name=egress,proto3" json:"egress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +139,13 @@ func (x *WorkloadSpec) GetTty() bool {
 		return x.Tty
 	}
 	return false
+}
+
+func (x *WorkloadSpec) GetEgress() []string {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
 }
 
 // Workload is a workload as the cluster knows it: the allocation (id,
@@ -1221,7 +1232,7 @@ var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\n" +
-	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x02\n" +
+	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x02\n" +
 	"\fWorkloadSpec\x12\x1b\n" +
 	"\timage_ref\x18\x01 \x01(\tR\bimageRef\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x16\n" +
@@ -1230,7 +1241,8 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x1c\n" +
 	"\tisolation\x18\x06 \x01(\tR\tisolation\x12\x12\n" +
 	"\x04args\x18\a \x03(\tR\x04args\x12\x10\n" +
-	"\x03tty\x18\b \x01(\bR\x03tty\x1a8\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\x12\x16\n" +
+	"\x06egress\x18\x14 \x03(\tR\x06egress\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

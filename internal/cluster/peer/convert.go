@@ -26,6 +26,7 @@ func AllocationToProto(a workload.Allocation) *clusterv1.Allocation {
 		Spec: &clusterv1.WorkloadSpec{
 			Image: s.Image, Cores: s.Cores, MemoryMib: s.MemoryMiB, Ports: ports,
 			Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+			Egress: spec.EgressStrings(s.Egress),
 		},
 		Node:       a.Node,
 		Desired:    desiredToProto(a.Desired),
@@ -59,9 +60,14 @@ func AllocationFromProto(pa *clusterv1.Allocation) (workload.Allocation, error) 
 	if len(ps.GetPorts()) > spec.MaxPorts {
 		return workload.Allocation{}, fmt.Errorf("allocation %s: spec: ports: has %d entries; at most %d are allowed", id, len(ps.GetPorts()), spec.MaxPorts)
 	}
+	egress, err := spec.ParseEgress(ps.GetEgress())
+	if err != nil {
+		return workload.Allocation{}, fmt.Errorf("allocation %s: spec: %w", id, err)
+	}
 	s := spec.Spec{
 		Image: ps.GetImage(), Cores: ps.GetCores(), MemoryMiB: ps.GetMemoryMib(),
 		Env: ps.GetEnv(), Args: ps.GetArgs(), Isolation: spec.Isolation(ps.GetIsolation()), Tty: ps.GetTty(),
+		Egress: egress,
 	}
 	seen := make(map[uint32]bool, len(ps.GetPorts()))
 	for _, p := range ps.GetPorts() {

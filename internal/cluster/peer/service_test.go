@@ -176,6 +176,7 @@ func testAllocation() workload.Allocation {
 			Image: "docker.io/library/busybox:latest", Cores: 0.5, MemoryMiB: 64,
 			Ports: []spec.Port{{Public: 443, Target: 8080, Proto: spec.ProtoHTTP}, {Public: 5432, Target: 5432, Proto: spec.ProtoTCP}},
 			Env:   []string{"A=1", "B=two"}, Args: []string{"sh", "-c", "sleep 1"}, Isolation: spec.IsolationContainer, Tty: true,
+			Egress: []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("192.168.0.0/16")},
 		},
 		Node: "alpha", Desired: workload.DesiredRunning, Generation: 3,
 		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC),
@@ -292,7 +293,8 @@ func TestCalls(t *testing.T) {
 
 func sameSpec(a, b spec.Spec) bool {
 	return a.Image == b.Image && a.Cores == b.Cores && a.MemoryMiB == b.MemoryMiB && slices.Equal(a.Ports, b.Ports) &&
-		slices.Equal(a.Env, b.Env) && slices.Equal(a.Args, b.Args) && a.Isolation == b.Isolation && a.Tty == b.Tty
+		slices.Equal(a.Env, b.Env) && slices.Equal(a.Args, b.Args) && a.Isolation == b.Isolation && a.Tty == b.Tty &&
+		slices.Equal(a.Egress, b.Egress)
 }
 
 // TestUnreachable: a peer that does not answer is ErrUnreachable, for

@@ -465,8 +465,11 @@ type WorkloadSpec struct {
 	Env       []string               `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
 	Args      []string               `protobuf:"bytes,6,rep,name=args,proto3" json:"args,omitempty"`
 	// container, gvisor or microvm.
-	Isolation     string `protobuf:"bytes,7,opt,name=isolation,proto3" json:"isolation,omitempty"`
-	Tty           bool   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	Isolation string `protobuf:"bytes,7,opt,name=isolation,proto3" json:"isolation,omitempty"`
+	Tty       bool   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	// IPv4 CIDRs, masked and sorted, that the workload may reach despite the
+	// egress policy.
+	Egress        []string `protobuf:"bytes,20,rep,name=egress,proto3" json:"egress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +558,13 @@ func (x *WorkloadSpec) GetTty() bool {
 		return x.Tty
 	}
 	return false
+}
+
+func (x *WorkloadSpec) GetEgress() []string {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
 }
 
 // Allocation is the cluster's decision about one workload
@@ -1690,7 +1700,7 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x04Port\x12\x16\n" +
 	"\x06public\x18\x01 \x01(\rR\x06public\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\rR\x06target\x124\n" +
-	"\x05proto\x18\x03 \x01(\x0e2\x1e.hypercore.cluster.v1.ProtocolR\x05proto\"\xe1\x01\n" +
+	"\x05proto\x18\x03 \x01(\x0e2\x1e.hypercore.cluster.v1.ProtocolR\x05proto\"\xf9\x01\n" +
 	"\fWorkloadSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x1d\n" +
@@ -1700,7 +1710,8 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x12\n" +
 	"\x04args\x18\x06 \x03(\tR\x04args\x12\x1c\n" +
 	"\tisolation\x18\a \x01(\tR\tisolation\x12\x10\n" +
-	"\x03tty\x18\b \x01(\bR\x03tty\"\xfc\x01\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\x12\x16\n" +
+	"\x06egress\x18\x14 \x03(\tR\x06egress\"\xfc\x01\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
