@@ -48,9 +48,10 @@ The node keeps running workloads across its own restarts and crashes: a new
 A node given no JOIN_ADDR starts a new cluster: it is its first raft server,
 makes the cluster CA and gossip key, and writes a join token to
 <data-dir>/join-token. Other nodes join with that token and the first
-node's gossip address; give --server to the first 1, 3 or 5. Gossip uses
---cluster-bind-addr (TCP and UDP), node RPC with mutual TLS its port + 1,
-raft its port + 2. See docs/cluster.md.
+node's cluster address; give --server to the first 1, 3 or 5. Gossip,
+node RPC and raft (mutual TLS) all use the one port of
+--cluster-bind-addr, TCP and UDP, so nodes sharing a host each need only
+their own. See docs/cluster.md.
 
 Every setting can also come from the environment, as HYPERCORE_ and the
 flag's name in upper case with '_' for '-' (HYPERCORE_JOIN_TOKEN for
@@ -268,11 +269,7 @@ func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, rou
 		}
 	}
 	reserve(cfg.APIAddr, "the API (--grpc-bind-addr)")
-	reserve(cfg.ClusterBindAddr, "cluster gossip (--cluster-bind-addr)")
-	if rpc, raft, err := cluster.PeerAddrs(cfg.ClusterBindAddr); err == nil {
-		reserve(rpc, "node RPC (--cluster-bind-addr port + 1)")
-		reserve(raft, "raft (--cluster-bind-addr port + 2)")
-	}
+	reserve(cfg.ClusterBindAddr, "the cluster port: gossip, node RPC and raft (--cluster-bind-addr)")
 	reserve(cfg.HTTPAddr, "the HTTP proxy (--http-addr)")
 	if certs != nil {
 		reserve(cfg.HTTPSAddr, "the HTTPS proxy (--https-addr)")

@@ -10,14 +10,16 @@
 // A node with no one to join is the first server of a new cluster, so a
 // single node is a cluster of one and runs the same path.
 //
-// Ports, from the gossip address IP:P (--cluster-bind-addr, default
-// 0.0.0.0:7946): gossip on P (TCP and UDP), node RPC with mutual TLS on
-// P+1 (also where new nodes join with a token), raft with mutual TLS on
-// P+2.
+// Ports: one, the cluster address IP:P (--cluster-bind-addr, default
+// 0.0.0.0:7946), so that nodes sharing a host only need ports of their
+// own. UDP P carries gossip; TCP P gossip's streams and, told apart by
+// their first byte (internal/cluster/portmux), TLS: node RPC over HTTP/2,
+// joins and raft, told apart by ALPN.
 package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +37,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
 	"github.com/hypercore-dev/hypercore/internal/cluster/peer"
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
+	"github.com/hypercore-dev/hypercore/internal/cluster/portmux"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
 	"github.com/hypercore-dev/hypercore/internal/driver"
@@ -62,8 +65,8 @@ type Config struct {
 	// DataDir is the node's data dir; the cluster keeps its state in
 	// DataDir/cluster and writes DataDir/join-token on the first node.
 	DataDir string
-	// BindAddr is the gossip address IP:port; RPC and raft use the next
-	// two ports.
+	// BindAddr is the cluster address IP:port: gossip, node RPC and raft
+	// all use this one port.
 	BindAddr string
 	// AdvertiseIP is the address peers reach this node at; empty picks
 	// the first global address of an interface other than Bridge.
@@ -114,6 +117,12 @@ type Cluster struct {
 	peers   *peer.Pool
 	rpc     *http.Server
 	rpcAddr string
+	port    *portmux.Mux
+	// raftConns is where serveRPC hands raft its connections.
+	raftConns *portmux.Listener
+	// rpcStopping is closed when the RPC server shuts down, letting go
+	// of the raft connections it holds.
+	rpcStopping chan struct{}
 
 	// placeMu makes the spawns through this node rank and allocate one at
 	// a time, so they see each other's reservations.
@@ -158,15 +167,11 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 		cfg: cfg, log: cfg.Log.With("component", "cluster"), routes: routing.NewSyncer(routes),
 		routesDirty: make(chan struct{}, 1), quit: make(chan struct{}),
 	}
-	rpcBind, raftBind, err := PeerAddrs(cfg.BindAddr)
-	if err != nil {
+	if _, _, err := splitBind(cfg.BindAddr); err != nil {
 		return nil, err
 	}
-	_, port, _ := net.SplitHostPort(cfg.BindAddr)
 	advertise := id.AdvertiseIP
 	c.mat, c.auth = id.mat, id.auth
-	rpcAdvertise, raftAdvertise, _ := PeerAddrs(net.JoinHostPort(advertise, port))
-	c.rpcAddr = rpcAdvertise
 
 	var closers []func()
 	defer func() {
@@ -177,14 +182,26 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 		}
 	}()
 
+	if c.port, err = portmux.Listen(cfg.BindAddr); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { c.port.Close() })
+	// Port 0 (tests) has picked one now; the others reach every service
+	// at this one address.
+	port := strconv.Itoa(c.port.Addr().Port)
+	c.rpcAddr = net.JoinHostPort(advertise, port)
+	raftAdvertise := c.rpcAddr
+	bindIP, _, _ := net.SplitHostPort(cfg.BindAddr)
+	cfg.BindAddr = net.JoinHostPort(bindIP, port)
+	c.cfg.BindAddr = cfg.BindAddr
+
 	c.peers = peer.NewPool(c.mat)
 	closers = append(closers, c.peers.Close)
 
 	dir := filepath.Join(cfg.DataDir, "cluster")
-	stream, err := listenRaft(raftBind, raftAdvertise, cfg.NodeName, c.mat)
-	if err != nil {
-		return nil, err
-	}
+	c.raftConns = portmux.NewListener(c.port.Addr())
+	c.rpcStopping = make(chan struct{})
+	stream := newRaftStream(c.raftConns, raftAdvertise, cfg.NodeName, c.mat)
 	c.raft, err = raftstore.Open(raftstore.Config{
 		NodeID: cfg.NodeName, DataDir: filepath.Join(dir, "raft"), Bootstrap: first, Log: cfg.Log,
 		Stream: stream, BindAddr: raftAdvertise, Forward: c.forwardApply,
@@ -200,13 +217,15 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 		return nil, err
 	}
 
-	if err := c.serveRPC(rpcBind); err != nil {
+	if err := c.serveRPC(); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { c.rpc.Close() })
 
+	streams, packets := c.port.Gossip()
 	c.mem, err = membership.Start(membership.Config{
-		NodeName: cfg.NodeName, BindAddr: cfg.BindAddr, AdvertiseAddr: advertise,
+		NodeName: cfg.NodeName, BindAddr: cfg.BindAddr, AdvertiseAddr: net.JoinHostPort(advertise, port),
+		Packets: packets, Streams: streams,
 		GossipKey: c.mat.GossipKey, KeyringFile: filepath.Join(dir, "serf", "keyring"),
 		SnapshotPath: filepath.Join(dir, "serf", "snapshot"), Tags: c.tags(), Log: cfg.Log,
 		FastFailure: cfg.FastFailure,
@@ -262,6 +281,7 @@ func (c *Cluster) Close() {
 	stopServer(c.rpc, 3*time.Second)
 	c.raft.Close()
 	c.peers.Close()
+	c.port.Close()
 }
 
 // stopServer lets srv's calls in flight end for up to grace, then closes
@@ -289,9 +309,10 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// serveRPC serves the node-to-node port: PeerService and tunnels to this
-// node's workloads over HTTP/2, and joins on the node with the CA.
-func (c *Cluster) serveRPC(bind string) error {
+// serveRPC serves TLS on the cluster port: PeerService and tunnels to
+// this node's workloads over HTTP/2, joins on the node with the CA, and
+// raft, whose connections (ALPN RaftALPN) go to c.raftConns.
+func (c *Cluster) serveRPC() error {
 	c.rpc = &http.Server{Handler: c.peerServer().Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
 	if c.auth != nil {
 		if err := c.auth.EnableJoin(c.rpc, c.mat, c.admit); err != nil {
@@ -301,10 +322,17 @@ func (c *Cluster) serveRPC(bind string) error {
 		c.rpc.TLSConfig = c.mat.ServerTLS()
 	}
 	peer.ConfigureServer(c.rpc)
-	ln, err := net.Listen("tcp", bind)
-	if err != nil {
-		return fmt.Errorf("cluster: node RPC listen on %s: %w (RPC uses the gossip port + 1)", bind, err)
+	// Raft is offered first: a client that asks for it gets it, and
+	// every other client asks only for h2 or http/1.1.
+	c.rpc.TLSConfig.NextProtos = append([]string{RaftALPN}, c.rpc.TLSConfig.NextProtos...)
+	if c.rpc.TLSNextProto == nil {
+		c.rpc.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	}
+	c.rpc.TLSNextProto[RaftALPN] = func(_ *http.Server, conn *tls.Conn, _ http.Handler) {
+		serveRaftConn(c.raftConns, conn, c.rpcStopping)
+	}
+	c.rpc.RegisterOnShutdown(func() { close(c.rpcStopping) })
+	ln := c.port.TLS()
 	go func() {
 		if err := c.rpc.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			c.log.Error("node RPC server stopped", "err", err)
@@ -601,24 +629,13 @@ func splitBind(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("--cluster-bind-addr %q: %w; use IP:port such as 0.0.0.0:7946", addr, err)
 	}
 	port, err := strconv.Atoi(p)
-	if err != nil || port < 1 || port > 65533 {
-		return "", 0, fmt.Errorf("--cluster-bind-addr %q: port must be 1-65533 (RPC and raft use the next two)", addr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("--cluster-bind-addr %q: port must be 1-65535", addr)
 	}
 	if host == "" {
 		host = "0.0.0.0"
 	}
 	return host, port, nil
-}
-
-// PeerAddrs are the node RPC and raft addresses that go with a gossip
-// address: the same IP, its port + 1 and + 2. The daemon reserves them
-// from workloads' raw TCP ports; Start listens on them.
-func PeerAddrs(gossip string) (rpc, raft string, err error) {
-	host, port, err := splitBind(gossip)
-	if err != nil {
-		return "", "", err
-	}
-	return net.JoinHostPort(host, strconv.Itoa(port+1)), net.JoinHostPort(host, strconv.Itoa(port+2)), nil
 }
 
 // pickAdvertiseIP is the bind IP when it is specific, else the first

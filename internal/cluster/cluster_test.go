@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
+	"github.com/hypercore-dev/hypercore/internal/cluster/portmux"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/spec"
@@ -39,12 +41,22 @@ func material(t *testing.T, name string) *pki.Material {
 // from the cluster CA, so a member cannot answer for another.
 func TestRaftStreamVerifiesNodeName(t *testing.T) {
 	m := material(t, "n1")
-	s, err := listenRaft("127.0.0.1:0", "", "n1", m)
+	// The node's TLS port, serving raft alone: the ALPN and the hand-over
+	// as serveRPC does them.
+	srv := &http.Server{TLSConfig: m.ServerTLS(), TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	srv.TLSConfig.NextProtos = []string{RaftALPN}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	conns := portmux.NewListener(ln.Addr())
+	stop := make(chan struct{})
+	srv.TLSNextProto[RaftALPN] = func(_ *http.Server, c *tls.Conn, _ http.Handler) { serveRaftConn(conns, c, stop) }
+	go srv.ServeTLS(ln, "", "")
+	defer func() { close(stop); srv.Close() }()
+	s := newRaftStream(conns, "", "n1", m)
 	defer s.Close()
-	hostport := s.Listener.Addr().String()
+	hostport := ln.Addr().String()
 	go func() {
 		for {
 			c, err := s.Accept()

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
+	"github.com/hypercore-dev/hypercore/internal/cluster/portmux"
 )
 
 // raftStream carries raft over mutual TLS. A raft address here is
@@ -41,14 +43,15 @@ func parseNodeAddr(s string) (nodeAddr, error) {
 	return nodeAddr{name, hostport}, nil
 }
 
-// listenRaft listens on bind with the node's server TLS and advertises
+// RaftALPN is the TLS protocol name under which raft shares the node's
+// cluster port with node RPC (HTTP/2) and joins.
+const RaftALPN = "hypercore-raft"
+
+// newRaftStream takes raft connections from l, which serveRPC feeds with
+// the TLS connections that asked for RaftALPN, and advertises
 // name@advertise.
-func listenRaft(bind, advertise, name string, mat *pki.Material) (*raftStream, error) {
-	l, err := tls.Listen("tcp", bind, mat.ServerTLS())
-	if err != nil {
-		return nil, fmt.Errorf("cluster: raft listen on %s: %w", bind, err)
-	}
-	return &raftStream{Listener: l, self: nodeAddr{name, advertise}, mat: mat}, nil
+func newRaftStream(l net.Listener, advertise, name string, mat *pki.Material) *raftStream {
+	return &raftStream{Listener: l, self: nodeAddr{name, advertise}, mat: mat}
 }
 
 // Addr is what raft advertises for this server.
@@ -60,6 +63,43 @@ func (s *raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (ne
 	if err != nil {
 		return nil, err
 	}
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: s.mat.ClientTLS(a.name)}
-	return d.Dial("tcp", a.hostport)
+	cfg := s.mat.ClientTLS(a.name)
+	cfg.NextProtos = []string{RaftALPN}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: cfg}
+	c, err := d.Dial("tcp", a.hostport)
+	if err != nil {
+		return nil, err
+	}
+	if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != RaftALPN {
+		c.Close()
+		return nil, fmt.Errorf("raft peer %s at %s does not serve raft on its cluster port (it answered %q); is it an older release?", a.name, a.hostport, p)
+	}
+	return c, nil
+}
+
+// serveRaftConn hands c, which negotiated RaftALPN, to raft through l and
+// holds it until raft closes it, l closes or stop does: the HTTP server
+// that called it closes the connection as soon as it returns.
+func serveRaftConn(l *portmux.Listener, c *tls.Conn, stop <-chan struct{}) {
+	rc := &notifyConn{Conn: c, closed: make(chan struct{})}
+	if !l.Offer(rc) {
+		return
+	}
+	select {
+	case <-rc.closed:
+	case <-l.Done():
+	case <-stop:
+	}
+}
+
+// notifyConn reports its Close.
+type notifyConn struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *notifyConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
 }

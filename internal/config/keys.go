@@ -43,7 +43,7 @@ var keys = sync.OnceValue(func() []key {
 		{name: "grpc_bind_addr", flag: "grpc-bind-addr", usage: "API address (gRPC, Connect and JSON on one port)",
 			field: func(c *Config) any { return &c.APIAddr }},
 
-		{name: "cluster_bind_addr", flag: "cluster-bind-addr", usage: "gossip address IP:PORT; node RPC (mutual TLS, joins) uses PORT+1 and raft PORT+2",
+		{name: "cluster_bind_addr", flag: "cluster-bind-addr", usage: "cluster address IP:PORT, TCP and UDP: gossip, node RPC (mutual TLS, joins) and raft all use this one port",
 			field: func(c *Config) any { return &c.ClusterBindAddr }},
 		{name: "cluster_advertise_addr", flag: "cluster-advertise-addr", usage: "IP other nodes reach this one at (default: the --cluster-bind-addr IP, or the first global address)",
 			field: func(c *Config) any { return &c.ClusterAdvertiseAddr }},

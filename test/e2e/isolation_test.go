@@ -6,20 +6,27 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/hypercore-dev/hypercore/internal/nodeid"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
 )
 
 // Addresses of the stand-in for the internet that isoInternet makes: the
-// node's end of the link, and a server beyond it (TEST-NET-2).
+// node's end of the link, the router at its far end, and a server beyond
+// that router (TEST-NET-3), which the node reaches through it. The link's
+// own network is the host's, which workloads may not reach; the server
+// beyond is the public internet.
 const (
 	isoUplinkIP   = "198.51.100.1"
-	isoInternetIP = "198.51.100.2"
-	isoGatewayIP  = "10.77.0.1" // the bridge, the default subnet's first address
+	isoRouterIP   = "198.51.100.2"
+	isoInternetIP = "203.0.113.80"
+	isoGatewayIP  = "10.77.0.1" // the bridge, the first candidate subnet's first address
 )
 
 const (
@@ -101,10 +108,11 @@ func TestIsolation(t *testing.T) {
 
 	// Control: with no hypercore tables and no port isolation, every one
 	// of those connections works, so it was the firewall refusing them.
+	names := nodeNames(t, n)
 	for _, family := range []string{"ip", "inet", "bridge"} {
-		isoRun(t, n.NS.Command("nft", "delete", "table", family, "hypercore"))
+		isoRun(t, n.NS.Command("nft", "delete", "table", family, names.Table))
 	}
-	ports, err := n.NS.Command("ip", "-o", "link", "show", "master", "hc0").Output()
+	ports, err := n.NS.Command("ip", "-o", "link", "show", "master", names.Bridge).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +142,8 @@ func TestIsolation(t *testing.T) {
 
 // isoInternet makes a netns standing in for the internet, linked to the
 // node's netns by a veth: the node's end has isoUplinkIP/24, the far end
-// isoInternetIP/24. The internet needs no route back: masquerading makes the
+// isoRouterIP/24, and the node routes 203.0.113.0/24, where isoInternetIP
+// is, through it. The internet needs no route back: masquerading makes the
 // workloads' traffic come from isoUplinkIP, on its own link.
 func isoInternet(t *testing.T, node *harness.NetNS) *harness.NetNS {
 	t.Helper()
@@ -143,8 +152,11 @@ func isoInternet(t *testing.T, node *harness.NetNS) *harness.NetNS {
 		{"-n", node.Name, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", inet.Name},
 		{"-n", node.Name, "addr", "add", isoUplinkIP + "/24", "dev", "uplink0"},
 		{"-n", node.Name, "link", "set", "uplink0", "up"},
-		{"-n", inet.Name, "addr", "add", isoInternetIP + "/24", "dev", "eth0"},
+		{"-n", node.Name, "route", "add", "203.0.113.0/24", "via", isoRouterIP},
+		{"-n", inet.Name, "addr", "add", isoRouterIP + "/24", "dev", "eth0"},
 		{"-n", inet.Name, "link", "set", "eth0", "up"},
+		{"-n", inet.Name, "addr", "add", isoInternetIP + "/32", "dev", "lo"},
+		{"-n", inet.Name, "link", "set", "lo", "up"},
 	} {
 		isoRun(t, exec.Command("ip", args...))
 	}
@@ -202,4 +214,19 @@ func isoRun(t *testing.T, cmd *exec.Cmd) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %v\n%s", cmd.Args, err, out)
 	}
+}
+
+// nodeNames reads the names a node gave its bridge and nftables tables,
+// kept in its data dir.
+func nodeNames(t *testing.T, n *harness.Node) nodeid.Names {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.DataDir, nodeid.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names nodeid.Names
+	if err := json.Unmarshal(b, &names); err != nil || names.Table == "" || names.Bridge == "" {
+		t.Fatalf("node id file %s: %v %q", nodeid.File, err, b)
+	}
+	return names
 }

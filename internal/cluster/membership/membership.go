@@ -86,6 +86,13 @@ type Config struct {
 	// ReapAfter is how long failed and left members stay in Members
 	// before they are forgotten; zero means DefaultReapAfter.
 	ReapAfter time.Duration
+
+	// Packets and Streams, when both are set, are the sockets gossip runs
+	// on instead of binding BindAddr itself: a node shares its one port
+	// with node RPC and raft (see internal/cluster/portmux). Shutdown
+	// closes them. BindAddr must then name the same address.
+	Packets *net.UDPConn
+	Streams net.Listener
 }
 
 // timing holds the failure detection settings of a profile.
@@ -243,6 +250,9 @@ func Start(cfg Config) (*Membership, error) {
 			return nil, fmt.Errorf("membership: advertise address %q: %w; use IP or IP:port", cfg.AdvertiseAddr, err)
 		}
 		ml.AdvertiseAddr, ml.AdvertisePort = ip, port
+	}
+	if cfg.Packets != nil && cfg.Streams != nil {
+		ml.Transport = newSharedTransport(cfg.Packets, cfg.Streams, stdLog)
 	}
 	ml.Keyring = keyring
 	ml.SecretKey = cfg.GossipKey
