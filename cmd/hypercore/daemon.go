@@ -130,6 +130,13 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	nodeName := id.Name
+	// The bridge, subnet, nftables tables and cgroup parent are this
+	// node's own, so nodes can share a host. Before the store is opened,
+	// whose file tells a data dir from before node ids.
+	names, err := nodeid.Load(dataDir, nodeName)
+	if err != nil {
+		return err
+	}
 
 	st, err := store.OpenBolt(filepath.Join(dataDir, "state.db"))
 	if err != nil {
@@ -141,12 +148,6 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer images.Close()
-	// The bridge, subnet, nftables tables and cgroup parent are this
-	// node's own, so nodes can share a host.
-	names, err := nodeid.Load(dataDir, nodeName)
-	if err != nil {
-		return err
-	}
 	netm, err := newNetwork(cfg, names, &ccfg)
 	if err != nil {
 		return err
