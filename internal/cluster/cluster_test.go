@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -77,6 +78,19 @@ func TestRaftStreamVerifiesNodeName(t *testing.T) {
 		t.Fatalf("echo over raft TLS: %q %v", buf, err)
 	}
 	c.Close()
+
+	// A raft address kept from the layout before one port per node, the
+	// cluster port + 2, reaches the node on its one port.
+	port := ln.Addr().(*net.TCPAddr).Port
+	if old, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+2)); err == nil {
+		old.Close() // now nothing listens there, as after an upgrade
+		c, err := s.Dial(raft.ServerAddress(fmt.Sprintf("n1@127.0.0.1:%d", port+2)), time.Second)
+		if err != nil {
+			t.Errorf("dial n1 at its raft address of the old layout: %v", err)
+		} else {
+			c.Close()
+		}
+	}
 
 	c, err = s.Dial(raft.ServerAddress("n2@"+hostport), time.Second)
 	if err == nil {

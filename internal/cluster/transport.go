@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -67,6 +70,15 @@ func (s *raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (ne
 	cfg.NextProtos = []string{RaftALPN}
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: cfg}
 	c, err := d.Dial("tcp", a.hostport)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// A cluster from before the one-port layout keeps its members'
+		// raft addresses as they were, the cluster port + 2.
+		if old, ok := oneportAddr(a.hostport); ok {
+			if c2, err2 := d.Dial("tcp", old); err2 == nil {
+				c, err = c2, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -102,4 +114,18 @@ type notifyConn struct {
 func (c *notifyConn) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	return c.Conn.Close()
+}
+
+// oneportAddr is where a raft address of the layout before one port per
+// node (raft on the cluster port + 2) is served now: the cluster port.
+func oneportAddr(hostport string) (string, bool) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", false
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 3 {
+		return "", false
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p-2)), true
 }
