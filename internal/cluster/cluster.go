@@ -630,7 +630,7 @@ func splitBind(addr string) (string, int, error) {
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("--cluster-bind-addr %q: port must be 1-65535", addr)
+		return "", 0, fmt.Errorf("--cluster-bind-addr %q: port must be 0-65535", addr)
 	}
 	if host == "" {
 		host = "0.0.0.0"

@@ -44,8 +44,8 @@ func (c *Config) Validate() error {
 	// The cluster.
 	if _, portText, err := net.SplitHostPort(c.ClusterBindAddr); err != nil {
 		bad("cluster_bind_addr", "%q: want IP:PORT such as 0.0.0.0:7946", c.ClusterBindAddr)
-	} else if port, err := strconv.Atoi(portText); err != nil || port < 1 || port > 65533 {
-		bad("cluster_bind_addr", "%q: the port must be 1-65533 (node RPC and raft use the next two)", c.ClusterBindAddr)
+	} else if port, err := strconv.Atoi(portText); err != nil || port < 1 || port > 65535 {
+		bad("cluster_bind_addr", "%q: the port must be 1-65535", c.ClusterBindAddr)
 	}
 	if c.ClusterAdvertiseAddr != "" && net.ParseIP(c.ClusterAdvertiseAddr) == nil {
 		bad("cluster_advertise_addr", "%q: want an IP address (or leave it out to pick one)", c.ClusterAdvertiseAddr)
