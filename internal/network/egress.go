@@ -199,8 +199,9 @@ func intervalElements(prefixes []netip.Prefix) []nftables.SetElement {
 }
 
 // hostNetworks lists the node's own IPv4 networks: every address, the
-// network it is on, and the destination of every route without a gateway
-// (directly connected), except those of the workload bridge. They change
+// network it is on, and the destination (/8 or longer) of every route
+// without a gateway (directly connected), except those of the workload
+// bridge. They change
 // rarely; Setup reads them again at every start.
 func hostNetworks(bridge string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
@@ -230,7 +231,9 @@ func hostNetworks(bridge string) ([]netip.Prefix, error) {
 		if r.Dst == nil || r.Gw != nil || len(r.MultiPath) > 0 || r.LinkIndex == brIndex {
 			continue
 		}
-		if p, ok := prefixOf(r.Dst.IP, r.Dst.Mask); ok && p.Bits() > 0 {
+		// Shorter ones are not a network the host is on but a way out,
+		// such as a VPN's 0.0.0.0/1 without a gateway.
+		if p, ok := prefixOf(r.Dst.IP, r.Dst.Mask); ok && p.Bits() >= 8 {
 			out = append(out, p.Masked())
 		}
 	}

@@ -1,8 +1,10 @@
 // Package network gives each workload its own network namespace on a node
 // bridge, with an address leased durably so it survives daemon restarts, and
 // NATs the workloads' traffic out of the node. Workloads can reach the
-// outside but neither the node itself (any of its addresses) nor each
-// other; the node still connects to them. All of it works on the
+// public internet but neither the node itself (any of its addresses), nor
+// each other, nor (unless an exception opens them) link-local, private
+// ranges, the host's networks or the cluster's nodes; the node still
+// connects to them. All of it works on the
 // network namespace of the calling process, which is the host's in the
 // daemon and a throwaway one in tests.
 package network
