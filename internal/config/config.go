@@ -36,8 +36,8 @@ type Config struct {
 	// APIAddr is where the API (gRPC, Connect and JSON) listens.
 	APIAddr string
 
-	// ClusterBindAddr is the gossip address IP:PORT; node RPC uses
-	// PORT+1 and raft PORT+2.
+	// ClusterBindAddr is the cluster address IP:PORT: gossip, node RPC
+	// and raft all use this one port.
 	ClusterBindAddr string
 	// ClusterAdvertiseAddr is the IP other nodes reach this one at; empty
 	// picks one (see cluster.Config.AdvertiseIP).
