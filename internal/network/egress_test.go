@@ -142,6 +142,11 @@ func TestEgressPolicy(t *testing.T) {
 	if !nodeReaches(t, a) || !nodeReaches(t, e) {
 		t.Error("a node cannot reach its own workloads with two nodes side by side")
 	}
+	// Each node's clean-up leaves the other's workloads alone.
+	mustOK(t, m2.Reconcile(context.Background(), map[spec.ID]bool{e.ID: true}))
+	if _, err := netlink.LinkByName(a.HostVeth); err != nil {
+		t.Errorf("the second node's Reconcile took the first node's veth %s: %v", a.HostVeth, err)
+	}
 
 	// Control: without any of our tables every blocked address answers,
 	// so it was the policy that refused them above.
