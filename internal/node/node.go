@@ -144,7 +144,11 @@ type Node struct {
 	afterImage func(*image.Image)
 
 	quit chan struct{}
-	bg   sync.WaitGroup // the watcher and the image GC
+	bg   sync.WaitGroup // the watcher, the image GC and recovery's starts
+	// recoverCtx bounds the starts recovery leaves to the background;
+	// Close cancels it (stopRecover).
+	recoverCtx  context.Context
+	stopRecover context.CancelFunc
 }
 
 // New returns a node. Call Start to recover state and begin watching.
@@ -171,8 +175,9 @@ func New(cfg Config, p Parts) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	recoverCtx, stopRecover := context.WithCancel(context.Background())
 	return &Node{
-		cfg: cfg, Parts: p, log: cfg.Log,
+		cfg: cfg, Parts: p, log: cfg.Log, recoverCtx: recoverCtx, stopRecover: stopRecover,
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
 		obs:  map[spec.ID]workload.Observation{},
 		quit: make(chan struct{}),
@@ -183,7 +188,8 @@ func New(cfg Config, p Parts) (*Node, error) {
 func (n *Node) Name() string { return n.cfg.Name }
 
 // Start prepares the host network, re-adopts the workloads in the store
-// (reporting each), and starts watching their status and, with an
+// (reporting each; those that must start again from scratch are reported
+// creating and started in the background), and starts watching their status and, with an
 // ImageGCInterval, collecting unused images.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.Network.Setup(ctx); err != nil {
@@ -202,6 +208,7 @@ func (n *Node) Start(ctx context.Context) error {
 // Close stops watching and collecting images, after a collection under
 // way ends. Workloads keep running: the next daemon recovers them.
 func (n *Node) Close() {
+	n.stopRecover()
 	close(n.quit)
 	n.bg.Wait()
 }
