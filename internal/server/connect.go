@@ -52,7 +52,11 @@ func (ws *workloadService) Spawn(ctx context.Context, req *connect.Request[v1.Sp
 	if err != nil {
 		return nil, connectErr(err)
 	}
-	w, err := ws.s.b.Spawn(ctx, spec.SpawnRequest{Spec: sp, DryRun: req.Msg.DryRun})
+	key, err := requestID(req)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	w, err := ws.s.b.Spawn(ctx, spec.SpawnRequest{Spec: sp, DryRun: req.Msg.DryRun, RequestID: key})
 	if err != nil {
 		return nil, connectErr(err)
 	}
@@ -175,4 +179,18 @@ func (ns *nodeService) PruneImages(ctx context.Context, req *connect.Request[v1.
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&v1.PruneImagesResponse{Removed: res.Removed, FreedBytes: res.Freed}), nil
+}
+
+// requestID is a Connect spawn's idempotency key: the request_id field,
+// or the Idempotency-Key header as on REST. Both, if different, are a
+// client's mistake.
+func requestID(req *connect.Request[v1.SpawnRequest]) (string, error) {
+	field, header := req.Msg.RequestId, req.Header().Get(IdempotencyKeyHeader)
+	if field != "" && header != "" && field != header {
+		return "", &spec.FieldError{Field: spec.RequestIDField, Msg: "differs from the " + IdempotencyKeyHeader + " header; send one of them"}
+	}
+	if field == "" {
+		field = header
+	}
+	return spec.ParseRequestID(field)
 }

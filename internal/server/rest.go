@@ -118,11 +118,20 @@ type spawnAnswer struct {
 	DryRun bool   `json:"dry_run,omitempty"`
 }
 
+// IdempotencyKeyHeader carries a spawn's idempotency key on REST, the
+// classic /spawn and Connect (where the request_id field may carry it
+// instead): a retry with the same key answers the workload the first
+// spawn made.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
 func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
 	if !wantMethod(w, r, http.MethodPost) {
 		return
 	}
 	req, err := spec.DecodeSpawnJSON(http.MaxBytesReader(w, r.Body, spec.MaxBodyBytes+1))
+	if err == nil {
+		req.RequestID, err = spec.ParseRequestID(r.Header.Get(IdempotencyKeyHeader))
+	}
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -15,6 +15,10 @@ import (
 type SpawnRequest struct {
 	Spec   Spec
 	DryRun bool
+	// RequestID is the client's idempotency key (ParseRequestID), or "":
+	// a spawn with a key the cluster has seen answers the workload the
+	// first one made instead of making another.
+	RequestID string
 }
 
 // spawnJSON is the body of the classic /spawn API's POST /spawn, plus the

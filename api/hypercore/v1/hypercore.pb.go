@@ -288,9 +288,13 @@ func (x *Workload) GetReady() bool {
 }
 
 type SpawnRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *WorkloadSpec          `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Spec   *WorkloadSpec          `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	DryRun bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// An idempotency key (1-128 of A-Z a-z 0-9 - _ . :): a spawn whose key
+	// an existing workload's spawn used answers that workload and makes
+	// nothing. The Idempotency-Key header does the same.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -337,6 +341,13 @@ func (x *SpawnRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *SpawnRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type SpawnResponse struct {
@@ -1248,10 +1259,12 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\tR\x05error\x12\x10\n" +
 	"\x03pid\x18\n" +
 	" \x01(\x05R\x03pid\x12\x14\n" +
-	"\x05ready\x18\v \x01(\bR\x05ready\"W\n" +
+	"\x05ready\x18\v \x01(\bR\x05ready\"v\n" +
 	"\fSpawnRequest\x12.\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1a.hypercore.v1.WorkloadSpecR\x04spec\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"y\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"y\n" +
 	"\rSpawnResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x12\n" +

@@ -135,6 +135,9 @@ type command struct {
 	// have for the update to apply: the compare half of compare-and-set.
 	Version uint64 `json:"version,omitempty"`
 	Node    *Node  `json:"node,omitempty"`
+	// RequestKey is the idempotency key a create-allocation claims (see
+	// idempotency.go).
+	RequestKey string `json:"request_key,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -229,6 +232,9 @@ func checkForwarded(c *command) error {
 		if err := checkID(a.ID); err != nil {
 			return err
 		}
+		if _, err := spec.ParseRequestID(c.RequestKey); err != nil {
+			return bad("workload %s: %v", a.ID, err)
+		}
 		if err := a.Spec.Check(); err != nil {
 			return bad("workload %s: %v", a.ID, err)
 		}
@@ -290,6 +296,7 @@ type snapshotData struct {
 	Allocations  map[spec.ID]allocRecord          `json:"allocations"`
 	Observations map[spec.ID]workload.Observation `json:"observations,omitempty"`
 	Nodes        map[string]Node                  `json:"nodes,omitempty"`
+	RequestKeys  map[string]requestKey            `json:"request_keys,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -307,7 +314,8 @@ type fsm struct {
 	allocs   map[spec.ID]allocRecord
 	observed map[spec.ID]workload.Observation
 	nodes    map[string]Node
-	changed  chan struct{} // see Store.Changes
+	keys     map[string]requestKey // idempotency keys, see idempotency.go
+	changed  chan struct{}         // see Store.Changes
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -317,6 +325,7 @@ func newFSM() *fsm {
 		allocs:   map[spec.ID]allocRecord{},
 		observed: map[spec.ID]workload.Observation{},
 		nodes:    map[string]Node{},
+		keys:     map[string]requestKey{},
 		changed:  make(chan struct{}, 1),
 	}
 }
@@ -337,6 +346,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	defer f.mu.Unlock()
 	switch c.Op {
 	case opCreateAllocation:
+		if c.RequestKey != "" {
+			return f.createKeyed(*c.Allocation, c.RequestKey, l.Index)
+		}
 		return f.create(*c.Allocation, nil, l.Index, true)
 	case opUpdateAllocation:
 		_, err := f.update(c.ID, *c.Allocation, c.Version, l.Index, true)
@@ -588,6 +600,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		Allocations:  maps.Clone(f.allocs),
 		Observations: maps.Clone(f.observed),
 		Nodes:        maps.Clone(f.nodes),
+		RequestKeys:  maps.Clone(f.keys),
 	}}, nil
 }
 
@@ -627,10 +640,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.Nodes == nil {
 		data.Nodes = map[string]Node{}
 	}
+	if data.RequestKeys == nil {
+		data.RequestKeys = map[string]requestKey{}
+	}
 	f.mu.Lock()
 	f.allocs = data.Allocations
 	f.observed = data.Observations
 	f.nodes = data.Nodes
+	f.keys = data.RequestKeys
 	f.mu.Unlock()
 	f.notify()
 	return nil
