@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,7 +64,7 @@ func TestRestartDuringHungSpawn(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		n.API("POST", "/spawn", `{"image_ref":"127.0.0.1:5001/hangs:1","ports":{"80":8080}}`)
+		spawnKeyed(n, "hung-spawn-1", `{"image_ref":"127.0.0.1:5001/hangs:1","ports":{"80":8080}}`)
 	}()
 	harness.WaitFor(t, "the spawn to reach the hanging registry", 30*time.Second, func() bool { return accepted() > 0 })
 	n.Kill9()
@@ -102,6 +104,14 @@ func TestRestartDuringHungSpawn(t *testing.T) {
 	if hung == "" || len(list.Workloads) != 2 {
 		t.Fatalf("workloads after restart: %s, want the running one and the interrupted one, no duplicate", out)
 	}
+	// The client never heard of its spawn; its retry with the same key
+	// gets that workload, not a second one.
+	if code, out := spawnKeyed(n, "hung-spawn-1", `{"image_ref":"127.0.0.1:5001/hangs:1","ports":{"80":8080}}`); code != 200 || !strings.Contains(out, hung) {
+		t.Errorf("retry with the same idempotency key: %d %s, want 200 with %s", code, out, hung)
+	}
+	if c := workloadCount(t, n); c != 2 {
+		t.Errorf("%d workloads after the retry, want 2: a retry must not duplicate", c)
+	}
 	if code, body := n.Page(80, up.ID+".localhost"); code != 200 || body != testutil.IndexHTML {
 		t.Errorf("workload that ran before, through the proxy: %d %q, want 200 at once", code, body)
 	}
@@ -109,4 +119,19 @@ func TestRestartDuringHungSpawn(t *testing.T) {
 		t.Errorf("interrupted spawn through the proxy: %d, want 503 while it is creating", code)
 	}
 	release()
+}
+
+// spawnKeyed spawns body through the classic /spawn with an
+// Idempotency-Key header.
+func spawnKeyed(n *harness.Node, key, body string) (int, string) {
+	req, _ := http.NewRequest("POST", "http://127.0.0.1:8000/spawn", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+n.Token)
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := n.NS.Client().Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
