@@ -24,7 +24,7 @@ func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
 	}
 	return spec.Build(spec.Input{
 		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports,
-		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty,
+		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Secrets: p.Secrets,
 	})
 }
 
@@ -42,7 +42,7 @@ func (s *Server) toProto(w workload.Workload) *v1.Workload {
 		Pid: int32(o.Pid), Ready: o.Ready,
 		Spec: &v1.WorkloadSpec{
 			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Ports: ports,
-			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
+			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty, Secrets: w.Spec.Secrets,
 		},
 	}
 }

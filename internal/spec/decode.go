@@ -33,6 +33,8 @@ type spawnJSON struct {
 	Isolation string           `json:"isolation"`
 	Args      []string         `json:"args"`
 	Tty       bool             `json:"tty"`
+	// Secrets maps environment names to secret names.
+	Secrets map[string]string `json:"secrets"`
 }
 
 // DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
@@ -44,7 +46,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	}
 	input := Input{
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
-		Isolation: in.Isolation, Tty: in.Tty,
+		Isolation: in.Isolation, Tty: in.Tty, Secrets: in.Secrets,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
@@ -78,6 +79,9 @@ type Spec struct {
 	Args      []string  `json:"args,omitempty"`
 	Isolation Isolation `json:"isolation"`
 	Tty       bool      `json:"tty,omitempty"`
+	// Secrets maps environment names to sealed secrets' names (never
+	// values): {"DB_PASSWORD": "db-password"}.
+	Secrets map[string]string `json:"secrets,omitempty"`
 }
 
 // FieldError reports which input field is wrong and why. Its message starts
@@ -107,6 +111,8 @@ type Input struct {
 	Args      []string
 	Isolation string
 	Tty       bool
+	// Secrets maps environment names to secret names.
+	Secrets map[string]string
 }
 
 // Build validates in and returns the Spec it describes, with defaults filled
@@ -150,6 +156,9 @@ func Build(in Input) (Spec, error) {
 	if s.Isolation == IsolationMicroVM && s.MemoryMiB < MinMicroVMMemoryMiB {
 		return Spec{}, fieldErr("memory", "must be at least %d MiB for isolation microvm, not %d: ask for %d or more, or run it with isolation container or gvisor",
 			MinMicroVMMemoryMiB, s.MemoryMiB, MinMicroVMMemoryMiB)
+	}
+	if s.Secrets, err = buildSecrets(in.Secrets, s); err != nil {
+		return Spec{}, err
 	}
 	return s, nil
 }
@@ -422,7 +431,7 @@ func (s Spec) Check() error {
 	}
 	b, err := Build(Input{
 		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
-		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Secrets: s.Secrets,
 	})
 	if err != nil {
 		return err
@@ -441,6 +450,8 @@ func (s Spec) Check() error {
 		return fieldErr("ports", differs+" (sorted by public port)", s.Ports, b.Ports)
 	case b.Isolation != s.Isolation:
 		return fieldErr("isolation", differs, strconv.Quote(string(s.Isolation)), strconv.Quote(string(b.Isolation)))
+	case !maps.Equal(b.Secrets, s.Secrets):
+		return fieldErr("secrets", differs, s.Secrets, b.Secrets)
 	}
 	return nil
 }

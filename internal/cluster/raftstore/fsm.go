@@ -587,6 +587,7 @@ func cloneAllocation(a workload.Allocation) workload.Allocation {
 	a.Spec.Ports = slices.Clone(a.Spec.Ports)
 	a.Spec.Env = slices.Clone(a.Spec.Env)
 	a.Spec.Args = slices.Clone(a.Spec.Args)
+	a.Spec.Secrets = maps.Clone(a.Spec.Secrets)
 	return a
 }
 
