@@ -138,6 +138,9 @@ type command struct {
 	// RequestKey is the idempotency key a create-allocation claims (see
 	// idempotency.go).
 	RequestKey string `json:"request_key,omitempty"`
+	// Secret is the sealed secret of set-secret, or the name of
+	// remove-secret (see secrets.go).
+	Secret *Secret `json:"secret,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -197,6 +200,8 @@ func (c *command) check() error {
 		if c.Node == nil || c.Node.Name == "" {
 			return fmt.Errorf("%w: set-node without a name", ErrBadCommand)
 		}
+	case opSetSecret, opRemoveSecret:
+		return checkSecret(c)
 	case opLegacyCreate, opLegacyUpdate:
 		if len(c.Workload) == 0 {
 			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
@@ -297,6 +302,7 @@ type snapshotData struct {
 	Observations map[spec.ID]workload.Observation `json:"observations,omitempty"`
 	Nodes        map[string]Node                  `json:"nodes,omitempty"`
 	RequestKeys  map[string]requestKey            `json:"request_keys,omitempty"`
+	Secrets      map[string]Secret                `json:"secrets,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -315,6 +321,7 @@ type fsm struct {
 	observed map[spec.ID]workload.Observation
 	nodes    map[string]Node
 	keys     map[string]requestKey // idempotency keys, see idempotency.go
+	secrets  map[string]Secret     // sealed secrets, see secrets.go
 	changed  chan struct{}         // see Store.Changes
 }
 
@@ -326,6 +333,7 @@ func newFSM() *fsm {
 		observed: map[spec.ID]workload.Observation{},
 		nodes:    map[string]Node{},
 		keys:     map[string]requestKey{},
+		secrets:  map[string]Secret{},
 		changed:  make(chan struct{}, 1),
 	}
 }
@@ -365,6 +373,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 	case opSetNode:
 		f.nodes[c.Node.Name] = *c.Node
 		return nil
+	case opSetSecret, opRemoveSecret:
+		return f.applySecret(&c)
 	case opLegacyCreate:
 		a, o, err := splitLegacy(c.Workload)
 		if err != nil {
@@ -602,6 +612,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		Observations: maps.Clone(f.observed),
 		Nodes:        maps.Clone(f.nodes),
 		RequestKeys:  maps.Clone(f.keys),
+		Secrets:      maps.Clone(f.secrets),
 	}}, nil
 }
 
@@ -644,11 +655,15 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.RequestKeys == nil {
 		data.RequestKeys = map[string]requestKey{}
 	}
+	if data.Secrets == nil {
+		data.Secrets = map[string]Secret{}
+	}
 	f.mu.Lock()
 	f.allocs = data.Allocations
 	f.observed = data.Observations
 	f.nodes = data.Nodes
 	f.keys = data.RequestKeys
+	f.secrets = data.Secrets
 	f.mu.Unlock()
 	f.notify()
 	return nil
