@@ -68,6 +68,9 @@ type Config struct {
 	Network     Network
 	// Hostname is set inside the workload.
 	Hostname string
+	// SecretEnv is the workload's secrets as KEY=VALUE, added to its
+	// environment. A driver must never write them to a file on disk.
+	SecretEnv []string
 }
 
 // TermSize is a terminal's size in character cells.
