@@ -37,6 +37,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/cluster/pki"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
+	"github.com/hypercore-dev/hypercore/internal/cluster/sealed"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/node"
@@ -129,6 +130,11 @@ type Cluster struct {
 	// applied after a newer one would take away a route just made.
 	routesMu sync.Mutex
 
+	// boxOnce makes sealBox, which seals and opens secrets (secrets.go).
+	boxOnce sync.Once
+	sealBox *sealed.Box
+	sealErr error
+
 	quit chan struct{}
 	wg   sync.WaitGroup
 }
@@ -195,7 +201,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 	}
 	closers = append(closers, func() { c.raft.Close() })
 	c.reports = newReporter(c.raft, func(id spec.ID) (workload.Observation, bool) { return c.local.Observation(id) }, c.log, c.routesChanged)
-	nodeCfg.Name, nodeCfg.Report = id.Name, c.reports.report
+	nodeCfg.Name, nodeCfg.Report, nodeCfg.Secrets = id.Name, c.reports.report, c.secretEnv
 	if c.local, err = node.New(nodeCfg, parts); err != nil {
 		return nil, err
 	}

@@ -35,6 +35,9 @@ func (c *Cluster) Spawn(ctx context.Context, req spec.SpawnRequest) (workload.Wo
 			return w, nil
 		}
 	}
+	if err := c.checkSecrets(req.Spec); err != nil {
+		return workload.Workload{}, err
+	}
 	a, ranked, err := c.allocate(req)
 	if errors.Is(err, raftstore.ErrExists) && req.RequestID != "" {
 		// A spawn with the same key won the race to the log.

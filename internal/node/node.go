@@ -80,6 +80,11 @@ type Config struct {
 	// Report must not call back into the node about the same workload.
 	// Nil discards them; Observations still has the latest.
 	Report func(id spec.ID, o workload.Observation)
+	// Secrets returns the values of the secrets a spec names, as
+	// KEY=VALUE environment entries, for the driver to put in the
+	// workload's environment (and in an exec's) without writing them to
+	// disk. Nil refuses workloads that name secrets.
+	Secrets func(ctx context.Context, s spec.Spec) ([]string, error)
 	// Log is where the node logs; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -403,7 +408,11 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
 	}
 	t2 := time.Now()
-	if err := drv.Create(ctx, n.driverConfig(r, img, att)); err != nil {
+	dc := n.driverConfig(r, img, att)
+	if dc.SecretEnv, err = n.secretEnv(ctx, r.Spec); err != nil {
+		return workload.Observation{}, fmt.Errorf("node: secrets of %s: %w", r.ID, err)
+	}
+	if err := drv.Create(ctx, dc); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
 	t3 := time.Now()
@@ -665,6 +674,15 @@ func (n *Node) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int
 	if err != nil {
 		return -1, err
 	}
+	// A process run in the workload sees its secrets as its main process
+	// does; the caller's own env comes after, so it may override them.
+	if r, err := n.Store.Get(id); err == nil && len(r.Spec.Secrets) > 0 {
+		env, err := n.secretEnv(ctx, r.Spec)
+		if err != nil {
+			return -1, fmt.Errorf("node: secrets of %s: %w", id, err)
+		}
+		cfg.Env = append(env, cfg.Env...)
+	}
 	return drv.Exec(ctx, id, cfg)
 }
 
@@ -709,4 +727,15 @@ func meminfoKB(field string) int64 {
 		}
 	}
 	return 0
+}
+
+// secretEnv resolves the secrets s names through Config.Secrets.
+func (n *Node) secretEnv(ctx context.Context, s spec.Spec) ([]string, error) {
+	if len(s.Secrets) == 0 {
+		return nil, nil
+	}
+	if n.cfg.Secrets == nil {
+		return nil, errors.New("this node has no way to read secrets")
+	}
+	return n.cfg.Secrets(ctx, s)
 }

@@ -18,7 +18,15 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"time"
 )
+
+// Info is what anyone may see of a secret: its name and when it was last
+// set, never its value.
+type Info struct {
+	Name      string    `json:"name"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
 
 // label separates this key from any other derived from the gossip key.
 const label = "hypercore sealed secrets v1"
