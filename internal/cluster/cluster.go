@@ -110,6 +110,9 @@ type Cluster struct {
 
 	mat     *pki.Material
 	auth    *pki.Authority // nil except on the node that made the CA
+	// enableJoin, on a server that did not make the CA, switches joins on
+	// once it has opened the authority from the state (authority.go).
+	enableJoin func(*pki.Authority) error
 	mem     *membership.Membership
 	raft    *raftstore.Store
 	peers   *peer.Pool
@@ -243,6 +246,11 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 			return nil, err
 		}
 	}
+	c.shareAuthority()
+	if c.enableJoin != nil {
+		c.wg.Add(1)
+		go c.takeAuthority()
+	}
 	c.wg.Add(3)
 	go c.reconcileLoop()
 	go c.failoverLoop()
@@ -303,6 +311,8 @@ func (c *Cluster) serveRPC(bind string) error {
 		if err := c.auth.EnableJoin(c.rpc, c.mat, c.admit); err != nil {
 			return err
 		}
+	} else if c.cfg.Server {
+		c.enableJoin = pki.EnableJoinLater(c.rpc, c.mat, c.admit)
 	} else {
 		c.rpc.TLSConfig = c.mat.ServerTLS()
 	}

@@ -141,6 +141,8 @@ type command struct {
 	// Secret is the sealed secret of set-secret, or the name of
 	// remove-secret (see secrets.go).
 	Secret *Secret `json:"secret,omitempty"`
+	// Authority is the sealed authority of set-authority (authority.go).
+	Authority []byte `json:"authority,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -202,6 +204,8 @@ func (c *command) check() error {
 		}
 	case opSetSecret, opRemoveSecret:
 		return checkSecret(c)
+	case opSetAuthority:
+		return checkAuthority(c)
 	case opLegacyCreate, opLegacyUpdate:
 		if len(c.Workload) == 0 {
 			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
@@ -303,6 +307,7 @@ type snapshotData struct {
 	Nodes        map[string]Node                  `json:"nodes,omitempty"`
 	RequestKeys  map[string]requestKey            `json:"request_keys,omitempty"`
 	Secrets      map[string]Secret                `json:"secrets,omitempty"`
+	Authority    []byte                           `json:"authority,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -322,7 +327,9 @@ type fsm struct {
 	nodes    map[string]Node
 	keys     map[string]requestKey // idempotency keys, see idempotency.go
 	secrets  map[string]Secret     // sealed secrets, see secrets.go
-	changed  chan struct{}         // see Store.Changes
+	// authority is the sealed CA key and join secret (authority.go).
+	authority []byte
+	changed   chan struct{} // see Store.Changes
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -375,6 +382,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	case opSetSecret, opRemoveSecret:
 		return f.applySecret(&c)
+	case opSetAuthority:
+		f.authority = c.Authority
+		return nil
 	case opLegacyCreate:
 		a, o, err := splitLegacy(c.Workload)
 		if err != nil {
@@ -613,6 +623,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		Nodes:        maps.Clone(f.nodes),
 		RequestKeys:  maps.Clone(f.keys),
 		Secrets:      maps.Clone(f.secrets),
+		Authority:    f.authority,
 	}}, nil
 }
 
@@ -664,6 +675,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.nodes = data.Nodes
 	f.keys = data.RequestKeys
 	f.secrets = data.Secrets
+	f.authority = data.Authority
 	f.mu.Unlock()
 	f.notify()
 	return nil
