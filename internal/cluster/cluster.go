@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
@@ -108,16 +109,16 @@ type Cluster struct {
 	routes  *routing.Syncer
 	reports *reporter
 
-	mat     *pki.Material
-	auth    *pki.Authority // nil except on the node that made the CA
+	mat  *pki.Material
+	auth *pki.Authority // nil except on the node that made the CA
 	// enableJoin, on a server that did not make the CA, switches joins on
 	// once it has opened the authority from the state (authority.go).
 	enableJoin func(*pki.Authority) error
-	mem     *membership.Membership
-	raft    *raftstore.Store
-	peers   *peer.Pool
-	rpc     *http.Server
-	rpcAddr string
+	mem        *membership.Membership
+	raft       *raftstore.Store
+	peers      *peer.Pool
+	rpc        *http.Server
+	rpcAddr    string
 
 	// placeMu makes the spawns through this node rank and allocate one at
 	// a time, so they see each other's reservations.
@@ -132,6 +133,9 @@ type Cluster struct {
 	// apply what it derived before the next one reads: an older one
 	// applied after a newer one would take away a route just made.
 	routesMu sync.Mutex
+
+	// fencedFlag is set while this node has fenced itself (fence.go).
+	fencedFlag atomic.Bool
 
 	// boxOnce makes sealBox, which seals and opens secrets (secrets.go).
 	boxOnce sync.Once
@@ -251,7 +255,8 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 		c.wg.Add(1)
 		go c.takeAuthority()
 	}
-	c.wg.Add(3)
+	c.wg.Add(4)
+	go c.fenceLoop()
 	go c.reconcileLoop()
 	go c.failoverLoop()
 	go func() { defer c.wg.Done(); c.reports.run(c.quit) }()
