@@ -47,6 +47,10 @@ func (s *Server) secretRoutes(mux *http.ServeMux) {
 			s.fail(w, &spec.FieldError{Field: "value", Msg: "could not be read: " + err.Error()})
 			return
 		}
+		if err := spec.ValidateSecretValue(value); err != nil {
+			s.fail(w, err)
+			return
+		}
 		if err := sb.SetSecret(name, value); err != nil {
 			s.fail(w, err)
 			return

@@ -147,6 +147,8 @@ type HAC struct {
 		Ports     map[string]int64 `toml:"ports"`
 		Env       []string         `toml:"env"`
 		Args      []string         `toml:"args"`
+		// Secrets maps environment names to secret names.
+		Secrets map[string]string `toml:"secrets"`
 	} `toml:"hardware"`
 }
 
@@ -168,6 +170,7 @@ func ParseHAC(data []byte) (Spec, error) {
 		MemoryMiB: h.Hardware.Memory,
 		Ports:     h.Hardware.Ports,
 		Env:       h.Hardware.Env,
+		Secrets:   h.Hardware.Secrets,
 		Args:      h.Hardware.Args,
 		Isolation: providerIsolation(h.Hardware.Provider),
 	})
