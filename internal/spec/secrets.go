@@ -53,7 +53,8 @@ func ParseSecretFlag(s string) (env, name string, err error) {
 
 // buildSecrets checks a spec's secrets, {"ENV_NAME": "secret-name"}: each
 // key a valid environment name not also set by env, each value a valid
-// secret name, and the isolation one that can take them (containers).
+// secret name, and the isolation one that can take them (container or
+// microvm).
 func buildSecrets(in map[string]string, s Spec) (map[string]string, error) {
 	if len(in) == 0 {
 		return nil, nil
@@ -61,8 +62,8 @@ func buildSecrets(in map[string]string, s Spec) (map[string]string, error) {
 	if len(in) > MaxSecrets {
 		return nil, fieldErr("secrets", "has %d entries; at most %d are allowed", len(in), MaxSecrets)
 	}
-	if s.Isolation != IsolationContainer {
-		return nil, fieldErr("secrets", "isolation %s cannot take secrets yet; use isolation container", s.Isolation)
+	if s.Isolation == IsolationGVisor {
+		return nil, fieldErr("secrets", "isolation gvisor cannot take secrets yet; use isolation container or microvm")
 	}
 	out := make(map[string]string, len(in))
 	for env, name := range in {

@@ -39,7 +39,6 @@ func TestSpecSecrets(t *testing.T) {
 		"long secret":    {Image: "alpine:3.20", Secrets: map[string]string{"X": strings.Repeat("a", MaxSecretNameLen+1)}},
 		"set by env too": {Image: "alpine:3.20", Env: []string{"X=1"}, Secrets: map[string]string{"X": "s"}},
 		"gvisor":         {Image: "alpine:3.20", Isolation: "gvisor", Secrets: map[string]string{"X": "s"}},
-		"microvm":        {Image: "alpine:3.20", Isolation: "microvm", MemoryMiB: 256, Secrets: map[string]string{"X": "s"}},
 		"too many":       {Image: "alpine:3.20", Secrets: many},
 	} {
 		_, err := Build(bad)
