@@ -208,7 +208,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 	}
 	closers = append(closers, func() { c.raft.Close() })
 	c.reports = newReporter(c.raft, func(id spec.ID) (workload.Observation, bool) { return c.local.Observation(id) }, c.log, c.routesChanged)
-	nodeCfg.Name, nodeCfg.Report, nodeCfg.Secrets = id.Name, c.reports.report, c.secretEnv
+	nodeCfg.Name, nodeCfg.Report, nodeCfg.Secrets = id.Name, c.reports.report, c.secretValues
 	if c.local, err = node.New(nodeCfg, parts); err != nil {
 		return nil, err
 	}

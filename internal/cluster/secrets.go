@@ -63,18 +63,18 @@ func (c *Cluster) RemoveSecret(name string) error {
 	return c.raft.RemoveSecret(name)
 }
 
-// secretEnv opens the secrets s names, from this node's copy of the
-// state, as KEY=VALUE entries: the node's Config.Secrets. It runs only on
+// secretValues opens the secrets s names, from this node's copy of the
+// state, by secret name: the node's Config.Secrets. It runs only on
 // the node that runs the workload, so the values never cross the network
 // in the clear (the sealed values reach every server through raft, over
 // mutual TLS). A secret set through another node a moment ago may not be
 // here yet, so a missing one is waited for a little.
-func (c *Cluster) secretEnv(ctx context.Context, s spec.Spec) ([]string, error) {
+func (c *Cluster) secretValues(ctx context.Context, s spec.Spec) (map[string][]byte, error) {
 	b, err := c.box()
 	if err != nil {
 		return nil, err
 	}
-	env := make([]string, 0, len(s.Secrets))
+	values := make(map[string][]byte, len(s.Secrets))
 	for key, name := range s.Secrets {
 		sec, ok := c.raft.Secret(name)
 		for deadline := time.Now().Add(secretWait); !ok && time.Now().Before(deadline); {
@@ -92,9 +92,9 @@ func (c *Cluster) secretEnv(ctx context.Context, s spec.Spec) ([]string, error) 
 		if err != nil {
 			return nil, err
 		}
-		env = append(env, key+"="+string(v))
+		values[name] = v
 	}
-	return env, nil
+	return values, nil
 }
 
 // checkSecrets refuses a spawn that names a secret the cluster does not

@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,11 +81,11 @@ type Config struct {
 	// Report must not call back into the node about the same workload.
 	// Nil discards them; Observations still has the latest.
 	Report func(id spec.ID, o workload.Observation)
-	// Secrets returns the values of the secrets a spec names, as
-	// KEY=VALUE environment entries, for the driver to put in the
-	// workload's environment (and in an exec's) without writing them to
-	// disk. Nil refuses workloads that name secrets.
-	Secrets func(ctx context.Context, s spec.Spec) ([]string, error)
+	// Secrets returns the values of the secrets a spec names, by secret
+	// name, for the driver to put in the workload's environment (and in
+	// an exec's) and in /run/secrets without writing them to disk. Nil
+	// refuses workloads that name secrets.
+	Secrets func(ctx context.Context, s spec.Spec) (map[string][]byte, error)
 	// Log is where the node logs; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -409,9 +410,10 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	}
 	t2 := time.Now()
 	dc := n.driverConfig(r, img, att)
-	if dc.SecretEnv, err = n.secretEnv(ctx, r.Spec); err != nil {
+	if dc.SecretFiles, err = n.secretValues(ctx, r.Spec); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: secrets of %s: %w", r.ID, err)
 	}
+	dc.SecretEnv = secretEnv(r.Spec, dc.SecretFiles)
 	if err := drv.Create(ctx, dc); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
@@ -677,11 +679,11 @@ func (n *Node) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int
 	// A process run in the workload sees its secrets as its main process
 	// does; the caller's own env comes after, so it may override them.
 	if r, err := n.Store.Get(id); err == nil && len(r.Spec.Secrets) > 0 {
-		env, err := n.secretEnv(ctx, r.Spec)
+		values, err := n.secretValues(ctx, r.Spec)
 		if err != nil {
 			return -1, fmt.Errorf("node: secrets of %s: %w", id, err)
 		}
-		cfg.Env = append(env, cfg.Env...)
+		cfg.Env = append(secretEnv(r.Spec, values), cfg.Env...)
 	}
 	return drv.Exec(ctx, id, cfg)
 }
@@ -729,8 +731,8 @@ func meminfoKB(field string) int64 {
 	return 0
 }
 
-// secretEnv resolves the secrets s names through Config.Secrets.
-func (n *Node) secretEnv(ctx context.Context, s spec.Spec) ([]string, error) {
+// secretValues resolves the secrets s names through Config.Secrets.
+func (n *Node) secretValues(ctx context.Context, s spec.Spec) (map[string][]byte, error) {
 	if len(s.Secrets) == 0 {
 		return nil, nil
 	}
@@ -738,4 +740,16 @@ func (n *Node) secretEnv(ctx context.Context, s spec.Spec) ([]string, error) {
 		return nil, errors.New("this node has no way to read secrets")
 	}
 	return n.cfg.Secrets(ctx, s)
+}
+
+// secretEnv is s's secrets as KEY=VALUE entries, sorted by key.
+func secretEnv(s spec.Spec, values map[string][]byte) []string {
+	env := make([]string, 0, len(s.Secrets))
+	for key, name := range s.Secrets {
+		if v, ok := values[name]; ok {
+			env = append(env, key+"="+string(v))
+		}
+	}
+	slices.Sort(env)
+	return env
 }

@@ -10,7 +10,8 @@ import (
 )
 
 // TestSecrets walks the sealed-secrets contract: a secret set from stdin
-// reaches the workload's environment (seen by `hypercore exec ... env`),
+// reaches the workload's environment (seen by `hypercore exec ... env`)
+// and /run/secrets,
 // while no file under the data dir, the daemon's log, the workload's API
 // answers or `secret list` hold its value.
 func TestSecrets(t *testing.T) {
@@ -39,6 +40,10 @@ func TestSecrets(t *testing.T) {
 	env, err := n.CLI("exec", id, "--", "env")
 	if err != nil || !strings.Contains(env, "DB_PASSWORD="+value) {
 		t.Fatalf("exec env: %v %q, want DB_PASSWORD set to the secret", err, env)
+	}
+	// And as a file on a tmpfs, named after the secret.
+	if f, err := n.CLI("exec", id, "--", "cat", "/run/secrets/db-password"); err != nil || f != value {
+		t.Fatalf("/run/secrets/db-password: %v %q, want the value", err, f)
 	}
 	// The main process has it too.
 	if pid1, err := n.CLI("exec", id, "--", "cat", "/proc/1/environ"); err != nil || !strings.Contains(pid1, "DB_PASSWORD="+value) {

@@ -47,10 +47,13 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	err := d.setupHost(cfg, p)
 	if err == nil {
 		var cleanup func()
-		cleanup, err = d.sealedBundle(cfg.ID, &p, cfg.SecretEnv)
+		cleanup, err = d.sealedBundle(cfg.ID, &p, cfg.SecretEnv, len(cfg.SecretFiles) > 0)
 		if err == nil {
 			err = d.runtimeCreate(ctx, cfg.ID, p)
 			cleanup()
+		}
+		if err == nil {
+			err = d.writeSecretFiles(ctx, cfg.ID, p, cfg.SecretFiles)
 		}
 	}
 	if err != nil {

@@ -1,13 +1,16 @@
 package runc
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
@@ -39,9 +42,9 @@ func ensureTmpfs(dir string) error {
 // added to the process environment, and points p.bundle at it. cleanup
 // removes it; the caller runs it once the runtime has read it. A workload
 // with no secrets keeps its bundle in the state dir.
-func (d *Driver) sealedBundle(id spec.ID, p *paths, secretEnv []string) (cleanup func(), err error) {
+func (d *Driver) sealedBundle(id spec.ID, p *paths, secretEnv []string, files bool) (cleanup func(), err error) {
 	noop := func() {}
-	if len(secretEnv) == 0 {
+	if len(secretEnv) == 0 && !files {
 		return noop, nil
 	}
 	if d.name == "runsc" {
@@ -61,6 +64,11 @@ func (d *Driver) sealedBundle(id spec.ID, p *paths, secretEnv []string) (cleanup
 		return noop, fmt.Errorf("secrets: rootfs %q is not absolute, so the bundle cannot move", s.Root.Path)
 	}
 	s.Process.Env = driver.MergeEnv(s.Process.Env, secretEnv)
+	if files {
+		// Filled by writeSecretFiles once the container exists.
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: secretsMount, Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "noexec", "mode=0755", "size=8m"}})
+	}
 	// One directory per driver (its state dir), as nodes may share a host.
 	sum := sha256.Sum256([]byte(d.opts.StateDir))
 	dir := filepath.Join(SealedRunDir, hex.EncodeToString(sum[:8]), id.String())
@@ -74,4 +82,41 @@ func (d *Driver) sealedBundle(id spec.ID, p *paths, secretEnv []string) (cleanup
 	}
 	p.bundle = dir
 	return cleanup, nil
+}
+
+// secretsMount is where a workload finds its secrets as files.
+const secretsMount = "/run/secrets"
+
+// writeSecretFiles writes each secret to /run/secrets/NAME in the created
+// (not yet started) container, through its init process's root: the
+// tmpfs sealedBundle mounted there, so the values stay in RAM. No
+// process of the workload has run yet, so nothing in the container can
+// have planted a link there. The files are 0400 and belong to the
+// workload's user.
+func (d *Driver) writeSecretFiles(ctx context.Context, id spec.ID, p paths, files map[string][]byte) error {
+	if len(files) == 0 {
+		return nil
+	}
+	c, err := d.state(ctx, id)
+	if err != nil {
+		return err
+	}
+	s, err := readSpec(p.config)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join("/proc", strconv.Itoa(c.Pid), "root", secretsMount)
+	for name, v := range files {
+		if err := spec.ValidateSecretName(name); err != nil {
+			return err
+		}
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, v, 0o400); err != nil {
+			return fmt.Errorf("secrets: write %s in the workload: %w", filepath.Join(secretsMount, name), err)
+		}
+		if err := os.Lchown(f, int(s.Process.User.UID), int(s.Process.User.GID)); err != nil {
+			return fmt.Errorf("secrets: %w", err)
+		}
+	}
+	return nil
 }

@@ -13,7 +13,8 @@ import (
 )
 
 // TestSecretEnvNeverOnDisk runs a workload with a secret in its
-// environment and checks that its main process has it while no file under
+// environment and in /run/secrets, and checks that its main process has
+// it and the file holds it on a tmpfs, while no file under
 // the state dir (bundle, runtime state, logs) holds it, and that the
 // tmpfs copy the runtime read is gone once it is created.
 func TestSecretEnvNeverOnDisk(t *testing.T) {
@@ -22,6 +23,7 @@ func TestSecretEnvNeverOnDisk(t *testing.T) {
 	const value = "s3cr3t-value-7f1c2a"
 	cfg := testConfig(testRootfs(t), "sh", "-c", "echo started; sleep 1000")
 	cfg.SecretEnv = []string{"DB_PASSWORD=" + value}
+	cfg.SecretFiles = map[string][]byte{"db-password": []byte(value)}
 	drivertest.Run(t, testCtx(t), d, cfg)
 
 	st, err := d.Status(testCtx(t), cfg.ID)
@@ -39,6 +41,11 @@ func TestSecretEnvNeverOnDisk(t *testing.T) {
 	out, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "sh", "-c", "cat /proc/1/environ | tr '\\0' '\\n'")
 	if code != 0 || !strings.Contains(out, "DB_PASSWORD="+value) {
 		t.Errorf("pid 1's environment seen from inside: %q (exit %d), want the secret", out, code)
+	}
+	// And as a file on a tmpfs.
+	out, code = drivertest.Exec(t, testCtx(t), d, cfg.ID, "sh", "-c", "cat /run/secrets/db-password; echo; stat -c %a /run/secrets/db-password; grep ' /run/secrets ' /proc/mounts")
+	if code != 0 || !strings.HasPrefix(out, value+"\n400\n") || !strings.Contains(out, "tmpfs") {
+		t.Errorf("/run/secrets/db-password: %q (exit %d), want the value, mode 400, on a tmpfs", out, code)
 	}
 	filepath.WalkDir(d.opts.StateDir, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() {
