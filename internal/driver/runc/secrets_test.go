@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 )
 
@@ -20,6 +22,10 @@ import (
 func TestSecretEnvNeverOnDisk(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t, "runc")
+	// A tmpfs of the test's own, which it unmounts, rather than one the
+	// driver would leave mounted on the host's /run.
+	SealedRunDir = filepath.Join(t.TempDir(), "sealed")
+	t.Cleanup(func() { unix.Unmount(SealedRunDir, unix.MNT_DETACH) })
 	const value = "s3cr3t-value-7f1c2a"
 	cfg := testConfig(testRootfs(t), "sh", "-c", "echo started; sleep 1000")
 	cfg.SecretEnv = []string{"DB_PASSWORD=" + value}
@@ -56,6 +62,10 @@ func TestSecretEnvNeverOnDisk(t *testing.T) {
 		}
 		return nil
 	})
+	var fs unix.Statfs_t
+	if err := unix.Statfs(SealedRunDir, &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
+		t.Errorf("%s is not a tmpfs: %v", SealedRunDir, err)
+	}
 	if left, _ := filepath.Glob(filepath.Join(SealedRunDir, "*", cfg.ID.String())); len(left) > 0 {
 		t.Errorf("the tmpfs bundle stayed after create: %v", left)
 	}
