@@ -195,8 +195,8 @@ func (n *Node) Name() string { return n.cfg.Name }
 
 // Start prepares the host network, re-adopts the workloads in the store
 // (reporting each; those that must start again from scratch are reported
-// creating and started in the background), and starts watching their status and, with an
-// ImageGCInterval, collecting unused images.
+// creating and started in the background), and starts watching their
+// status and, with an ImageGCInterval, collecting unused images.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.Network.Setup(ctx); err != nil {
 		return fmt.Errorf("node: network setup: %w", err)
