@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
@@ -46,9 +47,20 @@ func newQEMUDriver(log *slog.Logger, dataDir string) driver.Driver {
 	defer cancel()
 	k, err := qemu.FindKernel(qemu.KernelDir(dataDir))
 	if err != nil {
+		// Tried once per data dir: a preparation that failed (no network)
+		// would otherwise delay every restart, and with it the API and
+		// the proxy, by its timeouts.
+		failed := filepath.Join(dataDir, "vm", "kernel-prepare-failed")
+		if msg, rerr := os.ReadFile(failed); rerr == nil {
+			log.Warn("microVMs unavailable: no guest kernel, and preparing one failed before; run `hypercore vm prepare`", "err", string(msg))
+			return nil
+		}
 		log.Info("no guest kernel in the data dir; preparing one", "dir", qemu.KernelDir(dataDir))
 		if k, err = qemu.Prepare(ctx, qemu.PrepareOptions{CacheDir: envOr("HYPERCORE_CACHE", qemu.DefaultCacheDir), DataDir: dataDir}); err != nil {
 			log.Warn("microVMs unavailable: no guest kernel; run `hypercore vm prepare`", "err", err)
+			if os.MkdirAll(filepath.Dir(failed), 0o700) == nil {
+				os.WriteFile(failed, []byte(err.Error()), 0o600)
+			}
 			return nil
 		}
 	}

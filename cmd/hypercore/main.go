@@ -63,6 +63,7 @@ HYPERCORE_TOKEN, else the files the node wrote in --data-dir.`,
 		newInfoCmd(api),
 		newNodesCmd(api),
 		newVMCmd(api),
+		newSecretCmd(api),
 	)
 	return root
 }

@@ -45,6 +45,7 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 	var (
 		ports              []string
 		env                []string
+		secrets            []string
 		cores              float64
 		memory             int64
 		isolation, file    string
@@ -86,7 +87,11 @@ Arguments after -- replace the image's command.`,
 				if err != nil {
 					return err
 				}
-				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty, Egress: egress}
+				sm, err := parseSecretFlags(secrets)
+				if err != nil {
+					return err
+				}
+				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty, Egress: egress, Secrets: sm}
 				if len(args) > 0 {
 					ps.Args = args
 				}
@@ -127,6 +132,7 @@ Arguments after -- replace the image's command.`,
 	f.SetInterspersed(false)
 	f.StringSliceVarP(&ports, "ports", "p", nil, "PUBLIC:TARGET port map, repeatable or comma-separated (prefix tcp: for raw TCP)")
 	f.StringArrayVarP(&env, "env", "e", nil, "KEY=VALUE environment variable, repeatable")
+	f.StringArrayVar(&secrets, "secret", nil, "ENV_NAME=secret-name: put a sealed secret (hypercore secret set) in the environment, repeatable")
 	f.Float64Var(&cores, "cores", 0, fmt.Sprintf("CPU cores, fractions allowed (default %d)", spec.DefaultCores))
 	f.Int64Var(&memory, "memory", 0, fmt.Sprintf("memory in MiB (default %d)", spec.DefaultMemoryMiB))
 	f.StringVar(&isolation, "isolation", "", "container (default), gvisor or microvm")
@@ -141,7 +147,7 @@ Arguments after -- replace the image's command.`,
 }
 
 func protoInput(p *v1.WorkloadSpec) spec.Input {
-	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress}
+	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets}
 }
 
 // specToProto is the request for a Spec already built (from hac.toml),
@@ -151,7 +157,7 @@ func specToProto(s spec.Spec) *v1.WorkloadSpec {
 	for k, v := range spec.PortKeys(s.Ports) {
 		ports[k] = int64(v)
 	}
-	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress)}
+	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress), Secrets: s.Secrets}
 }
 
 // parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.
@@ -440,8 +446,10 @@ type workloadView struct {
 	Isolation   string           `json:"isolation"`
 	Egress      []string         `json:"egress,omitempty"`
 	Tty         bool             `json:"tty,omitempty"`
-	Error       string           `json:"error,omitempty"`
-	CreatedAt   time.Time        `json:"created_at"`
+	// Secrets are names only: ENV_NAME to secret name.
+	Secrets   map[string]string `json:"secrets,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
 }
 
 func viewOf(w *v1.Workload) workloadView {
@@ -450,7 +458,7 @@ func viewOf(w *v1.Workload) workloadView {
 		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
 		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(),
 		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(), Egress: s.GetEgress(),
-		Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
+		Secrets: s.GetSecrets(), Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}
 }
 

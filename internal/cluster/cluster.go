@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
@@ -40,6 +41,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/cluster/portmux"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
 	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
+	"github.com/hypercore-dev/hypercore/internal/cluster/sealed"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/node"
@@ -123,6 +125,9 @@ type Cluster struct {
 	// rpcStopping is closed when the RPC server shuts down, letting go
 	// of the raft connections it holds.
 	rpcStopping chan struct{}
+	// enableJoin, on a server that did not make the CA, switches joins on
+	// once it has opened the authority from the state (authority.go).
+	enableJoin func(*pki.Authority) error
 
 	// placeMu makes the spawns through this node rank and allocate one at
 	// a time, so they see each other's reservations.
@@ -137,6 +142,14 @@ type Cluster struct {
 	// apply what it derived before the next one reads: an older one
 	// applied after a newer one would take away a route just made.
 	routesMu sync.Mutex
+
+	// fencedFlag is set while this node has fenced itself (fence.go).
+	fencedFlag atomic.Bool
+
+	// boxOnce makes sealBox, which seals and opens secrets (secrets.go).
+	boxOnce sync.Once
+	sealBox *sealed.Box
+	sealErr error
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -212,7 +225,7 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 	}
 	closers = append(closers, func() { c.raft.Close() })
 	c.reports = newReporter(c.raft, func(id spec.ID) (workload.Observation, bool) { return c.local.Observation(id) }, c.log, c.routesChanged)
-	nodeCfg.Name, nodeCfg.Report = id.Name, c.reports.report
+	nodeCfg.Name, nodeCfg.Report, nodeCfg.Secrets = id.Name, c.reports.report, c.secretValues
 	if c.local, err = node.New(nodeCfg, parts); err != nil {
 		return nil, err
 	}
@@ -256,7 +269,13 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 			return nil, err
 		}
 	}
-	c.wg.Add(3)
+	c.shareAuthority()
+	if c.enableJoin != nil {
+		c.wg.Add(1)
+		go c.takeAuthority()
+	}
+	c.wg.Add(4)
+	go c.fenceLoop()
 	go c.reconcileLoop()
 	go c.failoverLoop()
 	go func() { defer c.wg.Done(); c.reports.run(c.quit) }()
@@ -318,6 +337,8 @@ func (c *Cluster) serveRPC() error {
 		if err := c.auth.EnableJoin(c.rpc, c.mat, c.admit); err != nil {
 			return err
 		}
+	} else if c.cfg.Server {
+		c.enableJoin = pki.EnableJoinLater(c.rpc, c.mat, c.admit)
 	} else {
 		c.rpc.TLSConfig = c.mat.ServerTLS()
 	}

@@ -23,8 +23,28 @@ const maxAttempts = 3
 // reconciler to notice), so the caller hears of a failure and the next node
 // is tried. What the node saw comes back through its reports only. With
 // DryRun it answers where the workload would go.
+//
+// With a RequestID (an idempotency key) that an existing workload's spawn
+// claimed, it answers that workload as it is now and makes nothing: a
+// client that retries after losing the answer gets the first result,
+// whichever node it retries through and whether or not the nodes
+// restarted meanwhile.
 func (c *Cluster) Spawn(ctx context.Context, req spec.SpawnRequest) (workload.Workload, error) {
+	if req.RequestID != "" && !req.DryRun {
+		if w, ok := c.byRequestID(req.RequestID); ok {
+			return w, nil
+		}
+	}
+	if err := c.checkSecrets(req.Spec); err != nil {
+		return workload.Workload{}, err
+	}
 	a, ranked, err := c.allocate(req)
+	if errors.Is(err, raftstore.ErrExists) && req.RequestID != "" {
+		// A spawn with the same key won the race to the log.
+		if w, ok := c.byRequestID(req.RequestID); ok {
+			return w, nil
+		}
+	}
 	if err != nil || req.DryRun {
 		return workload.Join(a, nil), err
 	}
@@ -86,11 +106,22 @@ func (c *Cluster) allocate(req spec.SpawnRequest) (workload.Allocation, []schedu
 	if req.DryRun {
 		return a, ranked, nil
 	}
-	if err := c.raft.Create(a); err != nil {
+	if err := c.raft.CreateKeyed(a, req.RequestID); err != nil {
 		// raftstore.ErrPortTaken is a workload.ErrNoCapacity itself.
 		return a, nil, fmt.Errorf("cluster: record allocation: %w", err)
 	}
 	return a, ranked, nil
+}
+
+// byRequestID returns the workload whose spawn claimed the idempotency
+// key, if it still exists.
+func (c *Cluster) byRequestID(key string) (workload.Workload, bool) {
+	id, ok := c.raft.RequestKey(key)
+	if !ok {
+		return workload.Workload{}, false
+	}
+	w, err := c.raft.Get(id)
+	return w, err == nil
 }
 
 // settled waits until this node's copy of the state holds the host's report

@@ -67,6 +67,9 @@ func (c *Cluster) reconcileLoop() {
 // failover, a restart), and reports again what the cluster state has
 // wrong (a report lost while raft had no leader).
 func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.Time, done chan<- spec.ID) {
+	if c.isFenced() {
+		return // its copy of the state is stale; fence.go acts instead
+	}
 	records, err := c.raft.List()
 	if err != nil {
 		return
@@ -189,9 +192,14 @@ func (c *Cluster) syncRoutes() {
 			c.log.Error("egress policy", "err", err)
 		}
 	}
+	self, up := c.cfg.NodeName, func(n string) bool { return alive[n] }
+	if c.isFenced() {
+		// Serve nothing: every workload, here or anywhere, answers 503.
+		self, up = "", func(string) bool { return false }
+	}
 	c.routes.Apply(routing.Derive(routing.Input{
-		Self: c.cfg.NodeName, Workloads: list,
-		Alive: func(n string) bool { return alive[n] },
+		Self: self, Workloads: list,
+		Alive: up,
 		Dial:  c.dialVia,
 	}))
 }

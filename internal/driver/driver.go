@@ -68,6 +68,13 @@ type Config struct {
 	Network     Network
 	// Hostname is set inside the workload.
 	Hostname string
+	// SecretEnv is the workload's secrets as KEY=VALUE, added to its
+	// environment. A driver must never write them to a file on disk.
+	SecretEnv []string
+	// SecretFiles are the same secrets by secret name, for drivers that
+	// also offer them as files on a tmpfs at /run/secrets/NAME inside the
+	// workload; never on disk either.
+	SecretFiles map[string][]byte
 }
 
 // TermSize is a terminal's size in character cells.

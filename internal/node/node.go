@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,6 +81,11 @@ type Config struct {
 	// Report must not call back into the node about the same workload.
 	// Nil discards them; Observations still has the latest.
 	Report func(id spec.ID, o workload.Observation)
+	// Secrets returns the values of the secrets a spec names, by secret
+	// name, for the driver to put in the workload's environment (and in
+	// an exec's) and in /run/secrets without writing them to disk. Nil
+	// refuses workloads that name secrets.
+	Secrets func(ctx context.Context, s spec.Spec) (map[string][]byte, error)
 	// Log is where the node logs; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -144,7 +150,11 @@ type Node struct {
 	afterImage func(*image.Image)
 
 	quit chan struct{}
-	bg   sync.WaitGroup // the watcher and the image GC
+	bg   sync.WaitGroup // the watcher, the image GC and recovery's starts
+	// recoverCtx bounds the starts recovery leaves to the background;
+	// Close cancels it (stopRecover).
+	recoverCtx  context.Context
+	stopRecover context.CancelFunc
 }
 
 // New returns a node. Call Start to recover state and begin watching.
@@ -171,8 +181,9 @@ func New(cfg Config, p Parts) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	recoverCtx, stopRecover := context.WithCancel(context.Background())
 	return &Node{
-		cfg: cfg, Parts: p, log: cfg.Log,
+		cfg: cfg, Parts: p, log: cfg.Log, recoverCtx: recoverCtx, stopRecover: stopRecover,
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
 		obs:  map[spec.ID]workload.Observation{},
 		quit: make(chan struct{}),
@@ -183,8 +194,9 @@ func New(cfg Config, p Parts) (*Node, error) {
 func (n *Node) Name() string { return n.cfg.Name }
 
 // Start prepares the host network, re-adopts the workloads in the store
-// (reporting each), and starts watching their status and, with an
-// ImageGCInterval, collecting unused images.
+// (reporting each; those that must start again from scratch are reported
+// creating and started in the background), and starts watching their
+// status and, with an ImageGCInterval, collecting unused images.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.Network.Setup(ctx); err != nil {
 		return fmt.Errorf("node: network setup: %w", err)
@@ -202,6 +214,7 @@ func (n *Node) Start(ctx context.Context) error {
 // Close stops watching and collecting images, after a collection under
 // way ends. Workloads keep running: the next daemon recovers them.
 func (n *Node) Close() {
+	n.stopRecover()
 	close(n.quit)
 	n.bg.Wait()
 }
@@ -396,7 +409,12 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
 	}
 	t2 := time.Now()
-	if err := drv.Create(ctx, n.driverConfig(r, img, att)); err != nil {
+	dc := n.driverConfig(r, img, att)
+	if dc.SecretFiles, err = n.secretValues(ctx, r.Spec); err != nil {
+		return workload.Observation{}, fmt.Errorf("node: secrets of %s: %w", r.ID, err)
+	}
+	dc.SecretEnv = secretEnv(r.Spec, dc.SecretFiles)
+	if err := drv.Create(ctx, dc); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
 	t3 := time.Now()
@@ -658,6 +676,15 @@ func (n *Node) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int
 	if err != nil {
 		return -1, err
 	}
+	// A process run in the workload sees its secrets as its main process
+	// does; the caller's own env comes after, so it may override them.
+	if r, err := n.Store.Get(id); err == nil && len(r.Spec.Secrets) > 0 {
+		values, err := n.secretValues(ctx, r.Spec)
+		if err != nil {
+			return -1, fmt.Errorf("node: secrets of %s: %w", id, err)
+		}
+		cfg.Env = append(secretEnv(r.Spec, values), cfg.Env...)
+	}
 	return drv.Exec(ctx, id, cfg)
 }
 
@@ -702,4 +729,27 @@ func meminfoKB(field string) int64 {
 		}
 	}
 	return 0
+}
+
+// secretValues resolves the secrets s names through Config.Secrets.
+func (n *Node) secretValues(ctx context.Context, s spec.Spec) (map[string][]byte, error) {
+	if len(s.Secrets) == 0 {
+		return nil, nil
+	}
+	if n.cfg.Secrets == nil {
+		return nil, errors.New("this node has no way to read secrets")
+	}
+	return n.cfg.Secrets(ctx, s)
+}
+
+// secretEnv is s's secrets as KEY=VALUE entries, sorted by key.
+func secretEnv(s spec.Spec, values map[string][]byte) []string {
+	env := make([]string, 0, len(s.Secrets))
+	for key, name := range s.Secrets {
+		if v, ok := values[name]; ok {
+			env = append(env, key+"="+string(v))
+		}
+	}
+	slices.Sort(env)
+	return env
 }

@@ -499,6 +499,12 @@ func TestRestartRestartsWorkloadThatDied(t *testing.T) {
 	d.Close()
 
 	n2 := e.start()
+	// The start again runs in the background: Start has reported it
+	// creating and returned.
+	testutil.WaitFor(t, waitLimit, "the workload to run again", func() bool {
+		o, ok := n2.Observation(w.ID)
+		return ok && o.State == workload.StateRunning
+	})
 	got, ok := n2.Observation(w.ID)
 	if !ok || got.State != workload.StateRunning || got.Pid <= 0 || got.Pid == w.Pid || got.IP != w.IP {
 		t.Fatalf("after restart: %+v (found: %v), want running again with a new pid and IP %s", got, ok, w.IP)
@@ -579,6 +585,10 @@ func TestRestartFinishesInterruptedSpawn(t *testing.T) {
 	}
 
 	n := e.start()
+	testutil.WaitFor(t, waitLimit, "the interrupted start to finish", func() bool {
+		o, ok := n.Observation(r.ID)
+		return ok && o.State == workload.StateRunning
+	})
 	got, ok := n.Observation(r.ID)
 	if !ok || got.State != workload.StateRunning || got.Pid <= 0 || got.IP == "" || got.Generation != 2 {
 		t.Fatalf("after start: %+v (found: %v), want the workload running, generation 2", got, ok)
@@ -644,3 +654,43 @@ func execOut(t *testing.T, n *testNode, id spec.ID, args ...string) string {
 func second[T any](_ T, err error) error { return err }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestRestartDoesNotWaitForHungPull leaves a record in the creating state
+// whose image is on a registry that accepts connections and never
+// answers, as a crash in the middle of such a spawn leaves it. Start must
+// return with the workload reported creating (so nothing routes to it),
+// the pull going on in the background, and Close must end that pull.
+func TestRestartDoesNotWaitForHungPull(t *testing.T) {
+	if isolated(t) {
+		return
+	}
+	e := newEnv(t)
+	hung := testutil.HangingListener(t)
+	st, err := store.OpenBolt(filepath.Join(e.dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := store.Record{ID: spec.NewID(), Spec: e.request(`{"image_ref":"` + hung.Addr().String() + `/hangs:1","ports":{"80":8080}}`).Spec,
+		Generation: 1, Desired: workload.DesiredRunning, State: workload.StateCreating, CreatedAt: time.Now().UTC()}
+	err = st.Create(r)
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	n := e.start() // fails the test if Start returns an error; a hang hits the test timeout
+	got, ok := n.Observation(r.ID)
+	if !ok || got.State != workload.StateCreating || got.IP != "" {
+		t.Fatalf("after start: %+v (found: %v), want creating with no address while the pull hangs", got, ok)
+	}
+	testutil.WaitFor(t, waitLimit, "the background start to reach the registry", func() bool { return hung.Accepted() > 0 })
+	n.shutdown() // returns only once the hung pull has ended
+	st2, err := store.OpenBolt(filepath.Join(e.dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	if rec, err := st2.Get(r.ID); err != nil || rec.State != workload.StateCreating {
+		t.Errorf("record after shutdown: %+v %v, want still creating, for the next start to finish", rec, err)
+	}
+}

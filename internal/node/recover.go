@@ -18,8 +18,11 @@ import (
 // all are taken, whatever node name the daemon had when it wrote them:
 //   - a workload still running is re-adopted: network repaired, reported
 //     running with its pid and IP;
-//   - one that was running but is gone (reboot) is started again;
-//   - one caught halfway through a start is started from scratch;
+//   - one that was running but is gone (reboot) is started again, and
+//   - one caught halfway through a start is started from scratch: both
+//     are reported creating at once and started in the background
+//     (finishInterrupted), so a slow or hung pull never holds up the
+//     node's start, the API or the proxy;
 //   - one meant to be stopped is stopped;
 //   - one that exited, or was stopped, is reported as it is, exit code
 //     included;
@@ -30,28 +33,80 @@ func (n *Node) recover(ctx context.Context) error {
 		return fmt.Errorf("node: read workloads: %w", err)
 	}
 	keep := map[spec.ID]bool{}
+	var later []spec.ID
 	for _, r := range list {
 		if r.Desired == workload.DesiredStopped {
 			n.finishStop(ctx, r)
 			continue
 		}
 		keep[r.ID] = true
-		n.recoverOne(ctx, r)
+		if n.recoverOne(ctx, r) {
+			later = append(later, r.ID)
+		}
 	}
 	if err := n.Network.Reconcile(ctx, keep); err != nil {
 		n.log.Warn("recover: network reconcile", "err", err)
 	}
+	for _, id := range later {
+		n.bg.Go(func() { n.finishInterrupted(id) })
+	}
 	return nil
 }
 
-// recoverOne re-adopts r, or marks it exited with the reason it could not.
-func (n *Node) recoverOne(ctx context.Context, r store.Record) {
-	unlock := n.locks.Lock(r.ID.String())
+// finishInterrupted starts id again from scratch in the background, after
+// recover reported it creating. It runs as any spawn's start does, with
+// the same pull timeouts, so one hung registry delays only its own
+// workloads. It re-reads the record under the lock: a Stop or Remove that
+// came first wins. Close cancels it; the record then stays creating and
+// the next start tries again.
+func (n *Node) finishInterrupted(id spec.ID) {
+	unlock := n.locks.Lock(id.String())
 	defer unlock()
-	err := n.readopt(ctx, r)
+	r, err := n.Store.Get(id)
+	if err != nil || r.Desired != workload.DesiredRunning {
+		return
+	}
+	drv := n.Drivers[r.Spec.Isolation]
+	if drv == nil {
+		return // recoverOne checked; a record cannot change isolation
+	}
+	err = n.restart(n.recoverCtx, drv, r)
 	if err == nil {
 		return
 	}
+	if n.recoverCtx.Err() != nil {
+		n.log.Info("recover: start interrupted by shutdown; the next start finishes it", "id", id)
+		return
+	}
+	n.markExited(r, err)
+}
+
+// recoverOne re-adopts r, or marks it exited with the reason it could not.
+// It answers true when r must be started again from scratch: it is then
+// reported creating, and recover leaves the start to finishInterrupted.
+func (n *Node) recoverOne(ctx context.Context, r store.Record) (startLater bool) {
+	unlock := n.locks.Lock(r.ID.String())
+	defer unlock()
+	err := n.readopt(ctx, r)
+	if errors.Is(err, errStartLater) {
+		// Reported before the API and proxy open, so no route leads to
+		// the address the old copy had.
+		n.report(r.ID, workload.Observation{Generation: r.Generation, State: workload.StateCreating})
+		return true
+	}
+	if err != nil {
+		n.markExited(r, err)
+	}
+	return false
+}
+
+// errStartLater is readopt's answer for a workload that must be started
+// again from scratch (see finishInterrupted).
+var errStartLater = errors.New("start again in the background")
+
+// markExited records and reports r exited with err, the reason it could
+// not be brought back. The caller holds r's lock.
+func (n *Node) markExited(r store.Record, err error) {
 	n.log.Error("recover: workload could not be brought back; it is marked exited", "id", r.ID, "err", err)
 	if _, uerr := n.Store.Update(r.ID, func(r *store.Record) error { r.State = workload.StateExited; return nil }); uerr != nil {
 		n.log.Error("recover: record exited", "id", r.ID, "err", uerr)
@@ -69,8 +124,8 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		return fmt.Errorf("%w: node %s has no driver for %q workloads any more", ErrUnsupported, n.cfg.Name, r.Spec.Isolation)
 	}
 	if r.State == workload.StateCreating {
-		n.log.Info("recover: finishing a start that a crash interrupted", "id", r.ID)
-		return n.restart(ctx, drv, r)
+		n.log.Info("recover: finishing a start that a crash interrupted, in the background", "id", r.ID)
+		return errStartLater
 	}
 	img, err := n.Images.Get(r.ImageDigest)
 	if err != nil {
@@ -109,8 +164,8 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	case r.State == workload.StateRunning:
 		// It was running when we last looked and nobody stopped it: the
 		// host rebooted or it died while we were away. Start it again.
-		n.log.Info("recover: restarting workload that is no longer running", "id", r.ID)
-		return n.restart(ctx, drv, r)
+		n.log.Info("recover: restarting workload that is no longer running, in the background", "id", r.ID)
+		return errStartLater
 	default:
 		// Exited (or stopped) while meant to run: it stays so, as before
 		// the restart, until the cluster says otherwise.

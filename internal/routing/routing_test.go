@@ -79,11 +79,14 @@ func TestDeriveRemoteGoesThroughItsNode(t *testing.T) {
 // 404: being placed, starting, or on a node that is down.
 func TestDeriveUnreachableIs503(t *testing.T) {
 	cases := map[string]workload.Workload{
-		"pending":      wl("a", workload.DesiredRunning, workload.Observation{State: workload.StatePending}, webPorts),
-		"creating":     wl("b", workload.DesiredRunning, workload.Observation{State: workload.StateCreating}, webPorts),
-		"node down":    wl("down", workload.DesiredRunning, running("10.77.0.5", true), webPorts),
-		"unobserved":   workload.Join(workload.Allocation{ID: spec.NewID(), Node: "b", Desired: workload.DesiredRunning, Spec: spec.Spec{Ports: webPorts}}, nil),
-		"report moved": workload.Join(workload.Allocation{ID: spec.NewID(), Node: "b", Desired: workload.DesiredRunning, Spec: spec.Spec{Ports: webPorts}}, &workload.Observation{Node: "a", State: workload.StateRunning, IP: "10.77.0.9"}),
+		"pending":  wl("a", workload.DesiredRunning, workload.Observation{State: workload.StatePending}, webPorts),
+		"creating": wl("b", workload.DesiredRunning, workload.Observation{State: workload.StateCreating}, webPorts),
+		// Restarting after a crash: an address and ready from before must
+		// not lead anywhere while the state says creating.
+		"creating again": wl("b", workload.DesiredRunning, workload.Observation{State: workload.StateCreating, IP: "10.77.0.9", Ready: true}, webPorts),
+		"node down":      wl("down", workload.DesiredRunning, running("10.77.0.5", true), webPorts),
+		"unobserved":     workload.Join(workload.Allocation{ID: spec.NewID(), Node: "b", Desired: workload.DesiredRunning, Spec: spec.Spec{Ports: webPorts}}, nil),
+		"report moved":   workload.Join(workload.Allocation{ID: spec.NewID(), Node: "b", Desired: workload.DesiredRunning, Spec: spec.Spec{Ports: webPorts}}, &workload.Observation{Node: "a", State: workload.StateRunning, IP: "10.77.0.9"}),
 	}
 	for name, w := range cases {
 		r, ok := derive(w)[string(w.ID)]

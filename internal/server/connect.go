@@ -24,7 +24,7 @@ func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
 	}
 	return spec.Build(spec.Input{
 		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports,
-		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress,
+		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets,
 	})
 }
 
@@ -43,7 +43,7 @@ func (s *Server) toProto(w workload.Workload) *v1.Workload {
 		Spec: &v1.WorkloadSpec{
 			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Ports: ports,
 			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
-			Egress: spec.EgressStrings(w.Spec.Egress),
+			Egress: spec.EgressStrings(w.Spec.Egress), Secrets: w.Spec.Secrets,
 		},
 	}
 }
@@ -53,7 +53,11 @@ func (ws *workloadService) Spawn(ctx context.Context, req *connect.Request[v1.Sp
 	if err != nil {
 		return nil, connectErr(err)
 	}
-	w, err := ws.s.b.Spawn(ctx, spec.SpawnRequest{Spec: sp, DryRun: req.Msg.DryRun})
+	key, err := requestID(req)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	w, err := ws.s.b.Spawn(ctx, spec.SpawnRequest{Spec: sp, DryRun: req.Msg.DryRun, RequestID: key})
 	if err != nil {
 		return nil, connectErr(err)
 	}
@@ -176,4 +180,18 @@ func (ns *nodeService) PruneImages(ctx context.Context, req *connect.Request[v1.
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&v1.PruneImagesResponse{Removed: res.Removed, FreedBytes: res.Freed}), nil
+}
+
+// requestID is a Connect spawn's idempotency key: the request_id field,
+// or the Idempotency-Key header as on REST. Both, if different, are a
+// client's mistake.
+func requestID(req *connect.Request[v1.SpawnRequest]) (string, error) {
+	field, header := req.Msg.RequestId, req.Header().Get(IdempotencyKeyHeader)
+	if field != "" && header != "" && field != header {
+		return "", &spec.FieldError{Field: spec.RequestIDField, Msg: "differs from the " + IdempotencyKeyHeader + " header; send one of them"}
+	}
+	if field == "" {
+		field = header
+	}
+	return spec.ParseRequestID(field)
 }

@@ -26,6 +26,7 @@ type workloadJSON struct {
 	Memory      int64             `json:"memory"`
 	Ports       map[string]uint16 `json:"ports,omitempty"`
 	Isolation   string            `json:"isolation"`
+	Secrets     map[string]string `json:"secrets,omitempty"`
 	Error       string            `json:"error,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
 }
@@ -38,7 +39,7 @@ func (s *Server) toJSON(w workload.Workload) workloadJSON {
 		ID: w.ID.String(), URL: s.b.URL(w.ID), Node: w.Node, State: string(o.State), Desired: string(w.Desired),
 		Ready: o.Ready, IP: o.IP, Pid: o.Pid, ExitCode: o.ExitCode, ImageRef: w.Spec.Image,
 		ImageDigest: o.ImageDigest, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB,
-		Isolation: string(w.Spec.Isolation), Error: o.Error, CreatedAt: w.CreatedAt,
+		Isolation: string(w.Spec.Isolation), Secrets: w.Spec.Secrets, Error: o.Error, CreatedAt: w.CreatedAt,
 	}
 	if len(w.Spec.Ports) > 0 {
 		out.Ports = spec.PortKeys(w.Spec.Ports)
@@ -84,6 +85,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.b.Info())
 	})
+	s.secretRoutes(mux)
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
 		members := s.b.Members()
 		if members == nil {
@@ -118,11 +120,20 @@ type spawnAnswer struct {
 	DryRun bool   `json:"dry_run,omitempty"`
 }
 
+// IdempotencyKeyHeader carries a spawn's idempotency key on REST, the
+// classic /spawn and Connect (where the request_id field may carry it
+// instead): a retry with the same key answers the workload the first
+// spawn made.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
 func (s *Server) handleSpawn(w http.ResponseWriter, r *http.Request) {
 	if !wantMethod(w, r, http.MethodPost) {
 		return
 	}
 	req, err := spec.DecodeSpawnJSON(http.MaxBytesReader(w, r.Body, spec.MaxBodyBytes+1))
+	if err == nil {
+		req.RequestID, err = spec.ParseRequestID(r.Header.Get(IdempotencyKeyHeader))
+	}
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -15,6 +15,10 @@ import (
 type SpawnRequest struct {
 	Spec   Spec
 	DryRun bool
+	// RequestID is the client's idempotency key (ParseRequestID), or "":
+	// a spawn with a key the cluster has seen answers the workload the
+	// first one made instead of making another.
+	RequestID string
 }
 
 // spawnJSON is the body of the classic /spawn API's POST /spawn, plus the
@@ -30,6 +34,8 @@ type spawnJSON struct {
 	Args      []string         `json:"args"`
 	Tty       bool             `json:"tty"`
 	Egress    []string         `json:"egress"`
+	// Secrets maps environment names to secret names.
+	Secrets map[string]string `json:"secrets"`
 }
 
 // DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
@@ -41,7 +47,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	}
 	input := Input{
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
-		Isolation: in.Isolation, Tty: in.Tty, Egress: in.Egress,
+		Isolation: in.Isolation, Tty: in.Tty, Egress: in.Egress, Secrets: in.Secrets,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores
@@ -143,6 +149,8 @@ type HAC struct {
 		Env       []string         `toml:"env"`
 		Args      []string         `toml:"args"`
 		Egress    []string         `toml:"egress"`
+		// Secrets maps environment names to secret names.
+		Secrets map[string]string `toml:"secrets"`
 	} `toml:"hardware"`
 }
 
@@ -164,6 +172,7 @@ func ParseHAC(data []byte) (Spec, error) {
 		MemoryMiB: h.Hardware.Memory,
 		Ports:     h.Hardware.Ports,
 		Env:       h.Hardware.Env,
+		Secrets:   h.Hardware.Secrets,
 		Args:      h.Hardware.Args,
 		Egress:    h.Hardware.Egress,
 		Isolation: providerIsolation(h.Hardware.Provider),

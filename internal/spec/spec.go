@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"regexp"
@@ -82,6 +83,9 @@ type Spec struct {
 	// Egress are destinations the workload may reach although the node's
 	// egress policy blocks them.
 	Egress []netip.Prefix `json:"egress,omitempty"`
+	// Secrets maps environment names to sealed secrets' names (never
+	// values): {"DB_PASSWORD": "db-password"}.
+	Secrets map[string]string `json:"secrets,omitempty"`
 }
 
 // FieldError reports which input field is wrong and why. Its message starts
@@ -113,6 +117,8 @@ type Input struct {
 	Tty       bool
 	// Egress are CIDRs the workload may reach despite the egress policy.
 	Egress []string
+	// Secrets maps environment names to secret names.
+	Secrets map[string]string
 }
 
 // Build validates in and returns the Spec it describes, with defaults filled
@@ -159,6 +165,9 @@ func Build(in Input) (Spec, error) {
 	if s.Isolation == IsolationMicroVM && s.MemoryMiB < MinMicroVMMemoryMiB {
 		return Spec{}, fieldErr("memory", "must be at least %d MiB for isolation microvm, not %d: ask for %d or more, or run it with isolation container or gvisor",
 			MinMicroVMMemoryMiB, s.MemoryMiB, MinMicroVMMemoryMiB)
+	}
+	if s.Secrets, err = buildSecrets(in.Secrets, s); err != nil {
+		return Spec{}, err
 	}
 	return s, nil
 }
@@ -432,7 +441,7 @@ func (s Spec) Check() error {
 	b, err := Build(Input{
 		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
-		Egress: EgressStrings(s.Egress),
+		Egress: EgressStrings(s.Egress), Secrets: s.Secrets,
 	})
 	if err != nil {
 		return err
@@ -453,6 +462,8 @@ func (s Spec) Check() error {
 		return fieldErr("isolation", differs, strconv.Quote(string(s.Isolation)), strconv.Quote(string(b.Isolation)))
 	case !slices.Equal(b.Egress, s.Egress):
 		return fieldErr("egress", differs+" (masked, sorted, no repeats)", s.Egress, b.Egress)
+	case !maps.Equal(b.Secrets, s.Secrets):
+		return fieldErr("secrets", differs, s.Secrets, b.Secrets)
 	}
 	return nil
 }

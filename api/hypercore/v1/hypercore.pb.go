@@ -50,7 +50,11 @@ type WorkloadSpec struct {
 	// IPv4 CIDRs the workload may reach although the node's egress policy
 	// blocks them (link-local, private ranges, the host's networks, the
 	// cluster's nodes), such as "169.254.169.254/32". At most 64.
-	Egress        []string `protobuf:"bytes,20,rep,name=egress,proto3" json:"egress,omitempty"`
+	Egress []string `protobuf:"bytes,20,rep,name=egress,proto3" json:"egress,omitempty"`
+	// Environment names to sealed secrets' names (`hypercore secret set`):
+	// {"DB_PASSWORD": "db-password"}. Names only; values never appear in
+	// any answer.
+	Secrets       map[string]string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -144,6 +148,13 @@ func (x *WorkloadSpec) GetTty() bool {
 func (x *WorkloadSpec) GetEgress() []string {
 	if x != nil {
 		return x.Egress
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetSecrets() map[string]string {
+	if x != nil {
+		return x.Secrets
 	}
 	return nil
 }
@@ -299,9 +310,13 @@ func (x *Workload) GetReady() bool {
 }
 
 type SpawnRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *WorkloadSpec          `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Spec   *WorkloadSpec          `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	DryRun bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// An idempotency key (1-128 of A-Z a-z 0-9 - _ . :): a spawn whose key
+	// an existing workload's spawn used answers that workload and makes
+	// nothing. The Idempotency-Key header does the same.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -348,6 +363,13 @@ func (x *SpawnRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *SpawnRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type SpawnResponse struct {
@@ -1232,7 +1254,7 @@ var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\n" +
-	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x02\n" +
+	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x03\n" +
 	"\fWorkloadSpec\x12\x1b\n" +
 	"\timage_ref\x18\x01 \x01(\tR\bimageRef\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x16\n" +
@@ -1242,11 +1264,15 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\tisolation\x18\x06 \x01(\tR\tisolation\x12\x12\n" +
 	"\x04args\x18\a \x03(\tR\x04args\x12\x10\n" +
 	"\x03tty\x18\b \x01(\bR\x03tty\x12\x16\n" +
-	"\x06egress\x18\x14 \x03(\tR\x06egress\x1a8\n" +
+	"\x06egress\x18\x14 \x03(\tR\x06egress\x12A\n" +
+	"\asecrets\x18\t \x03(\v2'.hypercore.v1.WorkloadSpec.SecretsEntryR\asecrets\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb2\x02\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a:\n" +
+	"\fSecretsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb2\x02\n" +
 	"\bWorkload\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1a.hypercore.v1.WorkloadSpecR\x04spec\x12\x14\n" +
@@ -1260,10 +1286,12 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\tR\x05error\x12\x10\n" +
 	"\x03pid\x18\n" +
 	" \x01(\x05R\x03pid\x12\x14\n" +
-	"\x05ready\x18\v \x01(\bR\x05ready\"W\n" +
+	"\x05ready\x18\v \x01(\bR\x05ready\"v\n" +
 	"\fSpawnRequest\x12.\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1a.hypercore.v1.WorkloadSpecR\x04spec\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"y\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"y\n" +
 	"\rSpawnResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x12\n" +
@@ -1342,7 +1370,7 @@ func file_hypercore_v1_hypercore_proto_rawDescGZIP() []byte {
 	return file_hypercore_v1_hypercore_proto_rawDescData
 }
 
-var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*WorkloadSpec)(nil),          // 0: hypercore.v1.WorkloadSpec
 	(*Workload)(nil),              // 1: hypercore.v1.Workload
@@ -1365,40 +1393,42 @@ var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*PruneImagesRequest)(nil),    // 18: hypercore.v1.PruneImagesRequest
 	(*PruneImagesResponse)(nil),   // 19: hypercore.v1.PruneImagesResponse
 	nil,                           // 20: hypercore.v1.WorkloadSpec.PortsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	nil,                           // 21: hypercore.v1.WorkloadSpec.SecretsEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_hypercore_v1_hypercore_proto_depIdxs = []int32{
 	20, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
-	0,  // 1: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
-	21, // 2: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
-	1,  // 4: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
-	1,  // 5: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
-	1,  // 6: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
-	1,  // 7: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
-	2,  // 8: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
-	4,  // 9: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
-	6,  // 10: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
-	8,  // 11: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
-	10, // 12: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
-	12, // 13: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
-	14, // 14: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
-	16, // 15: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
-	18, // 16: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
-	3,  // 17: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
-	5,  // 18: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
-	7,  // 19: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
-	9,  // 20: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
-	11, // 21: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
-	13, // 22: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
-	15, // 23: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
-	17, // 24: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
-	19, // 25: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
-	17, // [17:26] is the sub-list for method output_type
-	8,  // [8:17] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 1: hypercore.v1.WorkloadSpec.secrets:type_name -> hypercore.v1.WorkloadSpec.SecretsEntry
+	0,  // 2: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
+	22, // 3: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
+	1,  // 5: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
+	1,  // 6: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
+	1,  // 7: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
+	1,  // 8: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 9: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
+	4,  // 10: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
+	6,  // 11: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
+	8,  // 12: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
+	10, // 13: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
+	12, // 14: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
+	14, // 15: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
+	16, // 16: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
+	18, // 17: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
+	3,  // 18: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
+	5,  // 19: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
+	7,  // 20: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
+	9,  // 21: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
+	11, // 22: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
+	13, // 23: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
+	15, // 24: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
+	17, // 25: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
+	19, // 26: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_hypercore_v1_hypercore_proto_init() }
@@ -1412,7 +1442,7 @@ func file_hypercore_v1_hypercore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_v1_hypercore_proto_rawDesc), len(file_hypercore_v1_hypercore_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

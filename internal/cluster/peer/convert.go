@@ -25,7 +25,7 @@ func AllocationToProto(a workload.Allocation) *clusterv1.Allocation {
 		Id: a.ID.String(),
 		Spec: &clusterv1.WorkloadSpec{
 			Image: s.Image, Cores: s.Cores, MemoryMib: s.MemoryMiB, Ports: ports,
-			Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+			Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Secrets: s.Secrets,
 			Egress: spec.EgressStrings(s.Egress),
 		},
 		Node:       a.Node,
@@ -68,6 +68,14 @@ func AllocationFromProto(pa *clusterv1.Allocation) (workload.Allocation, error) 
 		Image: ps.GetImage(), Cores: ps.GetCores(), MemoryMiB: ps.GetMemoryMib(),
 		Env: ps.GetEnv(), Args: ps.GetArgs(), Isolation: spec.Isolation(ps.GetIsolation()), Tty: ps.GetTty(),
 		Egress: egress,
+	}
+	// Spec.Check bounds and checks them; this keeps a huge map from being
+	// checked entry by entry first.
+	if len(ps.GetSecrets()) > spec.MaxSecrets {
+		return workload.Allocation{}, fmt.Errorf("allocation %s: spec: secrets: has %d entries; at most %d are allowed", id, len(ps.GetSecrets()), spec.MaxSecrets)
+	}
+	if len(ps.GetSecrets()) > 0 {
+		s.Secrets = ps.GetSecrets()
 	}
 	seen := make(map[uint32]bool, len(ps.GetPorts()))
 	for _, p := range ps.GetPorts() {

@@ -135,6 +135,14 @@ type command struct {
 	// have for the update to apply: the compare half of compare-and-set.
 	Version uint64 `json:"version,omitempty"`
 	Node    *Node  `json:"node,omitempty"`
+	// RequestKey is the idempotency key a create-allocation claims (see
+	// idempotency.go).
+	RequestKey string `json:"request_key,omitempty"`
+	// Secret is the sealed secret of set-secret, or the name of
+	// remove-secret (see secrets.go).
+	Secret *Secret `json:"secret,omitempty"`
+	// Authority is the sealed authority of set-authority (authority.go).
+	Authority []byte `json:"authority,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -194,6 +202,10 @@ func (c *command) check() error {
 		if c.Node == nil || c.Node.Name == "" {
 			return fmt.Errorf("%w: set-node without a name", ErrBadCommand)
 		}
+	case opSetSecret, opRemoveSecret:
+		return checkSecret(c)
+	case opSetAuthority:
+		return checkAuthority(c)
 	case opLegacyCreate, opLegacyUpdate:
 		if len(c.Workload) == 0 {
 			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
@@ -228,6 +240,9 @@ func checkForwarded(c *command) error {
 		a := c.Allocation
 		if err := checkID(a.ID); err != nil {
 			return err
+		}
+		if _, err := spec.ParseRequestID(c.RequestKey); err != nil {
+			return bad("workload %s: %v", a.ID, err)
 		}
 		if err := a.Spec.Check(); err != nil {
 			return bad("workload %s: %v", a.ID, err)
@@ -290,6 +305,9 @@ type snapshotData struct {
 	Allocations  map[spec.ID]allocRecord          `json:"allocations"`
 	Observations map[spec.ID]workload.Observation `json:"observations,omitempty"`
 	Nodes        map[string]Node                  `json:"nodes,omitempty"`
+	RequestKeys  map[string]requestKey            `json:"request_keys,omitempty"`
+	Secrets      map[string]Secret                `json:"secrets,omitempty"`
+	Authority    []byte                           `json:"authority,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -307,7 +325,11 @@ type fsm struct {
 	allocs   map[spec.ID]allocRecord
 	observed map[spec.ID]workload.Observation
 	nodes    map[string]Node
-	changed  chan struct{} // see Store.Changes
+	keys     map[string]requestKey // idempotency keys, see idempotency.go
+	secrets  map[string]Secret     // sealed secrets, see secrets.go
+	// authority is the sealed CA key and join secret (authority.go).
+	authority []byte
+	changed   chan struct{} // see Store.Changes
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -317,6 +339,8 @@ func newFSM() *fsm {
 		allocs:   map[spec.ID]allocRecord{},
 		observed: map[spec.ID]workload.Observation{},
 		nodes:    map[string]Node{},
+		keys:     map[string]requestKey{},
+		secrets:  map[string]Secret{},
 		changed:  make(chan struct{}, 1),
 	}
 }
@@ -337,6 +361,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	defer f.mu.Unlock()
 	switch c.Op {
 	case opCreateAllocation:
+		if c.RequestKey != "" {
+			return f.createKeyed(*c.Allocation, c.RequestKey, l.Index)
+		}
 		return f.create(*c.Allocation, nil, l.Index, true)
 	case opUpdateAllocation:
 		_, err := f.update(c.ID, *c.Allocation, c.Version, l.Index, true)
@@ -352,6 +379,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	case opSetNode:
 		f.nodes[c.Node.Name] = *c.Node
+		return nil
+	case opSetSecret, opRemoveSecret:
+		return f.applySecret(&c)
+	case opSetAuthority:
+		f.authority = c.Authority
 		return nil
 	case opLegacyCreate:
 		a, o, err := splitLegacy(c.Workload)
@@ -575,6 +607,7 @@ func cloneAllocation(a workload.Allocation) workload.Allocation {
 	a.Spec.Ports = slices.Clone(a.Spec.Ports)
 	a.Spec.Env = slices.Clone(a.Spec.Env)
 	a.Spec.Args = slices.Clone(a.Spec.Args)
+	a.Spec.Secrets = maps.Clone(a.Spec.Secrets)
 	return a
 }
 
@@ -588,6 +621,9 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		Allocations:  maps.Clone(f.allocs),
 		Observations: maps.Clone(f.observed),
 		Nodes:        maps.Clone(f.nodes),
+		RequestKeys:  maps.Clone(f.keys),
+		Secrets:      maps.Clone(f.secrets),
+		Authority:    f.authority,
 	}}, nil
 }
 
@@ -627,10 +663,19 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.Nodes == nil {
 		data.Nodes = map[string]Node{}
 	}
+	if data.RequestKeys == nil {
+		data.RequestKeys = map[string]requestKey{}
+	}
+	if data.Secrets == nil {
+		data.Secrets = map[string]Secret{}
+	}
 	f.mu.Lock()
 	f.allocs = data.Allocations
 	f.observed = data.Observations
 	f.nodes = data.Nodes
+	f.keys = data.RequestKeys
+	f.secrets = data.Secrets
+	f.authority = data.Authority
 	f.mu.Unlock()
 	f.notify()
 	return nil

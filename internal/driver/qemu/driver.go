@@ -78,6 +78,8 @@ type Driver struct {
 	locks   keylock.Map
 	mu      sync.Mutex
 	clients map[spec.ID]*guest.Client
+	// secrets are the VMs' secret env, never written to disk (secrets.go).
+	secrets secretEnvs
 
 	quit      chan struct{}
 	closeOnce sync.Once

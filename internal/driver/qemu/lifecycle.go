@@ -101,10 +101,12 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	if err := os.WriteFile(p.log, nil, 0o640); err != nil {
 		return fmt.Errorf("create %s: %w", cfg.ID, err)
 	}
-	// 0600: the guest config holds the workload's env, secrets included.
+	// 0600: the guest config holds the workload's env; its secrets stay
+	// in memory (secrets.go).
 	if err := os.WriteFile(p.vm, b, 0o600); err != nil {
 		return fmt.Errorf("create %s: %w", cfg.ID, err)
 	}
+	d.secrets.put(cfg.ID, cfg.SecretEnv)
 	return nil
 }
 
@@ -133,7 +135,9 @@ func (d *Driver) Start(ctx context.Context, id spec.ID) error {
 		if err != nil {
 			return err
 		}
-		return c.Configure(bootCtx, st.Guest)
+		g := st.Guest
+		g.Process.Env = driver.MergeEnv(g.Process.Env, d.secrets.get(id))
+		return c.Configure(bootCtx, g)
 	}()
 	if err != nil {
 		if pid := livePid(p); pid > 0 {

@@ -92,6 +92,7 @@ func (d *Driver) Delete(ctx context.Context, id spec.ID) error {
 		waitGone(ctx, p, pid, 10*time.Second)
 	}
 	d.dropClient(id)
+	d.secrets.drop(id)
 	_ = os.Remove(p.sock)
 	if err := os.RemoveAll(p.dir); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)

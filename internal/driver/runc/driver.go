@@ -183,6 +183,9 @@ func (d *Driver) Capabilities() driver.Capabilities {
 
 // paths names the files of one workload.
 type paths struct {
+	// bundle is what the runtime's create reads: dir, or a copy on
+	// tmpfs that holds secrets (see sealedBundle).
+	bundle                                              string
 	dir, config, rootfs, upper, work, log, stdin, netns string
 	hosts, resolv, hostname, startedAt, finishedAt      string
 }
@@ -190,6 +193,7 @@ type paths struct {
 func (d *Driver) paths(id spec.ID) paths {
 	dir := filepath.Join(d.opts.StateDir, id.String())
 	return paths{
+		bundle:     dir,
 		dir:        dir,
 		config:     filepath.Join(dir, "config.json"),
 		rootfs:     filepath.Join(dir, "rootfs"),

@@ -46,7 +46,15 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	p := d.paths(cfg.ID)
 	err := d.setupHost(cfg, p)
 	if err == nil {
-		err = d.runtimeCreate(ctx, cfg.ID, p)
+		var cleanup func()
+		cleanup, err = d.sealedBundle(cfg.ID, &p, cfg.SecretEnv, len(cfg.SecretFiles) > 0)
+		if err == nil {
+			err = d.runtimeCreate(ctx, cfg.ID, p)
+			cleanup()
+		}
+		if err == nil {
+			err = d.writeSecretFiles(ctx, cfg.ID, p, cfg.SecretFiles)
+		}
 	}
 	if err != nil {
 		// Leave nothing half made; the error says what went wrong.
@@ -138,7 +146,7 @@ func (d *Driver) runtimeCreate(ctx context.Context, id spec.ID, p paths) error {
 		return err
 	}
 	defer ol.remove()
-	if err := d.withLog(ol.path).Create(ctx, id.String(), p.dir, &gorunc.CreateOpts{IO: stdio}); err != nil {
+	if err := d.withLog(ol.path).Create(ctx, id.String(), p.bundle, &gorunc.CreateOpts{IO: stdio}); err != nil {
 		return fmt.Errorf("%s create: %w", d.name, ol.wrap(err))
 	}
 	return nil

@@ -102,7 +102,7 @@ func (d *Driver) runtimeCreateTty(ctx context.Context, id spec.ID, p paths) erro
 	}
 	defer ol.remove()
 	opts := &gorunc.CreateOpts{ConsoleSocket: cs, ExtraFiles: []*os.File{inside}}
-	if err := d.withLog(ol.path).Create(ctx, id.String(), p.dir, opts); err != nil {
+	if err := d.withLog(ol.path).Create(ctx, id.String(), p.bundle, opts); err != nil {
 		return fmt.Errorf("%s create: %w", d.name, ol.wrap(err))
 	}
 	pump, err := d.takeConsole(cs, ours, p)

@@ -469,7 +469,9 @@ type WorkloadSpec struct {
 	Tty       bool   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
 	// IPv4 CIDRs, masked and sorted, that the workload may reach despite the
 	// egress policy.
-	Egress        []string `protobuf:"bytes,20,rep,name=egress,proto3" json:"egress,omitempty"`
+	Egress []string `protobuf:"bytes,20,rep,name=egress,proto3" json:"egress,omitempty"`
+	// Environment names to secret names; the values never travel here.
+	Secrets       map[string]string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -563,6 +565,13 @@ func (x *WorkloadSpec) GetTty() bool {
 func (x *WorkloadSpec) GetEgress() []string {
 	if x != nil {
 		return x.Egress
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetSecrets() map[string]string {
+	if x != nil {
+		return x.Secrets
 	}
 	return nil
 }
@@ -1700,7 +1709,7 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x04Port\x12\x16\n" +
 	"\x06public\x18\x01 \x01(\rR\x06public\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\rR\x06target\x124\n" +
-	"\x05proto\x18\x03 \x01(\x0e2\x1e.hypercore.cluster.v1.ProtocolR\x05proto\"\xf9\x01\n" +
+	"\x05proto\x18\x03 \x01(\x0e2\x1e.hypercore.cluster.v1.ProtocolR\x05proto\"\x80\x03\n" +
 	"\fWorkloadSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x1d\n" +
@@ -1711,7 +1720,11 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x04args\x18\x06 \x03(\tR\x04args\x12\x1c\n" +
 	"\tisolation\x18\a \x01(\tR\tisolation\x12\x10\n" +
 	"\x03tty\x18\b \x01(\bR\x03tty\x12\x16\n" +
-	"\x06egress\x18\x14 \x03(\tR\x06egress\"\xfc\x01\n" +
+	"\x06egress\x18\x14 \x03(\tR\x06egress\x12I\n" +
+	"\asecrets\x18\t \x03(\v2/.hypercore.cluster.v1.WorkloadSpec.SecretsEntryR\asecrets\x1a:\n" +
+	"\fSecretsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x01\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
@@ -1815,7 +1828,7 @@ func file_hypercore_cluster_v1_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_hypercore_cluster_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hypercore_cluster_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_hypercore_cluster_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_hypercore_cluster_v1_peer_proto_goTypes = []any{
 	(Desired)(0),                  // 0: hypercore.cluster.v1.Desired
 	(Protocol)(0),                 // 1: hypercore.cluster.v1.Protocol
@@ -1844,46 +1857,48 @@ var file_hypercore_cluster_v1_peer_proto_goTypes = []any{
 	(*AttachStart)(nil),           // 24: hypercore.cluster.v1.AttachStart
 	(*AttachRequest)(nil),         // 25: hypercore.cluster.v1.AttachRequest
 	(*AttachResponse)(nil),        // 26: hypercore.cluster.v1.AttachResponse
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	nil,                           // 27: hypercore.cluster.v1.WorkloadSpec.SecretsEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_hypercore_cluster_v1_peer_proto_depIdxs = []int32{
 	1,  // 0: hypercore.cluster.v1.Port.proto:type_name -> hypercore.cluster.v1.Protocol
 	8,  // 1: hypercore.cluster.v1.WorkloadSpec.ports:type_name -> hypercore.cluster.v1.Port
-	9,  // 2: hypercore.cluster.v1.Allocation.spec:type_name -> hypercore.cluster.v1.WorkloadSpec
-	0,  // 3: hypercore.cluster.v1.Allocation.desired:type_name -> hypercore.cluster.v1.Desired
-	27, // 4: hypercore.cluster.v1.Allocation.created_at:type_name -> google.protobuf.Timestamp
-	10, // 5: hypercore.cluster.v1.RunRequest.allocation:type_name -> hypercore.cluster.v1.Allocation
-	19, // 6: hypercore.cluster.v1.ExecStart.size:type_name -> hypercore.cluster.v1.TermSize
-	21, // 7: hypercore.cluster.v1.ExecRequest.start:type_name -> hypercore.cluster.v1.ExecStart
-	19, // 8: hypercore.cluster.v1.ExecRequest.resize:type_name -> hypercore.cluster.v1.TermSize
-	20, // 9: hypercore.cluster.v1.ExecRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
-	19, // 10: hypercore.cluster.v1.AttachStart.size:type_name -> hypercore.cluster.v1.TermSize
-	24, // 11: hypercore.cluster.v1.AttachRequest.start:type_name -> hypercore.cluster.v1.AttachStart
-	19, // 12: hypercore.cluster.v1.AttachRequest.resize:type_name -> hypercore.cluster.v1.TermSize
-	20, // 13: hypercore.cluster.v1.AttachRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
-	4,  // 14: hypercore.cluster.v1.PeerService.Apply:input_type -> hypercore.cluster.v1.ApplyRequest
-	6,  // 15: hypercore.cluster.v1.PeerService.AddPeer:input_type -> hypercore.cluster.v1.AddPeerRequest
-	2,  // 16: hypercore.cluster.v1.PeerService.Barrier:input_type -> hypercore.cluster.v1.BarrierRequest
-	11, // 17: hypercore.cluster.v1.PeerService.Run:input_type -> hypercore.cluster.v1.RunRequest
-	13, // 18: hypercore.cluster.v1.PeerService.Stop:input_type -> hypercore.cluster.v1.StopRequest
-	15, // 19: hypercore.cluster.v1.PeerService.Remove:input_type -> hypercore.cluster.v1.RemoveRequest
-	17, // 20: hypercore.cluster.v1.PeerService.Logs:input_type -> hypercore.cluster.v1.LogsRequest
-	22, // 21: hypercore.cluster.v1.PeerService.Exec:input_type -> hypercore.cluster.v1.ExecRequest
-	25, // 22: hypercore.cluster.v1.PeerService.Attach:input_type -> hypercore.cluster.v1.AttachRequest
-	5,  // 23: hypercore.cluster.v1.PeerService.Apply:output_type -> hypercore.cluster.v1.ApplyResponse
-	7,  // 24: hypercore.cluster.v1.PeerService.AddPeer:output_type -> hypercore.cluster.v1.AddPeerResponse
-	3,  // 25: hypercore.cluster.v1.PeerService.Barrier:output_type -> hypercore.cluster.v1.BarrierResponse
-	12, // 26: hypercore.cluster.v1.PeerService.Run:output_type -> hypercore.cluster.v1.RunResponse
-	14, // 27: hypercore.cluster.v1.PeerService.Stop:output_type -> hypercore.cluster.v1.StopResponse
-	16, // 28: hypercore.cluster.v1.PeerService.Remove:output_type -> hypercore.cluster.v1.RemoveResponse
-	18, // 29: hypercore.cluster.v1.PeerService.Logs:output_type -> hypercore.cluster.v1.LogsResponse
-	23, // 30: hypercore.cluster.v1.PeerService.Exec:output_type -> hypercore.cluster.v1.ExecResponse
-	26, // 31: hypercore.cluster.v1.PeerService.Attach:output_type -> hypercore.cluster.v1.AttachResponse
-	23, // [23:32] is the sub-list for method output_type
-	14, // [14:23] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	27, // 2: hypercore.cluster.v1.WorkloadSpec.secrets:type_name -> hypercore.cluster.v1.WorkloadSpec.SecretsEntry
+	9,  // 3: hypercore.cluster.v1.Allocation.spec:type_name -> hypercore.cluster.v1.WorkloadSpec
+	0,  // 4: hypercore.cluster.v1.Allocation.desired:type_name -> hypercore.cluster.v1.Desired
+	28, // 5: hypercore.cluster.v1.Allocation.created_at:type_name -> google.protobuf.Timestamp
+	10, // 6: hypercore.cluster.v1.RunRequest.allocation:type_name -> hypercore.cluster.v1.Allocation
+	19, // 7: hypercore.cluster.v1.ExecStart.size:type_name -> hypercore.cluster.v1.TermSize
+	21, // 8: hypercore.cluster.v1.ExecRequest.start:type_name -> hypercore.cluster.v1.ExecStart
+	19, // 9: hypercore.cluster.v1.ExecRequest.resize:type_name -> hypercore.cluster.v1.TermSize
+	20, // 10: hypercore.cluster.v1.ExecRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
+	19, // 11: hypercore.cluster.v1.AttachStart.size:type_name -> hypercore.cluster.v1.TermSize
+	24, // 12: hypercore.cluster.v1.AttachRequest.start:type_name -> hypercore.cluster.v1.AttachStart
+	19, // 13: hypercore.cluster.v1.AttachRequest.resize:type_name -> hypercore.cluster.v1.TermSize
+	20, // 14: hypercore.cluster.v1.AttachRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
+	4,  // 15: hypercore.cluster.v1.PeerService.Apply:input_type -> hypercore.cluster.v1.ApplyRequest
+	6,  // 16: hypercore.cluster.v1.PeerService.AddPeer:input_type -> hypercore.cluster.v1.AddPeerRequest
+	2,  // 17: hypercore.cluster.v1.PeerService.Barrier:input_type -> hypercore.cluster.v1.BarrierRequest
+	11, // 18: hypercore.cluster.v1.PeerService.Run:input_type -> hypercore.cluster.v1.RunRequest
+	13, // 19: hypercore.cluster.v1.PeerService.Stop:input_type -> hypercore.cluster.v1.StopRequest
+	15, // 20: hypercore.cluster.v1.PeerService.Remove:input_type -> hypercore.cluster.v1.RemoveRequest
+	17, // 21: hypercore.cluster.v1.PeerService.Logs:input_type -> hypercore.cluster.v1.LogsRequest
+	22, // 22: hypercore.cluster.v1.PeerService.Exec:input_type -> hypercore.cluster.v1.ExecRequest
+	25, // 23: hypercore.cluster.v1.PeerService.Attach:input_type -> hypercore.cluster.v1.AttachRequest
+	5,  // 24: hypercore.cluster.v1.PeerService.Apply:output_type -> hypercore.cluster.v1.ApplyResponse
+	7,  // 25: hypercore.cluster.v1.PeerService.AddPeer:output_type -> hypercore.cluster.v1.AddPeerResponse
+	3,  // 26: hypercore.cluster.v1.PeerService.Barrier:output_type -> hypercore.cluster.v1.BarrierResponse
+	12, // 27: hypercore.cluster.v1.PeerService.Run:output_type -> hypercore.cluster.v1.RunResponse
+	14, // 28: hypercore.cluster.v1.PeerService.Stop:output_type -> hypercore.cluster.v1.StopResponse
+	16, // 29: hypercore.cluster.v1.PeerService.Remove:output_type -> hypercore.cluster.v1.RemoveResponse
+	18, // 30: hypercore.cluster.v1.PeerService.Logs:output_type -> hypercore.cluster.v1.LogsResponse
+	23, // 31: hypercore.cluster.v1.PeerService.Exec:output_type -> hypercore.cluster.v1.ExecResponse
+	26, // 32: hypercore.cluster.v1.PeerService.Attach:output_type -> hypercore.cluster.v1.AttachResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hypercore_cluster_v1_peer_proto_init() }
@@ -1918,7 +1933,7 @@ func file_hypercore_cluster_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_cluster_v1_peer_proto_rawDesc), len(file_hypercore_cluster_v1_peer_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
