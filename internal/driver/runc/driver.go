@@ -61,6 +61,9 @@ type Options struct {
 	// kernel (tests run several on one machine) need different parents, or
 	// killing a workload on one would kill the same id on another.
 	CgroupParent string
+	// DefaultDiskMiB is the writable layer's size for a workload whose
+	// spec gives none; 0 leaves such workloads unbounded.
+	DefaultDiskMiB int64
 	// LogCheckEvery is how often the Driver checks logs for rotation in
 	// the background. Negative turns the check off; call RotateLogs instead.
 	LogCheckEvery time.Duration
@@ -184,17 +187,30 @@ func (d *Driver) Capabilities() driver.Capabilities {
 // paths names the files of one workload.
 type paths struct {
 	dir, config, rootfs, upper, work, log, stdin, netns string
-	hosts, resolv, hostname, startedAt, finishedAt      string
+	// disk holds upper/ and work/; with a disk limit it is the mount
+	// point of diskImage, an ext4 image of the limit's size.
+	disk, diskImage                                string
+	hosts, resolv, hostname, startedAt, finishedAt string
+}
+
+// diskMiB is the writable layer size of a workload of s; 0 is unbounded.
+func (d *Driver) diskMiB(s spec.Spec) int64 {
+	if s.DiskMiB > 0 {
+		return s.DiskMiB
+	}
+	return d.opts.DefaultDiskMiB
 }
 
 func (d *Driver) paths(id spec.ID) paths {
 	dir := filepath.Join(d.opts.StateDir, id.String())
-	return paths{
+	p := paths{
 		dir:        dir,
 		config:     filepath.Join(dir, "config.json"),
 		rootfs:     filepath.Join(dir, "rootfs"),
-		upper:      filepath.Join(dir, "upper"),
-		work:       filepath.Join(dir, "work"),
+		disk:       filepath.Join(dir, "disk"),
+		diskImage:  filepath.Join(dir, "disk.ext4"),
+		upper:      filepath.Join(dir, "disk", "upper"),
+		work:       filepath.Join(dir, "disk", "work"),
 		log:        filepath.Join(dir, "container.log"),
 		stdin:      filepath.Join(dir, "stdin"),
 		netns:      filepath.Join(dir, "netns"),
@@ -204,6 +220,11 @@ func (d *Driver) paths(id spec.ID) paths {
 		startedAt:  filepath.Join(dir, "started-at"),
 		finishedAt: filepath.Join(dir, "finished-at"),
 	}
+	// Workloads made before disk limits keep upper/ and work/ at the top.
+	if _, err := os.Stat(filepath.Join(dir, "upper")); err == nil {
+		p.upper, p.work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	}
+	return p
 }
 
 // withLog returns a copy of the runtime client that writes the runtime's
