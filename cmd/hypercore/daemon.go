@@ -131,7 +131,9 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer st.Close()
-	images, err := image.Open(filepath.Join(dataDir, "images"))
+	images, err := image.OpenWith(filepath.Join(dataDir, "images"), image.Options{
+		MaxImageSize: int64(cfg.MaxImageSizeMiB) << 20, MaxImageSizeFlag: "--max-image-size",
+	})
 	if err != nil {
 		return err
 	}

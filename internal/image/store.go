@@ -59,7 +59,27 @@ type Store struct {
 	// release needs no gcMu: GC missing one only keeps an image longer.
 	pinMu sync.Mutex
 	pins  map[string]int
+	opts  Options
 }
+
+// DefaultMaxImageSize is Options.MaxImageSize when it is left at zero.
+const DefaultMaxImageSize = 10 << 30
+
+// Options bounds what a Store writes.
+type Options struct {
+	// MaxImageSize bounds the bytes one image takes unpacked: file
+	// contents, plus a block for every entry, so that a layer of many
+	// empty files counts too. A pull past it fails with ErrTooLarge and
+	// leaves nothing behind. 0 means DefaultMaxImageSize.
+	MaxImageSize int64
+	// MaxImageSizeFlag names the setting in ErrTooLarge's message
+	// ("--max-image-size"), so that it says what to change.
+	MaxImageSizeFlag string
+}
+
+// ErrTooLarge means an image unpacks to more than Options.MaxImageSize, as
+// a compression bomb does.
+var ErrTooLarge = errors.New("image too large")
 
 // Image is an image ready to run.
 type Image struct {
@@ -74,7 +94,13 @@ type Image struct {
 // Open opens (creating if needed) the store in dir. It clears work left in
 // tmp/ by a crash, which is safe because the index lock keeps any other
 // process out of dir.
-func Open(dir string) (*Store, error) {
+func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith is Open with limits on what the store writes.
+func OpenWith(dir string, opts Options) (*Store, error) {
+	if opts.MaxImageSize <= 0 {
+		opts.MaxImageSize = DefaultMaxImageSize
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("image store %s: %w", dir, err)
@@ -86,7 +112,7 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, pins: map[string]int{}}
+	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, pins: map[string]int{}, opts: opts}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		ix.close()
 		return nil, fmt.Errorf("clear leftover work in %s: %w", s.tmpDir(), err)

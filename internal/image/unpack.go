@@ -44,7 +44,7 @@ func (s *Store) unpack(ctx context.Context, digest v1.Hash, raw []byte, m *v1.Ma
 	// Extract flattens the layers and applies whiteouts and opaque dirs.
 	rc := mutate.Extract(img)
 	defer rc.Close()
-	if err := extract(ctx, rc, tmp); err != nil {
+	if err := extract(ctx, rc, tmp, s.budget()); err != nil {
 		return fmt.Errorf("unpack %s: %w", digest, err)
 	}
 	// The index will say this rootfs is ready; make that true after a crash.
@@ -65,13 +65,15 @@ func (s *Store) unpack(ctx context.Context, digest v1.Hash, raw []byte, m *v1.Ma
 // its name or the symlinks before it. Entries beneath a symlink or file the
 // stream created are skipped: in a flattened image they are shadowed by an
 // upper layer, and otherwise they are an attempt to write through a link.
-func extract(ctx context.Context, r io.Reader, dir string) error {
+//
+// b bounds what is written; past it extract stops with ErrTooLarge.
+func extract(ctx context.Context, r io.Reader, dir string, b *budget) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	x := &extractor{root: root, nonDirs: map[string]bool{}, dirs: map[string]*tar.Header{}}
+	x := &extractor{root: root, nonDirs: map[string]bool{}, dirs: map[string]*tar.Header{}, budget: b}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -111,6 +113,51 @@ type extractor struct {
 	nonDirs map[string]bool        // paths holding a non-directory
 	dirs    map[string]*tar.Header // directories whose mode and times are set last
 	links   []*tar.Header          // hard links waiting for their target
+	budget  *budget
+}
+
+// entryCost is what an entry counts against the budget besides its
+// content: about the block and inode it takes on disk, so a layer of
+// millions of empty files is bounded too.
+const entryCost = 4096
+
+// budget counts bytes written while unpacking one image against the most
+// it may take.
+type budget struct {
+	left int64
+	max  int64
+	flag string // the setting that sets max, for the error
+}
+
+func (s *Store) budget() *budget {
+	flag := s.opts.MaxImageSizeFlag
+	if flag == "" {
+		flag = "the store's MaxImageSize"
+	}
+	return &budget{left: s.opts.MaxImageSize, max: s.opts.MaxImageSize, flag: flag}
+}
+
+// take counts n bytes, failing once the budget is spent.
+func (b *budget) take(n int64) error {
+	b.left -= n
+	if b.left < 0 {
+		return fmt.Errorf("%w: it unpacks to more than %d MiB, the most %s allows; raise it if the image is genuine (a small layer that unpacks this big is a compression bomb)",
+			ErrTooLarge, b.max>>20, b.flag)
+	}
+	return nil
+}
+
+// limitedWriter writes to w while b allows.
+type limitedWriter struct {
+	w io.Writer
+	b *budget
+}
+
+func (l limitedWriter) Write(p []byte) (int, error) {
+	if err := l.b.take(int64(len(p))); err != nil {
+		return 0, err
+	}
+	return l.w.Write(p)
 }
 
 func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
@@ -120,6 +167,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	}
 	if name == "." {
 		return nil // the root's own mode is fixed in finish
+	}
+	if err := x.budget.take(entryCost); err != nil {
+		return err
 	}
 	if p := x.beneathNonDir(name); p != "" {
 		slog.Debug("image unpack: skipping entry beneath a non-directory", "entry", name, "non_dir", p)
@@ -217,6 +267,9 @@ func (x *extractor) file(name string, hdr *tar.Header, r io.Reader) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if errors.Is(err, ErrTooLarge) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
@@ -229,7 +282,7 @@ func (x *extractor) file(name string, hdr *tar.Header, r io.Reader) error {
 // fill writes the content, then owner, then mode (chown clears setuid),
 // then xattrs (chown clears security.capability).
 func (x *extractor) fill(f *os.File, hdr *tar.Header, r io.Reader) error {
-	if _, err := io.Copy(f, r); err != nil {
+	if _, err := io.Copy(limitedWriter{w: f, b: x.budget}, r); err != nil {
 		return err
 	}
 	if err := owned(f.Chown(hdr.Uid, hdr.Gid)); err != nil {
