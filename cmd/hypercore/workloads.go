@@ -46,7 +46,7 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 		ports              []string
 		env                []string
 		cores              float64
-		memory             int64
+		memory, disk       int64
 		isolation, file    string
 		imageRef           string
 		tty, dryRun, quiet bool
@@ -85,7 +85,7 @@ Arguments after -- replace the image's command.`,
 				if err != nil {
 					return err
 				}
-				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty}
+				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Disk: disk, Ports: pm, Env: env, Isolation: isolation, Tty: tty}
 				if len(args) > 0 {
 					ps.Args = args
 				}
@@ -128,6 +128,7 @@ Arguments after -- replace the image's command.`,
 	f.StringArrayVarP(&env, "env", "e", nil, "KEY=VALUE environment variable, repeatable")
 	f.Float64Var(&cores, "cores", 0, fmt.Sprintf("CPU cores, fractions allowed (default %d)", spec.DefaultCores))
 	f.Int64Var(&memory, "memory", 0, fmt.Sprintf("memory in MiB (default %d)", spec.DefaultMemoryMiB))
+	f.Int64Var(&disk, "disk", 0, "most MiB the workload may write (its writable layer); past it writes fail with ENOSPC (default: the node's --default-disk)")
 	f.StringVar(&isolation, "isolation", "", "container (default), gvisor or microvm")
 	f.StringVarP(&file, "file", "f", "", "read the spec from a hac.toml file")
 	f.StringVar(&imageRef, "image-ref", "", "image reference (instead of the IMAGE argument)")
@@ -139,7 +140,7 @@ Arguments after -- replace the image's command.`,
 }
 
 func protoInput(p *v1.WorkloadSpec) spec.Input {
-	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty}
+	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty}
 }
 
 // specToProto is the request for a Spec already built (from hac.toml),
@@ -149,7 +150,7 @@ func specToProto(s spec.Spec) *v1.WorkloadSpec {
 	for k, v := range spec.PortKeys(s.Ports) {
 		ports[k] = int64(v)
 	}
-	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty}
+	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Disk: s.DiskMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty}
 }
 
 // parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.

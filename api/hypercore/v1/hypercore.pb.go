@@ -46,7 +46,10 @@ type WorkloadSpec struct {
 	// Replaces the image's CMD when set.
 	Args []string `protobuf:"bytes,7,rep,name=args,proto3" json:"args,omitempty"`
 	// Gives the main process a terminal.
-	Tty           bool `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	Tty bool `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	// Most MiB the workload's writable layer may take; writes past it fail
+	// with ENOSPC. 0 means the node's --default-disk.
+	Disk          int64 `protobuf:"varint,20,opt,name=disk,proto3" json:"disk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +138,13 @@ func (x *WorkloadSpec) GetTty() bool {
 		return x.Tty
 	}
 	return false
+}
+
+func (x *WorkloadSpec) GetDisk() int64 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
 }
 
 // Workload is a workload as the cluster knows it: the allocation (id,
@@ -1221,7 +1231,7 @@ var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\n" +
-	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x02\n" +
+	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n" +
 	"\fWorkloadSpec\x12\x1b\n" +
 	"\timage_ref\x18\x01 \x01(\tR\bimageRef\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x16\n" +
@@ -1230,7 +1240,8 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x1c\n" +
 	"\tisolation\x18\x06 \x01(\tR\tisolation\x12\x12\n" +
 	"\x04args\x18\a \x03(\tR\x04args\x12\x10\n" +
-	"\x03tty\x18\b \x01(\bR\x03tty\x1a8\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\x12\x12\n" +
+	"\x04disk\x18\x14 \x01(\x03R\x04disk\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
