@@ -101,6 +101,17 @@ func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), p
 	if cfg.OS != "" && (cfg.OS != s.platform.OS || cfg.Architecture != s.platform.Architecture) {
 		slog.Warn("image is built for another platform; it may not run", "ref", ref, "image", cfg.OS+"/"+cfg.Architecture, "node", s.platform.OS+"/"+s.platform.Architecture)
 	}
+	var compressed int64
+	for _, l := range manifest.Layers {
+		if l.Size < 0 || l.Size > s.opts.MaxImageSize {
+			compressed = -1 // a size no layer has, or one the sum could overflow with
+			break
+		}
+		compressed += l.Size
+	}
+	if compressed > s.opts.MaxImageSize || compressed < 0 {
+		return nil, fmt.Errorf("pull %s: %w: its layers are %d MiB compressed, more than the %d MiB %s allows", ref, ErrTooLarge, compressed>>20, s.opts.MaxImageSize>>20, s.budget().flag)
+	}
 	pp := newPullProgress(progress, manifest.Layers)
 	if err := s.fetchLayers(ctx, cancel, img, manifest.Layers, pp); err != nil {
 		return nil, remoteError(ctx, ref, r, err)
