@@ -204,7 +204,7 @@ func (s *Store) fetchLayer(ctx context.Context, img v1.Image, d v1.Descriptor, p
 		return err
 	}
 	defer unlock()
-	if s.hasBlob(d.Digest, d.Size) {
+	if s.hasBlob(d.Digest, d.Size) || s.hasLayer(d.Digest) {
 		pp.layer(d, d.Size, true)
 		return nil
 	}

@@ -1,18 +1,25 @@
 // Package image pulls OCI images from registries, keeps their blobs in a
 // content store so each layer is downloaded once, and unpacks every image
-// once into a read-only rootfs that all workloads of that image share.
+// each layer once; an image's rootfs is a read-only overlay of its layers
+// that all workloads of that image share.
 //
 // On disk, under the store's directory:
 //
 //	index.db                 bbolt: ref → manifest digest, digest → image record
-//	blobs/sha256/<hex>       manifests, configs and compressed layers
-//	rootfs/<manifest hex>/   unpacked, flattened filesystem of one image
-//	ext4/<manifest hex>.ext4 the same as a read-only disk for microVMs (Ext4)
+//	blobs/sha256/<hex>       manifests, configs, and compressed layers until unpacked
+//	layers/<hex>/fs/         one layer unpacked, as an overlayfs lower dir
+//	layers/<hex>/size        the bytes it was counted at against MaxImageSize
+//	rootfs/<manifest hex>/   mount point of the image's read-only overlay of its layers
+//	ext4/<manifest hex>.ext4 the image as a read-only disk for microVMs (Ext4)
+//	empty/                   an empty lower dir for single-layer images
 //	tmp/                     work in progress; emptied on Open
 //
-// Everything that appears outside tmp/ appears by rename once complete, and
-// the index is written last, so a crash never leaves something that looks
-// finished but is not.
+// A layer is unpacked once, whatever number of images share it (as
+// containerd's overlayfs snapshotter does), and its compressed blob is then
+// deleted. Everything that appears outside tmp/ appears by rename once
+// complete, and the index is written last, so a crash never leaves something
+// that looks finished but is not. Mounts do not survive a reboot: Get mounts
+// an image's rootfs again when it finds it unmounted.
 package image
 
 import (
@@ -117,7 +124,7 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		ix.close()
 		return nil, fmt.Errorf("clear leftover work in %s: %w", s.tmpDir(), err)
 	}
-	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "rootfs"), s.tmpDir()} {
+	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "rootfs"), filepath.Join(abs, "layers"), s.emptyDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			ix.close()
 			return nil, fmt.Errorf("create image store %s: %w", d, err)
@@ -211,8 +218,10 @@ func (s *Store) Get(refOrDigest string) (*Image, error) {
 		return nil, fmt.Errorf("image %s: %w locally; pull it first", refOrDigest, ErrNotFound)
 	}
 	img := s.imageOf(refOrDigest, rec)
-	if _, err := os.Stat(img.Rootfs); err != nil {
-		return nil, fmt.Errorf("image %s: rootfs %s is missing (%w); pull it again", refOrDigest, img.Rootfs, ErrNotFound)
+	if err := s.ensureRootfs(rec); errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("image %s: %w", refOrDigest, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("image %s: mount its rootfs: %w", refOrDigest, err)
 	}
 	return img, nil
 }
@@ -370,8 +379,9 @@ func (s *Store) GC(keep func() ([]string, error)) (GCResult, error) {
 	return s.sweep()
 }
 
-// sweep deletes rootfs directories, microVM disks and blobs that no
-// indexed image refers to, and everything in tmp/. The caller holds gcMu
+// sweep unmounts and deletes the rootfs of every image not indexed, and
+// deletes the layers, microVM disks and blobs that no indexed image refers
+// to, and everything in tmp/. The caller holds gcMu
 // exclusively, so no pull is between writing content and indexing it.
 func (s *Store) sweep() (GCResult, error) {
 	var res GCResult
@@ -400,7 +410,11 @@ func (s *Store) sweep() (GCResult, error) {
 		// Rename first: a crash midway through RemoveAll must not leave a
 		// partial tree at the path that means "unpacked". The tree is
 		// deleted, and counted, with the rest of tmp/ below.
-		trash, err := os.MkdirTemp(s.tmpDir(), "trash-")
+		err := unmountRootfs(filepath.Join(rootfsDir, e.Name()))
+		var trash string
+		if err == nil {
+			trash, err = os.MkdirTemp(s.tmpDir(), "trash-")
+		}
 		if err == nil {
 			err = os.Rename(filepath.Join(rootfsDir, e.Name()), filepath.Join(trash, "rootfs"))
 		}
@@ -429,6 +443,23 @@ func (s *Store) sweep() (GCResult, error) {
 			continue
 		}
 		res.Freed += size
+	}
+	layerDir := filepath.Join(s.dir, "layers")
+	entries, err = os.ReadDir(layerDir)
+	if err != nil {
+		return res, fmt.Errorf("list %s: %w", layerDir, err)
+	}
+	for _, e := range entries {
+		if keepBlobs["sha256:"+e.Name()] {
+			continue
+		}
+		trash, err := os.MkdirTemp(s.tmpDir(), "trash-")
+		if err == nil {
+			err = os.Rename(filepath.Join(layerDir, e.Name()), filepath.Join(trash, "layer"))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove layer sha256:%s: %w", e.Name(), err))
+		}
 	}
 	blobDir := filepath.Join(s.dir, "blobs", "sha256")
 	entries, err = os.ReadDir(blobDir)

@@ -16,13 +16,12 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
-func blobExists(s *Store, l v1.Layer) bool {
+func layerExists(s *Store, l v1.Layer) bool {
 	d, err := l.Digest()
 	if err != nil {
 		return false
 	}
-	_, err = os.Stat(s.blobPath(d))
-	return err == nil
+	return s.hasLayer(d)
 }
 
 // TestGC pulls two images sharing a layer and collects the one not in use:
@@ -79,8 +78,8 @@ func TestGC(t *testing.T) {
 	if _, err := s.Get(host + "/b:1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get of the collected image = %v", err)
 	}
-	if blobExists(s, onlyB) || !blobExists(s, shared) || !blobExists(s, onlyA) {
-		t.Errorf("blobs after GC: onlyB %v shared %v onlyA %v", blobExists(s, onlyB), blobExists(s, shared), blobExists(s, onlyA))
+	if layerExists(s, onlyB) || !layerExists(s, shared) || !layerExists(s, onlyA) {
+		t.Errorf("layers after GC: onlyB %v shared %v onlyA %v", layerExists(s, onlyB), layerExists(s, shared), layerExists(s, onlyA))
 	}
 	cfgB, _ := imgB.ConfigName()
 	if _, err := os.Stat(s.blobPath(cfgB)); !os.IsNotExist(err) {
@@ -109,7 +108,9 @@ func keep(names ...string) func() ([]string, error) {
 // count is checked against something that does not share its code.
 func du(t *testing.T, dir string) int64 {
 	t.Helper()
-	out, err := exec.Command("du", "-s", "-B1", dir).Output()
+	// -x: not into the images' rootfs overlays, which hold nothing of
+	// their own.
+	out, err := exec.Command("du", "-s", "-x", "-B1", dir).Output()
 	if err != nil {
 		t.Fatalf("du %s: %v", dir, err)
 	}
@@ -279,6 +280,7 @@ func TestReopen(t *testing.T) {
 	host := testutil.Registry(t)
 	testutil.Push(t, host+"/re:1", imageOf(t, "/r", layerOf(t, fileE("r", "r"))))
 	dir := t.TempDir()
+	t.Cleanup(func() { testutil.UnmountUnder(t, dir) })
 	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -310,11 +312,27 @@ func TestReopen(t *testing.T) {
 	if err != nil || got.Digest != pulled.Digest || got.Rootfs != pulled.Rootfs {
 		t.Fatalf("Get after reopen = %+v, %v", got, err)
 	}
-	if err := os.RemoveAll(got.Rootfs); err != nil {
+	// A reboot unmounts the rootfs; Get mounts it again.
+	if err := unmountRootfs(got.Rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(host + "/re:1"); err != nil {
+		t.Fatalf("Get after a reboot = %+v, %v", got, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(got.Rootfs, "r")); err != nil || string(data) != "r" {
+		t.Errorf("rootfs mounted again: r = %q, %v", data, err)
+	}
+	if err := unmountRootfs(got.Rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "layers")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Get(host + "/re:1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get with the rootfs gone = %v, want ErrNotFound", err)
+		t.Errorf("Get with the layers gone = %v, want ErrNotFound", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "layers"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	// Ensure repairs it from the content store.
 	again, err := s.Ensure(context.Background(), host+"/re:1", nil)

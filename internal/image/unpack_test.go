@@ -256,12 +256,8 @@ func TestCompressionBomb(t *testing.T) {
 		t.Fatalf("the bomb layer is %d bytes compressed (%v); want a small one", size, err)
 	}
 	testutil.Push(t, host+"/bomb:1", imageOf(t, "/x", bomb))
-	s, err := OpenWith(t.TempDir(), Options{MaxImageSize: 8 << 20, MaxImageSizeFlag: "--max-image-size"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	_, err = s.Pull(context.Background(), host+"/bomb:1", nil)
+	s := openStoreWith(t, Options{MaxImageSize: 8 << 20, MaxImageSizeFlag: "--max-image-size"})
+	_, err := s.Pull(context.Background(), host+"/bomb:1", nil)
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "--max-image-size") || !strings.Contains(err.Error(), "8 MiB") {
 		t.Fatalf("Pull of a 40 MiB bomb with an 8 MiB limit: %v; want ErrTooLarge naming --max-image-size and 8 MiB", err)
 	}
@@ -273,11 +269,7 @@ func TestCompressionBomb(t *testing.T) {
 	}
 
 	// The same image is fine under a limit it fits.
-	big, err := OpenWith(t.TempDir(), Options{MaxImageSize: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { big.Close() })
+	big := openStoreWith(t, Options{MaxImageSize: 64 << 20})
 	if _, err := big.Pull(context.Background(), host+"/bomb:1", nil); err != nil {
 		t.Fatalf("Pull of a 40 MiB image with a 64 MiB limit: %v", err)
 	}
