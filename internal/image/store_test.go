@@ -369,3 +369,89 @@ func writeDisks(t *testing.T, rootfs string) (disk, tmp string) {
 	}
 	return disk, tmp
 }
+
+// TestSharedLayers pulls two images on one base layer: the base is
+// unpacked once, both rootfs show it, its compressed blob is gone once
+// unpacked, and each image's own layer is its own.
+func TestSharedLayers(t *testing.T) {
+	host := testutil.Registry(t)
+	base := layerOf(t, dirE("etc/", 0o755), fileE("etc/base", "base"))
+	a, b := layerOf(t, fileE("a", "a")), layerOf(t, fileE("b", "b"))
+	testutil.Push(t, host+"/a:1", imageOf(t, "/a", base, a))
+	testutil.Push(t, host+"/b:1", imageOf(t, "/b", base, b))
+	s := openStore(t)
+	var imgs []*Image
+	for _, ref := range []string{host + "/a:1", host + "/b:1"} {
+		img, err := s.Pull(context.Background(), ref, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	if got := tree(t, filepath.Join(s.dir, "layers")); len(got) == 0 || countDepth(got, 0) != 3 {
+		t.Errorf("layers/ holds %v; want 3 layers, the base once", got)
+	}
+	for _, l := range []v1.Layer{base, a, b} {
+		d, _ := l.Digest()
+		if _, err := os.Stat(s.blobPath(d)); !os.IsNotExist(err) {
+			t.Errorf("blob of unpacked layer %s: %v; want it deleted", d, err)
+		}
+	}
+	for i, img := range imgs {
+		own := []string{"a", "b"}[i]
+		want := []string{own, "etc", "etc/base"}
+		if got := tree(t, img.Rootfs); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("rootfs of %s holds %v, want %v", img.Ref, got, want)
+		}
+		if err := os.WriteFile(filepath.Join(img.Rootfs, "new"), nil, 0o644); err == nil {
+			t.Errorf("rootfs of %s is writable", img.Ref)
+		}
+	}
+	// Collecting one image keeps the base the other uses.
+	if _, err := s.GC(keep(imgs[1].Digest)); err != nil {
+		t.Fatal(err)
+	}
+	if !layerExists(s, base) || layerExists(s, a) || !layerExists(s, b) {
+		t.Errorf("after GC of a: base %v a %v b %v; want base and b kept", layerExists(s, base), layerExists(s, a), layerExists(s, b))
+	}
+	if data, err := os.ReadFile(filepath.Join(imgs[1].Rootfs, "etc/base")); err != nil || string(data) != "base" {
+		t.Errorf("b's etc/base after GC = %q, %v", data, err)
+	}
+}
+
+// countDepth counts the paths of a tree listing with depth slashes.
+func countDepth(paths []string, depth int) int {
+	n := 0
+	for _, p := range paths {
+		if strings.Count(p, "/") == depth {
+			n++
+		}
+	}
+	return n
+}
+
+// TestManyLayers pulls an image of more layers than the lowerdir option
+// of mount(2) has room for, which the store mounts one layer at a time.
+func TestManyLayers(t *testing.T) {
+	const n = 60
+	var layers []v1.Layer
+	for i := range n {
+		layers = append(layers, layerOf(t, fileE("f"+strconv.Itoa(i), strconv.Itoa(i)), fileE("top", strconv.Itoa(i))))
+	}
+	host := testutil.Registry(t)
+	testutil.Push(t, host+"/many:1", imageOf(t, "/x", layers...))
+	s := openStore(t)
+	if len(filepath.Join(s.dir, "layers", strings.Repeat("0", 64), "fs"))*n < maxMountData {
+		t.Fatalf("%d layers fit in one mount(2) option here; the test needs more", n)
+	}
+	img, err := s.Pull(context.Background(), host+"/many:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, img.Rootfs); len(got) != n+1 {
+		t.Errorf("rootfs holds %d entries, want %d", len(got), n+1)
+	}
+	if data, err := os.ReadFile(filepath.Join(img.Rootfs, "top")); err != nil || string(data) != strconv.Itoa(n-1) {
+		t.Errorf("top = %q, %v; want the last layer's %d", data, err, n-1)
+	}
+}
