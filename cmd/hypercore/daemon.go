@@ -156,7 +156,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// The cluster makes and starts the node, and closes it: it owns the
 	// workloads' life, and the node reports to it.
 	cl, err := cluster.Start(ctx, ccfg, id,
-		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, Log: log},
+		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, Log: log},
 		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers},
 		routes)
 	if err != nil {

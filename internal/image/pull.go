@@ -134,6 +134,10 @@ func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), p
 	}
 	if pin {
 		s.pin(rec.Digest) // before the deferred RUnlock lets a GC in
+	} else {
+		s.pinMu.Lock()
+		s.lastUsed[rec.Digest] = s.now()
+		s.pinMu.Unlock()
 	}
 	pp.send(Progress{Done: true})
 	return s.imageOf(ref, rec), nil

@@ -66,7 +66,14 @@ type Store struct {
 	// release needs no gcMu: GC missing one only keeps an image longer.
 	pinMu sync.Mutex
 	pins  map[string]int
-	opts  Options
+	// lastUsed is when each image was last pinned or seen in use by a GC,
+	// by manifest digest, for GCUnusedFor. It is kept in memory only: on
+	// Open every image counts as just used, so a restart grants each a
+	// full grace period again rather than deleting what was in use before.
+	// Guarded by pinMu.
+	lastUsed map[string]time.Time
+	now      func() time.Time
+	opts     Options
 }
 
 // DefaultMaxImageSize is Options.MaxImageSize when it is left at zero.
@@ -119,7 +126,8 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, pins: map[string]int{}, opts: opts}
+	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, pins: map[string]int{},
+		lastUsed: map[string]time.Time{}, now: time.Now, opts: opts}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		ix.close()
 		return nil, fmt.Errorf("clear leftover work in %s: %w", s.tmpDir(), err)
@@ -189,11 +197,13 @@ func (s *Store) pin(digest string) {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	s.pins[digest]++
+	s.lastUsed[digest] = s.now()
 }
 
 func (s *Store) unpin(digest string) {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
+	s.lastUsed[digest] = s.now()
 	if s.pins[digest]--; s.pins[digest] <= 0 {
 		delete(s.pins, digest)
 	}
@@ -343,6 +353,14 @@ type GCResult struct {
 // sees the record. keep must not call the Store's Acquire, Pull, Remove or
 // GC, which would wait for this GC to end.
 func (s *Store) GC(keep func() ([]string, error)) (GCResult, error) {
+	return s.GCUnusedFor(0, keep)
+}
+
+// GCUnusedFor is GC that also keeps every image used (named by keep,
+// pinned, or pulled) less than grace ago, so that a workload spawned again
+// soon after the last one went finds its image unpacked. Layers no kept
+// image uses go all the same.
+func (s *Store) GCUnusedFor(grace time.Duration, keep func() ([]string, error)) (GCResult, error) {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	inUse := map[string]bool{}
@@ -366,11 +384,27 @@ func (s *Store) GC(keep func() ([]string, error)) (GCResult, error) {
 		return GCResult{}, fmt.Errorf("gc: read image index: %w", err)
 	}
 	drop := map[string]bool{}
+	now := s.now()
+	s.pinMu.Lock()
 	for d := range recs {
-		if !inUse[d] {
+		last, seen := s.lastUsed[d]
+		switch {
+		case inUse[d]:
+			s.lastUsed[d] = now
+		case !seen:
+			// Pulled before this process opened the store.
+			s.lastUsed[d] = now
+			if grace <= 0 {
+				drop[d] = true
+			}
+		case now.Sub(last) >= grace:
 			drop[d] = true
 		}
 	}
+	for d := range drop {
+		delete(s.lastUsed, d)
+	}
+	s.pinMu.Unlock()
 	if len(drop) > 0 {
 		if err := s.ix.removeImages(drop); err != nil && !errors.Is(err, ErrNotFound) {
 			return GCResult{}, fmt.Errorf("gc: update image index: %w", err)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -453,5 +454,51 @@ func TestManyLayers(t *testing.T) {
 	}
 	if data, err := os.ReadFile(filepath.Join(img.Rootfs, "top")); err != nil || string(data) != strconv.Itoa(n-1) {
 		t.Errorf("top = %q, %v; want the last layer's %d", data, err, n-1)
+	}
+}
+
+// TestGCGrace keeps an unused image for the grace period after its last
+// use, then collects it with the layers only it used.
+func TestGCGrace(t *testing.T) {
+	host := testutil.Registry(t)
+	base, own := layerOf(t, fileE("base", "base")), layerOf(t, fileE("own", "own"))
+	testutil.Push(t, host+"/kept:1", imageOf(t, "/k", base))
+	testutil.Push(t, host+"/idle:1", imageOf(t, "/i", base, own))
+	s := openStore(t)
+	clock := time.Unix(1700000000, 0)
+	s.now = func() time.Time { return clock }
+	kept, err := s.Pull(context.Background(), host+"/kept:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, release, err := s.Acquire(context.Background(), host+"/idle:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(10 * time.Minute)
+	release() // the workload that used it went
+
+	clock = clock.Add(59 * time.Minute)
+	if res, err := s.GCUnusedFor(time.Hour, keep(kept.Digest)); err != nil || len(res.Removed) != 0 {
+		t.Fatalf("GC 59 minutes after the last use, grace 1h: removed %v, %v; want nothing", res.Removed, err)
+	}
+	if !layerExists(s, own) {
+		t.Error("the idle image's own layer went within its grace")
+	}
+	clock = clock.Add(2 * time.Minute)
+	res, err := s.GCUnusedFor(time.Hour, keep(kept.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != 1 || res.Removed[0] == kept.Digest {
+		t.Errorf("GC past the grace removed %v; want the idle image only", res.Removed)
+	}
+	if layerExists(s, own) || !layerExists(s, base) {
+		t.Errorf("after GC: own layer %v, shared base %v; want only the base kept", layerExists(s, own), layerExists(s, base))
+	}
+	// The kept image was in use at every GC, so no grace runs out for it.
+	clock = clock.Add(24 * time.Hour)
+	if res, err := s.GCUnusedFor(time.Hour, keep(kept.Digest)); err != nil || len(res.Removed) != 0 {
+		t.Errorf("GC of an image in use: removed %v, %v", res.Removed, err)
 	}
 }
