@@ -133,6 +133,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	defer st.Close()
 	images, err := image.OpenWith(filepath.Join(dataDir, "images"), image.Options{
 		MaxImageSize: int64(cfg.MaxImageSizeMiB) << 20, MaxImageSizeFlag: "--max-image-size",
+		MaxStoreSize: int64(cfg.ImageStoreMaxMiB) << 20, MaxStoreSizeFlag: "--image-store-max",
 	})
 	if err != nil {
 		return err

@@ -95,7 +95,7 @@ var keys = sync.OnceValue(func() []key {
 			field: func(c *Config) any { return &c.DefaultDiskMiB }},
 		{name: "max_image_size", flag: "max-image-size", usage: "most MiB one image may take unpacked; a pull of a bigger image (or a compression bomb) stops with an error",
 			field: func(c *Config) any { return &c.MaxImageSizeMiB }},
-		{name: "image_store_max", flag: "image-store-max", usage: "most MiB the image store may use on disk; a pull that would go past it fails after unused images are collected. 0 means no budget",
+		{name: "image_store_max", flag: "image-store-max", usage: "most MiB the image store may use on disk; a pull that would go past it fails ('hypercore image prune' makes room). 0 means no budget",
 			field: func(c *Config) any { return &c.ImageStoreMaxMiB }},
 
 		{name: "acme_email", flag: "acme-email", usage: "get certificates from an ACME CA with this account email (agrees to the CA's terms): per <id>.<base> on demand, or *.<base> with --acme-dns; stored in <data-dir>/acme",

@@ -110,7 +110,12 @@ func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), p
 		compressed += l.Size
 	}
 	if compressed > s.opts.MaxImageSize || compressed < 0 {
-		return nil, fmt.Errorf("pull %s: %w: its layers are %d MiB compressed, more than the %d MiB %s allows", ref, ErrTooLarge, compressed>>20, s.opts.MaxImageSize>>20, s.budget().flag)
+		return nil, fmt.Errorf("pull %s: %w: its layers are %d MiB compressed, more than the %d MiB %s allows", ref, ErrTooLarge, compressed>>20, s.opts.MaxImageSize>>20, s.maxImageSizeFlag())
+	}
+	if b, err := s.pullBudget(); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", ref, err)
+	} else if err := b.store.take(compressed); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", ref, err) // before downloading it
 	}
 	pp := newPullProgress(progress, manifest.Layers)
 	if err := s.fetchLayers(ctx, cancel, img, manifest.Layers, pp); err != nil {

@@ -89,6 +89,12 @@ type Options struct {
 	// MaxImageSizeFlag names the setting in ErrTooLarge's message
 	// ("--max-image-size"), so that it says what to change.
 	MaxImageSizeFlag string
+	// MaxStoreSize bounds the store's disk use (see Usage): a pull that
+	// would unpack past it fails with ErrStoreFull and leaves nothing
+	// unpacked. 0 means no bound.
+	MaxStoreSize int64
+	// MaxStoreSizeFlag names the setting in ErrStoreFull's message.
+	MaxStoreSizeFlag string
 }
 
 // ErrTooLarge means an image unpacks to more than Options.MaxImageSize, as

@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"os/exec"
@@ -500,5 +501,46 @@ func TestGCGrace(t *testing.T) {
 	clock = clock.Add(24 * time.Hour)
 	if res, err := s.GCUnusedFor(time.Hour, keep(kept.Digest)); err != nil || len(res.Removed) != 0 {
 		t.Errorf("GC of an image in use: removed %v, %v", res.Removed, err)
+	}
+}
+
+// TestStoreBudget fills a store with a MaxStoreSize: a pull that would
+// pass it fails with ErrStoreFull naming the setting and leaves nothing
+// unpacked, and fits once GC made room.
+func TestStoreBudget(t *testing.T) {
+	host := testutil.Registry(t)
+	// Random data does not compress, so blob and layer are about 3 MiB each.
+	big := func(name string) v1.Layer {
+		data := make([]byte, 3<<20)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+		return layerOf(t, fileE(name, string(data)))
+	}
+	testutil.Push(t, host+"/one:1", imageOf(t, "/x", big("one")))
+	testutil.Push(t, host+"/two:1", imageOf(t, "/x", big("two")))
+	s := openStoreWith(t, Options{MaxStoreSize: 5 << 20, MaxStoreSizeFlag: "--image-store-max"})
+	one, err := s.Pull(context.Background(), host+"/one:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used, err := s.Usage(); err != nil || used < 3<<20 || used > 4<<20 {
+		t.Errorf("Usage after one 3 MiB image = %d, %v", used, err)
+	}
+	_, err = s.Pull(context.Background(), host+"/two:1", nil)
+	if !errors.Is(err, ErrStoreFull) || !strings.Contains(err.Error(), "--image-store-max") {
+		t.Fatalf("second 3 MiB pull into a 5 MiB store: %v; want ErrStoreFull naming --image-store-max", err)
+	}
+	if got := tree(t, filepath.Join(s.dir, "layers")); countDepth(got, 0) != 1 {
+		t.Errorf("layers after the refused pull: %v; want only the first image's", got)
+	}
+	if _, err := s.GC(keep()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(one.Digest); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("first image after GC: %v", err)
+	}
+	if _, err := s.Pull(context.Background(), host+"/two:1", nil); err != nil {
+		t.Errorf("pull after GC made room: %v", err)
 	}
 }

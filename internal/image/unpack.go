@@ -35,7 +35,17 @@ func (s *Store) unpack(ctx context.Context, digest v1.Hash, raw []byte, m *v1.Ma
 	if err != nil {
 		return fmt.Errorf("unpack %s: %w", digest, err)
 	}
-	b := s.budget()
+	b, err := s.pullBudget()
+	if err != nil {
+		return fmt.Errorf("unpack %s: %w", digest, err)
+	}
+	for _, d := range m.Layers {
+		// A layer's blob goes once it is unpacked: the room it takes now
+		// is the unpack's to use.
+		if !s.hasLayer(d.Digest) && s.hasBlob(d.Digest, d.Size) {
+			b.store.left += d.Size
+		}
+	}
 	for _, d := range m.Layers {
 		if err := s.unpackLayer(ctx, img, d, b); err != nil {
 			return fmt.Errorf("unpack %s: layer %s: %w", digest, d.Digest, err)
@@ -65,7 +75,7 @@ func (s *Store) unpackLayer(ctx context.Context, img v1.Image, d v1.Descriptor, 
 	defer unlock()
 	final := s.layerPath(d.Digest)
 	if size, err := layerSize(final); err == nil {
-		return b.take(size)
+		return b.takeShared(size)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -90,11 +100,11 @@ func (s *Store) unpackLayer(ctx context.Context, img v1.Image, d v1.Descriptor, 
 		return err
 	}
 	defer rc.Close()
-	before := b.left
+	before := b.written
 	if err := extract(ctx, rc, filepath.Join(tmp, "fs"), b); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, "size"), []byte(strconv.FormatInt(before-b.left, 10)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, "size"), []byte(strconv.FormatInt(b.written-before, 10)), 0o644); err != nil {
 		return err
 	}
 	// The rename says this layer is complete; make that true after a crash.
@@ -184,37 +194,6 @@ type extractor struct {
 	dirs    map[string]*tar.Header // directories whose mode and times are set last
 	links   []*tar.Header          // hard links waiting for their target
 	budget  *budget
-}
-
-// entryCost is what an entry counts against the budget besides its
-// content: about the block and inode it takes on disk, so a layer of
-// millions of empty files is bounded too.
-const entryCost = 4096
-
-// budget counts bytes written while unpacking one image against the most
-// it may take.
-type budget struct {
-	left int64
-	max  int64
-	flag string // the setting that sets max, for the error
-}
-
-func (s *Store) budget() *budget {
-	flag := s.opts.MaxImageSizeFlag
-	if flag == "" {
-		flag = "the store's MaxImageSize"
-	}
-	return &budget{left: s.opts.MaxImageSize, max: s.opts.MaxImageSize, flag: flag}
-}
-
-// take counts n bytes, failing once the budget is spent.
-func (b *budget) take(n int64) error {
-	b.left -= n
-	if b.left < 0 {
-		return fmt.Errorf("%w: it unpacks to more than %d MiB, the most %s allows; raise it if the image is genuine (a small layer that unpacks this big is a compression bomb)",
-			ErrTooLarge, b.max>>20, b.flag)
-	}
-	return nil
 }
 
 // limitedWriter writes to w while b allows.

@@ -214,7 +214,7 @@ func TestExtractHostileTar(t *testing.T) {
 				e.hdr.Linkname = strings.ReplaceAll(e.hdr.Linkname, "OUTSIDE", outside)
 				entries = append(entries, e)
 			}
-			err := extract(context.Background(), bytes.NewReader(tarBytes(t, entries...)), dir, &budget{left: 1 << 40, max: 1 << 40})
+			err := extract(context.Background(), bytes.NewReader(tarBytes(t, entries...)), dir, newBudget(1<<40, "", 0, ""))
 			if tc.wantErr != (err != nil) {
 				t.Fatalf("extract error = %v, want error %v", err, tc.wantErr)
 			}
