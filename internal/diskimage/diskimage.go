@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -70,7 +71,14 @@ func Mount(image, dir string) error {
 		return fmt.Errorf("open disk image: %w", err)
 	}
 	defer f.Close()
-	loop, err := attach(f)
+	// A filesystem of the image may still be alive, lazily unmounted but
+	// held by a process or mount namespace on its way out. A second loop
+	// device on the file would be a second ext4 on the same blocks, which
+	// corrupts both; mounting the first device again shares its filesystem.
+	loop, err := findLoop(f)
+	if err == nil && loop == nil {
+		loop, err = attach(f)
+	}
 	if err != nil {
 		return fmt.Errorf("attach %s to a loop device: %w", image, err)
 	}
@@ -117,6 +125,31 @@ func attach(f *os.File) (*os.File, error) {
 		}
 	}
 	return nil, errors.New("every free loop device was taken by someone else first; try again")
+}
+
+// findLoop returns, open, the loop device backed by f, or nil if there is
+// none. Holding it open keeps it from detaching itself meanwhile.
+func findLoop(f *os.File) (*os.File, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, err
+	}
+	bound, err := filepath.Glob("/sys/block/loop*/loop")
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bound {
+		loop, err := os.OpenFile("/dev/"+filepath.Base(filepath.Dir(b)), os.O_RDWR, 0)
+		if err != nil {
+			continue // gone since the glob
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(loop.Fd()))
+		if err == nil && info.Device == st.Dev && info.Inode == st.Ino {
+			return loop, nil
+		}
+		loop.Close()
+	}
+	return nil, nil
 }
 
 // Unmount lazily unmounts what is mounted at dir; the loop device detaches

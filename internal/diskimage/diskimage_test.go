@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 
@@ -81,5 +82,87 @@ func TestCreateRefusesTinySize(t *testing.T) {
 	}
 	if _, err := os.Stat(img); !os.IsNotExist(err) {
 		t.Errorf("a refused Create left %s: %v", img, err)
+	}
+}
+
+// TestSpare takes images of the spare's size and of another: each is a
+// whole filesystem of its size, and a spare is ready again after a take.
+func TestSpare(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("CI") != "true" {
+		t.Skip("mounting the images to check them needs root")
+	}
+	dir := t.TempDir()
+	s, err := NewSpare(filepath.Join(dir, "spare"), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Wait()
+	if _, err := os.Stat(s.path()); err != nil {
+		t.Fatalf("no spare after NewSpare: %v", err)
+	}
+	for i, size := range []int64{16, 16, 32} {
+		img := filepath.Join(dir, "img"+strconv.Itoa(i))
+		if err := s.Take(context.Background(), img, size); err != nil {
+			t.Fatal(err)
+		}
+		mnt := img + ".mnt"
+		if err := os.Mkdir(mnt, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := Mount(img, mnt); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Statfs_t
+		err := unix.Statfs(mnt, &st)
+		Unmount(mnt)
+		if total := int64(st.Blocks) * st.Bsize; err != nil || total > size<<20 || total < size<<19 {
+			t.Errorf("image %d: %d bytes (%v), want a %d MiB filesystem", i, total, err, size)
+		}
+		s.Wait()
+		if _, err := os.Stat(s.path()); err != nil {
+			t.Errorf("no spare after take %d: %v", i, err)
+		}
+	}
+}
+
+// TestMountWhileStillAlive mounts an image again while its filesystem,
+// lazily unmounted, is still held open: the new mount is the same
+// filesystem (one loop device), so a write through the old handle is seen
+// through the new mount.
+func TestMountWhileStillAlive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("loop devices and mounts need root")
+		}
+		t.Skip("loop devices and mounts need root")
+	}
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "disk.ext4"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(context.Background(), img, 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := Mount(img, mnt); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Unmount(mnt) })
+	held, err := os.Create(filepath.Join(mnt, "held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := Unmount(mnt); err != nil {
+		t.Fatal(err)
+	}
+	if err := Mount(img, mnt); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.WriteString("through the old mount"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "held")); err != nil || string(b) != "through the old mount" {
+		t.Errorf("read through the new mount: %q, %v; want the same filesystem", b, err)
 	}
 }

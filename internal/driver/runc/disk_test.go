@@ -107,3 +107,29 @@ func loopOf(t *testing.T, file string) string {
 	}
 	return ""
 }
+
+// TestDefaultDisk gives workloads with no disk in their spec the driver's
+// DefaultDiskMiB, from the spare image for all but possibly the first.
+func TestDefaultDisk(t *testing.T) {
+	t.Parallel()
+	newTestDriver(t, "runc") // skips where the driver cannot run
+	d, err := New(Options{Runtime: "runc", StateDir: t.TempDir(), LogCheckEvery: -1, DefaultDiskMiB: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	rootfs := testRootfs(t)
+	for range 2 {
+		d.spare.Wait() // the second workload's disk is the spare
+		cfg := testConfig(rootfs, "sleep", "1000")
+		drivertest.Run(t, testCtx(t), d, cfg)
+		df := drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "df", "-k", "/")
+		fields := strings.Fields(strings.Split(strings.TrimSpace(df), "\n")[1])
+		if kb, err := strconv.Atoi(fields[1]); err != nil || kb > 24*1024 || kb < 12*1024 {
+			t.Errorf("df inside: / has %s KiB (%v), want at most the 24 MiB default:\n%s", fields[1], err, df)
+		}
+		if err := d.Delete(testCtx(t), cfg.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -30,6 +30,7 @@ import (
 
 	gorunc "github.com/containerd/go-runc"
 
+	"github.com/hypercore-dev/hypercore/internal/diskimage"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/keylock"
 	"github.com/hypercore-dev/hypercore/internal/spec"
@@ -78,6 +79,9 @@ type Driver struct {
 	rtState string      // the runtime's --root
 	locks   keylock.Map // lifecycle changes per workload never interleave
 	ttys    ttyPumps
+	// spare holds a formatted disk image of DefaultDiskMiB ready, so a
+	// workload's disk is a rename at Create; nil without a default.
+	spare *diskimage.Spare
 
 	stopRotation chan struct{}
 	rotationDone chan struct{}
@@ -135,6 +139,11 @@ func New(opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("runc driver: create state dir: %w", err)
 		}
 	}
+	if opts.DefaultDiskMiB > 0 {
+		if d.spare, err = diskimage.NewSpare(filepath.Join(stateDir, "spare-disks"), opts.DefaultDiskMiB); err != nil {
+			return nil, fmt.Errorf("runc driver: %w", err)
+		}
+	}
 	command := binary
 	if name == "crun" {
 		if command, err = crunCommand(binary, stateDir); err != nil {
@@ -161,6 +170,9 @@ func (d *Driver) Close() error {
 		close(d.stopRotation)
 		<-d.rotationDone
 		d.ttys.closeAll()
+		if d.spare != nil {
+			d.spare.Wait()
+		}
 	})
 	return nil
 }

@@ -67,7 +67,7 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		// from the sandbox with pidfd_getfd.
 		return errors.New("a workload with a terminal (tty) cannot run in gVisor; spawn it without tty, or with isolation container")
 	}
-	if err := mkdirs(p, d.diskMiB(cfg.Spec)); err != nil {
+	if err := mkdirs(p, d.diskMiB(cfg.Spec), d.spare); err != nil {
 		return err
 	}
 	if err := mountOverlay(cfg.Rootfs, p); err != nil {

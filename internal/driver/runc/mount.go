@@ -72,7 +72,9 @@ func isMountpoint(path string) (bool, error) {
 // filling the host's disk; overlayfs reports the upper filesystem's size to
 // statfs, so df inside shows the limit. An image made by an earlier setup
 // is kept: it holds the workload's writes.
-func mkdirs(p paths, diskMiB int64) error {
+//
+// spare, if not nil, hands out ready-made images of its size.
+func mkdirs(p paths, diskMiB int64, spare *diskimage.Spare) error {
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return fmt.Errorf("create workload dir: %w", err)
 	}
@@ -80,7 +82,7 @@ func mkdirs(p paths, diskMiB int64) error {
 		return fmt.Errorf("create workload dir: %w", err)
 	}
 	if diskMiB > 0 {
-		if err := makeDisk(p, diskMiB); err != nil {
+		if err := makeDisk(p, diskMiB, spare); err != nil {
 			return err
 		}
 	}
@@ -95,10 +97,14 @@ func mkdirs(p paths, diskMiB int64) error {
 // makeDisk makes the workload's disk image unless it exists, and mounts it.
 // The image is made under a temporary name and renamed, so an image at
 // p.diskImage is always a whole filesystem.
-func makeDisk(p paths, diskMiB int64) error {
+func makeDisk(p paths, diskMiB int64, spare *diskimage.Spare) error {
 	if _, err := os.Stat(p.diskImage); errors.Is(err, os.ErrNotExist) {
 		tmp := p.diskImage + ".tmp"
-		if err := diskimage.Create(context.Background(), tmp, diskMiB); err != nil {
+		create := diskimage.Create
+		if spare != nil {
+			create = spare.Take
+		}
+		if err := create(context.Background(), tmp, diskMiB); err != nil {
 			return fmt.Errorf("make the workload's %d MiB disk: %w", diskMiB, err)
 		}
 		if err := os.Rename(tmp, p.diskImage); err != nil {
