@@ -433,6 +433,7 @@ type workloadView struct {
 	ImageDigest string           `json:"image_digest,omitempty"`
 	Cores       float64          `json:"cores"`
 	Memory      int64            `json:"memory"`
+	Disk        int64            `json:"disk,omitempty"`
 	Ports       map[string]int64 `json:"ports,omitempty"`
 	Env         []string         `json:"env,omitempty"`
 	Args        []string         `json:"args,omitempty"`
@@ -446,7 +447,7 @@ func viewOf(w *v1.Workload) workloadView {
 	s := w.GetSpec()
 	return workloadView{
 		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
-		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(),
+		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(), Disk: s.GetDisk(),
 		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(),
 		Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}
