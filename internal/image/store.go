@@ -105,7 +105,7 @@ var ErrTooLarge = errors.New("image too large")
 type Image struct {
 	Ref    string    // as asked; "" for an image no ref points at any more
 	Digest string    // manifest digest "sha256:..."
-	Rootfs string    // absolute path of the shared unpacked rootfs; do not write to it
+	Rootfs string    // absolute path of the image's read-only rootfs (an overlay of its layers), shared by its workloads
 	Config v1.Config // from the image config: Entrypoint, Cmd, Env, WorkingDir, User
 	Size   int64     // bytes of the compressed layers, as in the registry
 	Pulled time.Time // when this digest was first unpacked
@@ -308,7 +308,7 @@ func (s *Store) List() ([]Image, error) {
 
 // Remove deletes a ref, or with a digest an image and every ref to it. An
 // image no ref points at any more is deleted with its rootfs, its microVM
-// disk and any blobs no other image uses. It does not check whether a
+// disk and any layers and blobs no other image uses. It does not check whether a
 // workload still runs the image: callers that care use GC.
 func (s *Store) Remove(refOrDigest string) error {
 	s.gcMu.Lock()
@@ -342,13 +342,13 @@ type GCResult struct {
 	// sorted.
 	Removed []string
 	// Freed is the disk space given back, in bytes, as du counts it:
-	// blobs, unpacked rootfs trees, microVM disks and leftover work.
+	// blobs, unpacked layers, microVM disks and leftover work.
 	Freed int64
 }
 
 // GC deletes every image that keep does not name and no Acquire has
-// pinned, with its refs, rootfs and microVM disk, then every blob no
-// remaining image uses and any leftover temporary work. keep returns refs
+// pinned, with its refs, rootfs and microVM disk, then every layer and blob
+// no remaining image uses and any leftover temporary work. keep returns refs
 // or manifest digests; a ref keeps the image it points at here, and names
 // that match nothing are ignored. On an error GC may have deleted some
 // images: the result says which.
