@@ -35,6 +35,15 @@ func NewSpare(dir string, sizeMiB int64) (*Spare, error) {
 		return nil, fmt.Errorf("spare disk images: %w", err)
 	}
 	s := &Spare{dir: dir, sizeMiB: sizeMiB}
+	// Spares of another size, from a run with another default, are of no
+	// more use.
+	if entries, err := os.ReadDir(dir); err == nil {
+		for _, e := range entries {
+			if filepath.Join(dir, e.Name()) != s.path() {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
 	s.refill()
 	return s, nil
 }

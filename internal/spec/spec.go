@@ -38,7 +38,7 @@ const (
 	// MinDiskMiB and MaxDiskMiB bound the writable layer's size; 0
 	// means the node's --default-disk.
 	MinDiskMiB       = 16
-	MaxDiskMiB       = 16 << 20 // 16 TiB
+	MaxDiskMiB       = 1 << 20 // 1 TiB, well inside ext4's largest file
 	MaxPorts         = 64
 	MaxEnv           = 1024
 	MaxEnvBytes      = 256 << 10

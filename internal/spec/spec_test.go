@@ -459,7 +459,7 @@ func TestDisk(t *testing.T) {
 	if err != nil || s.DiskMiB != 2048 {
 		t.Errorf("hac.toml disk 2048: %+v, %v", s, err)
 	}
-	for _, v := range []string{"-1", "15", "16777217"} {
+	for _, v := range []string{"-1", "15", "1048577"} {
 		_, err := DecodeSpawnJSON(strings.NewReader(`{"image_ref":"web:1","disk":` + v + `}`))
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != "disk" {
