@@ -28,7 +28,8 @@ const maxMountData = 4000
 // the manifest) at rootfs/<digest hex>, unless something is mounted there.
 // Its lower dirs are the layers' trees, top first. Many layers make an
 // option string longer than mount(2) takes; those are given one by one
-// through the new mount API's lowerdir+ (Linux 6.8 and later).
+// through the new mount API's lowerdir+ (Linux 6.8 and later), as are
+// paths with characters the option string cannot carry.
 func (s *Store) mountRootfs(digest v1.Hash, layers []string) error {
 	target := s.rootfsPath(digest)
 	if err := os.Mkdir(target, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
@@ -57,7 +58,9 @@ func (s *Store) mountRootfs(digest v1.Hash, layers []string) error {
 		}
 	}
 	opts := "lowerdir=" + strings.Join(lowers, ":")
-	if len(opts) <= maxMountData {
+	// The kernel splits the option string on ',' and lowerdir on ':'; the
+	// new mount API takes each path whole.
+	if len(opts) <= maxMountData && !strings.ContainsAny(strings.Join(lowers, ""), ",:\\") {
 		if err := unix.Mount("overlay", target, "overlay", unix.MS_RDONLY, opts); err != nil {
 			return fmt.Errorf("mount the image's %d layers at %s: %w", len(layers), target, err)
 		}
