@@ -143,7 +143,10 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer st.Close()
-	images, err := image.Open(filepath.Join(dataDir, "images"))
+	images, err := image.OpenWith(filepath.Join(dataDir, "images"), image.Options{
+		MaxImageSize: int64(cfg.MaxImageSizeMiB) << 20, MaxImageSizeFlag: "--max-image-size",
+		MaxStoreSize: int64(cfg.ImageStoreMaxMiB) << 20, MaxStoreSizeFlag: "--image-store-max",
+	})
 	if err != nil {
 		return err
 	}
@@ -166,7 +169,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// The cluster makes and starts the node, and closes it: it owns the
 	// workloads' life, and the node reports to it.
 	cl, err := cluster.Start(ctx, ccfg, id,
-		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, Log: log},
+		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, Log: log},
 		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers},
 		routes)
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 // present, so a node advertises only what it can really run.
 func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string) (map[spec.Isolation]driver.Driver, error) {
 	dataDir := cfg.DataDir
-	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent})
+	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent, DefaultDiskMiB: int64(cfg.DefaultDiskMiB)})
 	if err != nil {
 		return nil, err
 	}
@@ -29,7 +29,7 @@ func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string) (map[
 	if vm := newQEMUDriver(log, dataDir); vm != nil {
 		drivers[spec.IsolationMicroVM] = vm
 	}
-	if sb := newGVisorDriver(log, dataDir, cgroupParent); sb != nil {
+	if sb := newGVisorDriver(log, dataDir, cgroupParent, int64(cfg.DefaultDiskMiB)); sb != nil {
 		drivers[spec.IsolationGVisor] = sb
 	}
 	return drivers, nil
@@ -76,7 +76,7 @@ func newQEMUDriver(log *slog.Logger, dataDir string) driver.Driver {
 // newGVisorDriver returns the gVisor driver, or nil (logged) when runsc is
 // missing or cannot boot a sandbox here: a probe sandbox runs once, at
 // start, so that a node offers gvisor only when it works.
-func newGVisorDriver(log *slog.Logger, dataDir, cgroupParent string) driver.Driver {
+func newGVisorDriver(log *slog.Logger, dataDir, cgroupParent string, defaultDiskMiB int64) driver.Driver {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	version, err := gvisor.Probe(ctx, "", "")
@@ -84,7 +84,7 @@ func newGVisorDriver(log *slog.Logger, dataDir, cgroupParent string) driver.Driv
 		log.Info("gVisor sandboxes unavailable", "err", err)
 		return nil
 	}
-	sb, err := gvisor.New(gvisor.Options{StateDir: filepath.Join(dataDir, "gvisor"), CgroupParent: cgroupParent})
+	sb, err := gvisor.New(gvisor.Options{StateDir: filepath.Join(dataDir, "gvisor"), CgroupParent: cgroupParent, DefaultDiskMiB: defaultDiskMiB})
 	if err != nil {
 		log.Warn("gVisor sandboxes unavailable", "err", err)
 		return nil

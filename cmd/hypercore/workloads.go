@@ -47,7 +47,7 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 		env                []string
 		secrets            []string
 		cores              float64
-		memory             int64
+		memory, disk       int64
 		isolation, file    string
 		egress             []string
 		imageRef           string
@@ -91,7 +91,7 @@ Arguments after -- replace the image's command.`,
 				if err != nil {
 					return err
 				}
-				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty, Egress: egress, Secrets: sm}
+				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Disk: disk, Ports: pm, Env: env, Isolation: isolation, Tty: tty, Egress: egress, Secrets: sm}
 				if len(args) > 0 {
 					ps.Args = args
 				}
@@ -135,6 +135,7 @@ Arguments after -- replace the image's command.`,
 	f.StringArrayVar(&secrets, "secret", nil, "ENV_NAME=secret-name: put a sealed secret (hypercore secret set) in the environment, repeatable")
 	f.Float64Var(&cores, "cores", 0, fmt.Sprintf("CPU cores, fractions allowed (default %d)", spec.DefaultCores))
 	f.Int64Var(&memory, "memory", 0, fmt.Sprintf("memory in MiB (default %d)", spec.DefaultMemoryMiB))
+	f.Int64Var(&disk, "disk", 0, "most MiB the workload may write (its writable layer); past it writes fail with ENOSPC (default: the node's --default-disk)")
 	f.StringVar(&isolation, "isolation", "", "container (default), gvisor or microvm")
 	f.StringSliceVar(&egress, "egress", nil, "CIDR the workload may reach although the node's egress policy blocks it (such as 169.254.169.254/32), repeatable or comma-separated")
 	f.StringVarP(&file, "file", "f", "", "read the spec from a hac.toml file")
@@ -147,7 +148,7 @@ Arguments after -- replace the image's command.`,
 }
 
 func protoInput(p *v1.WorkloadSpec) spec.Input {
-	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets}
+	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets}
 }
 
 // specToProto is the request for a Spec already built (from hac.toml),
@@ -157,7 +158,7 @@ func specToProto(s spec.Spec) *v1.WorkloadSpec {
 	for k, v := range spec.PortKeys(s.Ports) {
 		ports[k] = int64(v)
 	}
-	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress), Secrets: s.Secrets}
+	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Disk: s.DiskMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress), Secrets: s.Secrets}
 }
 
 // parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.
@@ -440,6 +441,7 @@ type workloadView struct {
 	ImageDigest string           `json:"image_digest,omitempty"`
 	Cores       float64          `json:"cores"`
 	Memory      int64            `json:"memory"`
+	Disk        int64            `json:"disk,omitempty"`
 	Ports       map[string]int64 `json:"ports,omitempty"`
 	Env         []string         `json:"env,omitempty"`
 	Args        []string         `json:"args,omitempty"`
@@ -456,7 +458,7 @@ func viewOf(w *v1.Workload) workloadView {
 	s := w.GetSpec()
 	return workloadView{
 		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
-		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(),
+		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(), Disk: s.GetDisk(),
 		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(), Egress: s.GetEgress(),
 		Secrets: s.GetSecrets(), Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}

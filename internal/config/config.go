@@ -89,6 +89,16 @@ type Config struct {
 	EgressAllow []string
 	// ImageGCInterval is how often unused images are deleted; 0 never.
 	ImageGCInterval time.Duration
+	// ImageGCGrace is how long an image no workload uses is kept.
+	ImageGCGrace time.Duration
+	// DefaultDiskMiB is the writable layer size, in MiB, of a workload
+	// whose spec gives no disk; 0 leaves such workloads unbounded.
+	DefaultDiskMiB int
+	// MaxImageSizeMiB bounds one image's unpacked size, in MiB.
+	MaxImageSizeMiB int
+	// ImageStoreMaxMiB bounds the image store's disk use, in MiB; 0 means
+	// no budget.
+	ImageStoreMaxMiB int
 
 	// ACMEEmail turns ACME on: certificates from a CA such as Let's
 	// Encrypt, with this account email. The other ACME settings need it.
@@ -144,6 +154,8 @@ const (
 	defaultAPIAddr         = "127.0.0.1:8000"
 	defaultFailoverGrace   = time.Second // cluster.DefaultFailoverGrace
 	defaultImageGCInterval = time.Hour   // node.DefaultImageGCInterval
+	defaultDiskMiB         = 10 << 10    // 10 GiB
+	defaultMaxImageSizeMiB = 10 << 10    // 10 GiB, image.DefaultMaxImageSize
 )
 
 // Default returns the settings of a daemon given no flag, variable or
@@ -165,6 +177,9 @@ func Default() Config {
 		TCPMaxConns:     1024,
 		Runtime:         "runc",
 		ImageGCInterval: defaultImageGCInterval,
+		ImageGCGrace:    time.Hour,
+		DefaultDiskMiB:  defaultDiskMiB,
+		MaxImageSizeMiB: defaultMaxImageSizeMiB,
 		ACMECA:          proxy.LetsEncrypt,
 		ACMEChallenges:  "tls-alpn-01,http-01",
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // Validate checks every setting and fills the parsed fields (Level,
@@ -102,6 +103,18 @@ func (c *Config) Validate() error {
 			continue
 		}
 		c.EgressAllowPrefixes = append(c.EgressAllowPrefixes, p.Masked())
+	}
+	if c.ImageGCGrace < 0 {
+		bad("image_gc_grace", "%s is negative; give a period such as 1h, or 0 to delete unused images at the next GC", c.ImageGCGrace)
+	}
+	if c.DefaultDiskMiB != 0 && (c.DefaultDiskMiB < spec.MinDiskMiB || c.DefaultDiskMiB > spec.MaxDiskMiB) {
+		bad("default_disk", "%d MiB is outside %d-%d MiB; give a size such as 10240, or 0 for no limit", c.DefaultDiskMiB, spec.MinDiskMiB, spec.MaxDiskMiB)
+	}
+	if c.MaxImageSizeMiB <= 0 {
+		bad("max_image_size", "%d MiB is not positive; give a size such as 10240", c.MaxImageSizeMiB)
+	}
+	if c.ImageStoreMaxMiB < 0 {
+		bad("image_store_max", "%d MiB is negative; give a size such as 102400, or 0 for no budget", c.ImageStoreMaxMiB)
 	}
 	if c.ImageGCInterval < 0 {
 		bad("image_gc_interval", "%s is negative; give a period such as 1h, or 0 to turn the image GC off", c.ImageGCInterval)

@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // entry is one tar header with its content, for hand-built layers.
@@ -166,11 +168,19 @@ func (c *countingRegistry) total() int {
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(t.TempDir())
+	return openStoreWith(t, Options{})
+}
+
+// openStoreWith opens a store in a fresh dir, and unmounts the images'
+// rootfs overlays at the end of the test so the dir can go.
+func openStoreWith(t *testing.T, opts Options) *Store {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := OpenWith(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s.Close(); testutil.UnmountUnder(t, dir) })
 	return s
 }
 
@@ -212,10 +222,10 @@ func tree(t *testing.T, dir string) []string {
 func assertEmptyStore(t *testing.T, s *Store) {
 	t.Helper()
 	got := tree(t, s.dir)
-	want := []string{"blobs", "blobs/sha256", "index.db", "rootfs", "tmp"}
+	want := []string{"blobs", "blobs/sha256", "empty", "index.db", "layers", "rootfs", "tmp"}
 	if _, err := os.Stat(filepath.Join(s.dir, "ext4")); err == nil {
 		// Made by the first Ext4 and kept, like rootfs/.
-		want = []string{"blobs", "blobs/sha256", "ext4", "index.db", "rootfs", "tmp"}
+		want = []string{"blobs", "blobs/sha256", "empty", "ext4", "index.db", "layers", "rootfs", "tmp"}
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("store holds %v, want only %v", got, want)

@@ -101,6 +101,22 @@ func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), p
 	if cfg.OS != "" && (cfg.OS != s.platform.OS || cfg.Architecture != s.platform.Architecture) {
 		slog.Warn("image is built for another platform; it may not run", "ref", ref, "image", cfg.OS+"/"+cfg.Architecture, "node", s.platform.OS+"/"+s.platform.Architecture)
 	}
+	var compressed int64
+	for _, l := range manifest.Layers {
+		if l.Size < 0 || l.Size > s.opts.MaxImageSize {
+			compressed = -1 // a size no layer has, or one the sum could overflow with
+			break
+		}
+		compressed += l.Size
+	}
+	if compressed > s.opts.MaxImageSize || compressed < 0 {
+		return nil, fmt.Errorf("pull %s: %w: its layers are %d MiB compressed, more than the %d MiB %s allows", ref, ErrTooLarge, compressed>>20, s.opts.MaxImageSize>>20, s.maxImageSizeFlag())
+	}
+	if b, err := s.pullBudget(); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", ref, err)
+	} else if err := b.store.take(compressed); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", ref, err) // before downloading it
+	}
 	pp := newPullProgress(progress, manifest.Layers)
 	if err := s.fetchLayers(ctx, cancel, img, manifest.Layers, pp); err != nil {
 		return nil, remoteError(ctx, ref, r, err)
@@ -123,6 +139,10 @@ func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), p
 	}
 	if pin {
 		s.pin(rec.Digest) // before the deferred RUnlock lets a GC in
+	} else {
+		s.pinMu.Lock()
+		s.lastUsed[rec.Digest] = s.now()
+		s.pinMu.Unlock()
 	}
 	pp.send(Progress{Done: true})
 	return s.imageOf(ref, rec), nil
@@ -193,7 +213,7 @@ func (s *Store) fetchLayer(ctx context.Context, img v1.Image, d v1.Descriptor, p
 		return err
 	}
 	defer unlock()
-	if s.hasBlob(d.Digest, d.Size) {
+	if s.hasBlob(d.Digest, d.Size) || s.hasLayer(d.Digest) {
 		pp.layer(d, d.Size, true)
 		return nil
 	}

@@ -1,18 +1,25 @@
 // Package image pulls OCI images from registries, keeps their blobs in a
 // content store so each layer is downloaded once, and unpacks every image
-// once into a read-only rootfs that all workloads of that image share.
+// each layer once; an image's rootfs is a read-only overlay of its layers
+// that all workloads of that image share.
 //
 // On disk, under the store's directory:
 //
 //	index.db                 bbolt: ref → manifest digest, digest → image record
-//	blobs/sha256/<hex>       manifests, configs and compressed layers
-//	rootfs/<manifest hex>/   unpacked, flattened filesystem of one image
-//	ext4/<manifest hex>.ext4 the same as a read-only disk for microVMs (Ext4)
+//	blobs/sha256/<hex>       manifests, configs, and compressed layers until unpacked
+//	layers/<hex>/fs/         one layer unpacked, as an overlayfs lower dir
+//	layers/<hex>/size        the bytes it was counted at against MaxImageSize
+//	rootfs/<manifest hex>/   mount point of the image's read-only overlay of its layers
+//	ext4/<manifest hex>.ext4 the image as a read-only disk for microVMs (Ext4)
+//	empty/                   an empty lower dir for single-layer images
 //	tmp/                     work in progress; emptied on Open
 //
-// Everything that appears outside tmp/ appears by rename once complete, and
-// the index is written last, so a crash never leaves something that looks
-// finished but is not.
+// A layer is unpacked once, whatever number of images share it (as
+// containerd's overlayfs snapshotter does), and its compressed blob is then
+// deleted. Everything that appears outside tmp/ appears by rename once
+// complete, and the index is written last, so a crash never leaves something
+// that looks finished but is not. Mounts do not survive a reboot: Get mounts
+// an image's rootfs again when it finds it unmounted.
 package image
 
 import (
@@ -59,13 +66,46 @@ type Store struct {
 	// release needs no gcMu: GC missing one only keeps an image longer.
 	pinMu sync.Mutex
 	pins  map[string]int
+	// lastUsed is when each image was last pinned or seen in use by a GC,
+	// by manifest digest, for GCUnusedFor. It is kept in memory only: on
+	// Open every image counts as just used, so a restart grants each a
+	// full grace period again rather than deleting what was in use before.
+	// Guarded by pinMu.
+	lastUsed map[string]time.Time
+	now      func() time.Time
+	opts     Options
 }
+
+// DefaultMaxImageSize is Options.MaxImageSize when it is left at zero.
+const DefaultMaxImageSize = 10 << 30
+
+// Options bounds what a Store writes.
+type Options struct {
+	// MaxImageSize bounds the bytes one image takes unpacked: file
+	// contents, plus a block for every entry, so that a layer of many
+	// empty files counts too. A pull past it fails with ErrTooLarge and
+	// leaves nothing behind. 0 means DefaultMaxImageSize.
+	MaxImageSize int64
+	// MaxImageSizeFlag names the setting in ErrTooLarge's message
+	// ("--max-image-size"), so that it says what to change.
+	MaxImageSizeFlag string
+	// MaxStoreSize bounds the store's disk use (see Usage): a pull that
+	// would unpack past it fails with ErrStoreFull and leaves nothing
+	// unpacked. 0 means no bound.
+	MaxStoreSize int64
+	// MaxStoreSizeFlag names the setting in ErrStoreFull's message.
+	MaxStoreSizeFlag string
+}
+
+// ErrTooLarge means an image unpacks to more than Options.MaxImageSize, as
+// a compression bomb does.
+var ErrTooLarge = errors.New("image too large")
 
 // Image is an image ready to run.
 type Image struct {
 	Ref    string    // as asked; "" for an image no ref points at any more
 	Digest string    // manifest digest "sha256:..."
-	Rootfs string    // absolute path of the shared unpacked rootfs; do not write to it
+	Rootfs string    // absolute path of the image's read-only rootfs (an overlay of its layers), shared by its workloads
 	Config v1.Config // from the image config: Entrypoint, Cmd, Env, WorkingDir, User
 	Size   int64     // bytes of the compressed layers, as in the registry
 	Pulled time.Time // when this digest was first unpacked
@@ -74,7 +114,13 @@ type Image struct {
 // Open opens (creating if needed) the store in dir. It clears work left in
 // tmp/ by a crash, which is safe because the index lock keeps any other
 // process out of dir.
-func Open(dir string) (*Store, error) {
+func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith is Open with limits on what the store writes.
+func OpenWith(dir string, opts Options) (*Store, error) {
+	if opts.MaxImageSize <= 0 {
+		opts.MaxImageSize = DefaultMaxImageSize
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("image store %s: %w", dir, err)
@@ -86,12 +132,13 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, pins: map[string]int{}}
+	s := &Store{dir: abs, ix: ix, platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, pins: map[string]int{},
+		lastUsed: map[string]time.Time{}, now: time.Now, opts: opts}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		ix.close()
 		return nil, fmt.Errorf("clear leftover work in %s: %w", s.tmpDir(), err)
 	}
-	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "rootfs"), s.tmpDir()} {
+	for _, d := range []string{filepath.Join(abs, "blobs", "sha256"), filepath.Join(abs, "rootfs"), filepath.Join(abs, "layers"), s.emptyDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			ix.close()
 			return nil, fmt.Errorf("create image store %s: %w", d, err)
@@ -156,11 +203,13 @@ func (s *Store) pin(digest string) {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
 	s.pins[digest]++
+	s.lastUsed[digest] = s.now()
 }
 
 func (s *Store) unpin(digest string) {
 	s.pinMu.Lock()
 	defer s.pinMu.Unlock()
+	s.lastUsed[digest] = s.now()
 	if s.pins[digest]--; s.pins[digest] <= 0 {
 		delete(s.pins, digest)
 	}
@@ -185,8 +234,10 @@ func (s *Store) Get(refOrDigest string) (*Image, error) {
 		return nil, fmt.Errorf("image %s: %w locally; pull it first", refOrDigest, ErrNotFound)
 	}
 	img := s.imageOf(refOrDigest, rec)
-	if _, err := os.Stat(img.Rootfs); err != nil {
-		return nil, fmt.Errorf("image %s: rootfs %s is missing (%w); pull it again", refOrDigest, img.Rootfs, ErrNotFound)
+	if err := s.ensureRootfs(rec); errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("image %s: %w", refOrDigest, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("image %s: mount its rootfs: %w", refOrDigest, err)
 	}
 	return img, nil
 }
@@ -257,7 +308,7 @@ func (s *Store) List() ([]Image, error) {
 
 // Remove deletes a ref, or with a digest an image and every ref to it. An
 // image no ref points at any more is deleted with its rootfs, its microVM
-// disk and any blobs no other image uses. It does not check whether a
+// disk and any layers and blobs no other image uses. It does not check whether a
 // workload still runs the image: callers that care use GC.
 func (s *Store) Remove(refOrDigest string) error {
 	s.gcMu.Lock()
@@ -291,13 +342,13 @@ type GCResult struct {
 	// sorted.
 	Removed []string
 	// Freed is the disk space given back, in bytes, as du counts it:
-	// blobs, unpacked rootfs trees, microVM disks and leftover work.
+	// blobs, unpacked layers, microVM disks and leftover work.
 	Freed int64
 }
 
 // GC deletes every image that keep does not name and no Acquire has
-// pinned, with its refs, rootfs and microVM disk, then every blob no
-// remaining image uses and any leftover temporary work. keep returns refs
+// pinned, with its refs, rootfs and microVM disk, then every layer and blob
+// no remaining image uses and any leftover temporary work. keep returns refs
 // or manifest digests; a ref keeps the image it points at here, and names
 // that match nothing are ignored. On an error GC may have deleted some
 // images: the result says which.
@@ -308,6 +359,14 @@ type GCResult struct {
 // sees the record. keep must not call the Store's Acquire, Pull, Remove or
 // GC, which would wait for this GC to end.
 func (s *Store) GC(keep func() ([]string, error)) (GCResult, error) {
+	return s.GCUnusedFor(0, keep)
+}
+
+// GCUnusedFor is GC that also keeps every image used (named by keep,
+// pinned, or pulled) less than grace ago, so that a workload spawned again
+// soon after the last one went finds its image unpacked. Layers no kept
+// image uses go all the same.
+func (s *Store) GCUnusedFor(grace time.Duration, keep func() ([]string, error)) (GCResult, error) {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	inUse := map[string]bool{}
@@ -331,11 +390,27 @@ func (s *Store) GC(keep func() ([]string, error)) (GCResult, error) {
 		return GCResult{}, fmt.Errorf("gc: read image index: %w", err)
 	}
 	drop := map[string]bool{}
+	now := s.now()
+	s.pinMu.Lock()
 	for d := range recs {
-		if !inUse[d] {
+		last, seen := s.lastUsed[d]
+		switch {
+		case inUse[d]:
+			s.lastUsed[d] = now
+		case !seen:
+			// Pulled before this process opened the store.
+			s.lastUsed[d] = now
+			if grace <= 0 {
+				drop[d] = true
+			}
+		case now.Sub(last) >= grace:
 			drop[d] = true
 		}
 	}
+	for d := range drop {
+		delete(s.lastUsed, d)
+	}
+	s.pinMu.Unlock()
 	if len(drop) > 0 {
 		if err := s.ix.removeImages(drop); err != nil && !errors.Is(err, ErrNotFound) {
 			return GCResult{}, fmt.Errorf("gc: update image index: %w", err)
@@ -344,8 +419,9 @@ func (s *Store) GC(keep func() ([]string, error)) (GCResult, error) {
 	return s.sweep()
 }
 
-// sweep deletes rootfs directories, microVM disks and blobs that no
-// indexed image refers to, and everything in tmp/. The caller holds gcMu
+// sweep unmounts and deletes the rootfs of every image not indexed, and
+// deletes the layers, microVM disks and blobs that no indexed image refers
+// to, and everything in tmp/. The caller holds gcMu
 // exclusively, so no pull is between writing content and indexing it.
 func (s *Store) sweep() (GCResult, error) {
 	var res GCResult
@@ -374,7 +450,11 @@ func (s *Store) sweep() (GCResult, error) {
 		// Rename first: a crash midway through RemoveAll must not leave a
 		// partial tree at the path that means "unpacked". The tree is
 		// deleted, and counted, with the rest of tmp/ below.
-		trash, err := os.MkdirTemp(s.tmpDir(), "trash-")
+		err := unmountRootfs(filepath.Join(rootfsDir, e.Name()))
+		var trash string
+		if err == nil {
+			trash, err = os.MkdirTemp(s.tmpDir(), "trash-")
+		}
 		if err == nil {
 			err = os.Rename(filepath.Join(rootfsDir, e.Name()), filepath.Join(trash, "rootfs"))
 		}
@@ -403,6 +483,23 @@ func (s *Store) sweep() (GCResult, error) {
 			continue
 		}
 		res.Freed += size
+	}
+	layerDir := filepath.Join(s.dir, "layers")
+	entries, err = os.ReadDir(layerDir)
+	if err != nil {
+		return res, fmt.Errorf("list %s: %w", layerDir, err)
+	}
+	for _, e := range entries {
+		if keepBlobs["sha256:"+e.Name()] {
+			continue
+		}
+		trash, err := os.MkdirTemp(s.tmpDir(), "trash-")
+		if err == nil {
+			err = os.Rename(filepath.Join(layerDir, e.Name()), filepath.Join(trash, "layer"))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove layer sha256:%s: %w", e.Name(), err))
+		}
 	}
 	blobDir := filepath.Join(s.dir, "blobs", "sha256")
 	entries, err = os.ReadDir(blobDir)

@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,19 +11,19 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
-func blobExists(s *Store, l v1.Layer) bool {
+func layerExists(s *Store, l v1.Layer) bool {
 	d, err := l.Digest()
 	if err != nil {
 		return false
 	}
-	_, err = os.Stat(s.blobPath(d))
-	return err == nil
+	return s.hasLayer(d)
 }
 
 // TestGC pulls two images sharing a layer and collects the one not in use:
@@ -79,8 +80,8 @@ func TestGC(t *testing.T) {
 	if _, err := s.Get(host + "/b:1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get of the collected image = %v", err)
 	}
-	if blobExists(s, onlyB) || !blobExists(s, shared) || !blobExists(s, onlyA) {
-		t.Errorf("blobs after GC: onlyB %v shared %v onlyA %v", blobExists(s, onlyB), blobExists(s, shared), blobExists(s, onlyA))
+	if layerExists(s, onlyB) || !layerExists(s, shared) || !layerExists(s, onlyA) {
+		t.Errorf("layers after GC: onlyB %v shared %v onlyA %v", layerExists(s, onlyB), layerExists(s, shared), layerExists(s, onlyA))
 	}
 	cfgB, _ := imgB.ConfigName()
 	if _, err := os.Stat(s.blobPath(cfgB)); !os.IsNotExist(err) {
@@ -109,7 +110,9 @@ func keep(names ...string) func() ([]string, error) {
 // count is checked against something that does not share its code.
 func du(t *testing.T, dir string) int64 {
 	t.Helper()
-	out, err := exec.Command("du", "-s", "-B1", dir).Output()
+	// -x: not into the images' rootfs overlays, which hold nothing of
+	// their own.
+	out, err := exec.Command("du", "-s", "-x", "-B1", dir).Output()
 	if err != nil {
 		t.Fatalf("du %s: %v", dir, err)
 	}
@@ -279,6 +282,7 @@ func TestReopen(t *testing.T) {
 	host := testutil.Registry(t)
 	testutil.Push(t, host+"/re:1", imageOf(t, "/r", layerOf(t, fileE("r", "r"))))
 	dir := t.TempDir()
+	t.Cleanup(func() { testutil.UnmountUnder(t, dir) })
 	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -310,11 +314,27 @@ func TestReopen(t *testing.T) {
 	if err != nil || got.Digest != pulled.Digest || got.Rootfs != pulled.Rootfs {
 		t.Fatalf("Get after reopen = %+v, %v", got, err)
 	}
-	if err := os.RemoveAll(got.Rootfs); err != nil {
+	// A reboot unmounts the rootfs; Get mounts it again.
+	if err := unmountRootfs(got.Rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(host + "/re:1"); err != nil {
+		t.Fatalf("Get after a reboot = %+v, %v", got, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(got.Rootfs, "r")); err != nil || string(data) != "r" {
+		t.Errorf("rootfs mounted again: r = %q, %v", data, err)
+	}
+	if err := unmountRootfs(got.Rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "layers")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Get(host + "/re:1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get with the rootfs gone = %v, want ErrNotFound", err)
+		t.Errorf("Get with the layers gone = %v, want ErrNotFound", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "layers"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	// Ensure repairs it from the content store.
 	again, err := s.Ensure(context.Background(), host+"/re:1", nil)
@@ -350,4 +370,177 @@ func writeDisks(t *testing.T, rootfs string) (disk, tmp string) {
 		}
 	}
 	return disk, tmp
+}
+
+// TestSharedLayers pulls two images on one base layer: the base is
+// unpacked once, both rootfs show it, its compressed blob is gone once
+// unpacked, and each image's own layer is its own.
+func TestSharedLayers(t *testing.T) {
+	host := testutil.Registry(t)
+	base := layerOf(t, dirE("etc/", 0o755), fileE("etc/base", "base"))
+	a, b := layerOf(t, fileE("a", "a")), layerOf(t, fileE("b", "b"))
+	testutil.Push(t, host+"/a:1", imageOf(t, "/a", base, a))
+	testutil.Push(t, host+"/b:1", imageOf(t, "/b", base, b))
+	s := openStore(t)
+	var imgs []*Image
+	for _, ref := range []string{host + "/a:1", host + "/b:1"} {
+		img, err := s.Pull(context.Background(), ref, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	if got := tree(t, filepath.Join(s.dir, "layers")); len(got) == 0 || countDepth(got, 0) != 3 {
+		t.Errorf("layers/ holds %v; want 3 layers, the base once", got)
+	}
+	for _, l := range []v1.Layer{base, a, b} {
+		d, _ := l.Digest()
+		if _, err := os.Stat(s.blobPath(d)); !os.IsNotExist(err) {
+			t.Errorf("blob of unpacked layer %s: %v; want it deleted", d, err)
+		}
+	}
+	for i, img := range imgs {
+		own := []string{"a", "b"}[i]
+		want := []string{own, "etc", "etc/base"}
+		if got := tree(t, img.Rootfs); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("rootfs of %s holds %v, want %v", img.Ref, got, want)
+		}
+		if err := os.WriteFile(filepath.Join(img.Rootfs, "new"), nil, 0o644); err == nil {
+			t.Errorf("rootfs of %s is writable", img.Ref)
+		}
+	}
+	// Collecting one image keeps the base the other uses.
+	if _, err := s.GC(keep(imgs[1].Digest)); err != nil {
+		t.Fatal(err)
+	}
+	if !layerExists(s, base) || layerExists(s, a) || !layerExists(s, b) {
+		t.Errorf("after GC of a: base %v a %v b %v; want base and b kept", layerExists(s, base), layerExists(s, a), layerExists(s, b))
+	}
+	if data, err := os.ReadFile(filepath.Join(imgs[1].Rootfs, "etc/base")); err != nil || string(data) != "base" {
+		t.Errorf("b's etc/base after GC = %q, %v", data, err)
+	}
+}
+
+// countDepth counts the paths of a tree listing with depth slashes.
+func countDepth(paths []string, depth int) int {
+	n := 0
+	for _, p := range paths {
+		if strings.Count(p, "/") == depth {
+			n++
+		}
+	}
+	return n
+}
+
+// TestManyLayers pulls an image of more layers than the lowerdir option
+// of mount(2) has room for, which the store mounts one layer at a time.
+func TestManyLayers(t *testing.T) {
+	const n = 60
+	var layers []v1.Layer
+	for i := range n {
+		layers = append(layers, layerOf(t, fileE("f"+strconv.Itoa(i), strconv.Itoa(i)), fileE("top", strconv.Itoa(i))))
+	}
+	host := testutil.Registry(t)
+	testutil.Push(t, host+"/many:1", imageOf(t, "/x", layers...))
+	s := openStore(t)
+	if len(filepath.Join(s.dir, "layers", strings.Repeat("0", 64), "fs"))*n < maxMountData {
+		t.Fatalf("%d layers fit in one mount(2) option here; the test needs more", n)
+	}
+	img, err := s.Pull(context.Background(), host+"/many:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, img.Rootfs); len(got) != n+1 {
+		t.Errorf("rootfs holds %d entries, want %d", len(got), n+1)
+	}
+	if data, err := os.ReadFile(filepath.Join(img.Rootfs, "top")); err != nil || string(data) != strconv.Itoa(n-1) {
+		t.Errorf("top = %q, %v; want the last layer's %d", data, err, n-1)
+	}
+}
+
+// TestGCGrace keeps an unused image for the grace period after its last
+// use, then collects it with the layers only it used.
+func TestGCGrace(t *testing.T) {
+	host := testutil.Registry(t)
+	base, own := layerOf(t, fileE("base", "base")), layerOf(t, fileE("own", "own"))
+	testutil.Push(t, host+"/kept:1", imageOf(t, "/k", base))
+	testutil.Push(t, host+"/idle:1", imageOf(t, "/i", base, own))
+	s := openStore(t)
+	clock := time.Unix(1700000000, 0)
+	s.now = func() time.Time { return clock }
+	kept, err := s.Pull(context.Background(), host+"/kept:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, release, err := s.Acquire(context.Background(), host+"/idle:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(10 * time.Minute)
+	release() // the workload that used it went
+
+	clock = clock.Add(59 * time.Minute)
+	if res, err := s.GCUnusedFor(time.Hour, keep(kept.Digest)); err != nil || len(res.Removed) != 0 {
+		t.Fatalf("GC 59 minutes after the last use, grace 1h: removed %v, %v; want nothing", res.Removed, err)
+	}
+	if !layerExists(s, own) {
+		t.Error("the idle image's own layer went within its grace")
+	}
+	clock = clock.Add(2 * time.Minute)
+	res, err := s.GCUnusedFor(time.Hour, keep(kept.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != 1 || res.Removed[0] == kept.Digest {
+		t.Errorf("GC past the grace removed %v; want the idle image only", res.Removed)
+	}
+	if layerExists(s, own) || !layerExists(s, base) {
+		t.Errorf("after GC: own layer %v, shared base %v; want only the base kept", layerExists(s, own), layerExists(s, base))
+	}
+	// The kept image was in use at every GC, so no grace runs out for it.
+	clock = clock.Add(24 * time.Hour)
+	if res, err := s.GCUnusedFor(time.Hour, keep(kept.Digest)); err != nil || len(res.Removed) != 0 {
+		t.Errorf("GC of an image in use: removed %v, %v", res.Removed, err)
+	}
+}
+
+// TestStoreBudget fills a store with a MaxStoreSize: a pull that would
+// pass it fails with ErrStoreFull naming the setting and leaves nothing
+// unpacked, and fits once GC made room.
+func TestStoreBudget(t *testing.T) {
+	host := testutil.Registry(t)
+	// Random data does not compress, so blob and layer are about 3 MiB each.
+	big := func(name string) v1.Layer {
+		data := make([]byte, 3<<20)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+		return layerOf(t, fileE(name, string(data)))
+	}
+	testutil.Push(t, host+"/one:1", imageOf(t, "/x", big("one")))
+	testutil.Push(t, host+"/two:1", imageOf(t, "/x", big("two")))
+	s := openStoreWith(t, Options{MaxStoreSize: 5 << 20, MaxStoreSizeFlag: "--image-store-max"})
+	one, err := s.Pull(context.Background(), host+"/one:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used, err := s.Usage(); err != nil || used < 3<<20 || used > 4<<20 {
+		t.Errorf("Usage after one 3 MiB image = %d, %v", used, err)
+	}
+	_, err = s.Pull(context.Background(), host+"/two:1", nil)
+	if !errors.Is(err, ErrStoreFull) || !strings.Contains(err.Error(), "--image-store-max") {
+		t.Fatalf("second 3 MiB pull into a 5 MiB store: %v; want ErrStoreFull naming --image-store-max", err)
+	}
+	if got := tree(t, filepath.Join(s.dir, "layers")); countDepth(got, 0) != 1 {
+		t.Errorf("layers after the refused pull: %v; want only the first image's", got)
+	}
+	if _, err := s.GC(keep()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(one.Digest); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("first image after GC: %v", err)
+	}
+	if _, err := s.Pull(context.Background(), host+"/two:1", nil); err != nil {
+		t.Errorf("pull after GC made room: %v", err)
+	}
 }

@@ -12,66 +12,147 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"golang.org/x/sys/unix"
 )
 
-// unpack extracts the image with manifest m from the content store into
-// rootfs/<hex>, unless it is there already. It builds the tree in tmp/ and
-// renames it into place, so rootfs/<hex> existing means it is complete.
-func (s *Store) unpack(ctx context.Context, digest v1.Hash, raw []byte, m *v1.Manifest) (err error) {
-	final := s.rootfsPath(digest)
-	if _, err := os.Stat(final); err == nil {
-		return nil
-	}
-	tmp, err := os.MkdirTemp(s.tmpDir(), "unpack-")
+// unpack makes the image with manifest m ready to run: it unpacks each of
+// its layers that is not unpacked yet into layers/<hex>/fs, once for every
+// image that shares it, and mounts their read-only overlay at
+// rootfs/<manifest hex>. Each layer is built in tmp/ and renamed into
+// place, so layers/<hex> existing means it is complete. A layer's blob is
+// deleted once it is unpacked: the unpacked tree is what is kept.
+//
+// Every layer of the image, unpacked now or before, counts against one
+// budget, so an image past MaxImageSize is refused even when most of it is
+// shared.
+func (s *Store) unpack(ctx context.Context, digest v1.Hash, raw []byte, m *v1.Manifest) error {
+	img, err := partial.CompressedToImage(&localImage{s: s, raw: raw, manifest: m})
 	if err != nil {
 		return fmt.Errorf("unpack %s: %w", digest, err)
+	}
+	b, err := s.pullBudget()
+	if err != nil {
+		return fmt.Errorf("unpack %s: %w", digest, err)
+	}
+	for _, d := range m.Layers {
+		// A layer's blob goes once it is unpacked: the room it takes now
+		// is the unpack's to use.
+		if !s.hasLayer(d.Digest) && s.hasBlob(d.Digest, d.Size) {
+			b.store.left += d.Size
+		}
+	}
+	for _, d := range m.Layers {
+		if err := s.unpackLayer(ctx, img, d, b); err != nil {
+			return fmt.Errorf("unpack %s: layer %s: %w", digest, d.Digest, err)
+		}
+	}
+	if err := s.mountRootfs(digest, layerDigests(m)); err != nil {
+		return fmt.Errorf("unpack %s: %w", digest, err)
+	}
+	return nil
+}
+
+func layerDigests(m *v1.Manifest) []string {
+	out := make([]string, len(m.Layers))
+	for i, d := range m.Layers {
+		out[i] = d.Digest.String()
+	}
+	return out
+}
+
+// unpackLayer unpacks layer d of img unless it is unpacked already, and
+// counts its size against b either way.
+func (s *Store) unpackLayer(ctx context.Context, img v1.Image, d v1.Descriptor, b *budget) (err error) {
+	unlock, err := s.locks.lock(ctx, "layer:"+d.Digest.String())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	final := s.layerPath(d.Digest)
+	if size, err := layerSize(final); err == nil {
+		return b.takeShared(size)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
+	if err != nil {
+		return err
 	}
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)
 		}
 	}()
-	img, err := partial.CompressedToImage(&localImage{s: s, raw: raw, manifest: m})
+	if err := os.Mkdir(filepath.Join(tmp, "fs"), 0o755); err != nil {
+		return err
+	}
+	l, err := img.LayerByDigest(d.Digest)
 	if err != nil {
-		return fmt.Errorf("unpack %s: %w", digest, err)
+		return err
 	}
-	// Extract flattens the layers and applies whiteouts and opaque dirs.
-	rc := mutate.Extract(img)
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
 	defer rc.Close()
-	if err := extract(ctx, rc, tmp); err != nil {
-		return fmt.Errorf("unpack %s: %w", digest, err)
+	before := b.written
+	if err := extract(ctx, rc, filepath.Join(tmp, "fs"), b); err != nil {
+		return err
 	}
-	// The index will say this rootfs is ready; make that true after a crash.
+	if err := os.WriteFile(filepath.Join(tmp, "size"), []byte(strconv.FormatInt(b.written-before, 10)), 0o644); err != nil {
+		return err
+	}
+	// The rename says this layer is complete; make that true after a crash.
 	if err := syncFS(tmp); err != nil {
-		return fmt.Errorf("unpack %s: flush to disk: %w", digest, err)
+		return fmt.Errorf("flush to disk: %w", err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("unpack %s: move into place: %w", digest, err)
+		return fmt.Errorf("move into place: %w", err)
 	}
 	if err := syncDir(filepath.Dir(final)); err != nil {
-		return fmt.Errorf("unpack %s: flush to disk: %w", digest, err)
+		return fmt.Errorf("flush to disk: %w", err)
+	}
+	if err := os.Remove(s.blobPath(d.Digest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		slog.Warn("image store: cannot delete a layer blob after unpacking it; GC will", "layer", d.Digest, "err", err)
 	}
 	return nil
 }
 
-// extract writes the tar stream r into dir, which must be empty. Every
-// write goes through an os.Root, so no entry can reach outside dir whatever
-// its name or the symlinks before it. Entries beneath a symlink or file the
-// stream created are skipped: in a flattened image they are shadowed by an
-// upper layer, and otherwise they are an attempt to write through a link.
-func extract(ctx context.Context, r io.Reader, dir string) error {
+// layerSize reads the size an unpacked layer was counted at.
+func layerSize(dir string) (int64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "size"))
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("layer %s: size file: %w", dir, err)
+	}
+	return n, nil
+}
+
+// extract writes the layer tar stream r into dir, which must be empty, in
+// the form overlayfs reads as one of its lower layers: a whiteout entry
+// (.wh.NAME) becomes a character device 0/0 named NAME, and an opaque
+// marker (.wh..wh..opq) the xattr trusted.overlay.opaque=y on its
+// directory. Every write goes through an os.Root, so no entry can reach
+// outside dir whatever its name or the symlinks before it. Entries beneath
+// a symlink or file the stream created are skipped: they are an attempt to
+// write through a link.
+//
+// b bounds what is written; past it extract stops with ErrTooLarge.
+func extract(ctx context.Context, r io.Reader, dir string, b *budget) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	x := &extractor{root: root, nonDirs: map[string]bool{}, dirs: map[string]*tar.Header{}}
+	x := &extractor{root: root, nonDirs: map[string]bool{}, dirs: map[string]*tar.Header{}, budget: b}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -79,10 +160,11 @@ func extract(ctx context.Context, r io.Reader, dir string) error {
 		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			// Read on past the end-of-archive marker: mutate.Extract writes
-			// one even when it fails (a bad layer digest, an unsafe path) and
-			// reports the failure only to a reader that reaches the pipe's end.
-			if _, err := io.Copy(io.Discard, r); err != nil {
+			// Read on past the end-of-archive marker, within the budget: the
+			// decompressor checks the layer's checksum only at its end.
+			if _, err := io.Copy(limitedWriter{w: io.Discard, b: b}, r); errors.Is(err, ErrTooLarge) {
+				return err
+			} else if err != nil {
 				return fmt.Errorf("read image layers; the image is corrupt or unsafe to unpack: %w", err)
 			}
 			break
@@ -94,8 +176,8 @@ func extract(ctx context.Context, r io.Reader, dir string) error {
 			return err
 		}
 	}
-	// Flattening puts upper layers first, so a hard link can precede its
-	// target; those were kept for now.
+	// A hard link may come before its target in a hand-made tar; those
+	// were kept for now.
 	links := x.links
 	x.links = nil
 	for _, hdr := range links {
@@ -111,6 +193,20 @@ type extractor struct {
 	nonDirs map[string]bool        // paths holding a non-directory
 	dirs    map[string]*tar.Header // directories whose mode and times are set last
 	links   []*tar.Header          // hard links waiting for their target
+	budget  *budget
+}
+
+// limitedWriter writes to w while b allows.
+type limitedWriter struct {
+	w io.Writer
+	b *budget
+}
+
+func (l limitedWriter) Write(p []byte) (int, error) {
+	if err := l.b.take(int64(len(p))); err != nil {
+		return 0, err
+	}
+	return l.w.Write(p)
 }
 
 func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
@@ -121,9 +217,17 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if name == "." {
 		return nil // the root's own mode is fixed in finish
 	}
+	if err := x.budget.take(entryCost); err != nil {
+		return err
+	}
 	if p := x.beneathNonDir(name); p != "" {
 		slog.Debug("image unpack: skipping entry beneath a non-directory", "entry", name, "non_dir", p)
 		return nil
+	}
+	if base := path.Base(name); base == opaqueMarker {
+		return x.opaque(path.Dir(name))
+	} else if hidden, ok := strings.CutPrefix(base, whiteoutPrefix); ok {
+		return x.whiteout(path.Join(path.Dir(name), hidden))
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -217,6 +321,9 @@ func (x *extractor) file(name string, hdr *tar.Header, r io.Reader) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if errors.Is(err, ErrTooLarge) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
@@ -229,7 +336,7 @@ func (x *extractor) file(name string, hdr *tar.Header, r io.Reader) error {
 // fill writes the content, then owner, then mode (chown clears setuid),
 // then xattrs (chown clears security.capability).
 func (x *extractor) fill(f *os.File, hdr *tar.Header, r io.Reader) error {
-	if _, err := io.Copy(f, r); err != nil {
+	if _, err := io.Copy(limitedWriter{w: f, b: x.budget}, r); err != nil {
 		return err
 	}
 	if err := owned(f.Chown(hdr.Uid, hdr.Gid)); err != nil {
@@ -240,6 +347,12 @@ func (x *extractor) fill(f *os.File, hdr *tar.Header, r io.Reader) error {
 	}
 	for k, v := range hdr.PAXRecords {
 		if attr, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+			if strings.HasPrefix(attr, "trusted.overlay.") || strings.HasPrefix(attr, "user.overlay.") {
+				// Only the store says what overlayfs does with a layer:
+				// an image's own would redirect or hide paths.
+				slog.Debug("image unpack: dropping an overlayfs xattr", "file", hdr.Name, "xattr", attr)
+				continue
+			}
 			if err := unix.Fsetxattr(int(f.Fd()), attr, []byte(v), 0); err != nil {
 				slog.Debug("image unpack: cannot set xattr", "file", hdr.Name, "xattr", attr, "err", err)
 			}
@@ -247,6 +360,52 @@ func (x *extractor) fill(f *os.File, hdr *tar.Header, r io.Reader) error {
 	}
 	return nil
 }
+
+// The names OCI layers mark deletions with.
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+)
+
+// whiteout marks name as deleted from the layers below, as overlayfs
+// does: a character device 0/0.
+func (x *extractor) whiteout(name string) error {
+	if base := path.Base(name); base == "" || base == "." || base == ".." || strings.HasPrefix(base, whiteoutPrefix) {
+		return fmt.Errorf("whiteout for %q is malformed; the image is broken or hostile", name)
+	}
+	if err := x.prepare(name, false); err != nil {
+		return err
+	}
+	parent, err := x.root.Open(path.Dir(name))
+	if err != nil {
+		return fmt.Errorf("whiteout %s: %w", name, err)
+	}
+	defer parent.Close()
+	if err := unix.Mknodat(int(parent.Fd()), path.Base(name), unix.S_IFCHR, 0); err != nil {
+		return fmt.Errorf("whiteout %s: %w", name, err)
+	}
+	x.nonDirs[name] = true
+	return nil
+}
+
+// opaque marks dir as hiding what the layers below hold at its path.
+func (x *extractor) opaque(dir string) error {
+	if err := x.root.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("opaque directory %s: %w", dir, err)
+	}
+	d, err := x.root.Open(dir)
+	if err != nil {
+		return fmt.Errorf("opaque directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := unix.Fsetxattr(int(d.Fd()), overlayOpaque, []byte("y"), 0); err != nil {
+		return fmt.Errorf("opaque directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// overlayOpaque is the xattr overlayfs reads an opaque directory by.
+const overlayOpaque = "trusted.overlay.opaque"
 
 func (x *extractor) symlink(name string, hdr *tar.Header) error {
 	if err := x.prepare(name, false); err != nil {

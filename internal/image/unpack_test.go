@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,7 +214,7 @@ func TestExtractHostileTar(t *testing.T) {
 				e.hdr.Linkname = strings.ReplaceAll(e.hdr.Linkname, "OUTSIDE", outside)
 				entries = append(entries, e)
 			}
-			err := extract(context.Background(), bytes.NewReader(tarBytes(t, entries...)), dir)
+			err := extract(context.Background(), bytes.NewReader(tarBytes(t, entries...)), dir, newBudget(1<<40, "", 0, ""))
 			if tc.wantErr != (err != nil) {
 				t.Fatalf("extract error = %v, want error %v", err, tc.wantErr)
 			}
@@ -241,5 +242,35 @@ func TestExtractHostileTar(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCompressionBomb pulls an image whose small gzip layer unpacks to more
+// than the store's MaxImageSize: the pull fails with ErrTooLarge naming the
+// setting, and nothing of the image stays in the store.
+func TestCompressionBomb(t *testing.T) {
+	host := testutil.Registry(t)
+	const unpacked = 40 << 20
+	bomb := layerOf(t, fileE("zeros", strings.Repeat("\x00", unpacked)))
+	if size, err := bomb.Size(); err != nil || size > unpacked/100 {
+		t.Fatalf("the bomb layer is %d bytes compressed (%v); want a small one", size, err)
+	}
+	testutil.Push(t, host+"/bomb:1", imageOf(t, "/x", bomb))
+	s := openStoreWith(t, Options{MaxImageSize: 8 << 20, MaxImageSizeFlag: "--max-image-size"})
+	_, err := s.Pull(context.Background(), host+"/bomb:1", nil)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "--max-image-size") || !strings.Contains(err.Error(), "8 MiB") {
+		t.Fatalf("Pull of a 40 MiB bomb with an 8 MiB limit: %v; want ErrTooLarge naming --max-image-size and 8 MiB", err)
+	}
+	if got := treeUsage(s.dir) - treeUsage(filepath.Join(s.dir, "blobs")) - treeUsage(filepath.Join(s.dir, "index.db")); got > 1<<20 {
+		t.Errorf("the store holds %d KiB besides blobs after a refused unpack", got>>10)
+	}
+	if list, _ := s.List(); len(list) != 0 {
+		t.Errorf("indexed %v", list)
+	}
+
+	// The same image is fine under a limit it fits.
+	big := openStoreWith(t, Options{MaxImageSize: 64 << 20})
+	if _, err := big.Pull(context.Background(), host+"/bomb:1", nil); err != nil {
+		t.Fatalf("Pull of a 40 MiB image with a 64 MiB limit: %v", err)
 	}
 }

@@ -45,6 +45,12 @@ func blobPath(rootfs, d string) string {
 	return filepath.Join(filepath.Dir(filepath.Dir(rootfs)), "blobs", h.Algorithm, h.Hex)
 }
 
+// layerPath is where the store unpacks layer d of the image at rootfs.
+func layerPath(rootfs, d string) string {
+	h, _ := v1.NewHash(d)
+	return filepath.Join(filepath.Dir(filepath.Dir(rootfs)), "layers", h.Hex)
+}
+
 func exists(t *testing.T, p string) bool {
 	t.Helper()
 	_, err := os.Stat(p)
@@ -116,7 +122,7 @@ func TestPruneImagesKeepsWhatWorkloadsUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unusedBlobs := []string{blobPath(unused.Rootfs, unused.Digest), blobPath(unused.Rootfs, cfgName.String()), blobPath(unused.Rootfs, ownLayer.String())}
+	unusedBlobs := []string{blobPath(unused.Rootfs, unused.Digest), blobPath(unused.Rootfs, cfgName.String()), layerPath(unused.Rootfs, ownLayer.String())}
 	for _, p := range append(unusedBlobs, unused.Rootfs) {
 		if !exists(t, p) {
 			t.Fatalf("%s is missing before GC; the test is looking in the wrong place", p)

@@ -72,6 +72,11 @@ type Config struct {
 	// uses are deleted (see PruneImages); the first time is at most
 	// FirstImageGC after Start. 0 never deletes them by itself.
 	ImageGCInterval time.Duration
+	// ImageGCGrace is how long the periodic image GC keeps an image after
+	// its last use, so that a workload spawned again soon finds it
+	// unpacked (and, for microVMs, its disk made). PruneImages, asked for
+	// by hand, does not wait.
+	ImageGCGrace time.Duration
 	// Report receives every change of a workload's observation: creating,
 	// running (with IP, pid, image digest and start time), ready, exited
 	// (with exit code and end time), stopped, a failed start (exited, with
@@ -598,10 +603,15 @@ func (n *Node) Pull(ctx context.Context, ref string, progress func(image.Progres
 // start holds it (image.Store.Acquire) before its record names it. So an
 // image pulled by hand and not spawned yet goes too.
 func (n *Node) PruneImages(ctx context.Context) (image.GCResult, error) {
+	return n.pruneImages(ctx, 0)
+}
+
+// pruneImages is PruneImages that keeps images used less than grace ago.
+func (n *Node) pruneImages(ctx context.Context, grace time.Duration) (image.GCResult, error) {
 	if err := ctx.Err(); err != nil {
 		return image.GCResult{}, err
 	}
-	res, err := n.Images.GC(n.imagesInUse)
+	res, err := n.Images.GCUnusedFor(grace, n.imagesInUse)
 	if len(res.Removed) > 0 || res.Freed > 0 {
 		n.log.Info("images collected", "removed", res.Removed, "freed_bytes", res.Freed)
 	} else {
@@ -632,7 +642,8 @@ func (n *Node) imagesInUse() ([]string, error) {
 	return names, nil
 }
 
-// collectImages runs PruneImages every ImageGCInterval until Close.
+// collectImages collects images unused for ImageGCGrace every
+// ImageGCInterval until Close.
 func (n *Node) collectImages() {
 	t := time.NewTimer(min(FirstImageGC, n.cfg.ImageGCInterval))
 	defer t.Stop()
@@ -642,7 +653,7 @@ func (n *Node) collectImages() {
 			return
 		case <-t.C:
 		}
-		if _, err := n.PruneImages(context.Background()); err != nil {
+		if _, err := n.pruneImages(context.Background(), n.cfg.ImageGCGrace); err != nil {
 			n.log.Warn("image GC failed; it runs again next interval", "err", err, "interval", n.cfg.ImageGCInterval)
 		}
 		t.Reset(n.cfg.ImageGCInterval)

@@ -23,7 +23,7 @@ func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
 		p = &v1.WorkloadSpec{}
 	}
 	return spec.Build(spec.Input{
-		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports,
+		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports,
 		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets,
 	})
 }
@@ -41,7 +41,7 @@ func (s *Server) toProto(w workload.Workload) *v1.Workload {
 		ImageDigest: o.ImageDigest, CreatedAt: timestamppb.New(w.CreatedAt), Error: o.Error,
 		Pid: int32(o.Pid), Ready: o.Ready,
 		Spec: &v1.WorkloadSpec{
-			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Ports: ports,
+			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Disk: w.Spec.DiskMiB, Ports: ports,
 			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
 			Egress: spec.EgressStrings(w.Spec.Egress), Secrets: w.Spec.Secrets,
 		},

@@ -24,6 +24,7 @@ type workloadJSON struct {
 	ImageDigest string            `json:"image_digest,omitempty"`
 	Cores       float64           `json:"cores"`
 	Memory      int64             `json:"memory"`
+	Disk        int64             `json:"disk,omitempty"`
 	Ports       map[string]uint16 `json:"ports,omitempty"`
 	Isolation   string            `json:"isolation"`
 	Secrets     map[string]string `json:"secrets,omitempty"`
@@ -38,7 +39,7 @@ func (s *Server) toJSON(w workload.Workload) workloadJSON {
 	out := workloadJSON{
 		ID: w.ID.String(), URL: s.b.URL(w.ID), Node: w.Node, State: string(o.State), Desired: string(w.Desired),
 		Ready: o.Ready, IP: o.IP, Pid: o.Pid, ExitCode: o.ExitCode, ImageRef: w.Spec.Image,
-		ImageDigest: o.ImageDigest, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB,
+		ImageDigest: o.ImageDigest, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Disk: w.Spec.DiskMiB,
 		Isolation: string(w.Spec.Isolation), Secrets: w.Spec.Secrets, Error: o.Error, CreatedAt: w.CreatedAt,
 	}
 	if len(w.Spec.Ports) > 0 {

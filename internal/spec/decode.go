@@ -26,6 +26,7 @@ type SpawnRequest struct {
 type spawnJSON struct {
 	Cores     *float64         `json:"cores"`
 	Memory    *int64           `json:"memory"`
+	Disk      int64            `json:"disk"`
 	ImageRef  string           `json:"image_ref"`
 	Ports     map[string]int64 `json:"ports"`
 	Env       []string         `json:"env"`
@@ -47,7 +48,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	}
 	input := Input{
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
-		Isolation: in.Isolation, Tty: in.Tty, Egress: in.Egress, Secrets: in.Secrets,
+		Isolation: in.Isolation, Tty: in.Tty, Egress: in.Egress, Secrets: in.Secrets, DiskMiB: in.Disk,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores
@@ -140,6 +141,7 @@ type HAC struct {
 	Hardware struct {
 		Cores     float64          `toml:"cores"`
 		Memory    int64            `toml:"memory"`
+		Disk      int64            `toml:"disk"`
 		Ref       string           `toml:"ref"`
 		Provider  string           `toml:"provider"`
 		Kernel    string           `toml:"kernel"`
@@ -170,6 +172,7 @@ func ParseHAC(data []byte) (Spec, error) {
 		Image:     h.Hardware.Ref,
 		Cores:     h.Hardware.Cores,
 		MemoryMiB: h.Hardware.Memory,
+		DiskMiB:   h.Hardware.Disk,
 		Ports:     h.Hardware.Ports,
 		Env:       h.Hardware.Env,
 		Secrets:   h.Hardware.Secrets,

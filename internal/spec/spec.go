@@ -33,10 +33,14 @@ const (
 // Limits on what a single workload may ask for. They bound input from the
 // network; a node's real capacity is checked at placement.
 const (
-	MinCores         = 0.01
-	MaxCores         = 256
-	MinMemoryMiB     = 16
-	MaxMemoryMiB     = 1 << 20 // 1 TiB
+	MinCores     = 0.01
+	MaxCores     = 256
+	MinMemoryMiB = 16
+	MaxMemoryMiB = 1 << 20 // 1 TiB
+	// MinDiskMiB and MaxDiskMiB bound the writable layer's size; 0
+	// means the node's --default-disk.
+	MinDiskMiB       = 16
+	MaxDiskMiB       = 1 << 20 // 1 TiB, well inside ext4's largest file
 	MaxPorts         = 64
 	MaxEnv           = 1024
 	MaxEnvBytes      = 256 << 10
@@ -72,9 +76,12 @@ type Port struct {
 // Spec is a validated description of a workload. Fields are only ever set by
 // the constructors in this package, which validate them.
 type Spec struct {
-	Image     string    `json:"image"`
-	Cores     float64   `json:"cores"`
-	MemoryMiB int64     `json:"memory_mib"`
+	Image     string  `json:"image"`
+	Cores     float64 `json:"cores"`
+	MemoryMiB int64   `json:"memory_mib"`
+	// DiskMiB caps the workload's writable layer; 0 leaves it to the
+	// node that runs it (--default-disk).
+	DiskMiB   int64     `json:"disk_mib,omitempty"`
 	Ports     []Port    `json:"ports,omitempty"`
 	Env       []string  `json:"env,omitempty"`
 	Args      []string  `json:"args,omitempty"`
@@ -108,6 +115,8 @@ type Input struct {
 	Image     string
 	Cores     float64
 	MemoryMiB int64
+	// DiskMiB is the writable layer's size; 0 means the node's default.
+	DiskMiB int64
 	// Ports keys are public ports, optionally prefixed "tcp:" or "http:";
 	// PortKeys writes them.
 	Ports     map[string]int64
@@ -124,7 +133,7 @@ type Input struct {
 // Build validates in and returns the Spec it describes, with defaults filled
 // in for fields left at their zero value.
 func Build(in Input) (Spec, error) {
-	s := Spec{Cores: in.Cores, MemoryMiB: in.MemoryMiB, Tty: in.Tty}
+	s := Spec{Cores: in.Cores, MemoryMiB: in.MemoryMiB, DiskMiB: in.DiskMiB, Tty: in.Tty}
 	if s.Cores == 0 {
 		s.Cores = DefaultCores
 	}
@@ -141,6 +150,9 @@ func Build(in Input) (Spec, error) {
 	}
 	if s.MemoryMiB < MinMemoryMiB || s.MemoryMiB > MaxMemoryMiB {
 		return Spec{}, fieldErr("memory", "%d MiB is outside %d-%d MiB", in.MemoryMiB, MinMemoryMiB, MaxMemoryMiB)
+	}
+	if s.DiskMiB != 0 && (s.DiskMiB < MinDiskMiB || s.DiskMiB > MaxDiskMiB) {
+		return Spec{}, fieldErr("disk", "%d MiB is outside %d-%d MiB (0 or no value means the node's --default-disk)", in.DiskMiB, MinDiskMiB, MaxDiskMiB)
 	}
 	if s.Ports, err = buildPorts(in.Ports); err != nil {
 		return Spec{}, err
@@ -439,7 +451,7 @@ func (s Spec) Check() error {
 		ports[k] = int64(v)
 	}
 	b, err := Build(Input{
-		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
+		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, DiskMiB: s.DiskMiB, Ports: ports,
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
 		Egress: EgressStrings(s.Egress), Secrets: s.Secrets,
 	})

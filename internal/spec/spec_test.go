@@ -442,3 +442,41 @@ func TestMicroVMMemoryMinimum(t *testing.T) {
 		t.Errorf("a microvm of exactly %d MiB: %v", in.MemoryMiB, err)
 	}
 }
+
+// TestDisk checks the disk field at every front door: JSON "disk" and
+// hac.toml's hardware.disk in MiB, 0 or absent meaning the node's default,
+// and sizes outside MinDiskMiB-MaxDiskMiB refused naming the field.
+func TestDisk(t *testing.T) {
+	req, err := DecodeSpawnJSON(strings.NewReader(`{"image_ref":"web:1","disk":512}`))
+	if err != nil || req.Spec.DiskMiB != 512 {
+		t.Errorf("JSON disk 512: %+v, %v", req.Spec, err)
+	}
+	req, err = DecodeSpawnJSON(strings.NewReader(`{"image_ref":"web:1"}`))
+	if err != nil || req.Spec.DiskMiB != 0 {
+		t.Errorf("no disk: DiskMiB %d, %v; want 0 (the node's default)", req.Spec.DiskMiB, err)
+	}
+	s, err := ParseHAC([]byte("[hardware]\nref = \"web:1\"\ndisk = 2048\n"))
+	if err != nil || s.DiskMiB != 2048 {
+		t.Errorf("hac.toml disk 2048: %+v, %v", s, err)
+	}
+	for _, v := range []string{"-1", "15", "1048577"} {
+		_, err := DecodeSpawnJSON(strings.NewReader(`{"image_ref":"web:1","disk":` + v + `}`))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "disk" {
+			t.Errorf("disk %s: %v; want a disk field error", v, err)
+		}
+	}
+	for _, v := range []int64{MinDiskMiB, MaxDiskMiB} {
+		if _, err := Build(Input{Image: "web:1", DiskMiB: v}); err != nil {
+			t.Errorf("disk %d: %v", v, err)
+		}
+	}
+	built, _ := Build(Input{Image: "web:1", DiskMiB: 100})
+	if err := built.Check(); err != nil {
+		t.Errorf("Check of a built spec with a disk: %v", err)
+	}
+	built.DiskMiB = 1
+	if err := built.Check(); err == nil {
+		t.Error("Check accepted disk 1 MiB")
+	}
+}

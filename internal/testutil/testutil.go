@@ -31,7 +31,7 @@ const IndexHTML = "hello from hypercore\n"
 const HTTPPort = 8080
 
 // Applets are the busybox applets linked into the test rootfs.
-var Applets = []string{"sh", "httpd", "wget", "cat", "echo", "sleep", "ls", "uname", "id", "env", "nc", "ps", "hostname", "true", "false", "kill", "mkdir", "rm", "stty", "ip", "ifconfig", "yes", "head", "seq"}
+var Applets = []string{"sh", "httpd", "wget", "cat", "echo", "sleep", "ls", "uname", "id", "env", "nc", "ps", "hostname", "true", "false", "kill", "mkdir", "rm", "stty", "ip", "ifconfig", "yes", "head", "seq", "df"}
 
 // Busybox returns the path of a static busybox, skipping the test if the
 // busybox-static package is not installed.

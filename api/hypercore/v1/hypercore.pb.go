@@ -54,7 +54,10 @@ type WorkloadSpec struct {
 	// Environment names to sealed secrets' names (`hypercore secret set`):
 	// {"DB_PASSWORD": "db-password"}. Names only; values never appear in
 	// any answer.
-	Secrets       map[string]string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Secrets map[string]string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Most MiB the workload's writable layer may take; writes past it fail
+	// with ENOSPC. 0 means the node's --default-disk.
+	Disk          int64 `protobuf:"varint,25,opt,name=disk,proto3" json:"disk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,6 +160,13 @@ func (x *WorkloadSpec) GetSecrets() map[string]string {
 		return x.Secrets
 	}
 	return nil
+}
+
+func (x *WorkloadSpec) GetDisk() int64 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
 }
 
 // Workload is a workload as the cluster knows it: the allocation (id,
@@ -1254,7 +1264,7 @@ var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\n" +
-	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x03\n" +
+	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x03\n" +
 	"\fWorkloadSpec\x12\x1b\n" +
 	"\timage_ref\x18\x01 \x01(\tR\bimageRef\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x16\n" +
@@ -1265,7 +1275,8 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x04args\x18\a \x03(\tR\x04args\x12\x10\n" +
 	"\x03tty\x18\b \x01(\bR\x03tty\x12\x16\n" +
 	"\x06egress\x18\x14 \x03(\tR\x06egress\x12A\n" +
-	"\asecrets\x18\t \x03(\v2'.hypercore.v1.WorkloadSpec.SecretsEntryR\asecrets\x1a8\n" +
+	"\asecrets\x18\t \x03(\v2'.hypercore.v1.WorkloadSpec.SecretsEntryR\asecrets\x12\x12\n" +
+	"\x04disk\x18\x19 \x01(\x03R\x04disk\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

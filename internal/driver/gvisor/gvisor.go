@@ -57,6 +57,9 @@ type Options struct {
 	// CgroupParent holds one cgroup per workload, as in runc.Options;
 	// nodes sharing a kernel need different ones.
 	CgroupParent string
+	// DefaultDiskMiB is as in runc.Options: runsc writes through its
+	// gofer to the same host overlay, whose upper dir is the limit.
+	DefaultDiskMiB int64
 	// LogMaxBytes, LogKeep and LogCheckEvery rotate workload logs as in
 	// runc.Options.
 	LogMaxBytes   int64
@@ -97,12 +100,13 @@ func New(opts Options) (*Driver, error) {
 		return nil, err
 	}
 	d, err := runc.New(runc.Options{
-		Runtime:       wrapper,
-		StateDir:      dir,
-		CgroupParent:  opts.CgroupParent,
-		LogMaxBytes:   opts.LogMaxBytes,
-		LogKeep:       opts.LogKeep,
-		LogCheckEvery: opts.LogCheckEvery,
+		Runtime:        wrapper,
+		StateDir:       dir,
+		CgroupParent:   opts.CgroupParent,
+		DefaultDiskMiB: opts.DefaultDiskMiB,
+		LogMaxBytes:    opts.LogMaxBytes,
+		LogKeep:        opts.LogKeep,
+		LogCheckEvery:  opts.LogCheckEvery,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gvisor driver: %w", err)

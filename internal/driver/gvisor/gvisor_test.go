@@ -33,9 +33,10 @@ func TestLifecycle(t *testing.T) {
 	if out, code := drivertest.Exec(t, testCtx(t), d, cfg.ID, "sh", "-c", "exit 7"); code != 7 {
 		t.Errorf("exec exit code = %d (%q), want 7", code, out)
 	}
-	// The workload's writes land in its overlay upper dir on the host.
+	// The workload's writes land in its overlay upper dir on the host (in
+	// disk/, where a disk limit mounts its image).
 	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo written > /data")
-	if data, err := os.ReadFile(filepath.Join(d.stateDir(), cfg.ID.String(), "upper", "data")); err != nil || string(data) != "written\n" {
+	if data, err := os.ReadFile(filepath.Join(d.stateDir(), cfg.ID.String(), "disk", "upper", "data")); err != nil || string(data) != "written\n" {
 		t.Errorf("the workload's write in the upper dir: %q, %v", data, err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Rootfs, "data")); !errors.Is(err, os.ErrNotExist) {

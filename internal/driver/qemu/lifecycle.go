@@ -80,8 +80,8 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 			Process:  proc,
 			Files:    driver.EtcFiles(hostname, cfg.Network.IP),
 			// Writes live in guest memory; a quarter of it leaves the
-			// workload the rest.
-			OverlayMiB: int(mem / 4),
+			// workload the rest. A smaller spec disk lowers the cap.
+			OverlayMiB: int(overlayMiB(mem, cfg.Spec.DiskMiB)),
 		},
 	}
 	if st.NetNS != "" {
@@ -330,4 +330,14 @@ func (d *Driver) liveClient(id spec.ID) *guest.Client {
 	default:
 		return c
 	}
+}
+
+// overlayMiB is the size of the guest tmpfs that takes a VM's writes: a
+// quarter of its memory, or the spec's disk if that is less. The host's
+// disk is never written, so --default-disk does not apply.
+func overlayMiB(memMiB, diskMiB int64) int64 {
+	if diskMiB > 0 && diskMiB < memMiB/4 {
+		return diskMiB
+	}
+	return memMiB / 4
 }

@@ -30,6 +30,7 @@ import (
 
 	gorunc "github.com/containerd/go-runc"
 
+	"github.com/hypercore-dev/hypercore/internal/diskimage"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/keylock"
 	"github.com/hypercore-dev/hypercore/internal/spec"
@@ -61,6 +62,9 @@ type Options struct {
 	// kernel (tests run several on one machine) need different parents, or
 	// killing a workload on one would kill the same id on another.
 	CgroupParent string
+	// DefaultDiskMiB is the writable layer's size for a workload whose
+	// spec gives none; 0 leaves such workloads unbounded.
+	DefaultDiskMiB int64
 	// LogCheckEvery is how often the Driver checks logs for rotation in
 	// the background. Negative turns the check off; call RotateLogs instead.
 	LogCheckEvery time.Duration
@@ -75,6 +79,9 @@ type Driver struct {
 	rtState string      // the runtime's --root
 	locks   keylock.Map // lifecycle changes per workload never interleave
 	ttys    ttyPumps
+	// spare holds a formatted disk image of DefaultDiskMiB ready, so a
+	// workload's disk is a rename at Create; nil without a default.
+	spare *diskimage.Spare
 
 	stopRotation chan struct{}
 	rotationDone chan struct{}
@@ -132,6 +139,11 @@ func New(opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("runc driver: create state dir: %w", err)
 		}
 	}
+	if opts.DefaultDiskMiB > 0 {
+		if d.spare, err = diskimage.NewSpare(filepath.Join(stateDir, "spare-disks"), opts.DefaultDiskMiB); err != nil {
+			return nil, fmt.Errorf("runc driver: %w", err)
+		}
+	}
 	command := binary
 	if name == "crun" {
 		if command, err = crunCommand(binary, stateDir); err != nil {
@@ -158,6 +170,9 @@ func (d *Driver) Close() error {
 		close(d.stopRotation)
 		<-d.rotationDone
 		d.ttys.closeAll()
+		if d.spare != nil {
+			d.spare.Wait()
+		}
 	})
 	return nil
 }
@@ -187,18 +202,31 @@ type paths struct {
 	// tmpfs that holds secrets (see sealedBundle).
 	bundle                                              string
 	dir, config, rootfs, upper, work, log, stdin, netns string
-	hosts, resolv, hostname, startedAt, finishedAt      string
+	// disk holds upper/ and work/; with a disk limit it is the mount
+	// point of diskImage, an ext4 image of the limit's size.
+	disk, diskImage                                string
+	hosts, resolv, hostname, startedAt, finishedAt string
+}
+
+// diskMiB is the writable layer size of a workload of s; 0 is unbounded.
+func (d *Driver) diskMiB(s spec.Spec) int64 {
+	if s.DiskMiB > 0 {
+		return s.DiskMiB
+	}
+	return d.opts.DefaultDiskMiB
 }
 
 func (d *Driver) paths(id spec.ID) paths {
 	dir := filepath.Join(d.opts.StateDir, id.String())
-	return paths{
+	p := paths{
 		bundle:     dir,
 		dir:        dir,
 		config:     filepath.Join(dir, "config.json"),
 		rootfs:     filepath.Join(dir, "rootfs"),
-		upper:      filepath.Join(dir, "upper"),
-		work:       filepath.Join(dir, "work"),
+		disk:       filepath.Join(dir, "disk"),
+		diskImage:  filepath.Join(dir, "disk.ext4"),
+		upper:      filepath.Join(dir, "disk", "upper"),
+		work:       filepath.Join(dir, "disk", "work"),
 		log:        filepath.Join(dir, "container.log"),
 		stdin:      filepath.Join(dir, "stdin"),
 		netns:      filepath.Join(dir, "netns"),
@@ -208,6 +236,11 @@ func (d *Driver) paths(id spec.ID) paths {
 		startedAt:  filepath.Join(dir, "started-at"),
 		finishedAt: filepath.Join(dir, "finished-at"),
 	}
+	// Workloads made before disk limits keep upper/ and work/ at the top.
+	if _, err := os.Stat(filepath.Join(dir, "upper")); err == nil {
+		p.upper, p.work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	}
+	return p
 }
 
 // withLog returns a copy of the runtime client that writes the runtime's

@@ -75,7 +75,7 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		// from the sandbox with pidfd_getfd.
 		return errors.New("a workload with a terminal (tty) cannot run in gVisor; spawn it without tty, or with isolation container")
 	}
-	if err := mkdirs(p); err != nil {
+	if err := mkdirs(p, d.diskMiB(cfg.Spec), d.spare); err != nil {
 		return err
 	}
 	if err := mountOverlay(cfg.Rootfs, p); err != nil {
@@ -108,6 +108,9 @@ func (d *Driver) remount(p paths, s *specs.Spec) error {
 	lower := s.Annotations[annLowerDir]
 	if lower == "" {
 		return fmt.Errorf("%s names no image rootfs; create the workload again", p.config)
+	}
+	if err := mountDisk(p); err != nil {
+		return err
 	}
 	if err := mountOverlay(lower, p); err != nil {
 		return err
@@ -345,6 +348,9 @@ func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 	}
 	d.ttys.finish(id, 0)
 	if err := unmountAll(p.rootfs); err != nil {
+		return err
+	}
+	if err := unmountDisk(p); err != nil {
 		return err
 	}
 	if err := removeNetNS(p.netns); err != nil {

@@ -70,13 +70,14 @@ func TestRecoverAfterReboot(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	ctx := testCtx(t)
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
+	cfg.Spec.DiskMiB = 32 // its disk image is mounted again too
 	drivertest.Run(t, testCtx(t), d, cfg)
 	drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "sh", "-c", "echo persisted > /data")
 	if err := d.Stop(ctx, cfg.ID, 0); err != nil {
 		t.Fatal(err)
 	}
 	p := d.paths(cfg.ID)
-	for _, m := range []string{p.rootfs, p.netns} {
+	for _, m := range []string{p.rootfs, p.netns, p.disk} {
 		if err := unmountAll(m); err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +93,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 			t.Fatalf("Recover: %+v, want stopped", st)
 		}
 	}
-	for _, m := range []string{p.rootfs, p.netns} {
+	for _, m := range []string{p.rootfs, p.netns, p.disk} {
 		if mounted, err := isMountpoint(m); err != nil || !mounted {
 			t.Errorf("%s not mounted again by Recover: %v", m, err)
 		}
