@@ -29,6 +29,7 @@ type spawnJSON struct {
 	Isolation string           `json:"isolation"`
 	Args      []string         `json:"args"`
 	Tty       bool             `json:"tty"`
+	Security  Security         `json:"security"`
 }
 
 // DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
@@ -40,7 +41,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	}
 	input := Input{
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
-		Isolation: in.Isolation, Tty: in.Tty,
+		Isolation: in.Isolation, Tty: in.Tty, Security: in.Security,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores
@@ -142,6 +143,12 @@ type HAC struct {
 		Env       []string         `toml:"env"`
 		Args      []string         `toml:"args"`
 	} `toml:"hardware"`
+	// Security is the [security] table: seccomp and userns, as in the
+	// JSON spec's security object.
+	Security struct {
+		Seccomp string `toml:"seccomp"`
+		UserNS  string `toml:"userns"`
+	} `toml:"security"`
 }
 
 // ParseHAC reads a hac.toml file and returns the Spec it describes. Unknown
@@ -164,6 +171,7 @@ func ParseHAC(data []byte) (Spec, error) {
 		Env:       h.Hardware.Env,
 		Args:      h.Hardware.Args,
 		Isolation: providerIsolation(h.Hardware.Provider),
+		Security:  Security{Seccomp: h.Security.Seccomp, UserNS: h.Security.UserNS},
 	})
 }
 

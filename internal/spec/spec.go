@@ -78,6 +78,7 @@ type Spec struct {
 	Args      []string  `json:"args,omitempty"`
 	Isolation Isolation `json:"isolation"`
 	Tty       bool      `json:"tty,omitempty"`
+	Security  Security  `json:"security"`
 }
 
 // FieldError reports which input field is wrong and why. Its message starts
@@ -107,6 +108,7 @@ type Input struct {
 	Args      []string
 	Isolation string
 	Tty       bool
+	Security  Security
 }
 
 // Build validates in and returns the Spec it describes, with defaults filled
@@ -146,6 +148,9 @@ func Build(in Input) (Spec, error) {
 		s.Isolation = iso
 	default:
 		return Spec{}, fieldErr("isolation", "%q is not one of container, gvisor, microvm", in.Isolation)
+	}
+	if s.Security, err = buildSecurity(in.Security); err != nil {
+		return Spec{}, err
 	}
 	if s.Isolation == IsolationMicroVM && s.MemoryMiB < MinMicroVMMemoryMiB {
 		return Spec{}, fieldErr("memory", "must be at least %d MiB for isolation microvm, not %d: ask for %d or more, or run it with isolation container or gvisor",
@@ -423,6 +428,7 @@ func (s Spec) Check() error {
 	b, err := Build(Input{
 		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+		Security: s.Security,
 	})
 	if err != nil {
 		return err
@@ -441,6 +447,10 @@ func (s Spec) Check() error {
 		return fieldErr("ports", differs+" (sorted by public port)", s.Ports, b.Ports)
 	case b.Isolation != s.Isolation:
 		return fieldErr("isolation", differs, strconv.Quote(string(s.Isolation)), strconv.Quote(string(b.Isolation)))
+	case b.Security != s.Security && !s.Security.IsZero():
+		// A zero Security comes from a node that predates it and means
+		// the defaults, which the driver applies to it.
+		return fieldErr("security", differs, s.Security, b.Security)
 	}
 	return nil
 }
