@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gorunc "github.com/containerd/go-runc"
@@ -75,6 +76,8 @@ type Driver struct {
 	rtState string      // the runtime's --root
 	locks   keylock.Map // lifecycle changes per workload never interleave
 	ttys    ttyPumps
+	ids     idRanges    // host id ranges of user namespaces
+	noIDMap atomic.Bool // idmapped mounts failed once: copy instead
 
 	stopRotation chan struct{}
 	rotationDone chan struct{}

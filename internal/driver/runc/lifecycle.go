@@ -70,7 +70,11 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 	if err := mkdirs(p); err != nil {
 		return err
 	}
-	if err := mountOverlay(cfg.Rootfs, p); err != nil {
+	sb, err := d.sandboxFor(cfg, p)
+	if err != nil {
+		return err
+	}
+	if err := d.mountRootfs(cfg.Rootfs, p, sb); err != nil {
 		return err
 	}
 	netns, own := cfg.Network.NetNSPath, cfg.Network.NetNSPath == ""
@@ -91,6 +95,9 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		return err
 	}
 	s.Linux.CgroupsPath = d.cgroupPath(cfg.ID)
+	if err := sb.apply(s, p, netns); err != nil {
+		return err
+	}
 	return writeSpec(p.config, s)
 }
 
@@ -101,13 +108,15 @@ func (d *Driver) remount(p paths, s *specs.Spec) error {
 	if lower == "" {
 		return fmt.Errorf("%s names no image rootfs; create the workload again", p.config)
 	}
-	if err := mountOverlay(lower, p); err != nil {
+	if err := d.mountRootfs(lower, p, sandboxOf(s)); err != nil {
 		return err
 	}
 	if own, _ := strconv.ParseBool(s.Annotations[annOwnNetNS]); own {
-		return ensureNetNS(p.netns)
+		if err := ensureNetNS(p.netns); err != nil {
+			return err
+		}
 	}
-	return nil
+	return remountSandbox(s, p)
 }
 
 // runtimeCreate has the runtime create the container with the log file as
@@ -339,6 +348,9 @@ func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 	if err := unmountAll(p.rootfs); err != nil {
 		return err
 	}
+	if err := unmountSandbox(p); err != nil {
+		return err
+	}
 	if err := removeNetNS(p.netns); err != nil {
 		return err
 	}
@@ -348,6 +360,7 @@ func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 	if err := os.RemoveAll(p.dir); err != nil {
 		return fmt.Errorf("remove workload dir: %w", err)
 	}
+	d.ids.release(id)
 	return nil
 }
 
