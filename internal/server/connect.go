@@ -25,6 +25,7 @@ func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
 	return spec.Build(spec.Input{
 		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports,
 		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty,
+		Security: spec.Security{Seccomp: p.GetSecurity().GetSeccomp(), UserNS: p.GetSecurity().GetUserns()},
 	})
 }
 
@@ -43,6 +44,7 @@ func (s *Server) toProto(w workload.Workload) *v1.Workload {
 		Spec: &v1.WorkloadSpec{
 			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Ports: ports,
 			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
+			Security: securityProto(w.Spec.Security),
 		},
 	}
 }
@@ -175,4 +177,10 @@ func (ns *nodeService) PruneImages(ctx context.Context, req *connect.Request[v1.
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&v1.PruneImagesResponse{Removed: res.Removed, FreedBytes: res.Freed}), nil
+}
+
+// securityProto shows a spec's security settings, defaults filled in.
+func securityProto(s spec.Security) *v1.Security {
+	s = s.OrDefaults()
+	return &v1.Security{Seccomp: s.Seccomp, Userns: s.UserNS}
 }

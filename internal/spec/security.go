@@ -33,6 +33,17 @@ type Security struct {
 // predates these settings; it means the defaults.
 func (s Security) IsZero() bool { return s == Security{} }
 
+// OrDefaults is s with unset fields at their defaults, as answers show it.
+func (s Security) OrDefaults() Security {
+	if s.Seccomp == "" {
+		s.Seccomp = SeccompDefault
+	}
+	if s.UserNS == "" {
+		s.UserNS = UserNSPrivate
+	}
+	return s
+}
+
 // buildSecurity validates in and fills in the defaults.
 func buildSecurity(in Security) (Security, error) {
 	out := Security{Seccomp: strings.ToLower(in.Seccomp), UserNS: strings.ToLower(in.UserNS)}

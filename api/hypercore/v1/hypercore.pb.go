@@ -46,7 +46,10 @@ type WorkloadSpec struct {
 	// Replaces the image's CMD when set.
 	Args []string `protobuf:"bytes,7,rep,name=args,proto3" json:"args,omitempty"`
 	// Gives the main process a terminal.
-	Tty           bool `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	Tty bool `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	// What the workload gives up of the container sandbox; unset fields
+	// mean the defaults. Answers always show both fields.
+	Security      *Security `protobuf:"bytes,16,opt,name=security,proto3" json:"security,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +140,70 @@ func (x *WorkloadSpec) GetTty() bool {
 	return false
 }
 
+func (x *WorkloadSpec) GetSecurity() *Security {
+	if x != nil {
+		return x.Security
+	}
+	return nil
+}
+
+// Security applies to isolation container (runc, crun); gVisor and microVMs
+// have their own kernel boundary. See docs/security.md.
+type Security struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// default (Docker's default seccomp profile) or unconfined.
+	Seccomp string `protobuf:"bytes,1,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	// private (root inside is an unprivileged host uid) or host (root inside
+	// is host root, for images that need it).
+	Userns        string `protobuf:"bytes,2,opt,name=userns,proto3" json:"userns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Security) Reset() {
+	*x = Security{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Security) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Security) ProtoMessage() {}
+
+func (x *Security) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Security.ProtoReflect.Descriptor instead.
+func (*Security) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Security) GetSeccomp() string {
+	if x != nil {
+		return x.Seccomp
+	}
+	return ""
+}
+
+func (x *Security) GetUserns() string {
+	if x != nil {
+		return x.Userns
+	}
+	return ""
+}
+
 // Workload is a workload as the cluster knows it: the allocation (id,
 // spec, node, created_at), which the cluster decides, joined with what the
 // allocated node last reported (state, ip, pid, ready, image_digest,
@@ -182,7 +249,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +261,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +274,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{1}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Workload) GetId() string {
@@ -297,7 +364,7 @@ type SpawnRequest struct {
 
 func (x *SpawnRequest) Reset() {
 	*x = SpawnRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +376,7 @@ func (x *SpawnRequest) String() string {
 func (*SpawnRequest) ProtoMessage() {}
 
 func (x *SpawnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +389,7 @@ func (x *SpawnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpawnRequest.ProtoReflect.Descriptor instead.
 func (*SpawnRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{2}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SpawnRequest) GetSpec() *WorkloadSpec {
@@ -352,7 +419,7 @@ type SpawnResponse struct {
 
 func (x *SpawnResponse) Reset() {
 	*x = SpawnResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +431,7 @@ func (x *SpawnResponse) String() string {
 func (*SpawnResponse) ProtoMessage() {}
 
 func (x *SpawnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +444,7 @@ func (x *SpawnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpawnResponse.ProtoReflect.Descriptor instead.
 func (*SpawnResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{3}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SpawnResponse) GetId() string {
@@ -417,7 +484,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +496,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +509,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{4}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetRequest) GetId() string {
@@ -461,7 +528,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +540,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +553,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{5}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetResponse) GetWorkload() *Workload {
@@ -504,7 +571,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +583,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +596,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{6}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{7}
 }
 
 type ListResponse struct {
@@ -541,7 +608,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +620,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +633,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{7}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListResponse) GetWorkloads() []*Workload {
@@ -587,7 +654,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +666,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +679,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{8}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopRequest) GetId() string {
@@ -638,7 +705,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +717,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +730,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{9}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StopResponse) GetWorkload() *Workload {
@@ -682,7 +749,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +761,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +774,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{10}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveRequest) GetId() string {
@@ -725,7 +792,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +804,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +817,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{11}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{12}
 }
 
 type LogsRequest struct {
@@ -765,7 +832,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +844,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +857,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{12}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -823,7 +890,7 @@ type LogsResponse struct {
 
 func (x *LogsResponse) Reset() {
 	*x = LogsResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +902,7 @@ func (x *LogsResponse) String() string {
 func (*LogsResponse) ProtoMessage() {}
 
 func (x *LogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +915,7 @@ func (x *LogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
 func (*LogsResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{13}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LogsResponse) GetData() []byte {
@@ -867,7 +934,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +946,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +959,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{14}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PullRequest) GetImageRef() string {
@@ -918,7 +985,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +997,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1010,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{15}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PullResponse) GetCompleteBytes() int64 {
@@ -989,7 +1056,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1068,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1081,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{16}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{17}
 }
 
 type InfoResponse struct {
@@ -1042,7 +1109,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1121,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1134,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{17}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InfoResponse) GetName() string {
@@ -1134,7 +1201,7 @@ type PruneImagesRequest struct {
 
 func (x *PruneImagesRequest) Reset() {
 	*x = PruneImagesRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1213,7 @@ func (x *PruneImagesRequest) String() string {
 func (*PruneImagesRequest) ProtoMessage() {}
 
 func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1226,7 @@ func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesRequest.ProtoReflect.Descriptor instead.
 func (*PruneImagesRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{18}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{19}
 }
 
 type PruneImagesResponse struct {
@@ -1175,7 +1242,7 @@ type PruneImagesResponse struct {
 
 func (x *PruneImagesResponse) Reset() {
 	*x = PruneImagesResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1254,7 @@ func (x *PruneImagesResponse) String() string {
 func (*PruneImagesResponse) ProtoMessage() {}
 
 func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1267,7 @@ func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesResponse.ProtoReflect.Descriptor instead.
 func (*PruneImagesResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{19}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PruneImagesResponse) GetRemoved() []string {
@@ -1221,7 +1288,7 @@ var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\n" +
-	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x02\n" +
+	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x02\n" +
 	"\fWorkloadSpec\x12\x1b\n" +
 	"\timage_ref\x18\x01 \x01(\tR\bimageRef\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x16\n" +
@@ -1230,11 +1297,15 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x1c\n" +
 	"\tisolation\x18\x06 \x01(\tR\tisolation\x12\x12\n" +
 	"\x04args\x18\a \x03(\tR\x04args\x12\x10\n" +
-	"\x03tty\x18\b \x01(\bR\x03tty\x1a8\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\x122\n" +
+	"\bsecurity\x18\x10 \x01(\v2\x16.hypercore.v1.SecurityR\bsecurity\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb2\x02\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"<\n" +
+	"\bSecurity\x12\x18\n" +
+	"\aseccomp\x18\x01 \x01(\tR\aseccomp\x12\x16\n" +
+	"\x06userns\x18\x02 \x01(\tR\x06userns\"\xb2\x02\n" +
 	"\bWorkload\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1a.hypercore.v1.WorkloadSpecR\x04spec\x12\x14\n" +
@@ -1330,63 +1401,65 @@ func file_hypercore_v1_hypercore_proto_rawDescGZIP() []byte {
 	return file_hypercore_v1_hypercore_proto_rawDescData
 }
 
-var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*WorkloadSpec)(nil),          // 0: hypercore.v1.WorkloadSpec
-	(*Workload)(nil),              // 1: hypercore.v1.Workload
-	(*SpawnRequest)(nil),          // 2: hypercore.v1.SpawnRequest
-	(*SpawnResponse)(nil),         // 3: hypercore.v1.SpawnResponse
-	(*GetRequest)(nil),            // 4: hypercore.v1.GetRequest
-	(*GetResponse)(nil),           // 5: hypercore.v1.GetResponse
-	(*ListRequest)(nil),           // 6: hypercore.v1.ListRequest
-	(*ListResponse)(nil),          // 7: hypercore.v1.ListResponse
-	(*StopRequest)(nil),           // 8: hypercore.v1.StopRequest
-	(*StopResponse)(nil),          // 9: hypercore.v1.StopResponse
-	(*RemoveRequest)(nil),         // 10: hypercore.v1.RemoveRequest
-	(*RemoveResponse)(nil),        // 11: hypercore.v1.RemoveResponse
-	(*LogsRequest)(nil),           // 12: hypercore.v1.LogsRequest
-	(*LogsResponse)(nil),          // 13: hypercore.v1.LogsResponse
-	(*PullRequest)(nil),           // 14: hypercore.v1.PullRequest
-	(*PullResponse)(nil),          // 15: hypercore.v1.PullResponse
-	(*InfoRequest)(nil),           // 16: hypercore.v1.InfoRequest
-	(*InfoResponse)(nil),          // 17: hypercore.v1.InfoResponse
-	(*PruneImagesRequest)(nil),    // 18: hypercore.v1.PruneImagesRequest
-	(*PruneImagesResponse)(nil),   // 19: hypercore.v1.PruneImagesResponse
-	nil,                           // 20: hypercore.v1.WorkloadSpec.PortsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Security)(nil),              // 1: hypercore.v1.Security
+	(*Workload)(nil),              // 2: hypercore.v1.Workload
+	(*SpawnRequest)(nil),          // 3: hypercore.v1.SpawnRequest
+	(*SpawnResponse)(nil),         // 4: hypercore.v1.SpawnResponse
+	(*GetRequest)(nil),            // 5: hypercore.v1.GetRequest
+	(*GetResponse)(nil),           // 6: hypercore.v1.GetResponse
+	(*ListRequest)(nil),           // 7: hypercore.v1.ListRequest
+	(*ListResponse)(nil),          // 8: hypercore.v1.ListResponse
+	(*StopRequest)(nil),           // 9: hypercore.v1.StopRequest
+	(*StopResponse)(nil),          // 10: hypercore.v1.StopResponse
+	(*RemoveRequest)(nil),         // 11: hypercore.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 12: hypercore.v1.RemoveResponse
+	(*LogsRequest)(nil),           // 13: hypercore.v1.LogsRequest
+	(*LogsResponse)(nil),          // 14: hypercore.v1.LogsResponse
+	(*PullRequest)(nil),           // 15: hypercore.v1.PullRequest
+	(*PullResponse)(nil),          // 16: hypercore.v1.PullResponse
+	(*InfoRequest)(nil),           // 17: hypercore.v1.InfoRequest
+	(*InfoResponse)(nil),          // 18: hypercore.v1.InfoResponse
+	(*PruneImagesRequest)(nil),    // 19: hypercore.v1.PruneImagesRequest
+	(*PruneImagesResponse)(nil),   // 20: hypercore.v1.PruneImagesResponse
+	nil,                           // 21: hypercore.v1.WorkloadSpec.PortsEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_hypercore_v1_hypercore_proto_depIdxs = []int32{
-	20, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
-	0,  // 1: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
-	21, // 2: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
-	1,  // 4: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
-	1,  // 5: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
-	1,  // 6: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
-	1,  // 7: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
-	2,  // 8: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
-	4,  // 9: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
-	6,  // 10: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
-	8,  // 11: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
-	10, // 12: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
-	12, // 13: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
-	14, // 14: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
-	16, // 15: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
-	18, // 16: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
-	3,  // 17: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
-	5,  // 18: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
-	7,  // 19: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
-	9,  // 20: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
-	11, // 21: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
-	13, // 22: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
-	15, // 23: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
-	17, // 24: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
-	19, // 25: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
-	17, // [17:26] is the sub-list for method output_type
-	8,  // [8:17] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
+	1,  // 1: hypercore.v1.WorkloadSpec.security:type_name -> hypercore.v1.Security
+	0,  // 2: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
+	22, // 3: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
+	2,  // 5: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 6: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 7: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
+	2,  // 8: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
+	3,  // 9: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
+	5,  // 10: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
+	7,  // 11: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
+	9,  // 12: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
+	11, // 13: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
+	13, // 14: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
+	15, // 15: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
+	17, // 16: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
+	19, // 17: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
+	4,  // 18: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
+	6,  // 19: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
+	8,  // 20: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
+	10, // 21: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
+	12, // 22: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
+	14, // 23: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
+	16, // 24: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
+	18, // 25: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
+	20, // 26: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_hypercore_v1_hypercore_proto_init() }
@@ -1400,7 +1473,7 @@ func file_hypercore_v1_hypercore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_v1_hypercore_proto_rawDesc), len(file_hypercore_v1_hypercore_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -85,6 +85,9 @@ func (d *Driver) mountRootfs(lower string, p paths, sb sandbox) error {
 	if err := os.Chown(p.upper, host, host); err != nil {
 		return fmt.Errorf("user namespace: chown upper dir: %w", err)
 	}
+	if err := logWritableBy(p.log, host); err != nil {
+		return err
+	}
 	shifted := shiftedLowerDir(p)
 	if _, err := os.Stat(shifted + ".done"); err != nil && !d.noIDMap.Load() {
 		err := mountIdmapped(lower, shifted, p, sb.hostRoot)
@@ -173,6 +176,26 @@ func unmountSandbox(p paths) error {
 		if err := unmountAll(path); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// logWritableBy lets the workload's root group write its log, as host root
+// could before: a process exec'd into the workload logs by appending to
+// /proc/1/fd/1, which opens the file anew. Only the group: the owner stays
+// host root, so the workload cannot change the file's mode. Rotation copies
+// the log out and truncates it in place, so the live file keeps both.
+func logWritableBy(path string, gid int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o660)
+	if err != nil {
+		return fmt.Errorf("create log: %w", err)
+	}
+	defer f.Close()
+	if err := f.Chown(-1, gid); err != nil {
+		return fmt.Errorf("user namespace: chgrp log: %w", err)
+	}
+	if err := f.Chmod(0o660); err != nil {
+		return fmt.Errorf("user namespace: chmod log: %w", err)
 	}
 	return nil
 }
