@@ -175,3 +175,38 @@ func TestUserNSRanges(t *testing.T) {
 		t.Errorf("range %d still taken after Delete", hostB)
 	}
 }
+
+// Where the kernel cannot idmap a mount, the workload gets a copy of the
+// image with shifted owners instead; inside, it looks the same. The
+// fallback is forced here: this kernel can idmap.
+func TestUserNSWithoutIDMap(t *testing.T) {
+	t.Parallel()
+	d := newTestDriver(t, "runc")
+	d.noIDMap.Store(true)
+	rootfs := testRootfs(t)
+	data := filepath.Join(rootfs, "www", "index.html")
+	if err := os.Chown(data, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Chmod(filepath.Join(rootfs, "bin", "busybox"), 0o4755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(rootfs, "sleep", "1000")
+	drivertest.Run(t, testCtx(t), d, cfg)
+	ctx, id := testCtx(t), cfg.ID
+	host := hostUIDOfRoot(t, d, id)
+
+	if out := drivertest.ExecOK(t, ctx, d, id, "busybox", "stat", "-c", "%u %g %a", "/www/index.html", "/bin/busybox"); out != "1000 1000 644\n0 0 4755\n" {
+		t.Errorf("owners and modes inside %q, want the image's", out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(shiftedLowerDir(d.paths(id)), "www", "index.html"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(st.Uid) != host+1000 {
+		t.Errorf("the copy's file is host uid %d, want %d", st.Uid, host+1000)
+	}
+	if err := syscall.Stat(data, &st); err != nil || st.Uid != 1000 {
+		t.Errorf("the image's own file changed owner: uid %d, %v", st.Uid, err)
+	}
+}
