@@ -209,7 +209,7 @@ func nsHelper(host uint32, flags uintptr) (*os.Process, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start a process in new namespaces: %w", err)
+		return nil, fmt.Errorf("start a process in a new user namespace (%w); check that the kernel allows user namespaces (sysctl user.max_user_namespaces), or spawn with --security-opt userns=host", err)
 	}
 	return proc, nil
 }

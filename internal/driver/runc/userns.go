@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -130,7 +131,8 @@ func searchableByAll(dir string) error {
 			if uid, ok := ownerOf(fi); !ok || uid != 0 {
 				return fmt.Errorf("user namespace: %s is not searchable by other users (mode %o), so a workload's root, an unprivileged host uid, cannot reach its rootfs; chmod o+x it, or choose another --data-dir", d, mode)
 			}
-			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
+			keep := fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
+			if err := os.Chmod(d, keep|0o001); err != nil {
 				return fmt.Errorf("user namespace: make %s searchable: %w", d, err)
 			}
 		}
@@ -142,3 +144,12 @@ func searchableByAll(dir string) error {
 
 // errNoIDMap says the kernel or filesystem cannot idmap the image rootfs.
 var errNoIDMap = errors.New("idmapped mounts are not supported here")
+
+// ownerOf is the uid that owns fi's file.
+func ownerOf(fi os.FileInfo) (uint32, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Uid, true
+}
