@@ -17,7 +17,7 @@ import (
 // namespace that user namespace owns. The node makes the workload's netns
 // (and the driver its own, without a node) in the host's user namespace,
 // and a process in the workload's user namespace may not join one it does
-// not own: runc before 1.3 joins the user namespace first and so fails to
+// not own: runc 1.1 (Debian 12's) joins the user namespace first and so fails to
 // exec into the workload, and root inside could not mount /sys or set its
 // own net sysctls.
 //
@@ -27,7 +27,7 @@ import (
 // addresses and routes, into the new one; and mounts the new one over
 // netnsPath, so everything that opens that path (the node's repairs and
 // Release, the runtime) finds it. Unmounting netnsPath until nothing is
-// left, as both the node and the driver do, removes both.
+// left, as both the node and the driver do, removes both netns mounts.
 //
 // When the namespace at netnsPath is already owned by the one pinned at
 // usernsPath, nothing is done.
