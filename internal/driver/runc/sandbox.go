@@ -78,12 +78,21 @@ func (d *Driver) mountRootfs(lower string, p paths, sb sandbox) error {
 	if mounted, err := isMountpoint(p.rootfs); err != nil || mounted {
 		return err
 	}
-	if err := searchableByAll(p.dir); err != nil {
+	// The runtime reaches the rootfs and the bind-mounted /etc files as
+	// the workload's root: the workload's dir is that uid's alone (no
+	// other host user may look inside), and the dirs above it must let
+	// it pass.
+	if err := searchableByAll(filepath.Dir(p.dir)); err != nil {
 		return err
 	}
 	host := int(sb.hostRoot)
-	if err := os.Chown(p.upper, host, host); err != nil {
-		return fmt.Errorf("user namespace: chown upper dir: %w", err)
+	for _, dir := range []string{p.dir, p.upper} {
+		if err := os.Chown(dir, host, host); err != nil {
+			return fmt.Errorf("user namespace: chown %s: %w", dir, err)
+		}
+	}
+	if err := os.Chmod(p.dir, 0o700); err != nil {
+		return fmt.Errorf("user namespace: chmod %s: %w", p.dir, err)
 	}
 	if err := logWritableBy(p.log, host); err != nil {
 		return err

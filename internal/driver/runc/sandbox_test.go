@@ -95,6 +95,10 @@ func testSandboxDefault(t *testing.T, d *Driver) {
 	if uid := fi.Sys().(*syscall.Stat_t).Uid; uint64(uid) != host {
 		t.Errorf("a file root made inside is host uid %d, want %d", uid, host)
 	}
+	// The workload's dir on the host is its root's alone.
+	if fi, err := os.Stat(d.paths(id).dir); err != nil || fi.Mode().Perm() != 0o700 || uint64(fi.Sys().(*syscall.Stat_t).Uid) != host {
+		t.Errorf("workload dir %v, %v: want mode 700 owned by host uid %d", fi.Mode(), err, host)
+	}
 
 	// The image's own files keep their owners inside.
 	if out := drivertest.ExecOK(t, ctx, d, id, "busybox", "stat", "-c", "%u %g", "/home/app/data", "/bin/busybox"); out != "1000 1000\n0 0\n" {
