@@ -79,20 +79,22 @@ func (d *Driver) mountRootfs(lower string, p paths, sb sandbox) error {
 		return err
 	}
 	// The runtime reaches the rootfs and the bind-mounted /etc files as
-	// the workload's root: the workload's dir is that uid's alone (no
-	// other host user may look inside), and the dirs above it must let
-	// it pass.
+	// the workload's root, so the dirs above the workload's dir must let
+	// it pass, and that dir lets it, by group, and no other host user in.
+	// The dir stays host root's: a process that escaped the workload, as
+	// its root's host uid, must not be able to replace config.json.
 	if err := searchableByAll(filepath.Dir(p.dir)); err != nil {
 		return err
 	}
 	host := int(sb.hostRoot)
-	for _, dir := range []string{p.dir, p.upper} {
-		if err := os.Chown(dir, host, host); err != nil {
-			return fmt.Errorf("user namespace: chown %s: %w", dir, err)
-		}
+	if err := os.Chown(p.dir, 0, host); err != nil {
+		return fmt.Errorf("user namespace: chgrp %s: %w", p.dir, err)
 	}
-	if err := os.Chmod(p.dir, 0o700); err != nil {
+	if err := os.Chmod(p.dir, 0o710); err != nil {
 		return fmt.Errorf("user namespace: chmod %s: %w", p.dir, err)
+	}
+	if err := os.Chown(p.upper, host, host); err != nil {
+		return fmt.Errorf("user namespace: chown upper dir: %w", err)
 	}
 	if err := logWritableBy(p.log, host); err != nil {
 		return err

@@ -95,9 +95,12 @@ func testSandboxDefault(t *testing.T, d *Driver) {
 	if uid := fi.Sys().(*syscall.Stat_t).Uid; uint64(uid) != host {
 		t.Errorf("a file root made inside is host uid %d, want %d", uid, host)
 	}
-	// The workload's dir on the host is its root's alone.
-	if fi, err := os.Stat(d.paths(id).dir); err != nil || fi.Mode().Perm() != 0o700 || uint64(fi.Sys().(*syscall.Stat_t).Uid) != host {
-		t.Errorf("workload dir %v, %v: want mode 700 owned by host uid %d", fi.Mode(), err, host)
+	// On the host, the workload's dir is host root's, and only the
+	// workload's root group may pass through it.
+	if fi, err := os.Stat(d.paths(id).dir); err != nil {
+		t.Error(err)
+	} else if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o710 || st.Uid != 0 || uint64(st.Gid) != host {
+		t.Errorf("workload dir mode %v owner %d:%d, want 710 owned by 0:%d", fi.Mode(), st.Uid, st.Gid, host)
 	}
 
 	// The image's own files keep their owners inside.
