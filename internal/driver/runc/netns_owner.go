@@ -164,7 +164,6 @@ func moveLink(src, dst *netlink.Handle, l netlink.Link, to netns.NsHandle) error
 		if a.IP.IsLinkLocalUnicast() {
 			continue // the kernel makes these itself
 		}
-		a := a
 		a.Label = ""
 		if err := dst.AddrReplace(moved, &a); err != nil {
 			return fmt.Errorf("address %s: %w", a.IPNet, err)
@@ -179,7 +178,6 @@ func moveLink(src, dst *netlink.Handle, l netlink.Link, to netns.NsHandle) error
 		if r.Protocol == unix.RTPROT_KERNEL {
 			continue // made again with the address
 		}
-		r := r
 		r.LinkIndex = moved.Attrs().Index
 		if err := dst.RouteReplace(&r); err != nil {
 			return fmt.Errorf("route %s: %w", r, err)

@@ -60,6 +60,7 @@ func sandboxOf(s *specs.Spec) sandbox {
 	return sandbox{seccomp: s.Linux != nil && s.Linux.Seccomp != nil, hostRoot: host}
 }
 
+// pingGroupRange is the sysctl of the groups that may open ping sockets.
 const pingGroupRange = "net.ipv4.ping_group_range"
 
 // Files of a workload with a user namespace, next to those of paths.
