@@ -103,6 +103,10 @@ func testSandboxDefault(t *testing.T, d *Driver) {
 		t.Errorf("workload dir mode %v owner %d:%d, want 710 owned by 0:%d", fi.Mode(), st.Uid, st.Gid, host)
 	}
 
+	// This kernel (5.19 or later) idmaps the image rather than copy it.
+	if mounted, err := isMountpoint(shiftedLowerDir(d.paths(id))); err != nil || !mounted || d.noIDMap.Load() {
+		t.Errorf("the image is not seen through an idmapped mount (mounted %v, %v; fell back to a copy: %v)", mounted, err, d.noIDMap.Load())
+	}
 	// The image's own files keep their owners inside.
 	if out := drivertest.ExecOK(t, ctx, d, id, "busybox", "stat", "-c", "%u %g", "/home/app/data", "/bin/busybox"); out != "1000 1000\n0 0\n" {
 		t.Errorf("owners inside %q, want 1000 for the app's file and 0 for busybox", out)
