@@ -118,7 +118,7 @@ func (d *Driver) mountRootfs(lower string, p paths, sb sandbox) error {
 // one is mounted already. An error wrapping errNoIDMap means this kernel
 // or filesystem cannot: the caller falls back to a copy.
 func mountIdmapped(lower, shifted string, p paths, host uint32) error {
-	mounted, err := isMountpoint(shifted)
+	mounted, err := isBindMounted(shifted)
 	if err != nil {
 		return err
 	}
@@ -210,4 +210,22 @@ func logWritableBy(path string, gid int) error {
 		return fmt.Errorf("user namespace: chmod log: %w", err)
 	}
 	return nil
+}
+
+// isBindMounted reports whether a mount sits at path, a bind mount of the
+// same filesystem included, which isMountpoint cannot tell by device
+// number: it compares the mount ids of path and its parent.
+func isBindMounted(path string) (bool, error) {
+	var st, parent unix.Statx_t
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if err := unix.Statx(unix.AT_FDCWD, path, flags, unix.STATX_MNT_ID, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if err := unix.Statx(unix.AT_FDCWD, filepath.Dir(path), flags, unix.STATX_MNT_ID, &parent); err != nil {
+		return false, fmt.Errorf("stat %s: %w", filepath.Dir(path), err)
+	}
+	return st.Mnt_id != parent.Mnt_id, nil
 }

@@ -104,7 +104,7 @@ func testSandboxDefault(t *testing.T, d *Driver) {
 	}
 
 	// This kernel (5.19 or later) idmaps the image rather than copy it.
-	if mounted, err := isMountpoint(shiftedLowerDir(d.paths(id))); err != nil || !mounted || d.noIDMap.Load() {
+	if mounted, err := isBindMounted(shiftedLowerDir(d.paths(id))); err != nil || !mounted || d.noIDMap.Load() {
 		t.Errorf("the image is not seen through an idmapped mount (mounted %v, %v; fell back to a copy: %v)", mounted, err, d.noIDMap.Load())
 	}
 	// The image's own files keep their owners inside.
