@@ -53,6 +53,7 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 		imageRef           string
 		tty, dryRun, quiet bool
 		jsonOut            bool
+		securityOpts       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "spawn [flags] IMAGE [-- ARGS...]",
@@ -91,7 +92,12 @@ Arguments after -- replace the image's command.`,
 				if err != nil {
 					return err
 				}
-				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Disk: disk, Ports: pm, Env: env, Isolation: isolation, Tty: tty, Egress: egress, Secrets: sm}
+				sec, err := spec.ParseSecurityOpts(securityOpts)
+				if err != nil {
+					return err
+				}
+				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Disk: disk, Ports: pm, Env: env, Isolation: isolation, Tty: tty, Egress: egress, Secrets: sm,
+					Security: &v1.Security{Seccomp: sec.Seccomp, Userns: sec.UserNS}}
 				if len(args) > 0 {
 					ps.Args = args
 				}
@@ -141,6 +147,7 @@ Arguments after -- replace the image's command.`,
 	f.StringVarP(&file, "file", "f", "", "read the spec from a hac.toml file")
 	f.StringVar(&imageRef, "image-ref", "", "image reference (instead of the IMAGE argument)")
 	f.BoolVarP(&tty, "tty", "t", false, "give the main process a terminal (for attach)")
+	f.StringArrayVar(&securityOpts, "security-opt", nil, "give up part of the container sandbox, repeatable: seccomp=unconfined (no system call filter), userns=host (root inside is host root); see docs/security.md")
 	f.BoolVar(&dryRun, "dry-run", false, "validate and place, start nothing")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the id")
 	f.BoolVar(&jsonOut, "json", false, "print the answer as JSON")
@@ -148,7 +155,8 @@ Arguments after -- replace the image's command.`,
 }
 
 func protoInput(p *v1.WorkloadSpec) spec.Input {
-	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets}
+	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets,
+		Security: spec.Security{Seccomp: p.GetSecurity().GetSeccomp(), UserNS: p.GetSecurity().GetUserns()}}
 }
 
 // specToProto is the request for a Spec already built (from hac.toml),
@@ -158,7 +166,8 @@ func specToProto(s spec.Spec) *v1.WorkloadSpec {
 	for k, v := range spec.PortKeys(s.Ports) {
 		ports[k] = int64(v)
 	}
-	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Disk: s.DiskMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress), Secrets: s.Secrets}
+	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Disk: s.DiskMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress), Secrets: s.Secrets,
+		Security: &v1.Security{Seccomp: s.Security.Seccomp, Userns: s.Security.UserNS}}
 }
 
 // parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.
@@ -270,9 +279,9 @@ func newListCmd(api *apiFlags) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tNODE\tPORTS\tURL")
+			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tNODE\tPORTS\tSANDBOX\tURL")
 			for _, w := range res.Msg.Workloads {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Node, portsOf(w.Spec), w.Url)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Node, portsOf(w.Spec), sandboxOf(w.Spec), w.Url)
 			}
 			return tw.Flush()
 		},
@@ -287,6 +296,23 @@ func stateOf(w *v1.Workload) string {
 		return "running (not ready)"
 	}
 	return w.State
+}
+
+// sandboxOf names what a workload gave up of the container sandbox, or
+// "default" when nothing.
+func sandboxOf(s *v1.WorkloadSpec) string {
+	sec := spec.Security{Seccomp: s.GetSecurity().GetSeccomp(), UserNS: s.GetSecurity().GetUserns()}.OrDefaults()
+	var parts []string
+	if sec.Seccomp != spec.SeccompDefault {
+		parts = append(parts, "seccomp="+sec.Seccomp)
+	}
+	if sec.UserNS != spec.UserNSPrivate {
+		parts = append(parts, "userns="+sec.UserNS)
+	}
+	if len(parts) == 0 {
+		return "default"
+	}
+	return strings.Join(parts, ",")
 }
 
 func portsOf(s *v1.WorkloadSpec) string {
@@ -450,6 +476,7 @@ type workloadView struct {
 	Tty         bool             `json:"tty,omitempty"`
 	// Secrets are names only: ENV_NAME to secret name.
 	Secrets   map[string]string `json:"secrets,omitempty"`
+	Security  spec.Security     `json:"security"`
 	Error     string            `json:"error,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 }
@@ -460,7 +487,8 @@ func viewOf(w *v1.Workload) workloadView {
 		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
 		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(), Disk: s.GetDisk(),
 		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(), Egress: s.GetEgress(),
-		Secrets: s.GetSecrets(), Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
+		Security: spec.Security{Seccomp: s.GetSecurity().GetSeccomp(), UserNS: s.GetSecurity().GetUserns()}.OrDefaults(),
+		Secrets:  s.GetSecrets(), Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}
 }
 

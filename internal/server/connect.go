@@ -25,6 +25,7 @@ func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
 	return spec.Build(spec.Input{
 		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports,
 		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets,
+		Security: spec.Security{Seccomp: p.GetSecurity().GetSeccomp(), UserNS: p.GetSecurity().GetUserns()},
 	})
 }
 
@@ -44,6 +45,7 @@ func (s *Server) toProto(w workload.Workload) *v1.Workload {
 			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Disk: w.Spec.DiskMiB, Ports: ports,
 			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
 			Egress: spec.EgressStrings(w.Spec.Egress), Secrets: w.Spec.Secrets,
+			Security: securityProto(w.Spec.Security),
 		},
 	}
 }
@@ -194,4 +196,10 @@ func requestID(req *connect.Request[v1.SpawnRequest]) (string, error) {
 		field = header
 	}
 	return spec.ParseRequestID(field)
+}
+
+// securityProto shows a spec's security settings, defaults filled in.
+func securityProto(s spec.Security) *v1.Security {
+	s = s.OrDefaults()
+	return &v1.Security{Seccomp: s.Seccomp, Userns: s.UserNS}
 }

@@ -86,6 +86,7 @@ func TestBadInputMapsAlike(t *testing.T) {
 		{`{"image_ref":"` + webRef + `","ports":{"99999":80}}`, &v1.WorkloadSpec{ImageRef: webRef, Ports: map[string]int64{"99999": 80}}},
 		{`{"image_ref":"` + webRef + `","env":["=x"]}`, &v1.WorkloadSpec{ImageRef: webRef, Env: []string{"=x"}}},
 		{`{"image_ref":"` + webRef + `","isolation":"kvm"}`, &v1.WorkloadSpec{ImageRef: webRef, Isolation: "kvm"}},
+		{`{"image_ref":"` + webRef + `","security":{"seccomp":"off"}}`, &v1.WorkloadSpec{ImageRef: webRef, Security: &v1.Security{Seccomp: "off"}}},
 	}
 	for _, p := range protocols {
 		c := a.workloads(p, "Bearer "+testToken)
@@ -160,6 +161,7 @@ func TestConnectAndRESTAgree(t *testing.T) {
 		res, err := c.Spawn(ctx, connect.NewRequest(&v1.SpawnRequest{Spec: &v1.WorkloadSpec{
 			ImageRef: webRef, Cores: 0.5, Memory: 64, Ports: map[string]int64{"443": 3000, "tcp:80": 8080, "2222": 22},
 			Env: []string{"A=b"}, Args: []string{"serve", "--fast"}, Isolation: "Container",
+			Security: &v1.Security{Userns: "host"},
 		}}))
 		if err != nil {
 			t.Fatalf("%s: Spawn: %v", p.name, err)
@@ -169,7 +171,7 @@ func TestConnectAndRESTAgree(t *testing.T) {
 			t.Errorf("%s: Spawn answered %v", p.name, res.Msg)
 		}
 		// The proto spec went through internal/spec like a REST body.
-		want := mustSpec(t, `{"image_ref":"`+webRef+`","cores":0.5,"memory":64,"ports":{"443":3000,"tcp:80":8080,"2222":22},"env":["A=b"],"args":["serve","--fast"],"isolation":"container"}`)
+		want := mustSpec(t, `{"image_ref":"`+webRef+`","cores":0.5,"memory":64,"ports":{"443":3000,"tcp:80":8080,"2222":22},"env":["A=b"],"args":["serve","--fast"],"isolation":"container","security":{"userns":"host"}}`)
 		if got := b.lastSpawn(t).Spec; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s: backend got %+v, want %+v", p.name, got, want)
 		}
@@ -258,7 +260,8 @@ func sameWorkload(t *testing.T, what string, p *v1.Workload, r workloadJSON) {
 		p.GetIp() != r.IP || int(p.GetPid()) != r.Pid || p.GetReady() != r.Ready || p.GetError() != r.Error ||
 		p.GetImageDigest() != r.ImageDigest || !p.GetCreatedAt().AsTime().Equal(r.CreatedAt) ||
 		ps.GetImageRef() != r.ImageRef || ps.GetCores() != r.Cores || ps.GetMemory() != r.Memory ||
-		ps.GetIsolation() != r.Isolation || !maps.Equal(ports, r.Ports) {
+		ps.GetIsolation() != r.Isolation || !maps.Equal(ports, r.Ports) ||
+		ps.GetSecurity().GetSeccomp() != r.Security.Seccomp || ps.GetSecurity().GetUserns() != r.Security.UserNS {
 		t.Errorf("%s: connect and REST disagree:\nconnect %v\n   REST %+v", what, p, r)
 	}
 }

@@ -28,6 +28,7 @@ type workloadJSON struct {
 	Ports       map[string]uint16 `json:"ports,omitempty"`
 	Isolation   string            `json:"isolation"`
 	Secrets     map[string]string `json:"secrets,omitempty"`
+	Security    spec.Security     `json:"security"`
 	Error       string            `json:"error,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
 }
@@ -40,7 +41,7 @@ func (s *Server) toJSON(w workload.Workload) workloadJSON {
 		ID: w.ID.String(), URL: s.b.URL(w.ID), Node: w.Node, State: string(o.State), Desired: string(w.Desired),
 		Ready: o.Ready, IP: o.IP, Pid: o.Pid, ExitCode: o.ExitCode, ImageRef: w.Spec.Image,
 		ImageDigest: o.ImageDigest, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Disk: w.Spec.DiskMiB,
-		Isolation: string(w.Spec.Isolation), Secrets: w.Spec.Secrets, Error: o.Error, CreatedAt: w.CreatedAt,
+		Isolation: string(w.Spec.Isolation), Secrets: w.Spec.Secrets, Security: w.Spec.Security.OrDefaults(), Error: o.Error, CreatedAt: w.CreatedAt,
 	}
 	if len(w.Spec.Ports) > 0 {
 		out.Ports = spec.PortKeys(w.Spec.Ports)

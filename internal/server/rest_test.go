@@ -91,7 +91,8 @@ func TestSpawnClassicAPI(t *testing.T) {
 	got := a.b.lastSpawn(t)
 	wantSpec := spec.Spec{
 		Image: webRef, Cores: 0.5, MemoryMiB: 64, Env: []string{"GREETING=hi"}, Isolation: spec.IsolationContainer,
-		Ports: []spec.Port{{Public: 443, Target: 3000, Proto: spec.ProtoHTTP}, {Public: 5432, Target: 5432, Proto: spec.ProtoTCP}},
+		Ports:    []spec.Port{{Public: 443, Target: 3000, Proto: spec.ProtoHTTP}, {Public: 5432, Target: 5432, Proto: spec.ProtoTCP}},
+		Security: spec.Security{Seccomp: spec.SeccompDefault, UserNS: spec.UserNSPrivate},
 	}
 	if got.DryRun || !reflect.DeepEqual(got.Spec, wantSpec) {
 		t.Errorf("backend got %+v, want %+v", got, spec.SpawnRequest{Spec: wantSpec})
@@ -102,6 +103,12 @@ func TestSpawnClassicAPI(t *testing.T) {
 	got = a.b.lastSpawn(t)
 	if got.Spec.Cores != spec.DefaultCores || got.Spec.MemoryMiB != spec.DefaultMemoryMiB || got.Spec.Isolation != spec.IsolationContainer {
 		t.Errorf("defaults: backend got %+v", got.Spec)
+	}
+
+	// The sandbox's opt-outs reach the backend.
+	a.callJSON("POST", "/spawn", `{"image_ref":"`+webRef+`","security":{"seccomp":"unconfined","userns":"host"}}`, &ans)
+	if got := a.b.lastSpawn(t).Spec.Security; got != (spec.Security{Seccomp: spec.SeccompUnconfined, UserNS: spec.UserNSHost}) {
+		t.Errorf("security: backend got %+v", got)
 	}
 }
 
@@ -136,7 +143,8 @@ func TestWorkloadJSON(t *testing.T) {
 		"id": id, "url": id + "." + testDomain, "node": testNodeName, "state": "running", "desired": "running",
 		"ready": true, "ip": "10.77.0.2", "pid": 4242.0, "image_ref": webRef, "image_digest": w.Observed.ImageDigest,
 		"cores": 2.0, "memory": 128.0, "isolation": "container", "created_at": w.CreatedAt.Format(time.RFC3339),
-		"ports": map[string]any{"443": 3000.0, "tcp:80": 8080.0, "2222": 22.0},
+		"ports":    map[string]any{"443": 3000.0, "tcp:80": 8080.0, "2222": 22.0},
+		"security": map[string]any{"seccomp": "default", "userns": "private"},
 	}
 	if !reflect.DeepEqual(one, want) {
 		t.Errorf("GET /v1/workloads/{id}:\n got %v\nwant %v", one, want)

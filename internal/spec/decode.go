@@ -36,7 +36,8 @@ type spawnJSON struct {
 	Tty       bool             `json:"tty"`
 	Egress    []string         `json:"egress"`
 	// Secrets maps environment names to secret names.
-	Secrets map[string]string `json:"secrets"`
+	Secrets  map[string]string `json:"secrets"`
+	Security Security          `json:"security"`
 }
 
 // DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
@@ -49,6 +50,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	input := Input{
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
 		Isolation: in.Isolation, Tty: in.Tty, Egress: in.Egress, Secrets: in.Secrets, DiskMiB: in.Disk,
+		Security: in.Security,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores
@@ -154,6 +156,12 @@ type HAC struct {
 		// Secrets maps environment names to secret names.
 		Secrets map[string]string `toml:"secrets"`
 	} `toml:"hardware"`
+	// Security is the [security] table: seccomp and userns, as in the
+	// JSON spec's security object.
+	Security struct {
+		Seccomp string `toml:"seccomp"`
+		UserNS  string `toml:"userns"`
+	} `toml:"security"`
 }
 
 // ParseHAC reads a hac.toml file and returns the Spec it describes. Unknown
@@ -179,6 +187,7 @@ func ParseHAC(data []byte) (Spec, error) {
 		Args:      h.Hardware.Args,
 		Egress:    h.Hardware.Egress,
 		Isolation: providerIsolation(h.Hardware.Provider),
+		Security:  Security{Seccomp: h.Security.Seccomp, UserNS: h.Security.UserNS},
 	})
 }
 

@@ -92,7 +92,8 @@ type Spec struct {
 	Egress []netip.Prefix `json:"egress,omitempty"`
 	// Secrets maps environment names to sealed secrets' names (never
 	// values): {"DB_PASSWORD": "db-password"}.
-	Secrets map[string]string `json:"secrets,omitempty"`
+	Secrets  map[string]string `json:"secrets,omitempty"`
+	Security Security          `json:"security"`
 }
 
 // FieldError reports which input field is wrong and why. Its message starts
@@ -127,7 +128,8 @@ type Input struct {
 	// Egress are CIDRs the workload may reach despite the egress policy.
 	Egress []string
 	// Secrets maps environment names to secret names.
-	Secrets map[string]string
+	Secrets  map[string]string
+	Security Security
 }
 
 // Build validates in and returns the Spec it describes, with defaults filled
@@ -173,6 +175,9 @@ func Build(in Input) (Spec, error) {
 		s.Isolation = iso
 	default:
 		return Spec{}, fieldErr("isolation", "%q is not one of container, gvisor, microvm", in.Isolation)
+	}
+	if s.Security, err = buildSecurity(in.Security); err != nil {
+		return Spec{}, err
 	}
 	if s.Isolation == IsolationMicroVM && s.MemoryMiB < MinMicroVMMemoryMiB {
 		return Spec{}, fieldErr("memory", "must be at least %d MiB for isolation microvm, not %d: ask for %d or more, or run it with isolation container or gvisor",
@@ -454,6 +459,7 @@ func (s Spec) Check() error {
 		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, DiskMiB: s.DiskMiB, Ports: ports,
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
 		Egress: EgressStrings(s.Egress), Secrets: s.Secrets,
+		Security: s.Security,
 	})
 	if err != nil {
 		return err
@@ -476,6 +482,10 @@ func (s Spec) Check() error {
 		return fieldErr("egress", differs+" (masked, sorted, no repeats)", s.Egress, b.Egress)
 	case !maps.Equal(b.Secrets, s.Secrets):
 		return fieldErr("secrets", differs, s.Secrets, b.Secrets)
+	case b.Security != s.Security && !s.Security.IsZero():
+		// A zero Security comes from a node that predates it and means
+		// the defaults, which the driver applies to it.
+		return fieldErr("security", differs, s.Security, b.Security)
 	}
 	return nil
 }

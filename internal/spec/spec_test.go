@@ -361,12 +361,16 @@ func TestCheckAcceptsBuiltSpecsAndRefusesTamperedOnes(t *testing.T) {
 		"an image with blanks":     func(s *Spec) { s.Image = " busybox:1" },
 		"a NUL in an argument":     func(s *Spec) { s.Args = []string{"a\x00b"} },
 		"an env entry without a =": func(s *Spec) { s.Env = []string{"PATH"} },
+		"a seccomp in capitals":    func(s *Spec) { s.Security = Security{Seccomp: "Unconfined", UserNS: UserNSPrivate} },
+		"an unknown seccomp":       func(s *Spec) { s.Security = Security{Seccomp: "off", UserNS: UserNSPrivate} },
+		"a half-set security":      func(s *Spec) { s.Security = Security{UserNS: UserNSHost} },
 	}
 	wantField := map[string]string{
 		"an empty protocol": "ports", "a public port twice": "ports", "a port as http and tcp": "ports", "ports out of order": "ports",
 		"http on a raw port": "ports", "cores left at 0": "cores", "memory left at 0": "memory",
 		"no isolation": "isolation", "an isolation in capitals": "isolation", "an image with blanks": "image_ref",
 		"a NUL in an argument": "args", "an env entry without a =": "env",
+		"a seccomp in capitals": "security", "an unknown seccomp": "security.seccomp", "a half-set security": "security",
 	}
 	for what, change := range tampered {
 		bad := s
@@ -478,5 +482,63 @@ func TestDisk(t *testing.T) {
 	built.DiskMiB = 1
 	if err := built.Check(); err == nil {
 		t.Error("Check accepted disk 1 MiB")
+	}
+}
+
+func TestSecurity(t *testing.T) {
+	s, err := Build(Input{Image: "busybox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Security != (Security{Seccomp: SeccompDefault, UserNS: UserNSPrivate}) {
+		t.Fatalf("default security %+v, want seccomp default and a private user namespace", s.Security)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	// A spec from a node that predates Security means the defaults.
+	old := s
+	old.Security = Security{}
+	if err := old.Check(); err != nil {
+		t.Fatalf("Check refused a spec without security: %v", err)
+	}
+
+	req, err := DecodeSpawnJSON(strings.NewReader(`{"image_ref": "busybox", "security": {"seccomp": "unconfined", "userns": "host"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Security{Seccomp: SeccompUnconfined, UserNS: UserNSHost}); req.Spec.Security != want {
+		t.Fatalf("JSON security %+v, want %+v", req.Spec.Security, want)
+	}
+	if err := req.Spec.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for body, f := range map[string]string{
+		`{"image_ref": "busybox", "security": {"seccomp": "off"}}`: "security.seccomp",
+		`{"image_ref": "busybox", "security": {"userns": "root"}}`: "security.userns",
+		`{"image_ref": "busybox", "security": {"apparmor": "x"}}`:  "apparmor",
+		`{"image_ref": "busybox", "security": "unconfined"}`:       "security",
+	} {
+		if _, err := DecodeSpawnJSON(strings.NewReader(body)); err == nil || field(t, err) != f {
+			t.Errorf("%s: %v, want an error about %s", body, err, f)
+		}
+	}
+
+	h, err := ParseHAC([]byte("[hardware]\nref = \"busybox\"\n[security]\nseccomp = \"unconfined\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Security{Seccomp: SeccompUnconfined, UserNS: UserNSPrivate}); h.Security != want {
+		t.Fatalf("hac.toml security %+v, want %+v", h.Security, want)
+	}
+
+	o, err := ParseSecurityOpts([]string{"userns=host"})
+	if err != nil || o != (Security{Seccomp: SeccompDefault, UserNS: UserNSHost}) {
+		t.Fatalf("--security-opt userns=host: %+v, %v", o, err)
+	}
+	for _, bad := range []string{"seccomp", "seccomp=none", "apparmor=x"} {
+		if _, err := ParseSecurityOpts([]string{bad}); err == nil {
+			t.Errorf("--security-opt %s accepted", bad)
+		}
 	}
 }

@@ -57,7 +57,10 @@ type WorkloadSpec struct {
 	Secrets map[string]string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Most MiB the workload's writable layer may take; writes past it fail
 	// with ENOSPC. 0 means the node's --default-disk.
-	Disk          int64 `protobuf:"varint,25,opt,name=disk,proto3" json:"disk,omitempty"`
+	Disk int64 `protobuf:"varint,25,opt,name=disk,proto3" json:"disk,omitempty"`
+	// What the workload gives up of the container sandbox; unset fields
+	// mean the defaults. Answers always show both fields.
+	Security      *Security `protobuf:"bytes,16,opt,name=security,proto3" json:"security,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +172,70 @@ func (x *WorkloadSpec) GetDisk() int64 {
 	return 0
 }
 
+func (x *WorkloadSpec) GetSecurity() *Security {
+	if x != nil {
+		return x.Security
+	}
+	return nil
+}
+
+// Security applies to isolation container (runc, crun); gVisor and microVMs
+// have their own kernel boundary. See docs/security.md.
+type Security struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// default (Docker's default seccomp profile) or unconfined.
+	Seccomp string `protobuf:"bytes,1,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	// private (root inside is an unprivileged host uid) or host (root inside
+	// is host root, for images that need it).
+	Userns        string `protobuf:"bytes,2,opt,name=userns,proto3" json:"userns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Security) Reset() {
+	*x = Security{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Security) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Security) ProtoMessage() {}
+
+func (x *Security) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Security.ProtoReflect.Descriptor instead.
+func (*Security) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Security) GetSeccomp() string {
+	if x != nil {
+		return x.Seccomp
+	}
+	return ""
+}
+
+func (x *Security) GetUserns() string {
+	if x != nil {
+		return x.Userns
+	}
+	return ""
+}
+
 // Workload is a workload as the cluster knows it: the allocation (id,
 // spec, node, created_at), which the cluster decides, joined with what the
 // allocated node last reported (state, ip, pid, ready, image_digest,
@@ -214,7 +281,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +293,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[1]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +306,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{1}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Workload) GetId() string {
@@ -333,7 +400,7 @@ type SpawnRequest struct {
 
 func (x *SpawnRequest) Reset() {
 	*x = SpawnRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +412,7 @@ func (x *SpawnRequest) String() string {
 func (*SpawnRequest) ProtoMessage() {}
 
 func (x *SpawnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[2]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +425,7 @@ func (x *SpawnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpawnRequest.ProtoReflect.Descriptor instead.
 func (*SpawnRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{2}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SpawnRequest) GetSpec() *WorkloadSpec {
@@ -395,7 +462,7 @@ type SpawnResponse struct {
 
 func (x *SpawnResponse) Reset() {
 	*x = SpawnResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +474,7 @@ func (x *SpawnResponse) String() string {
 func (*SpawnResponse) ProtoMessage() {}
 
 func (x *SpawnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[3]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +487,7 @@ func (x *SpawnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpawnResponse.ProtoReflect.Descriptor instead.
 func (*SpawnResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{3}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SpawnResponse) GetId() string {
@@ -460,7 +527,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +539,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[4]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +552,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{4}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetRequest) GetId() string {
@@ -504,7 +571,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +583,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[5]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +596,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{5}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetResponse) GetWorkload() *Workload {
@@ -547,7 +614,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +626,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[6]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +639,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{6}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{7}
 }
 
 type ListResponse struct {
@@ -584,7 +651,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +663,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[7]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +676,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{7}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListResponse) GetWorkloads() []*Workload {
@@ -630,7 +697,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +709,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[8]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +722,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{8}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopRequest) GetId() string {
@@ -681,7 +748,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +760,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[9]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +773,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{9}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StopResponse) GetWorkload() *Workload {
@@ -725,7 +792,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +804,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[10]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +817,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{10}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveRequest) GetId() string {
@@ -768,7 +835,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +847,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[11]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +860,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{11}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{12}
 }
 
 type LogsRequest struct {
@@ -808,7 +875,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +887,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[12]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +900,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{12}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -866,7 +933,7 @@ type LogsResponse struct {
 
 func (x *LogsResponse) Reset() {
 	*x = LogsResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +945,7 @@ func (x *LogsResponse) String() string {
 func (*LogsResponse) ProtoMessage() {}
 
 func (x *LogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +958,7 @@ func (x *LogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
 func (*LogsResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{13}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LogsResponse) GetData() []byte {
@@ -910,7 +977,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +989,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1002,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{14}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PullRequest) GetImageRef() string {
@@ -961,7 +1028,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1040,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1053,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{15}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PullResponse) GetCompleteBytes() int64 {
@@ -1032,7 +1099,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1111,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1124,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{16}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{17}
 }
 
 type InfoResponse struct {
@@ -1085,7 +1152,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1164,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1177,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{17}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InfoResponse) GetName() string {
@@ -1177,7 +1244,7 @@ type PruneImagesRequest struct {
 
 func (x *PruneImagesRequest) Reset() {
 	*x = PruneImagesRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1256,7 @@ func (x *PruneImagesRequest) String() string {
 func (*PruneImagesRequest) ProtoMessage() {}
 
 func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1269,7 @@ func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesRequest.ProtoReflect.Descriptor instead.
 func (*PruneImagesRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{18}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{19}
 }
 
 type PruneImagesResponse struct {
@@ -1218,7 +1285,7 @@ type PruneImagesResponse struct {
 
 func (x *PruneImagesResponse) Reset() {
 	*x = PruneImagesResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1297,7 @@ func (x *PruneImagesResponse) String() string {
 func (*PruneImagesResponse) ProtoMessage() {}
 
 func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1310,7 @@ func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesResponse.ProtoReflect.Descriptor instead.
 func (*PruneImagesResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{19}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PruneImagesResponse) GetRemoved() []string {
@@ -1264,7 +1331,7 @@ var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\n" +
-	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x03\n" +
+	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x04\n" +
 	"\fWorkloadSpec\x12\x1b\n" +
 	"\timage_ref\x18\x01 \x01(\tR\bimageRef\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x16\n" +
@@ -1276,14 +1343,18 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x03tty\x18\b \x01(\bR\x03tty\x12\x16\n" +
 	"\x06egress\x18\x14 \x03(\tR\x06egress\x12A\n" +
 	"\asecrets\x18\t \x03(\v2'.hypercore.v1.WorkloadSpec.SecretsEntryR\asecrets\x12\x12\n" +
-	"\x04disk\x18\x19 \x01(\x03R\x04disk\x1a8\n" +
+	"\x04disk\x18\x19 \x01(\x03R\x04disk\x122\n" +
+	"\bsecurity\x18\x10 \x01(\v2\x16.hypercore.v1.SecurityR\bsecurity\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a:\n" +
 	"\fSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb2\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
+	"\bSecurity\x12\x18\n" +
+	"\aseccomp\x18\x01 \x01(\tR\aseccomp\x12\x16\n" +
+	"\x06userns\x18\x02 \x01(\tR\x06userns\"\xb2\x02\n" +
 	"\bWorkload\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1a.hypercore.v1.WorkloadSpecR\x04spec\x12\x14\n" +
@@ -1381,65 +1452,67 @@ func file_hypercore_v1_hypercore_proto_rawDescGZIP() []byte {
 	return file_hypercore_v1_hypercore_proto_rawDescData
 }
 
-var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*WorkloadSpec)(nil),          // 0: hypercore.v1.WorkloadSpec
-	(*Workload)(nil),              // 1: hypercore.v1.Workload
-	(*SpawnRequest)(nil),          // 2: hypercore.v1.SpawnRequest
-	(*SpawnResponse)(nil),         // 3: hypercore.v1.SpawnResponse
-	(*GetRequest)(nil),            // 4: hypercore.v1.GetRequest
-	(*GetResponse)(nil),           // 5: hypercore.v1.GetResponse
-	(*ListRequest)(nil),           // 6: hypercore.v1.ListRequest
-	(*ListResponse)(nil),          // 7: hypercore.v1.ListResponse
-	(*StopRequest)(nil),           // 8: hypercore.v1.StopRequest
-	(*StopResponse)(nil),          // 9: hypercore.v1.StopResponse
-	(*RemoveRequest)(nil),         // 10: hypercore.v1.RemoveRequest
-	(*RemoveResponse)(nil),        // 11: hypercore.v1.RemoveResponse
-	(*LogsRequest)(nil),           // 12: hypercore.v1.LogsRequest
-	(*LogsResponse)(nil),          // 13: hypercore.v1.LogsResponse
-	(*PullRequest)(nil),           // 14: hypercore.v1.PullRequest
-	(*PullResponse)(nil),          // 15: hypercore.v1.PullResponse
-	(*InfoRequest)(nil),           // 16: hypercore.v1.InfoRequest
-	(*InfoResponse)(nil),          // 17: hypercore.v1.InfoResponse
-	(*PruneImagesRequest)(nil),    // 18: hypercore.v1.PruneImagesRequest
-	(*PruneImagesResponse)(nil),   // 19: hypercore.v1.PruneImagesResponse
-	nil,                           // 20: hypercore.v1.WorkloadSpec.PortsEntry
-	nil,                           // 21: hypercore.v1.WorkloadSpec.SecretsEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*Security)(nil),              // 1: hypercore.v1.Security
+	(*Workload)(nil),              // 2: hypercore.v1.Workload
+	(*SpawnRequest)(nil),          // 3: hypercore.v1.SpawnRequest
+	(*SpawnResponse)(nil),         // 4: hypercore.v1.SpawnResponse
+	(*GetRequest)(nil),            // 5: hypercore.v1.GetRequest
+	(*GetResponse)(nil),           // 6: hypercore.v1.GetResponse
+	(*ListRequest)(nil),           // 7: hypercore.v1.ListRequest
+	(*ListResponse)(nil),          // 8: hypercore.v1.ListResponse
+	(*StopRequest)(nil),           // 9: hypercore.v1.StopRequest
+	(*StopResponse)(nil),          // 10: hypercore.v1.StopResponse
+	(*RemoveRequest)(nil),         // 11: hypercore.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 12: hypercore.v1.RemoveResponse
+	(*LogsRequest)(nil),           // 13: hypercore.v1.LogsRequest
+	(*LogsResponse)(nil),          // 14: hypercore.v1.LogsResponse
+	(*PullRequest)(nil),           // 15: hypercore.v1.PullRequest
+	(*PullResponse)(nil),          // 16: hypercore.v1.PullResponse
+	(*InfoRequest)(nil),           // 17: hypercore.v1.InfoRequest
+	(*InfoResponse)(nil),          // 18: hypercore.v1.InfoResponse
+	(*PruneImagesRequest)(nil),    // 19: hypercore.v1.PruneImagesRequest
+	(*PruneImagesResponse)(nil),   // 20: hypercore.v1.PruneImagesResponse
+	nil,                           // 21: hypercore.v1.WorkloadSpec.PortsEntry
+	nil,                           // 22: hypercore.v1.WorkloadSpec.SecretsEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_hypercore_v1_hypercore_proto_depIdxs = []int32{
-	20, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
-	21, // 1: hypercore.v1.WorkloadSpec.secrets:type_name -> hypercore.v1.WorkloadSpec.SecretsEntry
-	0,  // 2: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
-	22, // 3: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
-	1,  // 5: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
-	1,  // 6: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
-	1,  // 7: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
-	1,  // 8: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
-	2,  // 9: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
-	4,  // 10: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
-	6,  // 11: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
-	8,  // 12: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
-	10, // 13: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
-	12, // 14: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
-	14, // 15: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
-	16, // 16: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
-	18, // 17: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
-	3,  // 18: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
-	5,  // 19: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
-	7,  // 20: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
-	9,  // 21: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
-	11, // 22: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
-	13, // 23: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
-	15, // 24: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
-	17, // 25: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
-	19, // 26: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	21, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
+	22, // 1: hypercore.v1.WorkloadSpec.secrets:type_name -> hypercore.v1.WorkloadSpec.SecretsEntry
+	1,  // 2: hypercore.v1.WorkloadSpec.security:type_name -> hypercore.v1.Security
+	0,  // 3: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
+	23, // 4: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
+	2,  // 6: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 7: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 8: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
+	2,  // 9: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
+	3,  // 10: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
+	5,  // 11: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
+	7,  // 12: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
+	9,  // 13: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
+	11, // 14: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
+	13, // 15: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
+	15, // 16: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
+	17, // 17: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
+	19, // 18: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
+	4,  // 19: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
+	6,  // 20: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
+	8,  // 21: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
+	10, // 22: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
+	12, // 23: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
+	14, // 24: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
+	16, // 25: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
+	18, // 26: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
+	20, // 27: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
+	19, // [19:28] is the sub-list for method output_type
+	10, // [10:19] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_hypercore_v1_hypercore_proto_init() }
@@ -1453,7 +1526,7 @@ func file_hypercore_v1_hypercore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_v1_hypercore_proto_rawDesc), len(file_hypercore_v1_hypercore_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -144,7 +145,17 @@ func TestNetNSPath(t *testing.T) {
 	cfg := testConfig(testRootfs(t), "sleep", "1000")
 	cfg.Network = driver.Network{NetNSPath: nsPath, IP: "10.99.0.5"}
 	drivertest.Run(t, testCtx(t), d, cfg)
-	mustContain(t, "the workload's netns", drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "ls", "-l", "/proc/self/ns/net"), fmt.Sprintf("net:[%d]", st.Ino))
+	// With a private user namespace, the workload's netns is a new one
+	// that namespace owns, mounted over the given path: the path names
+	// what the workload joined, and the given one is below it.
+	var now unix.Stat_t
+	if err := unix.Stat(nsPath, &now); err != nil {
+		t.Fatal(err)
+	}
+	if now.Ino == st.Ino {
+		t.Errorf("the netns at %s is still the one given, not one owned by the workload's user namespace", nsPath)
+	}
+	mustContain(t, "the workload's netns", drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "ls", "-l", "/proc/self/ns/net"), fmt.Sprintf("net:[%d]", now.Ino))
 	mustContain(t, "/etc/hosts", drivertest.ExecOK(t, testCtx(t), d, cfg.ID, "cat", "/etc/hosts"), "10.99.0.5\t")
 	if _, err := os.Stat(d.paths(cfg.ID).netns); !os.IsNotExist(err) {
 		t.Errorf("the driver made a netns of its own although one was given: %v", err)
@@ -156,4 +167,11 @@ func TestNetNSPath(t *testing.T) {
 	if mounted, err := isMountpoint(nsPath); err != nil || !mounted {
 		t.Errorf("Delete unmounted the caller's netns: %v %v", mounted, err)
 	}
+
+	// In the host's user namespace the workload joins the given netns.
+	host := testConfig(testRootfs(t), "sleep", "1000")
+	host.Spec.Security.UserNS = spec.UserNSHost
+	host.Network = driver.Network{NetNSPath: nsPath, IP: "10.99.0.5"}
+	drivertest.Run(t, testCtx(t), d, host)
+	mustContain(t, "the workload's netns", drivertest.ExecOK(t, testCtx(t), d, host.ID, "ls", "-l", "/proc/self/ns/net"), fmt.Sprintf("net:[%d]", now.Ino))
 }

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gorunc "github.com/containerd/go-runc"
@@ -81,7 +82,9 @@ type Driver struct {
 	ttys    ttyPumps
 	// spare holds a formatted disk image of DefaultDiskMiB ready, so a
 	// workload's disk is a rename at Create; nil without a default.
-	spare *diskimage.Spare
+	spare   *diskimage.Spare
+	ids     idRanges    // host id ranges of user namespaces
+	noIDMap atomic.Bool // idmapped mounts failed once: copy instead
 
 	stopRotation chan struct{}
 	rotationDone chan struct{}

@@ -78,7 +78,11 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 	if err := mkdirs(p, d.diskMiB(cfg.Spec), d.spare); err != nil {
 		return err
 	}
-	if err := mountOverlay(cfg.Rootfs, p); err != nil {
+	sb, err := d.sandboxFor(cfg, p)
+	if err != nil {
+		return err
+	}
+	if err := d.mountRootfs(cfg.Rootfs, p, sb); err != nil {
 		return err
 	}
 	netns, own := cfg.Network.NetNSPath, cfg.Network.NetNSPath == ""
@@ -99,6 +103,9 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		return err
 	}
 	s.Linux.CgroupsPath = d.cgroupPath(cfg.ID)
+	if err := sb.apply(s, p, netns); err != nil {
+		return err
+	}
 	return writeSpec(p.config, s)
 }
 
@@ -112,13 +119,15 @@ func (d *Driver) remount(p paths, s *specs.Spec) error {
 	if err := mountDisk(p); err != nil {
 		return err
 	}
-	if err := mountOverlay(lower, p); err != nil {
+	if err := d.mountRootfs(lower, p, sandboxOf(s)); err != nil {
 		return err
 	}
 	if own, _ := strconv.ParseBool(s.Annotations[annOwnNetNS]); own {
-		return ensureNetNS(p.netns)
+		if err := ensureNetNS(p.netns); err != nil {
+			return err
+		}
 	}
-	return nil
+	return remountSandbox(s, p)
 }
 
 // runtimeCreate has the runtime create the container with the log file as
@@ -353,6 +362,9 @@ func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 	if err := unmountDisk(p); err != nil {
 		return err
 	}
+	if err := unmountSandbox(p); err != nil {
+		return err
+	}
 	if err := removeNetNS(p.netns); err != nil {
 		return err
 	}
@@ -362,6 +374,7 @@ func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 	if err := os.RemoveAll(p.dir); err != nil {
 		return fmt.Errorf("remove workload dir: %w", err)
 	}
+	d.ids.release(id)
 	return nil
 }
 
