@@ -29,6 +29,12 @@ type spawnJSON struct {
 	Isolation string           `json:"isolation"`
 	Args      []string         `json:"args"`
 	Tty       bool             `json:"tty"`
+
+	Restart    string            `json:"restart"`
+	Volumes    map[string]string `json:"volumes"`
+	Entrypoint []string          `json:"entrypoint"`
+	Workdir    string            `json:"workdir"`
+	User       string            `json:"user"`
 }
 
 // DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
@@ -41,6 +47,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 	input := Input{
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
 		Isolation: in.Isolation, Tty: in.Tty,
+		Restart: in.Restart, Volumes: in.Volumes, Entrypoint: in.Entrypoint, Workdir: in.Workdir, User: in.User,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores
@@ -141,6 +148,12 @@ type HAC struct {
 		Ports     map[string]int64 `toml:"ports"`
 		Env       []string         `toml:"env"`
 		Args      []string         `toml:"args"`
+
+		Restart    string            `toml:"restart"`
+		Volumes    map[string]string `toml:"volumes"`
+		Entrypoint []string          `toml:"entrypoint"`
+		Workdir    string            `toml:"workdir"`
+		User       string            `toml:"user"`
 	} `toml:"hardware"`
 }
 
@@ -157,13 +170,18 @@ func ParseHAC(data []byte) (Spec, error) {
 		return Spec{}, fieldErr("hac.toml", "%v", err)
 	}
 	return Build(Input{
-		Image:     h.Hardware.Ref,
-		Cores:     h.Hardware.Cores,
-		MemoryMiB: h.Hardware.Memory,
-		Ports:     h.Hardware.Ports,
-		Env:       h.Hardware.Env,
-		Args:      h.Hardware.Args,
-		Isolation: providerIsolation(h.Hardware.Provider),
+		Image:      h.Hardware.Ref,
+		Cores:      h.Hardware.Cores,
+		MemoryMiB:  h.Hardware.Memory,
+		Ports:      h.Hardware.Ports,
+		Env:        h.Hardware.Env,
+		Args:       h.Hardware.Args,
+		Isolation:  providerIsolation(h.Hardware.Provider),
+		Restart:    h.Hardware.Restart,
+		Volumes:    h.Hardware.Volumes,
+		Entrypoint: h.Hardware.Entrypoint,
+		Workdir:    h.Hardware.Workdir,
+		User:       h.Hardware.User,
 	})
 }
 

@@ -78,6 +78,17 @@ type Spec struct {
 	Args      []string  `json:"args,omitempty"`
 	Isolation Isolation `json:"isolation"`
 	Tty       bool      `json:"tty,omitempty"`
+
+	// Options beyond the image's own config (options.go).
+
+	// Restart is the restart policy as ParseRestart reads it; "" is no.
+	Restart string `json:"restart,omitempty"`
+	// Volumes maps a volume name to where it is mounted.
+	Volumes map[string]string `json:"volumes,omitempty"`
+	// Entrypoint, Workdir and User replace the image's when set.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Workdir    string   `json:"workdir,omitempty"`
+	User       string   `json:"user,omitempty"`
 }
 
 // FieldError reports which input field is wrong and why. Its message starts
@@ -107,6 +118,13 @@ type Input struct {
 	Args      []string
 	Isolation string
 	Tty       bool
+
+	// Options beyond the image's own config (options.go).
+	Restart    string
+	Volumes    map[string]string
+	Entrypoint []string
+	Workdir    string
+	User       string
 }
 
 // Build validates in and returns the Spec it describes, with defaults filled
@@ -146,6 +164,17 @@ func Build(in Input) (Spec, error) {
 		s.Isolation = iso
 	default:
 		return Spec{}, fieldErr("isolation", "%q is not one of container, gvisor, microvm", in.Isolation)
+	}
+	rp, err := ParseRestart(in.Restart)
+	if err != nil {
+		return Spec{}, err
+	}
+	s.Restart = rp.String()
+	if s.Volumes, err = buildVolumes(in.Volumes); err != nil {
+		return Spec{}, err
+	}
+	if err := buildImageOverrides(in, &s); err != nil {
+		return Spec{}, err
 	}
 	if s.Isolation == IsolationMicroVM && s.MemoryMiB < MinMicroVMMemoryMiB {
 		return Spec{}, fieldErr("memory", "must be at least %d MiB for isolation microvm, not %d: ask for %d or more, or run it with isolation container or gvisor",
@@ -423,6 +452,7 @@ func (s Spec) Check() error {
 	b, err := Build(Input{
 		Image: s.Image, Cores: s.Cores, MemoryMiB: s.MemoryMiB, Ports: ports,
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+		Restart: s.Restart, Volumes: s.Volumes, Entrypoint: s.Entrypoint, Workdir: s.Workdir, User: s.User,
 	})
 	if err != nil {
 		return err
@@ -441,6 +471,10 @@ func (s Spec) Check() error {
 		return fieldErr("ports", differs+" (sorted by public port)", s.Ports, b.Ports)
 	case b.Isolation != s.Isolation:
 		return fieldErr("isolation", differs, strconv.Quote(string(s.Isolation)), strconv.Quote(string(b.Isolation)))
+	case b.Restart != s.Restart:
+		return fieldErr("restart", differs, strconv.Quote(s.Restart), strconv.Quote(b.Restart))
+	case b.Workdir != s.Workdir:
+		return fieldErr("workdir", differs, strconv.Quote(truncate(s.Workdir, 80)), strconv.Quote(b.Workdir))
 	}
 	return nil
 }
