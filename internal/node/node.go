@@ -142,6 +142,8 @@ type Node struct {
 	// afterImage, when set (by tests), runs in a start between taking the
 	// image and recording the workload's digest, the window GC must respect.
 	afterImage func(*image.Image)
+	// restartWait, when set (by tests), replaces a restart's backoff.
+	restartWait func(time.Duration) time.Duration
 
 	quit chan struct{}
 	bg   sync.WaitGroup // the watcher and the image GC
@@ -280,7 +282,7 @@ func (n *Node) current(r store.Record) workload.Observation {
 	if o, ok := n.Observation(r.ID); ok {
 		return o
 	}
-	return workload.Observation{Node: n.cfg.Name, Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest, ExitCode: r.ExitCode}
+	return workload.Observation{Node: n.cfg.Name, Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest, ExitCode: r.ExitCode, Restarts: r.Restarts}
 }
 
 // Run starts the workload the cluster allocated here and returns what the
@@ -418,6 +420,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	o := n.report(r.ID, workload.Observation{
 		Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
 		Ready: len(r.Spec.Ports) == 0, ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
+		Restarts: r.Restarts,
 	})
 	n.log.Info("workload started", "id", r.ID, "image", r.Spec.Image, "ip", o.IP, "pid", o.Pid,
 		"image_ms", ms(t1.Sub(t0)), "network_ms", ms(t2.Sub(t1)), "create_ms", ms(t3.Sub(t2)), "start_ms", ms(t4.Sub(t3)))

@@ -103,6 +103,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		n.report(r.ID, workload.Observation{
 			Generation: r.Generation, State: workload.StateRunning, IP: ip, Pid: st.Pid,
 			Ready: probe(r.Spec, ip), ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
+			Restarts: r.Restarts,
 		})
 		n.log.Info("recover: re-adopted running workload", "id", r.ID, "pid", st.Pid)
 		return nil
@@ -116,12 +117,15 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		// the restart, until the cluster says otherwise.
 		o := workload.Observation{
 			Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest,
-			ExitCode: r.ExitCode, FinishedAt: st.FinishedAt,
+			ExitCode: r.ExitCode, Restarts: r.Restarts, FinishedAt: st.FinishedAt,
 		}
 		if leased && r.State == workload.StateExited {
 			o.IP = att.IP.String() // still leased, as check leaves it
 		}
 		n.report(r.ID, o)
+		if r.State == workload.StateExited {
+			n.exited(r.ID, r.ExitCode) // its restart policy may still apply
+		}
 		return nil
 	}
 }
@@ -229,4 +233,5 @@ func (n *Node) check(ctx context.Context, id spec.ID) {
 	o.State, o.Pid, o.Ready, o.ExitCode, o.FinishedAt = workload.StateExited, 0, false, st.ExitCode, orNow(st.FinishedAt)
 	n.report(id, o)
 	n.log.Warn("workload exited by itself", "id", id, "exit_code", st.ExitCode)
+	n.exited(id, st.ExitCode)
 }

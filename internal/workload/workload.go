@@ -97,17 +97,20 @@ type Allocation struct {
 //     the workload holds its address (running, or exited by itself);
 //   - its JSON names are those of the records written before the split.
 type Observation struct {
-	Node        string    `json:"node"`
-	Generation  uint64    `json:"generation,omitempty"`
-	State       State     `json:"state"`
-	IP          string    `json:"ip,omitempty"`
-	Pid         int       `json:"pid,omitempty"`
-	Ready       bool      `json:"ready,omitempty"`
-	ImageDigest string    `json:"image_digest,omitempty"`
-	ExitCode    int       `json:"exit_code,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	Node        string `json:"node"`
+	Generation  uint64 `json:"generation,omitempty"`
+	State       State  `json:"state"`
+	IP          string `json:"ip,omitempty"`
+	Pid         int    `json:"pid,omitempty"`
+	Ready       bool   `json:"ready,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
+	ExitCode    int    `json:"exit_code,omitempty"`
+	// Restarts counts the times its node started it again by its restart
+	// policy since it was spawned or last started.
+	Restarts   int       `json:"restarts,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
 
 // Workload is an allocation joined with its observation: what the API shows
@@ -142,6 +145,6 @@ func (w Workload) Running() bool {
 func (o Observation) Equal(p Observation) bool {
 	return o.Node == p.Node && o.Generation == p.Generation && o.State == p.State &&
 		o.IP == p.IP && o.Pid == p.Pid && o.Ready == p.Ready && o.ImageDigest == p.ImageDigest &&
-		o.ExitCode == p.ExitCode && o.Error == p.Error &&
+		o.ExitCode == p.ExitCode && o.Restarts == p.Restarts && o.Error == p.Error &&
 		o.StartedAt.Equal(p.StartedAt) && o.FinishedAt.Equal(p.FinishedAt)
 }
