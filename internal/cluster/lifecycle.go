@@ -150,6 +150,42 @@ func (c *Cluster) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (
 	return c.settled(ctx, id, index)
 }
 
+// Start implements server.Backend: the allocation says running again
+// (a new generation), then its host runs it again with its spec. A host
+// that is not this node starts it from its reconciler, which sees a
+// workload meant to run that it holds stopped; the answer then shows it
+// stopped or pending until that host reports.
+func (c *Cluster) Start(ctx context.Context, id spec.ID) (workload.Workload, error) {
+	w, err := c.raft.Get(id)
+	if err != nil {
+		return workload.Workload{}, err
+	}
+	if w.Desired == workload.DesiredRunning && w.Observed.State != workload.StateExited {
+		return w, nil
+	}
+	if w.Desired != workload.DesiredRunning {
+		if w, err = c.raft.Update(id, func(a *workload.Allocation) error {
+			a.Desired = workload.DesiredRunning
+			return nil
+		}); err != nil {
+			return workload.Workload{}, err
+		}
+	}
+	if w.Node != c.cfg.NodeName {
+		return w, nil
+	}
+	c.driving.Add(id)
+	defer c.driving.Done(id)
+	if _, err := c.local.StartAgain(context.WithoutCancel(ctx), w.Allocation); err != nil {
+		return workload.Workload{}, err
+	}
+	index, err := c.reports.flush()
+	if err != nil {
+		return workload.Workload{}, err
+	}
+	return c.settled(ctx, id, index)
+}
+
 // Remove implements server.Backend: the allocation goes first, so no
 // reconciler starts the workload again meanwhile, then its host removes
 // it. A host that is down, or whose removal fails, removes it when its

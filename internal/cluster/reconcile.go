@@ -101,6 +101,14 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 			c.background(inflight, done, l.ID, "moved to node "+r.Node, func(ctx context.Context) error {
 				return c.local.Remove(ctx, l.ID)
 			})
+		case r.Desired == workload.DesiredRunning && l.Desired == workload.DesiredStopped && !c.driving.Busy(l.ID):
+			c.background(inflight, done, l.ID, "started in the cluster", func(ctx context.Context) error {
+				if _, err := c.local.StartAgain(ctx, r.Allocation); err != nil {
+					return err
+				}
+				_, err := c.reports.flush()
+				return err
+			})
 		case r.Desired == workload.DesiredStopped && l.Desired != workload.DesiredStopped:
 			c.background(inflight, done, l.ID, "stopped in the cluster", func(ctx context.Context) error {
 				_, err := c.local.Stop(ctx, l.ID, 0)

@@ -165,6 +165,22 @@ func (b *backend) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (
 	return workload.Join(a, &o), nil
 }
 
+// Start marks the workload meant to run and has its node report it
+// running again.
+func (b *backend) Start(ctx context.Context, id spec.ID) (workload.Workload, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, err := b.get(id); err != nil {
+		return workload.Workload{}, err
+	}
+	a := b.allocs[id]
+	a.Desired, a.Generation = workload.DesiredRunning, a.Generation+1
+	o := b.observed[id]
+	o.Generation, o.State, o.Restarts, o.FinishedAt = a.Generation, workload.StateRunning, 0, time.Time{}
+	b.allocs[id], b.observed[id] = a, o
+	return workload.Join(a, &o), nil
+}
+
 // Remove deletes both halves of the workload.
 func (b *backend) Remove(ctx context.Context, id spec.ID) error {
 	b.mu.Lock()

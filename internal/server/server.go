@@ -52,6 +52,9 @@ type Backend interface {
 	// Stop stops a workload, waiting up to timeout after SIGTERM (0: the
 	// node's default), and keeps its record.
 	Stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Workload, error)
+	// Start runs a stopped or exited workload again with its spec, on
+	// its node; one that runs is answered as it is.
+	Start(ctx context.Context, id spec.ID) (workload.Workload, error)
 	// Remove kills a workload at once if it runs and deletes it.
 	Remove(ctx context.Context, id spec.ID) error
 	// Logs opens a workload's output, following it with opts.Follow.
