@@ -51,6 +51,7 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 		imageRef           string
 		tty, dryRun, quiet bool
 		jsonOut            bool
+		opts               imageOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "spawn [flags] IMAGE [-- ARGS...]",
@@ -88,6 +89,9 @@ Arguments after -- replace the image's command.`,
 				ps = &v1.WorkloadSpec{ImageRef: imageRef, Cores: cores, Memory: memory, Ports: pm, Env: env, Isolation: isolation, Tty: tty}
 				if len(args) > 0 {
 					ps.Args = args
+				}
+				if err := opts.apply(ps); err != nil {
+					return err
 				}
 			}
 			// Validate here too, so a typo fails before any network call.
@@ -135,11 +139,13 @@ Arguments after -- replace the image's command.`,
 	f.BoolVar(&dryRun, "dry-run", false, "validate and place, start nothing")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the id")
 	f.BoolVar(&jsonOut, "json", false, "print the answer as JSON")
+	opts.flags(f)
 	return cmd
 }
 
 func protoInput(p *v1.WorkloadSpec) spec.Input {
-	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty}
+	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty,
+		Restart: p.Restart, Volumes: p.Volumes, Entrypoint: p.Entrypoint, Workdir: p.Workdir, User: p.User}
 }
 
 // specToProto is the request for a Spec already built (from hac.toml),
@@ -149,7 +155,8 @@ func specToProto(s spec.Spec) *v1.WorkloadSpec {
 	for k, v := range spec.PortKeys(s.Ports) {
 		ports[k] = int64(v)
 	}
-	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty}
+	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
+		Restart: s.Restart, Volumes: s.Volumes, Entrypoint: s.Entrypoint, Workdir: s.Workdir, User: s.User}
 }
 
 // parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.
@@ -261,9 +268,9 @@ func newListCmd(api *apiFlags) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tNODE\tPORTS\tURL")
+			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tRESTARTS\tNODE\tPORTS\tURL")
 			for _, w := range res.Msg.Workloads {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Node, portsOf(w.Spec), w.Url)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Restarts, w.Node, portsOf(w.Spec), w.Url)
 			}
 			return tw.Flush()
 		},
@@ -274,8 +281,11 @@ func newListCmd(api *apiFlags) *cobra.Command {
 }
 
 func stateOf(w *v1.Workload) string {
-	if w.State == "running" && !w.Ready {
+	switch {
+	case w.State == "running" && !w.Ready:
 		return "running (not ready)"
+	case w.State == "exited" && w.Error == "":
+		return fmt.Sprintf("exited (%d)", w.ExitCode)
 	}
 	return w.State
 }
@@ -358,6 +368,22 @@ func newStopCmd(api *apiFlags) *cobra.Command {
 	return cmd
 }
 
+func newStartCmd(api *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start ID...",
+		Short: "Run stopped or exited workloads again, with their spec, id and URL",
+		Long: `Start runs a workload that was stopped, or that exited, again on its node,
+with the spec it was spawned with. Its restart count starts again from 0.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachID(api, args, func(ctx context.Context, c *client, id string) error {
+				_, err := c.workloads.Start(ctx, connect.NewRequest(&v1.StartRequest{Id: id}))
+				return err
+			})
+		},
+	}
+}
+
 func newRmCmd(api *apiFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:     "rm ID...",
@@ -421,34 +447,49 @@ func newInfoCmd(api *apiFlags) *cobra.Command {
 // field names, with numbers as numbers (protojson would quote int64s and
 // deliberately varies its spacing).
 type workloadView struct {
-	ID          string           `json:"id"`
-	URL         string           `json:"url"`
-	Node        string           `json:"node"`
-	State       string           `json:"state"`
-	Ready       bool             `json:"ready"`
-	IP          string           `json:"ip,omitempty"`
-	Pid         int32            `json:"pid,omitempty"`
-	ImageRef    string           `json:"image_ref"`
-	ImageDigest string           `json:"image_digest,omitempty"`
-	Cores       float64          `json:"cores"`
-	Memory      int64            `json:"memory"`
-	Ports       map[string]int64 `json:"ports,omitempty"`
-	Env         []string         `json:"env,omitempty"`
-	Args        []string         `json:"args,omitempty"`
-	Isolation   string           `json:"isolation"`
-	Tty         bool             `json:"tty,omitempty"`
-	Error       string           `json:"error,omitempty"`
-	CreatedAt   time.Time        `json:"created_at"`
+	ID          string            `json:"id"`
+	URL         string            `json:"url"`
+	Node        string            `json:"node"`
+	State       string            `json:"state"`
+	Desired     string            `json:"desired"`
+	Ready       bool              `json:"ready"`
+	ExitCode    *int32            `json:"exit_code,omitempty"`
+	Restart     string            `json:"restart,omitempty"`
+	Restarts    int32             `json:"restarts"`
+	Volumes     map[string]string `json:"volumes,omitempty"`
+	Entrypoint  []string          `json:"entrypoint,omitempty"`
+	Workdir     string            `json:"workdir,omitempty"`
+	User        string            `json:"user,omitempty"`
+	IP          string            `json:"ip,omitempty"`
+	Pid         int32             `json:"pid,omitempty"`
+	ImageRef    string            `json:"image_ref"`
+	ImageDigest string            `json:"image_digest,omitempty"`
+	Cores       float64           `json:"cores"`
+	Memory      int64             `json:"memory"`
+	Ports       map[string]int64  `json:"ports,omitempty"`
+	Env         []string          `json:"env,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Isolation   string            `json:"isolation"`
+	Tty         bool              `json:"tty,omitempty"`
+	Error       string            `json:"error,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
 }
 
 func viewOf(w *v1.Workload) workloadView {
 	s := w.GetSpec()
-	return workloadView{
-		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
+	v := workloadView{
+		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Desired: w.Desired, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
 		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(),
 		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(),
+		Restart: s.GetRestart(), Restarts: w.Restarts, Volumes: s.GetVolumes(), Entrypoint: s.GetEntrypoint(),
+		Workdir: s.GetWorkdir(), User: s.GetUser(),
 		Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}
+	if w.State == "exited" {
+		code := w.ExitCode
+		v.ExitCode = &code
+	}
+	return v
 }
 
 func printJSON(v any) error {

@@ -417,11 +417,13 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: record %s: %w", r.ID, err)
 	}
-	o := n.report(r.ID, workload.Observation{
+	o := workload.Observation{
 		Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
-		Ready: len(r.Spec.Ports) == 0, ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
-		Restarts: r.Restarts,
-	})
+		ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
+		Restarts: r.Restarts, ExposedPort: exposedPort(img.Config, r.Spec),
+	}
+	o.Ready = readyPort(r.Spec, o) == 0
+	o = n.report(r.ID, o)
 	n.log.Info("workload started", "id", r.ID, "image", r.Spec.Image, "ip", o.IP, "pid", o.Pid,
 		"image_ms", ms(t1.Sub(t0)), "network_ms", ms(t2.Sub(t1)), "create_ms", ms(t3.Sub(t2)), "start_ms", ms(t4.Sub(t3)))
 	return o, nil
@@ -429,7 +431,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 
 func (n *Node) driverConfig(r store.Record, img *image.Image, att network.Attachment) driver.Config {
 	return driver.Config{
-		ID: r.ID, Spec: r.Spec, Rootfs: img.Rootfs, ImageConfig: img.Config,
+		ID: r.ID, Spec: r.Spec, Rootfs: img.Rootfs, ImageConfig: imageConfig(img.Config, r.Spec),
 		Network:  driver.Network{NetNSPath: att.NetNSPath, IP: att.IP.String()},
 		Hostname: r.ID.String()[:8],
 	}
@@ -445,7 +447,7 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 	}
 	deadline := time.Now().Add(n.cfg.ReadyTimeout)
 	for time.Now().Before(deadline) {
-		if probe(s, o.IP) {
+		if probe(readyPort(s, o), o.IP) {
 			o.Ready = true
 			return n.report(id, o)
 		}
@@ -455,20 +457,23 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 		case <-time.After(15 * time.Millisecond):
 		}
 	}
-	n.log.Warn("workload not ready yet; answering anyway", "id", id, "timeout", n.cfg.ReadyTimeout)
-	return o
+	// The caller is told why its URL answers 503, and so is anyone who
+	// looks at the workload later; the watcher clears it once ready.
+	o.Error = n.notListening(ctx, id, s, o, n.cfg.ReadyTimeout)
+	n.log.Warn("workload not ready yet; answering anyway", "id", id, "timeout", n.cfg.ReadyTimeout, "why", o.Error)
+	return n.report(id, o)
 }
 
-// probe says whether the workload at ip accepts connections on its first
-// port; one with no ports is ready as soon as it runs.
-func probe(s spec.Spec, ip string) bool {
-	if len(s.Ports) == 0 {
+// probe says whether the workload at ip accepts connections on port; one
+// with no port to serve (0) is ready as soon as it runs.
+func probe(port uint16, ip string) bool {
+	if port == 0 {
 		return true
 	}
 	if ip == "" {
 		return false
 	}
-	addr := net.JoinHostPort(ip, strconv.Itoa(int(s.Ports[0].Target)))
+	addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return false

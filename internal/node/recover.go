@@ -99,12 +99,13 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		}
 		// One probe now, so a workload that was ready before the restart
 		// is reported ready at once; the watcher probes a late one.
-		ip := att.IP.String()
-		n.report(r.ID, workload.Observation{
-			Generation: r.Generation, State: workload.StateRunning, IP: ip, Pid: st.Pid,
-			Ready: probe(r.Spec, ip), ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
-			Restarts: r.Restarts,
-		})
+		o := workload.Observation{
+			Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
+			ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
+			Restarts: r.Restarts, ExposedPort: exposedPort(img.Config, r.Spec),
+		}
+		o.Ready = probe(readyPort(r.Spec, o), o.IP)
+		n.report(r.ID, o)
 		n.log.Info("recover: re-adopted running workload", "id", r.ID, "pid", st.Pid)
 		return nil
 	case r.State == workload.StateRunning:
@@ -215,8 +216,8 @@ func (n *Node) check(ctx context.Context, id spec.ID) {
 	}
 	o := n.current(r)
 	if st.State == driver.StateRunning {
-		if !o.Ready && probe(r.Spec, o.IP) {
-			o.Ready = true
+		if !o.Ready && probe(readyPort(r.Spec, o), o.IP) {
+			o.Ready, o.Error = true, ""
 			n.report(id, o)
 		}
 		return
