@@ -50,7 +50,7 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 		isolation, file    string
 		imageRef           string
 		tty, dryRun, quiet bool
-		jsonOut            bool
+		jsonOut, detach    bool
 		opts               imageOptions
 	)
 	cmd := &cobra.Command{
@@ -63,6 +63,10 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 
 --ports maps a public port on every node to a port inside the workload.
 Ports 80 and 443 are served by the HTTP(S) proxy at <id>.<base-domain>.
+Without --ports, the image's lowest exposed TCP port (EXPOSE 8080) is
+served behind 80 and 443. If the workload does not listen on its port
+within the node's ready timeout (15 s), spawn says which ports it listens
+on and exits 1, unless --detach.
 Arguments after -- replace the image's command.`,
 		Example: "  hypercore spawn --ports 443:3000 -e KEY=value registry.example/app:1",
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -123,6 +127,9 @@ Arguments after -- replace the image's command.`,
 			default:
 				fmt.Printf("id:   %s\nurl:  %s\nnode: %s\n", m.Id, m.Url, m.Node)
 			}
+			if w := m.GetWorkload(); !dryRun && !detach && w.GetState() == "running" && !w.GetReady() && w.GetError() != "" {
+				return fmt.Errorf("workload %s runs but its URL answers 503: %s (it keeps running; spawn with --detach not to wait for it)", m.Id, w.GetError())
+			}
 			return nil
 		},
 	}
@@ -139,6 +146,7 @@ Arguments after -- replace the image's command.`,
 	f.BoolVar(&dryRun, "dry-run", false, "validate and place, start nothing")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the id")
 	f.BoolVar(&jsonOut, "json", false, "print the answer as JSON")
+	f.BoolVarP(&detach, "detach", "d", false, "exit 0 even if the workload does not listen on its port in time")
 	opts.flags(f)
 	return cmd
 }
