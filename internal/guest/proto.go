@@ -169,6 +169,9 @@ type Process struct {
 	Tty     bool     `json:"tty,omitempty"`
 	Rows    uint16   `json:"rows,omitempty"`
 	Cols    uint16   `json:"cols,omitempty"`
+	// StopSignal asks the workload to end gracefully (the image's
+	// StopSignal); 0 is SIGTERM.
+	StopSignal int `json:"stop_signal,omitempty"`
 }
 
 // Event is one line of the status journal.

@@ -69,3 +69,37 @@ func TestImageConfigHonoured(t *testing.T) {
 	})
 	n.removeAll()
 }
+
+// TestStopUsesTheImagesStopSignal stops a workload whose image asks for
+// SIGQUIT (as nginx's does, for a graceful stop) and checks that is the
+// signal it got.
+func TestStopUsesTheImagesStopSignal(t *testing.T) {
+	if isolated(t) {
+		return
+	}
+	e := newEnv(t)
+	img := testutil.HTTPDImage(t)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.StopSignal = "SIGQUIT"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	ref := strings.Replace(e.ref, "/web:1", "/quits:1", 1)
+	testutil.Push(t, ref, img)
+	n := e.start()
+	w := n.spawn(`{"image_ref":"` + ref + `","args":["sh","-c","trap 'echo got QUIT; exit 0' QUIT; trap 'echo got TERM; exit 0' TERM; echo trapping; while true; do sleep 0.1; done"]}`)
+	testutil.WaitFor(t, waitLimit, "the traps to be set", func() bool {
+		return strings.Contains(readLogs(t, n, w.ID), "trapping")
+	})
+	if _, err := n.Stop(ctx(t), w.ID, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if logs := readLogs(t, n, w.ID); !strings.Contains(logs, "got QUIT") {
+		t.Fatalf("logs after stop: %q, want the QUIT trap's output", logs)
+	}
+	n.removeAll()
+}

@@ -103,6 +103,8 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 			annLowerDir: cfg.Rootfs,
 			annOwnNetNS: strconv.FormatBool(ownNetNS),
 			annTty:      strconv.FormatBool(cfg.Spec.Tty),
+			// Stop reads it back: the signal the image asks to stop with.
+			driver.StopSignalAnnotation: cfg.ImageConfig.StopSignal,
 		},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{
