@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/hypercore-dev/hypercore/internal/driver/gvisor"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
+)
+
+// restView is GET /v1/workloads/{id} with the fields these tests read;
+// ExitCode is a pointer, so "absent" and 0 differ.
+type restView struct {
+	ID, State, Desired, Error string
+	ExitCode                  *int `json:"exit_code"`
+	Restarts                  int
+	Restart                   string
+}
+
+func getWorkload(t *testing.T, n *harness.Node, id string) restView {
+	t.Helper()
+	code, out := n.API("GET", "/v1/workloads/"+id, "")
+	var w restView
+	if code != 200 || json.Unmarshal([]byte(out), &w) != nil || w.ID != id {
+		t.Fatalf("GET /v1/workloads/%s: %d %s", id, code, out)
+	}
+	return w
+}
+
+// TestExitCodesRestartsAndStart spawns `sh -c 'exit 5'` and expects
+// exit_code 5 in GET /v1/workloads/{id} and in `hypercore inspect`, with
+// desired running; spawns a failing workload with restart on-failure and
+// expects its restart count to climb (shown in list); then stops it and
+// brings it back with `hypercore start`.
+func TestExitCodesRestartsAndStart(t *testing.T) {
+	n, ref := newNode(t)
+	five := spawn(t, n, fmt.Sprintf(`{"memory":64,"image_ref":"%s","args":["sh","-c","exit 5"]}`, ref))
+	harness.WaitFor(t, "the exit 5 workload to exit", 30*time.Second, func() bool {
+		return getWorkload(t, n, five.ID).State == "exited"
+	})
+	if w := getWorkload(t, n, five.ID); w.ExitCode == nil || *w.ExitCode != 5 || w.Desired != "running" {
+		_, out := n.API("GET", "/v1/workloads/"+five.ID, "")
+		t.Errorf("GET /v1/workloads/%s after exit 5: %s, want exit_code 5 and desired running", five.ID, out)
+	}
+	if out, err := n.CLI("inspect", five.ID); err != nil || !strings.Contains(out, `"exit_code": 5`) || !strings.Contains(out, `"desired": "running"`) {
+		t.Errorf("hypercore inspect %s: %v %s, want exit_code 5 and desired running", five.ID, err, out)
+	}
+
+	crash := spawn(t, n, fmt.Sprintf(`{"memory":64,"image_ref":"%s","restart":"on-failure","args":["sh","-c","sleep 0.3; exit 3"]}`, ref))
+	harness.WaitFor(t, "a restart by the on-failure policy", 30*time.Second, func() bool {
+		return getWorkload(t, n, crash.ID).Restarts > 0
+	})
+	if out, err := n.CLI("list"); err != nil || !strings.Contains(out, "RESTARTS") {
+		t.Errorf("hypercore list: %v %s, want a RESTARTS column", err, out)
+	}
+	if _, err := n.CLI("stop", crash.ID); err != nil {
+		t.Fatal(err)
+	}
+	if w := getWorkload(t, n, crash.ID); w.State != "stopped" || w.Desired != "stopped" {
+		t.Fatalf("after stop: %+v", w)
+	}
+	time.Sleep(3 * time.Second)
+	if w := getWorkload(t, n, crash.ID); w.State != "stopped" {
+		t.Fatalf("a stopped workload was restarted by its policy: %+v", w)
+	}
+	if out, err := n.CLI("start", crash.ID); err != nil {
+		t.Fatalf("hypercore start %s: %v %s", crash.ID, err, out)
+	}
+	if w := getWorkload(t, n, crash.ID); w.Desired != "running" || (w.State != "running" && w.State != "exited") || w.Restart != "on-failure" {
+		t.Errorf("after hypercore start: %+v, want desired running, running again, its policy kept", w)
+	}
+}
+
+// TestImageExposedPortServed spawns an image whose config has EXPOSE 8080,
+// without ports, and expects it served at its URL; then a port the server
+// does not listen on, which the CLI reports with the port it does listen
+// on and a non-zero exit.
+func TestImageExposedPortServed(t *testing.T) {
+	n, ref := newNode(t)
+	img := testutil.HTTPDImage(t)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.ExposedPorts = map[string]struct{}{fmt.Sprintf("%d/tcp", testutil.HTTPPort): {}}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	exposed := strings.Replace(ref, "/web:", "/exposed:", 1)
+	harness.Push(t, n.NS, exposed, img)
+
+	w := spawn(t, n, fmt.Sprintf(`{"memory":64,"image_ref":"%s"}`, exposed))
+	if code, body := n.Page(80, w.URL); code != 200 || body != testutil.IndexHTML {
+		t.Fatalf("the EXPOSE 8080 workload spawned without ports at its URL: %d %q, want 200 and the page\n%s", code, body, n.Log())
+	}
+
+	out, err := n.CLI("spawn", "--memory", "64", "--ports", "80:9999", exposed)
+	if err == nil || !strings.Contains(out+err.Error(), fmt.Sprintf("not listening on 9999 after 15s; it listens on %d", testutil.HTTPPort)) {
+		t.Errorf("spawn with a port nothing listens on: %v %s, want a non-zero exit naming port %d", err, out, testutil.HTTPPort)
+	}
+	if out, err := n.CLI("spawn", "--detach", "--memory", "64", "--ports", "80:9998", exposed); err != nil {
+		t.Errorf("spawn --detach with a port nothing listens on: %v %s, want exit 0", err, out)
+	}
+}
+
+// TestDevStdoutLogsInEveryIsolation runs the pattern of Docker's official
+// nginx image, a log file that is a link to /dev/stdout, in every
+// isolation this node offers, and expects what is written to it in
+// `hypercore logs`.
+func TestDevStdoutLogsInEveryIsolation(t *testing.T) {
+	isolations := []string{"container"}
+	probeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := gvisor.Probe(probeCtx, "", ""); err == nil {
+		isolations = append(isolations, "gvisor")
+	} else {
+		t.Logf("gvisor left out: %v", err)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err == nil {
+		isolations = append(isolations, "microvm")
+	} else {
+		t.Log("microvm left out: qemu-system-x86_64 is not installed")
+	}
+	n, ref := newNode(t)
+	const script = `mkdir -p /tmp/log; ln -sf /dev/stdout /tmp/log/access.log; ln -sf /dev/stderr /tmp/log/error.log; ` +
+		`echo GET / 200 >> /tmp/log/access.log; echo warn: disk >> /tmp/log/error.log; ls -l /dev/fd/ > /dev/null && echo fd-ok; sleep 1000`
+	for _, iso := range isolations {
+		w := spawn(t, n, fmt.Sprintf(`{"memory":128,"image_ref":"%s","isolation":"%s","args":["sh","-c",%q]}`, ref, iso, script))
+		harness.WaitFor(t, iso+" logs through /dev/stdout", 90*time.Second, func() bool {
+			out, _ := n.CLI("logs", w.ID)
+			return strings.Contains(out, "GET / 200") && strings.Contains(out, "warn: disk") && strings.Contains(out, "fd-ok")
+		})
+		if _, err := n.CLI("rm", w.ID); err != nil {
+			t.Errorf("rm %s: %v", w.ID, err)
+		}
+	}
+}
