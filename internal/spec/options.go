@@ -175,3 +175,22 @@ func ValidateUser(u string) error {
 	}
 	return nil
 }
+
+// Volume sizes, in MiB: ext4 needs a few MiB of its own, and the upper
+// bound keeps a typo from filling a disk (sparse files grow as written).
+const (
+	MinVolumeMiB     = 16
+	MaxVolumeMiB     = 16 << 20 // 16 TiB
+	DefaultVolumeMiB = 1024
+)
+
+// VolumeSize checks a volume size from the network; 0 is the default.
+func VolumeSize(mib int64) (int64, error) {
+	if mib == 0 {
+		return DefaultVolumeMiB, nil
+	}
+	if mib < MinVolumeMiB || mib > MaxVolumeMiB {
+		return 0, fieldErr("size_mib", "%d MiB is outside %d-%d MiB", mib, MinVolumeMiB, MaxVolumeMiB)
+	}
+	return mib, nil
+}

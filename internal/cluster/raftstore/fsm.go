@@ -135,6 +135,8 @@ type command struct {
 	// have for the update to apply: the compare half of compare-and-set.
 	Version uint64 `json:"version,omitempty"`
 	Node    *Node  `json:"node,omitempty"`
+	// Volume is the volume of create-volume and delete-volume (volumes.go).
+	Volume *Volume `json:"volume,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -198,6 +200,8 @@ func (c *command) check() error {
 		if len(c.Workload) == 0 {
 			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
 		}
+	case opCreateVolume, opDeleteVolume:
+		return checkVolumeCommand(c)
 	default:
 		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 	}
@@ -290,6 +294,7 @@ type snapshotData struct {
 	Allocations  map[spec.ID]allocRecord          `json:"allocations"`
 	Observations map[spec.ID]workload.Observation `json:"observations,omitempty"`
 	Nodes        map[string]Node                  `json:"nodes,omitempty"`
+	Volumes      map[string]Volume                `json:"volumes,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -307,7 +312,8 @@ type fsm struct {
 	allocs   map[spec.ID]allocRecord
 	observed map[spec.ID]workload.Observation
 	nodes    map[string]Node
-	changed  chan struct{} // see Store.Changes
+	volumes  map[string]Volume // volumes.go
+	changed  chan struct{}     // see Store.Changes
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -317,6 +323,7 @@ func newFSM() *fsm {
 		allocs:   map[spec.ID]allocRecord{},
 		observed: map[spec.ID]workload.Observation{},
 		nodes:    map[string]Node{},
+		volumes:  map[string]Volume{},
 		changed:  make(chan struct{}, 1),
 	}
 }
@@ -353,6 +360,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 	case opSetNode:
 		f.nodes[c.Node.Name] = *c.Node
 		return nil
+	case opCreateVolume, opDeleteVolume:
+		return f.applyVolume(c)
 	case opLegacyCreate:
 		a, o, err := splitLegacy(c.Workload)
 		if err != nil {
@@ -378,6 +387,9 @@ func (f *fsm) create(a workload.Allocation, o *workload.Observation, index uint6
 	}
 	if checkPorts {
 		if err := f.checkPorts(a); err != nil {
+			return err
+		}
+		if err := f.checkVolumes(a); err != nil {
 			return err
 		}
 	}
@@ -408,6 +420,9 @@ func (f *fsm) update(id spec.ID, proposed workload.Allocation, version, index ui
 		// An update that changes neither node, spec nor desired state
 		// claims no port it did not hold already.
 		if err := f.checkPorts(next); err != nil {
+			return workload.Allocation{}, err
+		}
+		if err := f.checkVolumes(next); err != nil {
 			return workload.Allocation{}, err
 		}
 	}
@@ -575,6 +590,8 @@ func cloneAllocation(a workload.Allocation) workload.Allocation {
 	a.Spec.Ports = slices.Clone(a.Spec.Ports)
 	a.Spec.Env = slices.Clone(a.Spec.Env)
 	a.Spec.Args = slices.Clone(a.Spec.Args)
+	a.Spec.Entrypoint = slices.Clone(a.Spec.Entrypoint)
+	a.Spec.Volumes = maps.Clone(a.Spec.Volumes)
 	return a
 }
 
@@ -588,6 +605,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		Allocations:  maps.Clone(f.allocs),
 		Observations: maps.Clone(f.observed),
 		Nodes:        maps.Clone(f.nodes),
+		Volumes:      maps.Clone(f.volumes),
 	}}, nil
 }
 
@@ -627,10 +645,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.Nodes == nil {
 		data.Nodes = map[string]Node{}
 	}
+	if data.Volumes == nil {
+		data.Volumes = map[string]Volume{}
+	}
 	f.mu.Lock()
 	f.allocs = data.Allocations
 	f.observed = data.Observations
 	f.nodes = data.Nodes
+	f.volumes = data.Volumes
 	f.mu.Unlock()
 	f.notify()
 	return nil
