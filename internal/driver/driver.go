@@ -68,6 +68,21 @@ type Config struct {
 	Network     Network
 	// Hostname is set inside the workload.
 	Hostname string
+	// Volumes are the workload's named volumes, made ready by the node.
+	Volumes []VolumeMount
+}
+
+// VolumeMount is one named volume of a workload: where it is mounted
+// inside, and what the node made ready on the host: a directory to bind
+// (containers and gVisor), or an ext4 image to attach as a disk (microVMs;
+// it is not mounted on the host meanwhile).
+type VolumeMount struct {
+	Name   string
+	Target string
+	// HostDir is the directory a container binds at Target.
+	HostDir string
+	// Image is the ext4 image a microVM attaches as a disk.
+	Image string
 }
 
 // TermSize is a terminal's size in character cells.

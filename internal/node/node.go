@@ -33,6 +33,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -114,6 +115,9 @@ type Parts struct {
 	// Routes is asked whether a raw TCP public port is free on this host;
 	// nil skips that check.
 	Routes PortOwners
+	// Volumes keeps this node's named volumes; nil refuses workloads
+	// that mount one.
+	Volumes *volume.Manager
 }
 
 // Node runs the workloads allocated to it.
@@ -398,7 +402,11 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
 	}
 	t2 := time.Now()
-	if err := drv.Create(ctx, n.driverConfig(r, img, att)); err != nil {
+	cfg := n.driverConfig(r, img, att)
+	if cfg.Volumes, err = n.volumeMounts(ctx, r.Spec); err != nil {
+		return workload.Observation{}, err
+	}
+	if err := drv.Create(ctx, cfg); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
 	t3 := time.Now()

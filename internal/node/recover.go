@@ -81,7 +81,11 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	// The recorded attachment names the netns path the driver was given;
 	// nothing on the host is touched until we know whether it still runs.
 	att, leased := n.Network.Lookup(r.ID)
-	st, err := drv.Recover(ctx, n.driverConfig(r, img, att))
+	cfg := n.driverConfig(r, img, att)
+	if cfg.Volumes, err = n.volumeMounts(ctx, r.Spec); err != nil {
+		return err
+	}
+	st, err := drv.Recover(ctx, cfg)
 	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}

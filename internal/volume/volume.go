@@ -30,7 +30,8 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
-// ErrNotFound means this node holds no volume of that name.
+// ErrNotFound means there is no volume of that name (in the cluster, or
+// on this node).
 var ErrNotFound = errors.New("volume not found on this node")
 
 // Manager keeps the volumes in one directory. One operation at a time

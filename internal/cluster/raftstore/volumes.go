@@ -1,42 +1,27 @@
 package raftstore
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
-// Volume is a named volume as the cluster state records it: the node that
-// holds its data, which every workload that mounts it runs on.
-type Volume struct {
-	Name      string    `json:"name"`
-	Node      string    `json:"node"`
-	SizeMiB   int64     `json:"size_mib"`
-	CreatedAt time.Time `json:"created_at"`
-}
+// Volume is a named volume as the cluster state records it.
+type Volume = volume.Record
 
-// ErrVolumeExists is the result of creating a volume whose name is taken.
-var ErrVolumeExists = errors.New("volume already exists")
-
-// ErrVolumeNotFound is returned for a volume name the cluster does not
-// hold, and is the result of an allocation that mounts one.
-var ErrVolumeNotFound = errors.New("volume not found")
-
-// ErrVolumeInUse is the result of deleting a volume a workload mounts (in
-// any state: a stopped one may start again, as Docker's volumes behave).
-// Its message names the workloads.
-var ErrVolumeInUse = errors.New("volume is in use")
-
-// ErrVolumeElsewhere is the result of an allocation on a node other than
-// one of its volumes' node: a volume's data lives on one node only.
-var ErrVolumeElsewhere = errors.New("volume lives on another node")
+// The volume errors a write may result in; see package volume.
+var (
+	ErrVolumeExists    = volume.ErrExists
+	ErrVolumeNotFound  = volume.ErrNotFound
+	ErrVolumeInUse     = volume.ErrInUse
+	ErrVolumeElsewhere = volume.ErrElsewhere
+)
 
 // The volume ops; the state machine checks volume use when it applies
 // allocations, so a spawn racing a volume's removal cannot both win.

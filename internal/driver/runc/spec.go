@@ -98,7 +98,7 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 		},
 		Root:     &specs.Root{Path: p.rootfs},
 		Hostname: hostname,
-		Mounts:   defaultMounts(p),
+		Mounts:   append(defaultMounts(p), volumeMounts(cfg)...),
 		Annotations: map[string]string{
 			annLowerDir: cfg.Rootfs,
 			annOwnNetNS: strconv.FormatBool(ownNetNS),
