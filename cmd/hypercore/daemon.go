@@ -28,6 +28,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/server"
 	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 )
 
 func newClusterCmd(api *apiFlags) *cobra.Command {
@@ -141,6 +142,10 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer netm.Close()
+	vols, err := volume.Open(filepath.Join(dataDir, "volumes"))
+	if err != nil {
+		return err
+	}
 	drivers, err := newDrivers(log, cfg, nodeName)
 	if err != nil {
 		return err
@@ -155,7 +160,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// workloads' life, and the node reports to it.
 	cl, err := cluster.Start(ctx, ccfg, id,
 		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, Log: log},
-		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers},
+		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers, Volumes: vols},
 		routes)
 	if err != nil {
 		return err

@@ -211,6 +211,11 @@ func (c *Cluster) Remove(ctx context.Context, id spec.ID) error {
 // allocations in the cluster state, so they count workloads placed but not
 // yet started.
 func (c *Cluster) rank(s spec.Spec, exclude map[string]bool) ([]scheduler.Candidate, error) {
+	// A workload with volumes runs where they live, or nowhere.
+	only, err := c.volumeNode(s)
+	if err != nil {
+		return nil, err
+	}
 	members := c.mem.Members()
 	list, err := c.raft.List()
 	if err != nil {
@@ -218,7 +223,7 @@ func (c *Cluster) rank(s spec.Spec, exclude map[string]bool) ([]scheduler.Candid
 	}
 	nodes := make([]scheduler.Node, 0, len(members))
 	for _, m := range members {
-		if !exclude[m.Name] {
+		if !exclude[m.Name] && (only == "" || m.Name == only) {
 			nodes = append(nodes, m.SchedulerNode())
 		}
 	}

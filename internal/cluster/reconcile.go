@@ -145,6 +145,7 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 			delete(lastTry, id)
 		}
 	}
+	c.removeOrphanVolumes(context.Background())
 }
 
 // background runs one local change per workload at a time, off the loop.

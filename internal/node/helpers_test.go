@@ -30,8 +30,8 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
-	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 

@@ -24,6 +24,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -68,6 +69,8 @@ type backend struct {
 	exitCode int
 	// attach, when set, runs as the workload's main process for Attach.
 	attach func(stdio driver.IO) error
+	// vols are the volumes (volumes_test.go).
+	vols map[string]volume.Info
 }
 
 var _ Backend = (*backend)(nil)
@@ -83,6 +86,7 @@ func newBackend(t *testing.T) *backend {
 			BaseDomain: testDomain, FreeMemoryMiB: 6000, MicroVMAccel: "tcg", APIAddr: testAPIAddr,
 		},
 		logs: "line 1\nline 2\n",
+		vols: map[string]volume.Info{},
 	}
 }
 

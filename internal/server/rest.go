@@ -85,6 +85,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"id": id.String(), "state": "removed"})
 	}))
 	mux.HandleFunc("POST /v1/workloads/{id}/stop", s.withID(s.stop))
+	s.volumeRoutes(mux)
 	mux.HandleFunc("POST /v1/workloads/{id}/start", s.withID(func(w http.ResponseWriter, r *http.Request, id spec.ID) {
 		wl, err := s.b.Start(r.Context(), id)
 		if err != nil {
