@@ -124,7 +124,15 @@ func (m *Manager) Mount(ctx context.Context, name string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	if err := run(ctx, "mount", "-t", "ext4", "-o", "loop,nodev,nosuid", m.image(name), dir); err != nil {
+	// An image already on a loop device (mounted in another mount
+	// namespace: a daemon restarted by `ip netns exec`, or a running
+	// container's) is mounted from that device, so the kernel shares one
+	// file system; two loop devices on one image would be two writers.
+	src, opts := m.image(name), "loop,nodev,nosuid"
+	if dev := loopOf(ctx, src); dev != "" {
+		src, opts = dev, "nodev,nosuid"
+	}
+	if err := run(ctx, "mount", "-t", "ext4", "-o", opts, src, dir); err != nil {
 		return "", fmt.Errorf("volume %s: mount: %w", name, err)
 	}
 	// A new data directory is world-writable and sticky, as /tmp is: a
@@ -196,6 +204,19 @@ func (m *Manager) List() ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// loopOf is the loop device image is attached to, "" if none.
+func loopOf(ctx context.Context, image string) string {
+	out, err := exec.CommandContext(ctx, "losetup", "-j", image).Output()
+	if err != nil {
+		return ""
+	}
+	dev, _, ok := strings.Cut(string(out), ":")
+	if !ok || !strings.HasPrefix(dev, "/dev/loop") {
+		return ""
+	}
+	return dev
 }
 
 // mounted says whether dir is a mount point, from /proc/self/mountinfo.

@@ -144,3 +144,52 @@ func TestDevStdoutLogsInEveryIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestVolumeKeepsDataAcrossWorkloads is the pattern of PostgreSQL's
+// official image with a data volume, as the outside check drives it: a
+// volume is created, the test image spawned with -v NAME:/path, a file
+// written through `hypercore exec`, the workload removed, the image
+// spawned again with the same volume, and the file read back. The volume
+// is refused removal while mounted (409), keeps its data across a daemon
+// restart, and goes once nothing mounts it.
+func TestVolumeKeepsDataAcrossWorkloads(t *testing.T) {
+	n, ref := newNode(t)
+	if out, err := n.CLI("volume", "create", "pgdata", "--size", "64"); err != nil {
+		t.Fatalf("volume create: %v %s", err, out)
+	}
+	const target = "/var/lib/postgresql/data"
+	first := cliSpawn(t, n, "--memory", "64", "-v", "pgdata:"+target, ref)
+	if out, err := n.CLI("exec", first, "--", "sh", "-c", "echo 16 > "+target+"/PG_VERSION"); err != nil {
+		t.Fatalf("exec write: %v %s", err, out)
+	}
+	if code, out := n.API("DELETE", "/v1/volumes/pgdata", ""); code != 409 || !strings.Contains(out, first) {
+		t.Errorf("DELETE of a mounted volume: %d %s, want 409 naming %s", code, out, first)
+	}
+	if out, err := n.CLI("volume", "inspect", "pgdata"); err != nil || !strings.Contains(out, first) || !strings.Contains(out, `"size_mib": 64`) {
+		t.Errorf("volume inspect: %v %s", err, out)
+	}
+	if _, err := n.CLI("rm", first); err != nil {
+		t.Fatal(err)
+	}
+	n.Term()
+	n.Start()
+	second := cliSpawn(t, n, "--memory", "64", "-v", "pgdata:"+target, ref)
+	if out, err := n.CLI("exec", second, "--", "cat", target+"/PG_VERSION"); err != nil || out != "16\n" {
+		t.Fatalf("the file in a new workload with the same volume, after a daemon restart: %v %q, want 16", err, out)
+	}
+	if out, err := n.CLI("exec", second, "--", "sh", "-c", "dd if=/dev/zero of="+target+"/big bs=1M count=100"); err == nil || !strings.Contains(out, "No space left") {
+		t.Errorf("writing 100 MiB to a 64 MiB volume: %v %s, want no space left", err, out)
+	}
+	if out, err := n.CLI("spawn", "--memory", "64", "-v", "nope:/data", ref); err == nil || !strings.Contains(out, "hypercore volume create nope") {
+		t.Errorf("spawn with a volume that does not exist: %v %s, want it named with the command to create it", err, out)
+	}
+	if _, err := n.CLI("rm", second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.CLI("volume", "rm", "pgdata"); err != nil {
+		t.Fatalf("volume rm of an unused volume: %v %s", err, out)
+	}
+	if out, _ := n.CLI("volume", "list"); strings.Contains(out, "pgdata") {
+		t.Errorf("volume list after rm: %s", out)
+	}
+}
