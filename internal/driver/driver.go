@@ -106,6 +106,9 @@ type ExecConfig struct {
 	Args    []string
 	Env     []string
 	WorkDir string
+	// User runs the process as this user (a name, uid or uid:gid,
+	// resolved in the workload's /etc/passwd); empty is the workload's.
+	User string
 	IO
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -100,6 +101,25 @@ func TestStopUsesTheImagesStopSignal(t *testing.T) {
 	}
 	if logs := readLogs(t, n, w.ID); !strings.Contains(logs, "got QUIT") {
 		t.Fatalf("logs after stop: %q, want the QUIT trap's output", logs)
+	}
+	n.removeAll()
+}
+
+// TestExecAsUserInDir runs exec with --user, --workdir and --env.
+func TestExecAsUserInDir(t *testing.T) {
+	if isolated(t) {
+		return
+	}
+	e := newEnv(t)
+	n := e.start()
+	w := n.spawn(`{"args":["sleep","1000"]}`)
+	var out strings.Builder
+	code, err := n.Exec(ctx(t), w.ID, driver.ExecConfig{
+		Args: []string{"sh", "-c", "id -u; id -g; pwd; echo $FOO"}, Env: []string{"FOO=bar"},
+		User: "1000:1001", WorkDir: "/tmp", IO: driver.IO{Stdout: &out, Stderr: &out},
+	})
+	if err != nil || code != 0 || out.String() != "1000\n1001\n/tmp\nbar\n" {
+		t.Fatalf("exec as 1000:1001 in /tmp with FOO=bar: %d %v %q", code, err, out.String())
 	}
 	n.removeAll()
 }

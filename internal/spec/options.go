@@ -194,3 +194,16 @@ func VolumeSize(mib int64) (int64, error) {
 	}
 	return mib, nil
 }
+
+// ValidateExecAs checks exec's --user and --workdir; both may be empty.
+func ValidateExecAs(user, workdir string) error {
+	if user != "" {
+		if err := ValidateUser(user); err != nil {
+			return err
+		}
+	}
+	if workdir != "" && (len(workdir) > MaxPathBytes || !path.IsAbs(workdir) || strings.ContainsRune(workdir, 0)) {
+		return fieldErr("workdir", "%q must be an absolute path, such as /app", truncate(workdir, 80))
+	}
+	return nil
+}

@@ -1122,7 +1122,9 @@ type ExecStart struct {
 	WorkDir string                 `protobuf:"bytes,4,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
 	Tty     bool                   `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
 	// The terminal's size at the start, if known.
-	Size          *TermSize `protobuf:"bytes,6,opt,name=size,proto3" json:"size,omitempty"`
+	Size *TermSize `protobuf:"bytes,6,opt,name=size,proto3" json:"size,omitempty"`
+	// The user to run as (name, uid or uid:gid); empty is the workload's.
+	User          string `protobuf:"bytes,20,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1197,6 +1199,13 @@ func (x *ExecStart) GetSize() *TermSize {
 		return x.Size
 	}
 	return nil
+}
+
+func (x *ExecStart) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 type ExecRequest struct {
@@ -1737,14 +1746,15 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x02 \x01(\rR\x04cols\"\f\n" +
 	"\n" +
-	"CloseStdin\"\xa2\x01\n" +
+	"CloseStdin\"\xb6\x01\n" +
 	"\tExecStart\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x10\n" +
 	"\x03env\x18\x03 \x03(\tR\x03env\x12\x19\n" +
 	"\bwork_dir\x18\x04 \x01(\tR\aworkDir\x12\x10\n" +
 	"\x03tty\x18\x05 \x01(\bR\x03tty\x122\n" +
-	"\x04size\x18\x06 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeR\x04size\"\xe6\x01\n" +
+	"\x04size\x18\x06 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeR\x04size\x12\x12\n" +
+	"\x04user\x18\x14 \x01(\tR\x04user\"\xe6\x01\n" +
 	"\vExecRequest\x127\n" +
 	"\x05start\x18\x01 \x01(\v2\x1f.hypercore.cluster.v1.ExecStartH\x00R\x05start\x12\x16\n" +
 	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x128\n" +
