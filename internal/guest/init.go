@@ -263,6 +263,9 @@ func setupGuest(cfg Config) (string, error) {
 	if err := devLinks(filepath.Join(newRoot, "dev")); err != nil {
 		return "", err
 	}
+	if err := mountVolumes(cfg.Volumes); err != nil {
+		return "", err
+	}
 	for p, content := range cfg.Files {
 		dst := filepath.Join(newRoot, filepath.Clean("/"+p))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
