@@ -193,3 +193,47 @@ func TestVolumeKeepsDataAcrossWorkloads(t *testing.T) {
 		t.Errorf("volume list after rm: %s", out)
 	}
 }
+
+// TestVolumeInEveryIsolation writes through a volume in one workload and
+// reads it back in a new one, for gVisor (a bind through the gofer) and
+// microVMs (a virtio-blk disk), where this node offers them; the second
+// reader is a container, so the data is the same file system everywhere.
+func TestVolumeInEveryIsolation(t *testing.T) {
+	var isolations []string
+	probeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := gvisor.Probe(probeCtx, "", ""); err == nil {
+		isolations = append(isolations, "gvisor")
+	} else {
+		t.Logf("gvisor left out: %v", err)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err == nil {
+		isolations = append(isolations, "microvm")
+	} else {
+		t.Log("microvm left out: qemu-system-x86_64 is not installed")
+	}
+	if len(isolations) == 0 {
+		t.Skip("neither gvisor nor microvm isolation is available here")
+	}
+	n, ref := newNode(t)
+	for _, iso := range isolations {
+		vol := "data-" + iso
+		if out, err := n.CLI("volume", "create", vol, "--size", "32"); err != nil {
+			t.Fatalf("volume create: %v %s", err, out)
+		}
+		writer := cliSpawn(t, n, "--memory", "128", "--isolation", iso, "-v", vol+":/data", ref)
+		if out, err := n.CLI("exec", writer, "--", "sh", "-c", "echo written-in-"+iso+" > /data/f && sync"); err != nil {
+			t.Fatalf("%s: exec write: %v %s", iso, err, out)
+		}
+		if _, err := n.CLI("rm", writer); err != nil {
+			t.Fatal(err)
+		}
+		reader := cliSpawn(t, n, "--memory", "64", "-v", vol+":/data", ref)
+		if out, err := n.CLI("exec", reader, "--", "cat", "/data/f"); err != nil || out != "written-in-"+iso+"\n" {
+			t.Errorf("%s: the file read back in a container: %v %q", iso, err, out)
+		}
+		if _, err := n.CLI("rm", reader); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
