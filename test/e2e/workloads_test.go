@@ -237,3 +237,53 @@ func TestVolumeInEveryIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestStopSignalInEveryIsolation stops, in every isolation this node
+// offers, a workload whose image asks for SIGQUIT (as nginx's does for a
+// graceful stop), and expects that signal's trap in its logs.
+func TestStopSignalInEveryIsolation(t *testing.T) {
+	isolations := []string{"container"}
+	probeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := gvisor.Probe(probeCtx, "", ""); err == nil {
+		isolations = append(isolations, "gvisor")
+	} else {
+		t.Logf("gvisor left out: %v", err)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err == nil {
+		isolations = append(isolations, "microvm")
+	} else {
+		t.Log("microvm left out: qemu-system-x86_64 is not installed")
+	}
+	n, ref := newNode(t)
+	img := testutil.HTTPDImage(t)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.StopSignal = "SIGQUIT"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	quits := strings.Replace(ref, "/web:", "/quits:", 1)
+	harness.Push(t, n.NS, quits, img)
+	const script = `trap 'echo got QUIT; exit 0' QUIT; trap 'echo got TERM; exit 0' TERM; echo trapping; while true; do sleep 0.1; done`
+	for _, iso := range isolations {
+		w := spawn(t, n, fmt.Sprintf(`{"memory":128,"image_ref":"%s","isolation":"%s","args":["sh","-c",%q]}`, quits, iso, script))
+		harness.WaitFor(t, iso+" traps set", 90*time.Second, func() bool {
+			out, _ := n.CLI("logs", w.ID)
+			return strings.Contains(out, "trapping")
+		})
+		if out, err := n.CLI("stop", "--timeout", "10", w.ID); err != nil {
+			t.Fatalf("%s: stop: %v %s", iso, err, out)
+		}
+		harness.WaitFor(t, iso+" QUIT trap in the logs", 10*time.Second, func() bool {
+			out, _ := n.CLI("logs", w.ID)
+			return strings.Contains(out, "got QUIT")
+		})
+		if _, err := n.CLI("rm", w.ID); err != nil {
+			t.Errorf("rm %s: %v", w.ID, err)
+		}
+	}
+}
