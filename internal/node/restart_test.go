@@ -86,3 +86,30 @@ func TestNoRestartPolicyLeavesItExited(t *testing.T) {
 	}
 	n.removeAll()
 }
+
+// TestRestartPolicyOutlivesTheDaemon: a workload that exited while its
+// restart was still waiting out its backoff when the daemon stopped is
+// started again by the next daemon, with its count kept.
+func TestRestartPolicyOutlivesTheDaemon(t *testing.T) {
+	if isolated(t) {
+		return
+	}
+	e := newEnv(t)
+	n := e.start()
+	n.restartWait = func(time.Duration) time.Duration { return time.Hour }
+	w := n.spawn(`{"restart":"always","args":["sh","-c","sleep 0.3; exit 0"]}`)
+	testutil.WaitFor(t, waitLimit, "the exit", func() bool {
+		o, ok := n.Observation(w.ID)
+		return ok && o.State == workload.StateExited
+	})
+	n.shutdown()
+
+	n2 := e.start()
+	// The first daemon's restart never ran. The second schedules its own
+	// at Start, before a test could shorten it: the real backoff applies.
+	testutil.WaitFor(t, waitLimit, "a restart by the new daemon", func() bool {
+		o, ok := n2.Observation(w.ID)
+		return ok && o.Restarts >= 1
+	})
+	n2.removeAll()
+}
