@@ -403,7 +403,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	}
 	t2 := time.Now()
 	cfg := n.driverConfig(r, img, att)
-	if cfg.Volumes, err = n.volumeMounts(ctx, r.Spec); err != nil {
+	if cfg.Volumes, err = n.volumeMounts(ctx, r.ID, r.Spec); err != nil {
 		return workload.Observation{}, err
 	}
 	if err := drv.Create(ctx, cfg); err != nil {

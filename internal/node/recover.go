@@ -82,7 +82,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	// nothing on the host is touched until we know whether it still runs.
 	att, leased := n.Network.Lookup(r.ID)
 	cfg := n.driverConfig(r, img, att)
-	if cfg.Volumes, err = n.volumeMounts(ctx, r.Spec); err != nil {
+	if cfg.Volumes, err = n.volumeMounts(ctx, r.ID, r.Spec); err != nil {
 		return err
 	}
 	st, err := drv.Recover(ctx, cfg)

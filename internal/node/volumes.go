@@ -11,17 +11,21 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/volume"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // volumeMounts makes s's volumes ready for its isolation: mounted on the
 // host for a container or gVisor, unmounted (its image handed over) for a
 // microVM, which must be the only writer of the file system.
-func (n *Node) volumeMounts(ctx context.Context, s spec.Spec) ([]driver.VolumeMount, error) {
+func (n *Node) volumeMounts(ctx context.Context, id spec.ID, s spec.Spec) ([]driver.VolumeMount, error) {
 	if len(s.Volumes) == 0 {
 		return nil, nil
 	}
 	if n.Volumes == nil {
 		return nil, fmt.Errorf("%w: node %s keeps no volumes", ErrUnsupported, n.cfg.Name)
+	}
+	if err := n.checkVolumeWriters(id, s); err != nil {
+		return nil, err
 	}
 	var out []driver.VolumeMount
 	for _, name := range slices.Sorted(maps.Keys(s.Volumes)) {
@@ -40,6 +44,32 @@ func (n *Node) volumeMounts(ctx context.Context, s spec.Spec) ([]driver.VolumeMo
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// checkVolumeWriters refuses to mount a volume in a microVM while another
+// workload here that is meant to run mounts it, and in any workload while
+// a microVM does: the VM's kernel must be its file system's only writer,
+// as the host's is for containers and gVisor, which share it.
+func (n *Node) checkVolumeWriters(id spec.ID, s spec.Spec) error {
+	list, err := n.Store.List()
+	if err != nil {
+		return err
+	}
+	for _, r := range list {
+		if r.ID == id || r.Desired != workload.DesiredRunning || (r.State != workload.StateRunning && r.State != workload.StateCreating) {
+			continue
+		}
+		if s.Isolation != spec.IsolationMicroVM && r.Spec.Isolation != spec.IsolationMicroVM {
+			continue
+		}
+		for name := range s.Volumes {
+			if _, ok := r.Spec.Volumes[name]; ok {
+				return fmt.Errorf("%w: volume %s is mounted by workload %s (%s); a volume mounted in a microVM is that VM's alone: stop one of them",
+					volume.ErrInUse, name, r.ID, r.Spec.Isolation)
+			}
+		}
+	}
+	return nil
 }
 
 // CreateVolume makes volume name of sizeMiB on this node; one that exists

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/volume"
+	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
 // TestVolumeOutlivesItsWorkload is the pattern of PostgreSQL's official
@@ -59,5 +63,43 @@ func TestVolumeOutlivesItsWorkload(t *testing.T) {
 	}
 	if names, _ := n.LocalVolumes(); len(names) != 0 {
 		t.Errorf("volumes left: %v", names)
+	}
+}
+
+// TestMicroVMVolumeHasOneWriter: a volume a running microVM mounts is not
+// mounted anywhere else, and one a running container mounts is not given
+// to a microVM; containers share one freely.
+func TestMicroVMVolumeHasOneWriter(t *testing.T) {
+	if isolated(t) {
+		return
+	}
+	e := newEnv(t)
+	n := e.start()
+	vm := store.Record{ID: spec.NewID(), Desired: workload.DesiredRunning, State: workload.StateRunning, CreatedAt: time.Now().UTC(),
+		Spec: spec.Spec{Image: e.ref, Isolation: spec.IsolationMicroVM, Volumes: map[string]string{"db": "/data"}}}
+	box := store.Record{ID: spec.NewID(), Desired: workload.DesiredRunning, State: workload.StateRunning, CreatedAt: time.Now().UTC(),
+		Spec: spec.Spec{Image: e.ref, Isolation: spec.IsolationContainer, Volumes: map[string]string{"logs": "/logs"}}}
+	for _, r := range []store.Record{vm, box} {
+		if err := n.Store.Create(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	container := spec.Spec{Isolation: spec.IsolationContainer, Volumes: map[string]string{"db": "/db"}}
+	if err := n.checkVolumeWriters(spec.NewID(), container); !errors.Is(err, volume.ErrInUse) || !strings.Contains(err.Error(), vm.ID.String()) {
+		t.Errorf("a container mounting a running microVM's volume: %v, want ErrInUse naming the VM", err)
+	}
+	micro := spec.Spec{Isolation: spec.IsolationMicroVM, Volumes: map[string]string{"logs": "/logs"}}
+	if err := n.checkVolumeWriters(spec.NewID(), micro); !errors.Is(err, volume.ErrInUse) {
+		t.Errorf("a microVM mounting a running container's volume: %v, want ErrInUse", err)
+	}
+	shared := spec.Spec{Isolation: spec.IsolationGVisor, Volumes: map[string]string{"logs": "/logs"}}
+	if err := n.checkVolumeWriters(spec.NewID(), shared); err != nil {
+		t.Errorf("gVisor sharing a container's volume: %v, want it allowed", err)
+	}
+	if err := n.checkVolumeWriters(vm.ID, vm.Spec); err != nil {
+		t.Errorf("the microVM itself (its restart): %v", err)
+	}
+	for _, r := range []store.Record{vm, box} {
+		n.Store.Delete(r.ID)
 	}
 }
