@@ -163,6 +163,7 @@ func (c *Cluster) Start(ctx context.Context, id spec.ID) (workload.Workload, err
 	if w.Desired == workload.DesiredRunning && w.Observed.State != workload.StateExited {
 		return w, nil
 	}
+	before := w.Generation
 	if w.Desired != workload.DesiredRunning {
 		if w, err = c.raft.Update(id, func(a *workload.Allocation) error {
 			a.Desired = workload.DesiredRunning
@@ -172,6 +173,14 @@ func (c *Cluster) Start(ctx context.Context, id spec.ID) (workload.Workload, err
 		}
 	}
 	if w.Node != c.cfg.NodeName {
+		if w.Observed.State == workload.StateExited && w.Desired == workload.DesiredRunning && w.Generation == before {
+			// Exited while meant to run: nothing in the allocation
+			// changed, so a new generation tells its node's reconciler
+			// that the user asked for it to run again.
+			if w, err = c.bumpGeneration(id); err != nil {
+				return workload.Workload{}, err
+			}
+		}
 		return w, nil
 	}
 	c.driving.Add(id)
@@ -184,6 +193,18 @@ func (c *Cluster) Start(ctx context.Context, id spec.ID) (workload.Workload, err
 		return workload.Workload{}, err
 	}
 	return c.settled(ctx, id, index)
+}
+
+// bumpGeneration gives id's allocation a new generation without changing
+// what it says: desired stopped, then running again, two writes that
+// each make one.
+func (c *Cluster) bumpGeneration(id spec.ID) (workload.Workload, error) {
+	for _, d := range []workload.Desired{workload.DesiredStopped, workload.DesiredRunning} {
+		if _, err := c.raft.Update(id, func(a *workload.Allocation) error { a.Desired = d; return nil }); err != nil {
+			return workload.Workload{}, err
+		}
+	}
+	return c.raft.Get(id)
 }
 
 // Remove implements server.Backend: the allocation goes first, so no

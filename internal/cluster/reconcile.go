@@ -101,7 +101,8 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 			c.background(inflight, done, l.ID, "moved to node "+r.Node, func(ctx context.Context) error {
 				return c.local.Remove(ctx, l.ID)
 			})
-		case r.Desired == workload.DesiredRunning && l.Desired == workload.DesiredStopped && !c.driving.Busy(l.ID):
+		case r.Desired == workload.DesiredRunning && !c.driving.Busy(l.ID) &&
+			(l.Desired == workload.DesiredStopped || (l.State == workload.StateExited && l.Generation < r.Generation)):
 			c.background(inflight, done, l.ID, "started in the cluster", func(ctx context.Context) error {
 				if _, err := c.local.StartAgain(ctx, r.Allocation); err != nil {
 					return err
