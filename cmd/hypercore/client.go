@@ -35,6 +35,7 @@ type client struct {
 	http      *http.Client
 	workloads hypercorev1connect.WorkloadServiceClient
 	nodes     hypercorev1connect.NodeServiceClient
+	volumes   hypercorev1connect.VolumeServiceClient
 }
 
 // resolve finds the API address and token: flags first, then
@@ -79,6 +80,7 @@ func (f *apiFlags) client() (*client, error) {
 		base: base, token: token, http: hc,
 		workloads: hypercorev1connect.NewWorkloadServiceClient(hc, base),
 		nodes:     hypercorev1connect.NewNodeServiceClient(hc, base),
+		volumes:   hypercorev1connect.NewVolumeServiceClient(hc, base),
 	}, nil
 }
 

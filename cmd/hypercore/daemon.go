@@ -32,6 +32,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/server"
 	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 )
 
 func newClusterCmd(api *apiFlags) *cobra.Command {
@@ -156,6 +157,10 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer netm.Close()
+	vols, err := volume.Open(filepath.Join(dataDir, "volumes"))
+	if err != nil {
+		return err
+	}
 	drivers, err := newDrivers(log, cfg, names.CgroupParent)
 	if err != nil {
 		return err
@@ -170,7 +175,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// workloads' life, and the node reports to it.
 	cl, err := cluster.Start(ctx, ccfg, id,
 		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, Log: log},
-		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers},
+		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers, Volumes: vols},
 		routes)
 	if err != nil {
 		return err

@@ -26,8 +26,9 @@ import (
 func newExecCmd(api *apiFlags) *cobra.Command {
 	var interactive, tty bool
 	var env []string
+	var user, workdir string
 	cmd := &cobra.Command{
-		Use:   "exec [-it] ID [--] CMD [ARGS...]",
+		Use:   "exec [-it] [-u USER] [-w DIR] [-e KEY=VALUE] ID [--] CMD [ARGS...]",
 		Short: "Run a command inside a running workload",
 		Example: `  hypercore exec -it ID sh
   hypercore exec ID -- wget -q -O- http://127.0.0.1:8080/`,
@@ -40,7 +41,16 @@ func newExecCmd(api *apiFlags) *cobra.Command {
 			if err := spec.ValidateExec(argv, env); err != nil {
 				return err
 			}
+			if err := spec.ValidateExecAs(user, workdir); err != nil {
+				return err
+			}
 			q := url.Values{"cmd": argv, "env": env}
+			if user != "" {
+				q.Set("user", user)
+			}
+			if workdir != "" {
+				q.Set("workdir", workdir)
+			}
 			if tty {
 				q.Set("tty", "1")
 			}
@@ -52,6 +62,8 @@ func newExecCmd(api *apiFlags) *cobra.Command {
 	f.BoolVarP(&interactive, "interactive", "i", false, "send stdin to the command")
 	f.BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
 	f.StringArrayVarP(&env, "env", "e", nil, "KEY=VALUE for the command, repeatable")
+	f.StringVarP(&user, "user", "u", "", "run as this user: a name, uid or uid:gid (microVMs: numeric only)")
+	f.StringVarP(&workdir, "workdir", "w", "", "run in this directory (absolute) instead of the workload's")
 	return cmd
 }
 

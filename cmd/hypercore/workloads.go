@@ -52,8 +52,9 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 		egress             []string
 		imageRef           string
 		tty, dryRun, quiet bool
-		jsonOut            bool
+		jsonOut, detach    bool
 		securityOpts       []string
+		opts               imageOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "spawn [flags] IMAGE [-- ARGS...]",
@@ -65,6 +66,10 @@ func newSpawnCmd(api *apiFlags) *cobra.Command {
 
 --ports maps a public port on every node to a port inside the workload.
 Ports 80 and 443 are served by the HTTP(S) proxy at <id>.<base-domain>.
+Without --ports, the image's lowest exposed TCP port (EXPOSE 8080) is
+served behind 80 and 443. If the workload does not listen on its port
+within the node's ready timeout (15 s), spawn says which ports it listens
+on and exits 1, unless --detach.
 Arguments after -- replace the image's command.`,
 		Example: "  hypercore spawn --ports 443:3000 -e KEY=value registry.example/app:1",
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -101,6 +106,9 @@ Arguments after -- replace the image's command.`,
 				if len(args) > 0 {
 					ps.Args = args
 				}
+				if err := opts.apply(ps); err != nil {
+					return err
+				}
 			}
 			// Validate here too, so a typo fails before any network call.
 			if _, err := spec.Build(protoInput(ps)); err != nil {
@@ -131,6 +139,9 @@ Arguments after -- replace the image's command.`,
 			default:
 				fmt.Printf("id:   %s\nurl:  %s\nnode: %s\n", m.Id, m.Url, m.Node)
 			}
+			if w := m.GetWorkload(); !dryRun && !detach && w.GetState() == "running" && !w.GetReady() && w.GetError() != "" {
+				return fmt.Errorf("workload %s runs but its URL answers 503: %s (it keeps running; spawn with --detach not to wait for it)", m.Id, w.GetError())
+			}
 			return nil
 		},
 	}
@@ -151,12 +162,15 @@ Arguments after -- replace the image's command.`,
 	f.BoolVar(&dryRun, "dry-run", false, "validate and place, start nothing")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the id")
 	f.BoolVar(&jsonOut, "json", false, "print the answer as JSON")
+	f.BoolVarP(&detach, "detach", "d", false, "exit 0 even if the workload does not listen on its port in time")
+	opts.flags(f)
 	return cmd
 }
 
 func protoInput(p *v1.WorkloadSpec) spec.Input {
 	return spec.Input{Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports, Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets,
-		Security: spec.Security{Seccomp: p.GetSecurity().GetSeccomp(), UserNS: p.GetSecurity().GetUserns()}}
+		Security: spec.Security{Seccomp: p.GetSecurity().GetSeccomp(), UserNS: p.GetSecurity().GetUserns()},
+		Restart:  p.Restart, Volumes: p.Volumes, Entrypoint: p.Entrypoint, Workdir: p.Workdir, User: p.User}
 }
 
 // specToProto is the request for a Spec already built (from hac.toml),
@@ -167,7 +181,8 @@ func specToProto(s spec.Spec) *v1.WorkloadSpec {
 		ports[k] = int64(v)
 	}
 	return &v1.WorkloadSpec{ImageRef: s.Image, Cores: s.Cores, Memory: s.MemoryMiB, Disk: s.DiskMiB, Ports: ports, Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Egress: spec.EgressStrings(s.Egress), Secrets: s.Secrets,
-		Security: &v1.Security{Seccomp: s.Security.Seccomp, Userns: s.Security.UserNS}}
+		Security: &v1.Security{Seccomp: s.Security.Seccomp, Userns: s.Security.UserNS},
+		Restart:  s.Restart, Volumes: s.Volumes, Entrypoint: s.Entrypoint, Workdir: s.Workdir, User: s.User}
 }
 
 // parsePortFlags reads "443:3000" and "tcp:5432:5432" into the API's map.
@@ -279,9 +294,9 @@ func newListCmd(api *apiFlags) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tNODE\tPORTS\tSANDBOX\tURL")
+			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tRESTARTS\tNODE\tPORTS\tSANDBOX\tURL")
 			for _, w := range res.Msg.Workloads {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Node, portsOf(w.Spec), sandboxOf(w.Spec), w.Url)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Restarts, w.Node, portsOf(w.Spec), sandboxOf(w.Spec), w.Url)
 			}
 			return tw.Flush()
 		},
@@ -292,8 +307,11 @@ func newListCmd(api *apiFlags) *cobra.Command {
 }
 
 func stateOf(w *v1.Workload) string {
-	if w.State == "running" && !w.Ready {
+	switch {
+	case w.State == "running" && !w.Ready:
 		return "running (not ready)"
+	case w.State == "exited" && w.Error == "":
+		return fmt.Sprintf("exited (%d)", w.ExitCode)
 	}
 	return w.State
 }
@@ -393,6 +411,22 @@ func newStopCmd(api *apiFlags) *cobra.Command {
 	return cmd
 }
 
+func newStartCmd(api *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start ID...",
+		Short: "Run stopped or exited workloads again, with their spec, id and URL",
+		Long: `Start runs a workload that was stopped, or that exited, again on its node,
+with the spec it was spawned with. Its restart count starts again from 0.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachID(api, args, func(ctx context.Context, c *client, id string) error {
+				_, err := c.workloads.Start(ctx, connect.NewRequest(&v1.StartRequest{Id: id}))
+				return err
+			})
+		},
+	}
+}
+
 func newRmCmd(api *apiFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:     "rm ID...",
@@ -456,24 +490,32 @@ func newInfoCmd(api *apiFlags) *cobra.Command {
 // field names, with numbers as numbers (protojson would quote int64s and
 // deliberately varies its spacing).
 type workloadView struct {
-	ID          string           `json:"id"`
-	URL         string           `json:"url"`
-	Node        string           `json:"node"`
-	State       string           `json:"state"`
-	Ready       bool             `json:"ready"`
-	IP          string           `json:"ip,omitempty"`
-	Pid         int32            `json:"pid,omitempty"`
-	ImageRef    string           `json:"image_ref"`
-	ImageDigest string           `json:"image_digest,omitempty"`
-	Cores       float64          `json:"cores"`
-	Memory      int64            `json:"memory"`
-	Disk        int64            `json:"disk,omitempty"`
-	Ports       map[string]int64 `json:"ports,omitempty"`
-	Env         []string         `json:"env,omitempty"`
-	Args        []string         `json:"args,omitempty"`
-	Isolation   string           `json:"isolation"`
-	Egress      []string         `json:"egress,omitempty"`
-	Tty         bool             `json:"tty,omitempty"`
+	ID          string            `json:"id"`
+	URL         string            `json:"url"`
+	Node        string            `json:"node"`
+	State       string            `json:"state"`
+	Desired     string            `json:"desired"`
+	Ready       bool              `json:"ready"`
+	ExitCode    *int32            `json:"exit_code,omitempty"`
+	Restart     string            `json:"restart,omitempty"`
+	Restarts    int32             `json:"restarts"`
+	Volumes     map[string]string `json:"volumes,omitempty"`
+	Entrypoint  []string          `json:"entrypoint,omitempty"`
+	Workdir     string            `json:"workdir,omitempty"`
+	User        string            `json:"user,omitempty"`
+	IP          string            `json:"ip,omitempty"`
+	Pid         int32             `json:"pid,omitempty"`
+	ImageRef    string            `json:"image_ref"`
+	ImageDigest string            `json:"image_digest,omitempty"`
+	Cores       float64           `json:"cores"`
+	Memory      int64             `json:"memory"`
+	Disk        int64             `json:"disk,omitempty"`
+	Ports       map[string]int64  `json:"ports,omitempty"`
+	Env         []string          `json:"env,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Isolation   string            `json:"isolation"`
+	Egress      []string          `json:"egress,omitempty"`
+	Tty         bool              `json:"tty,omitempty"`
 	// Secrets are names only: ENV_NAME to secret name.
 	Secrets   map[string]string `json:"secrets,omitempty"`
 	Security  spec.Security     `json:"security"`
@@ -483,13 +525,20 @@ type workloadView struct {
 
 func viewOf(w *v1.Workload) workloadView {
 	s := w.GetSpec()
-	return workloadView{
-		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
+	v := workloadView{
+		ID: w.Id, URL: w.Url, Node: w.Node, State: w.State, Desired: w.Desired, Ready: w.Ready, IP: w.Ip, Pid: w.Pid,
 		ImageRef: s.GetImageRef(), ImageDigest: w.ImageDigest, Cores: s.GetCores(), Memory: s.GetMemory(), Disk: s.GetDisk(),
 		Ports: s.GetPorts(), Env: s.GetEnv(), Args: s.GetArgs(), Isolation: s.GetIsolation(), Tty: s.GetTty(), Egress: s.GetEgress(),
 		Security: spec.Security{Seccomp: s.GetSecurity().GetSeccomp(), UserNS: s.GetSecurity().GetUserns()}.OrDefaults(),
-		Secrets:  s.GetSecrets(), Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
+		Restart:  s.GetRestart(), Restarts: w.Restarts, Volumes: s.GetVolumes(), Entrypoint: s.GetEntrypoint(),
+		Workdir: s.GetWorkdir(), User: s.GetUser(),
+		Secrets: s.GetSecrets(), Error: w.Error, CreatedAt: w.GetCreatedAt().AsTime(),
 	}
+	if w.State == "exited" {
+		code := w.ExitCode
+		v.ExitCode = &code
+	}
+	return v
 }
 
 func printJSON(v any) error {

@@ -181,6 +181,63 @@ func (c *Cluster) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (
 	return c.settled(ctx, id, index)
 }
 
+// Start implements server.Backend: the allocation says running again
+// (a new generation), then its host runs it again with its spec. A host
+// that is not this node starts it from its reconciler, which sees a
+// workload meant to run that it holds stopped; the answer then shows it
+// stopped or pending until that host reports.
+func (c *Cluster) Start(ctx context.Context, id spec.ID) (workload.Workload, error) {
+	w, err := c.raft.Get(id)
+	if err != nil {
+		return workload.Workload{}, err
+	}
+	if w.Desired == workload.DesiredRunning && w.Observed.State != workload.StateExited {
+		return w, nil
+	}
+	before := w.Generation
+	if w.Desired != workload.DesiredRunning {
+		if w, err = c.raft.Update(id, func(a *workload.Allocation) error {
+			a.Desired = workload.DesiredRunning
+			return nil
+		}); err != nil {
+			return workload.Workload{}, err
+		}
+	}
+	if w.Node != c.cfg.NodeName {
+		if w.Observed.State == workload.StateExited && w.Desired == workload.DesiredRunning && w.Generation == before {
+			// Exited while meant to run: nothing in the allocation
+			// changed, so a new generation tells its node's reconciler
+			// that the user asked for it to run again.
+			if w, err = c.bumpGeneration(id); err != nil {
+				return workload.Workload{}, err
+			}
+		}
+		return w, nil
+	}
+	c.driving.Add(id)
+	defer c.driving.Done(id)
+	if _, err := c.local.StartAgain(context.WithoutCancel(ctx), w.Allocation); err != nil {
+		return workload.Workload{}, err
+	}
+	index, err := c.reports.flush()
+	if err != nil {
+		return workload.Workload{}, err
+	}
+	return c.settled(ctx, id, index)
+}
+
+// bumpGeneration gives id's allocation a new generation without changing
+// what it says: desired stopped, then running again, two writes that
+// each make one.
+func (c *Cluster) bumpGeneration(id spec.ID) (workload.Workload, error) {
+	for _, d := range []workload.Desired{workload.DesiredStopped, workload.DesiredRunning} {
+		if _, err := c.raft.Update(id, func(a *workload.Allocation) error { a.Desired = d; return nil }); err != nil {
+			return workload.Workload{}, err
+		}
+	}
+	return c.raft.Get(id)
+}
+
 // Remove implements server.Backend: the allocation goes first, so no
 // reconciler starts the workload again meanwhile, then its host removes
 // it. A host that is down, or whose removal fails, removes it when its
@@ -206,6 +263,11 @@ func (c *Cluster) Remove(ctx context.Context, id spec.ID) error {
 // allocations in the cluster state, so they count workloads placed but not
 // yet started.
 func (c *Cluster) rank(s spec.Spec, exclude map[string]bool) ([]scheduler.Candidate, error) {
+	// A workload with volumes runs where they live, or nowhere.
+	only, err := c.volumeNode(s)
+	if err != nil {
+		return nil, err
+	}
 	members := c.mem.Members()
 	list, err := c.raft.List()
 	if err != nil {
@@ -213,7 +275,7 @@ func (c *Cluster) rank(s spec.Spec, exclude map[string]bool) ([]scheduler.Candid
 	}
 	nodes := make([]scheduler.Node, 0, len(members))
 	for _, m := range members {
-		if !exclude[m.Name] {
+		if !exclude[m.Name] && (only == "" || m.Name == only) {
 			nodes = append(nodes, m.SchedulerNode())
 		}
 	}

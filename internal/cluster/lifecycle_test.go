@@ -43,7 +43,7 @@ func loneCluster(t *testing.T) *Cluster {
 	rand.Read(key)
 	mem, err := membership.Start(membership.Config{
 		NodeName: "n1", BindAddr: "127.0.0.1:0", GossipKey: key, Log: log,
-		Tags: membership.Tags{Role: membership.RoleServer, Cores: 2, MemoryMiB: 1024, Public: true},
+		Tags: membership.Tags{Role: membership.RoleServer, Cores: 2, MemoryMiB: 1024, Public: true, Isolations: []string{"container"}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -105,6 +105,15 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 			c.background(inflight, done, l.ID, "moved to node "+r.Node, func(ctx context.Context) error {
 				return c.local.Remove(ctx, l.ID)
 			})
+		case r.Desired == workload.DesiredRunning && !c.driving.Busy(l.ID) &&
+			(l.Desired == workload.DesiredStopped || (l.State == workload.StateExited && l.Generation < r.Generation)):
+			c.background(inflight, done, l.ID, "started in the cluster", func(ctx context.Context) error {
+				if _, err := c.local.StartAgain(ctx, r.Allocation); err != nil {
+					return err
+				}
+				_, err := c.reports.flush()
+				return err
+			})
 		case r.Desired == workload.DesiredStopped && l.Desired != workload.DesiredStopped:
 			c.background(inflight, done, l.ID, "stopped in the cluster", func(ctx context.Context) error {
 				_, err := c.local.Stop(ctx, l.ID, 0)
@@ -141,6 +150,7 @@ func (c *Cluster) reconcile(inflight map[spec.ID]bool, lastTry map[spec.ID]time.
 			delete(lastTry, id)
 		}
 	}
+	c.removeOrphanVolumes(context.Background())
 }
 
 // background runs one local change per workload at a time, off the loop.

@@ -75,6 +75,21 @@ type Config struct {
 	// also offer them as files on a tmpfs at /run/secrets/NAME inside the
 	// workload; never on disk either.
 	SecretFiles map[string][]byte
+	// Volumes are the workload's named volumes, made ready by the node.
+	Volumes []VolumeMount
+}
+
+// VolumeMount is one named volume of a workload: where it is mounted
+// inside, and what the node made ready on the host: a directory to bind
+// (containers and gVisor), or an ext4 image to attach as a disk (microVMs;
+// it is not mounted on the host meanwhile).
+type VolumeMount struct {
+	Name   string
+	Target string
+	// HostDir is the directory a container binds at Target.
+	HostDir string
+	// Image is the ext4 image a microVM attaches as a disk.
+	Image string
 }
 
 // TermSize is a terminal's size in character cells.
@@ -98,6 +113,9 @@ type ExecConfig struct {
 	Args    []string
 	Env     []string
 	WorkDir string
+	// User runs the process as this user (a name, uid or uid:gid,
+	// resolved in the workload's /etc/passwd); empty is the workload's.
+	User string
 	IO
 }
 

@@ -174,3 +174,20 @@ func readInRoot(root, name string) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// NumericUser reads "uid" or "uid:gid" without an image's /etc/passwd;
+// the group is the uid's number when not given. ok is false for names.
+func NumericUser(user string) (u User, ok bool) {
+	userPart, groupPart, hasGroup := strings.Cut(user, ":")
+	uid, err := strconv.ParseUint(userPart, 10, 32)
+	if err != nil {
+		return User{}, false
+	}
+	gid := uid
+	if hasGroup {
+		if gid, err = strconv.ParseUint(groupPart, 10, 32); err != nil {
+			return User{}, false
+		}
+	}
+	return User{UID: uint32(uid), GID: uint32(gid), Home: "/"}, true
+}

@@ -356,7 +356,7 @@ func (a *Agent) shutdown(grace time.Duration) {
 			return
 		}
 		go func() {
-			_ = wl.signal(syscall.SIGTERM)
+			_ = wl.signal(wl.stopSignal)
 			select {
 			case <-wl.exited:
 			case <-time.After(grace):

@@ -260,10 +260,12 @@ func setupGuest(cfg Config) (string, error) {
 			return "", fmt.Errorf("mount %s in the workload's root: %w", m.dst, err)
 		}
 	}
-	// The new devpts instance needs its own ptmx for terminals opened in the root.
-	ptmx := filepath.Join(newRoot, "dev/ptmx")
-	_ = os.Remove(ptmx)
-	_ = os.Symlink("pts/ptmx", ptmx)
+	if err := devLinks(filepath.Join(newRoot, "dev")); err != nil {
+		return "", err
+	}
+	if err := mountVolumes(cfg.Volumes); err != nil {
+		return "", err
+	}
 	for p, content := range cfg.Files {
 		dst := filepath.Join(newRoot, filepath.Clean("/"+p))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -284,6 +286,25 @@ func setupGuest(cfg Config) (string, error) {
 		return "", err
 	}
 	return newRoot, nil
+}
+
+// devLinks makes the links of /dev that runc makes in a container, which
+// devtmpfs lacks: stdin, stdout, stderr and fd into /proc/self (so an
+// image's "access.log -> /dev/stdout", as Docker's nginx image has, writes
+// to the workload's output, and bash's process substitution works), and
+// ptmx into the workload's own devpts instance.
+func devLinks(dev string) error {
+	for name, target := range map[string]string{
+		"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+		"stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx",
+	} {
+		p := filepath.Join(dev, name)
+		_ = os.Remove(p)
+		if err := os.Symlink(target, p); err != nil {
+			return fmt.Errorf("link /dev/%s in the workload's root: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func waitFor(path string, d time.Duration) error {

@@ -149,6 +149,15 @@ type Config struct {
 	// OverlayMiB caps the tmpfs that holds the workload's writes; 0 lets
 	// the kernel's default (half of memory) apply.
 	OverlayMiB int `json:"overlay_mib,omitempty"`
+	// Volumes are disks to mount in the root: named volumes (volumes.go).
+	Volumes []Volume `json:"volumes,omitempty"`
+}
+
+// Volume is a named volume's disk: an ext4 file system on the virtio-blk
+// disk whose serial is Serial, whose data directory is mounted at Target.
+type Volume struct {
+	Serial string `json:"serial"`
+	Target string `json:"target"`
 }
 
 // Network is eth0's configuration. Zero means no network.
@@ -169,6 +178,9 @@ type Process struct {
 	Tty     bool     `json:"tty,omitempty"`
 	Rows    uint16   `json:"rows,omitempty"`
 	Cols    uint16   `json:"cols,omitempty"`
+	// StopSignal asks the workload to end gracefully (the image's
+	// StopSignal); 0 is SIGTERM.
+	StopSignal int `json:"stop_signal,omitempty"`
 }
 
 // Event is one line of the status journal.

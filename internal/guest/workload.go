@@ -20,11 +20,13 @@ import (
 // workload is the main process of the VM. Its output goes to the Output
 // port (the host's log file) and to every attached session.
 type workload struct {
-	pid    int
-	stdin  io.WriteCloser
-	pty    console.Console
-	code   int
-	exited chan struct{} // closed after code is set and output is drained
+	pid int
+	// stopSignal is what shutdown sends first: the image's StopSignal.
+	stopSignal syscall.Signal
+	stdin      io.WriteCloser
+	pty        console.Console
+	code       int
+	exited     chan struct{} // closed after code is set and output is drained
 
 	mu   sync.Mutex
 	subs map[*subscriber]bool
@@ -104,6 +106,10 @@ func (t tee) Write(p []byte) (int, error) {
 func (wl *workload) start(a *Agent, root string, p Process) error {
 	if len(p.Args) == 0 {
 		return errors.New("the workload has no command: the image sets no entrypoint or cmd and the spec no args")
+	}
+	wl.stopSignal = syscall.SIGTERM
+	if p.StopSignal > 0 {
+		wl.stopSignal = syscall.Signal(p.StopSignal)
 	}
 	cmd := command(root, p)
 	out := a.opts.Output

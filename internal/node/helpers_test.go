@@ -31,6 +31,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -243,10 +244,14 @@ func (e *env) start() *testNode {
 	if tn.runc, err = e.driver(); err != nil {
 		t.Fatal(err)
 	}
+	vols, err := volume.Open(filepath.Join(e.dir, "volumes"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := e.cfg
 	cfg.Report = tn.reports.add
 	tn.Node, err = New(cfg, Parts{
-		Store: tn.st, Images: tn.images, Network: tn.netm, Routes: tn.routes,
+		Store: tn.st, Images: tn.images, Network: tn.netm, Routes: tn.routes, Volumes: vols,
 		Drivers: map[spec.Isolation]driver.Driver{spec.IsolationContainer: tn.runc},
 	})
 	if err != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/store"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -125,6 +126,9 @@ type Parts struct {
 	// Routes is asked whether a raw TCP public port is free on this host;
 	// nil skips that check.
 	Routes PortOwners
+	// Volumes keeps this node's named volumes; nil refuses workloads
+	// that mount one.
+	Volumes *volume.Manager
 }
 
 // Node runs the workloads allocated to it.
@@ -153,6 +157,8 @@ type Node struct {
 	// afterImage, when set (by tests), runs in a start between taking the
 	// image and recording the workload's digest, the window GC must respect.
 	afterImage func(*image.Image)
+	// restartWait, when set (by tests), replaces a restart's backoff.
+	restartWait func(time.Duration) time.Duration
 
 	quit chan struct{}
 	bg   sync.WaitGroup // the watcher, the image GC and recovery's starts
@@ -298,7 +304,7 @@ func (n *Node) current(r store.Record) workload.Observation {
 	if o, ok := n.Observation(r.ID); ok {
 		return o
 	}
-	return workload.Observation{Node: n.cfg.Name, Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest, ExitCode: r.ExitCode}
+	return workload.Observation{Node: n.cfg.Name, Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest, ExitCode: r.ExitCode, Restarts: r.Restarts}
 }
 
 // Run starts the workload the cluster allocated here and returns what the
@@ -419,6 +425,9 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: secrets of %s: %w", r.ID, err)
 	}
 	dc.SecretEnv = secretEnv(r.Spec, dc.SecretFiles)
+	if dc.Volumes, err = n.volumeMounts(ctx, r.ID, r.Spec); err != nil {
+		return workload.Observation{}, err
+	}
 	if err := drv.Create(ctx, dc); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
@@ -438,10 +447,13 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: record %s: %w", r.ID, err)
 	}
-	o := n.report(r.ID, workload.Observation{
+	o := workload.Observation{
 		Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
-		Ready: len(r.Spec.Ports) == 0, ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
-	})
+		ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
+		Restarts: r.Restarts, ExposedPort: exposedPort(img.Config, r.Spec),
+	}
+	o.Ready = readyPort(r.Spec, o) == 0
+	o = n.report(r.ID, o)
 	n.log.Info("workload started", "id", r.ID, "image", r.Spec.Image, "ip", o.IP, "pid", o.Pid,
 		"image_ms", ms(t1.Sub(t0)), "network_ms", ms(t2.Sub(t1)), "create_ms", ms(t3.Sub(t2)), "start_ms", ms(t4.Sub(t3)))
 	return o, nil
@@ -449,7 +461,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 
 func (n *Node) driverConfig(r store.Record, img *image.Image, att network.Attachment) driver.Config {
 	return driver.Config{
-		ID: r.ID, Spec: r.Spec, Rootfs: img.Rootfs, ImageConfig: img.Config,
+		ID: r.ID, Spec: r.Spec, Rootfs: img.Rootfs, ImageConfig: imageConfig(img.Config, r.Spec),
 		Network:  driver.Network{NetNSPath: att.NetNSPath, IP: att.IP.String()},
 		Hostname: r.ID.String()[:8],
 	}
@@ -465,7 +477,7 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 	}
 	deadline := time.Now().Add(n.cfg.ReadyTimeout)
 	for time.Now().Before(deadline) {
-		if probe(s, o.IP) {
+		if probe(readyPort(s, o), o.IP) {
 			o.Ready = true
 			return n.report(id, o)
 		}
@@ -475,20 +487,23 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 		case <-time.After(15 * time.Millisecond):
 		}
 	}
-	n.log.Warn("workload not ready yet; answering anyway", "id", id, "timeout", n.cfg.ReadyTimeout)
-	return o
+	// The caller is told why its URL answers 503, and so is anyone who
+	// looks at the workload later; the watcher clears it once ready.
+	o.Error = n.notListening(ctx, id, s, o, n.cfg.ReadyTimeout)
+	n.log.Warn("workload not ready yet; answering anyway", "id", id, "timeout", n.cfg.ReadyTimeout, "why", o.Error)
+	return n.report(id, o)
 }
 
-// probe says whether the workload at ip accepts connections on its first
-// port; one with no ports is ready as soon as it runs.
-func probe(s spec.Spec, ip string) bool {
-	if len(s.Ports) == 0 {
+// probe says whether the workload at ip accepts connections on port; one
+// with no port to serve (0) is ready as soon as it runs.
+func probe(port uint16, ip string) bool {
+	if port == 0 {
 		return true
 	}
 	if ip == "" {
 		return false
 	}
-	addr := net.JoinHostPort(ip, strconv.Itoa(int(s.Ports[0].Target)))
+	addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return false

@@ -105,15 +105,16 @@ func (n *Node) recoverOne(ctx context.Context, r store.Record) (startLater bool)
 var errStartLater = errors.New("start again in the background")
 
 // markExited records and reports r exited with err, the reason it could
-// not be brought back. The caller holds r's lock.
+// not be brought back (after a crash, or by its restart policy). The
+// caller holds r's lock.
 func (n *Node) markExited(r store.Record, err error) {
-	n.log.Error("recover: workload could not be brought back; it is marked exited", "id", r.ID, "err", err)
+	n.log.Error("workload could not be brought back; it is marked exited", "id", r.ID, "err", err)
 	if _, uerr := n.Store.Update(r.ID, func(r *store.Record) error { r.State = workload.StateExited; return nil }); uerr != nil {
 		n.log.Error("recover: record exited", "id", r.ID, "err", uerr)
 	}
 	n.report(r.ID, workload.Observation{
 		Generation: r.Generation, State: workload.StateExited, ImageDigest: r.ImageDigest,
-		ExitCode: r.ExitCode, Error: err.Error(), FinishedAt: time.Now().UTC(),
+		ExitCode: r.ExitCode, Restarts: r.Restarts, Error: err.Error(), FinishedAt: time.Now().UTC(),
 	})
 }
 
@@ -136,7 +137,11 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	// The recorded attachment names the netns path the driver was given;
 	// nothing on the host is touched until we know whether it still runs.
 	att, leased := n.Network.Lookup(r.ID)
-	st, err := drv.Recover(ctx, n.driverConfig(r, img, att))
+	cfg := n.driverConfig(r, img, att)
+	if cfg.Volumes, err = n.volumeMounts(ctx, r.ID, r.Spec); err != nil {
+		return err
+	}
+	st, err := drv.Recover(ctx, cfg)
 	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
@@ -154,11 +159,13 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		}
 		// One probe now, so a workload that was ready before the restart
 		// is reported ready at once; the watcher probes a late one.
-		ip := att.IP.String()
-		n.report(r.ID, workload.Observation{
-			Generation: r.Generation, State: workload.StateRunning, IP: ip, Pid: st.Pid,
-			Ready: probe(r.Spec, ip), ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
-		})
+		o := workload.Observation{
+			Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
+			ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
+			Restarts: r.Restarts, ExposedPort: exposedPort(img.Config, r.Spec),
+		}
+		o.Ready = probe(readyPort(r.Spec, o), o.IP)
+		n.report(r.ID, o)
 		n.log.Info("recover: re-adopted running workload", "id", r.ID, "pid", st.Pid)
 		return nil
 	case r.State == workload.StateRunning:
@@ -171,12 +178,15 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		// the restart, until the cluster says otherwise.
 		o := workload.Observation{
 			Generation: r.Generation, State: r.State, ImageDigest: r.ImageDigest,
-			ExitCode: r.ExitCode, FinishedAt: st.FinishedAt,
+			ExitCode: r.ExitCode, Restarts: r.Restarts, FinishedAt: st.FinishedAt,
 		}
 		if leased && r.State == workload.StateExited {
 			o.IP = att.IP.String() // still leased, as check leaves it
 		}
 		n.report(r.ID, o)
+		if r.State == workload.StateExited {
+			n.exited(r.ID, r.ExitCode) // its restart policy may still apply
+		}
 		return nil
 	}
 }
@@ -266,8 +276,8 @@ func (n *Node) check(ctx context.Context, id spec.ID) {
 	}
 	o := n.current(r)
 	if st.State == driver.StateRunning {
-		if !o.Ready && probe(r.Spec, o.IP) {
-			o.Ready = true
+		if !o.Ready && probe(readyPort(r.Spec, o), o.IP) {
+			o.Ready, o.Error = true, ""
 			n.report(id, o)
 		}
 		return
@@ -284,4 +294,5 @@ func (n *Node) check(ctx context.Context, id spec.ID) {
 	o.State, o.Pid, o.Ready, o.ExitCode, o.FinishedAt = workload.StateExited, 0, false, st.ExitCode, orNow(st.FinishedAt)
 	n.report(id, o)
 	n.log.Warn("workload exited by itself", "id", id, "exit_code", st.ExitCode)
+	n.exited(id, st.ExitCode)
 }

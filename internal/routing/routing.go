@@ -46,7 +46,8 @@ type Input struct {
 func Derive(in Input) []proxy.Route {
 	var out []proxy.Route
 	for _, w := range in.Workloads {
-		if w.Desired != workload.DesiredRunning || len(w.Spec.Ports) == 0 {
+		ports := w.Ports()
+		if w.Desired != workload.DesiredRunning || len(ports) == 0 {
 			continue
 		}
 		r := proxy.Route{ID: string(w.ID), HTTP: map[uint16]string{}, TCP: map[uint16]string{}}
@@ -56,7 +57,7 @@ func Derive(in Input) []proxy.Route {
 		addr, ok := parseIP(o.IP)
 		reachable := up && ok && (o.State == workload.StateRunning || o.State == workload.StateExited)
 		if !reachable {
-			for _, p := range w.Spec.Ports {
+			for _, p := range ports {
 				if p.Proto != spec.ProtoTCP {
 					r.HTTP[p.Public] = ""
 				}
@@ -73,7 +74,7 @@ func Derive(in Input) []proxy.Route {
 				r.Dial = in.Dial(w.Node)
 			}
 		}
-		for _, p := range w.Spec.Ports {
+		for _, p := range ports {
 			target := net.JoinHostPort(addr.String(), strconv.Itoa(int(p.Target)))
 			if p.Proto == spec.ProtoTCP {
 				r.TCP[p.Public] = target

@@ -26,6 +26,7 @@ func specFromProto(p *v1.WorkloadSpec) (spec.Spec, error) {
 		Image: p.ImageRef, Cores: p.Cores, MemoryMiB: p.Memory, DiskMiB: p.Disk, Ports: p.Ports,
 		Env: p.Env, Args: p.Args, Isolation: p.Isolation, Tty: p.Tty, Egress: p.Egress, Secrets: p.Secrets,
 		Security: spec.Security{Seccomp: p.GetSecurity().GetSeccomp(), UserNS: p.GetSecurity().GetUserns()},
+		Restart:  p.Restart, Volumes: p.Volumes, Entrypoint: p.Entrypoint, Workdir: p.Workdir, User: p.User,
 	})
 }
 
@@ -41,11 +42,14 @@ func (s *Server) toProto(w workload.Workload) *v1.Workload {
 		Id: w.ID.String(), State: string(o.State), Ip: o.IP, Node: w.Node, Url: s.b.URL(w.ID),
 		ImageDigest: o.ImageDigest, CreatedAt: timestamppb.New(w.CreatedAt), Error: o.Error,
 		Pid: int32(o.Pid), Ready: o.Ready,
+		ExitCode: int32(o.ExitCode), Desired: string(w.Desired), Restarts: int32(o.Restarts),
 		Spec: &v1.WorkloadSpec{
 			ImageRef: w.Spec.Image, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Disk: w.Spec.DiskMiB, Ports: ports,
 			Env: w.Spec.Env, Isolation: string(w.Spec.Isolation), Args: w.Spec.Args, Tty: w.Spec.Tty,
 			Egress: spec.EgressStrings(w.Spec.Egress), Secrets: w.Spec.Secrets,
 			Security: securityProto(w.Spec.Security),
+			Restart:  w.Spec.Restart, Volumes: w.Spec.Volumes, Entrypoint: w.Spec.Entrypoint,
+			Workdir: w.Spec.Workdir, User: w.Spec.User,
 		},
 	}
 }
@@ -107,6 +111,18 @@ func (ws *workloadService) Stop(ctx context.Context, req *connect.Request[v1.Sto
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&v1.StopResponse{Workload: ws.s.toProto(w)}), nil
+}
+
+func (ws *workloadService) Start(ctx context.Context, req *connect.Request[v1.StartRequest]) (*connect.Response[v1.StartResponse], error) {
+	id, err := spec.ParseID(req.Msg.Id)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	w, err := ws.s.b.Start(ctx, id)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&v1.StartResponse{Workload: ws.s.toProto(w)}), nil
 }
 
 func (ws *workloadService) Remove(ctx context.Context, req *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {

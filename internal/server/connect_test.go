@@ -261,7 +261,9 @@ func sameWorkload(t *testing.T, what string, p *v1.Workload, r workloadJSON) {
 		p.GetImageDigest() != r.ImageDigest || !p.GetCreatedAt().AsTime().Equal(r.CreatedAt) ||
 		ps.GetImageRef() != r.ImageRef || ps.GetCores() != r.Cores || ps.GetMemory() != r.Memory ||
 		ps.GetIsolation() != r.Isolation || !maps.Equal(ports, r.Ports) ||
-		ps.GetSecurity().GetSeccomp() != r.Security.Seccomp || ps.GetSecurity().GetUserns() != r.Security.UserNS {
+		ps.GetSecurity().GetSeccomp() != r.Security.Seccomp || ps.GetSecurity().GetUserns() != r.Security.UserNS ||
+		p.GetDesired() != r.Desired || int(p.GetRestarts()) != r.Restarts || ps.GetRestart() != r.Restart ||
+		(r.ExitCode != nil && int(p.GetExitCode()) != *r.ExitCode) {
 		t.Errorf("%s: connect and REST disagree:\nconnect %v\n   REST %+v", what, p, r)
 	}
 }

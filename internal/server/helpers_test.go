@@ -24,6 +24,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -68,6 +69,8 @@ type backend struct {
 	exitCode int
 	// attach, when set, runs as the workload's main process for Attach.
 	attach func(stdio driver.IO) error
+	// vols are the volumes (volumes_test.go).
+	vols map[string]volume.Info
 }
 
 var _ Backend = (*backend)(nil)
@@ -83,6 +86,7 @@ func newBackend(t *testing.T) *backend {
 			BaseDomain: testDomain, FreeMemoryMiB: 6000, MicroVMAccel: "tcg", APIAddr: testAPIAddr,
 		},
 		logs: "line 1\nline 2\n",
+		vols: map[string]volume.Info{},
 	}
 }
 
@@ -161,6 +165,22 @@ func (b *backend) Stop(ctx context.Context, id spec.ID, timeout time.Duration) (
 	a.Desired, a.Generation = workload.DesiredStopped, a.Generation+1
 	o := b.observed[id]
 	o.Generation, o.State, o.Pid, o.IP, o.Ready, o.FinishedAt = a.Generation, workload.StateStopped, 0, "", false, time.Now().UTC()
+	b.allocs[id], b.observed[id] = a, o
+	return workload.Join(a, &o), nil
+}
+
+// Start marks the workload meant to run and has its node report it
+// running again.
+func (b *backend) Start(ctx context.Context, id spec.ID) (workload.Workload, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, err := b.get(id); err != nil {
+		return workload.Workload{}, err
+	}
+	a := b.allocs[id]
+	a.Desired, a.Generation = workload.DesiredRunning, a.Generation+1
+	o := b.observed[id]
+	o.Generation, o.State, o.Restarts, o.FinishedAt = a.Generation, workload.StateRunning, 0, time.Time{}
 	b.allocs[id], b.observed[id] = a, o
 	return workload.Join(a, &o), nil
 }

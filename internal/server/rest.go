@@ -11,15 +11,19 @@ import (
 
 // workloadJSON is how REST and the classic routes show a workload.
 type workloadJSON struct {
-	ID          string            `json:"id"`
-	URL         string            `json:"url"`
-	Node        string            `json:"node"`
-	State       string            `json:"state"`
-	Desired     string            `json:"desired"`
-	Ready       bool              `json:"ready"`
-	IP          string            `json:"ip,omitempty"`
-	Pid         int               `json:"pid,omitempty"`
-	ExitCode    int               `json:"exit_code,omitempty"`
+	ID      string `json:"id"`
+	URL     string `json:"url"`
+	Node    string `json:"node"`
+	State   string `json:"state"`
+	Desired string `json:"desired"`
+	Ready   bool   `json:"ready"`
+	IP      string `json:"ip,omitempty"`
+	Pid     int    `json:"pid,omitempty"`
+	// ExitCode is set once the process exited by itself (state exited).
+	ExitCode    *int              `json:"exit_code,omitempty"`
+	Restart     string            `json:"restart,omitempty"`
+	Restarts    int               `json:"restarts"`
+	Volumes     map[string]string `json:"volumes,omitempty"`
 	ImageRef    string            `json:"image_ref"`
 	ImageDigest string            `json:"image_digest,omitempty"`
 	Cores       float64           `json:"cores"`
@@ -39,9 +43,14 @@ func (s *Server) toJSON(w workload.Workload) workloadJSON {
 	o := w.Observed
 	out := workloadJSON{
 		ID: w.ID.String(), URL: s.b.URL(w.ID), Node: w.Node, State: string(o.State), Desired: string(w.Desired),
-		Ready: o.Ready, IP: o.IP, Pid: o.Pid, ExitCode: o.ExitCode, ImageRef: w.Spec.Image,
+		Ready: o.Ready, IP: o.IP, Pid: o.Pid, ImageRef: w.Spec.Image,
+		Restart: w.Spec.Restart, Restarts: o.Restarts, Volumes: w.Spec.Volumes,
 		ImageDigest: o.ImageDigest, Cores: w.Spec.Cores, Memory: w.Spec.MemoryMiB, Disk: w.Spec.DiskMiB,
 		Isolation: string(w.Spec.Isolation), Secrets: w.Spec.Secrets, Security: w.Spec.Security.OrDefaults(), Error: o.Error, CreatedAt: w.CreatedAt,
+	}
+	if o.State == workload.StateExited {
+		code := o.ExitCode
+		out.ExitCode = &code
 	}
 	if len(w.Spec.Ports) > 0 {
 		out.Ports = spec.PortKeys(w.Spec.Ports)
@@ -79,6 +88,15 @@ func (s *Server) routes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"id": id.String(), "state": "removed"})
 	}))
 	mux.HandleFunc("POST /v1/workloads/{id}/stop", s.withID(s.stop))
+	s.volumeRoutes(mux)
+	mux.HandleFunc("POST /v1/workloads/{id}/start", s.withID(func(w http.ResponseWriter, r *http.Request, id spec.ID) {
+		wl, err := s.b.Start(r.Context(), id)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.toJSON(wl))
+	}))
 	mux.HandleFunc("GET /v1/workloads/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
 		s.streamLogs(w, r, r.PathValue("id"))
 	})

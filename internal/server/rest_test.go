@@ -142,7 +142,7 @@ func TestWorkloadJSON(t *testing.T) {
 	want := map[string]any{
 		"id": id, "url": id + "." + testDomain, "node": testNodeName, "state": "running", "desired": "running",
 		"ready": true, "ip": "10.77.0.2", "pid": 4242.0, "image_ref": webRef, "image_digest": w.Observed.ImageDigest,
-		"cores": 2.0, "memory": 128.0, "isolation": "container", "created_at": w.CreatedAt.Format(time.RFC3339),
+		"cores": 2.0, "memory": 128.0, "isolation": "container", "created_at": w.CreatedAt.Format(time.RFC3339), "restarts": 0.0,
 		"ports":    map[string]any{"443": 3000.0, "tcp:80": 8080.0, "2222": 22.0},
 		"security": map[string]any{"seccomp": "default", "userns": "private"},
 	}
@@ -176,7 +176,7 @@ func TestWorkloadShowsItsNodesObservation(t *testing.T) {
 	})
 	var got workloadJSON
 	a.callJSON("GET", "/v1/workloads/"+exited.ID.String(), "", &got)
-	if got.State != "exited" || got.Desired != "running" || got.ExitCode != 3 || got.Error != "exited with code 3" || got.IP != "" || got.Ready {
+	if got.State != "exited" || got.Desired != "running" || got.ExitCode == nil || *got.ExitCode != 3 || got.Error != "exited with code 3" || got.IP != "" || got.Ready {
 		t.Errorf("exited workload: %+v, want state exited, exit code 3 and its error", got)
 	}
 	got = workloadJSON{}
@@ -189,6 +189,43 @@ func TestWorkloadShowsItsNodesObservation(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameWorkload(t, "connect Get of the moved workload", res.Msg.Workload, got)
+	res, err = a.workloads(protocols[0], "Bearer "+testToken).Get(context.Background(), connect.NewRequest(&v1.GetRequest{Id: exited.ID.String()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Msg.Workload; p.GetExitCode() != 3 || p.GetDesired() != "running" {
+		t.Errorf("connect Get of the exited workload: %v, want exit_code 3 and desired running", p)
+	}
+}
+
+// TestStartRunsAStoppedWorkloadAgain checks POST /v1/workloads/{id}/start
+// and Connect's Start: a stopped workload is desired running again, and
+// an exit code of 0 is shown (it is not left out as a zero value).
+func TestStartRunsAStoppedWorkloadAgain(t *testing.T) {
+	a := newAPI(t, newBackend(t))
+	w := a.b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`","restart":"on-failure:3"}`))
+	a.b.set(func() {
+		o := a.b.observed[w.ID]
+		o.State, o.ExitCode, o.Restarts = workload.StateExited, 0, 3
+		a.b.observed[w.ID] = o
+	})
+	if r := a.call("GET", "/v1/workloads/"+w.ID.String(), ""); !strings.Contains(r.body, `"exit_code": 0`) || !strings.Contains(r.body, `"restarts": 3`) || !strings.Contains(r.body, `"restart": "on-failure:3"`) {
+		t.Errorf("exited with 0 after 3 restarts: %s, want exit_code 0, restarts 3 and the policy", r.body)
+	}
+	a.call("POST", "/v1/workloads/"+w.ID.String()+"/stop", "")
+	var got workloadJSON
+	a.callJSON("POST", "/v1/workloads/"+w.ID.String()+"/start", "", &got)
+	if got.Desired != "running" || got.State != "running" || got.ExitCode != nil || got.Restarts != 0 {
+		t.Errorf("after start: %+v, want desired and state running, no exit code, no restarts", got)
+	}
+	a.call("POST", "/v1/workloads/"+w.ID.String()+"/stop", "")
+	res, err := a.workloads(protocols[0], "Bearer "+testToken).Start(context.Background(), connect.NewRequest(&v1.StartRequest{Id: w.ID.String()}))
+	if err != nil || res.Msg.Workload.GetDesired() != "running" {
+		t.Fatalf("connect Start: %v %v", res, err)
+	}
+	if r := a.call("POST", "/v1/workloads/not-an-id/start", ""); r.code != http.StatusBadRequest {
+		t.Errorf("start of a bad id: %d %s, want 400", r.code, r.body)
+	}
 }
 
 // TestListEmpty checks that an empty list is [] rather than null, which

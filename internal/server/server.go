@@ -24,6 +24,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
 
@@ -52,7 +53,11 @@ type Backend interface {
 	// Stop stops a workload, waiting up to timeout after SIGTERM (0: the
 	// node's default), and keeps its record.
 	Stop(ctx context.Context, id spec.ID, timeout time.Duration) (workload.Workload, error)
+	// Start runs a stopped or exited workload again with its spec, on
+	// its node; one that runs is answered as it is.
+	Start(ctx context.Context, id spec.ID) (workload.Workload, error)
 	// Remove kills a workload at once if it runs and deletes it.
+	// (Named volumes: see VolumeBackend.)
 	Remove(ctx context.Context, id spec.ID) error
 	// Logs opens a workload's output, following it with opts.Follow.
 	Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error)
@@ -73,6 +78,21 @@ type Backend interface {
 	Members() []nodeinfo.Member
 	// URL is the workload's public address, <id>.<base-domain>.
 	URL(id spec.ID) string
+	VolumeBackend
+}
+
+// VolumeBackend manages named volumes. Errors: volume.ErrNotFound,
+// volume.ErrExists, volume.ErrInUse (removing one a workload mounts),
+// *spec.FieldError.
+type VolumeBackend interface {
+	// CreateVolume makes an empty volume of sizeMiB on the answering node.
+	CreateVolume(ctx context.Context, name string, sizeMiB int64) (volume.Info, error)
+	// Volume returns one volume.
+	Volume(name string) (volume.Info, error)
+	// Volumes returns every volume, by name.
+	Volumes() ([]volume.Info, error)
+	// RemoveVolume deletes a volume and its data.
+	RemoveVolume(ctx context.Context, name string) error
 }
 
 // Options configure the API.
@@ -118,6 +138,7 @@ func Handler(b Backend, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(hypercorev1connect.NewWorkloadServiceHandler(&workloadService{s}))
 	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}))
+	mux.Handle(hypercorev1connect.NewVolumeServiceHandler(&volumeService{s}))
 	s.routes(mux)
 	return mux
 }
@@ -206,6 +227,14 @@ func classify(err error) (int, connect.Code, string) {
 		return http.StatusServiceUnavailable, connect.CodeUnavailable, ""
 	case errors.Is(err, context.Canceled):
 		return 499, connect.CodeCanceled, ""
+	case errors.Is(err, volume.ErrNotFound):
+		return http.StatusNotFound, connect.CodeNotFound, "volume"
+	case errors.Is(err, volume.ErrInUse):
+		return http.StatusConflict, connect.CodeFailedPrecondition, "volume"
+	case errors.Is(err, volume.ErrExists):
+		return http.StatusConflict, connect.CodeAlreadyExists, "volume"
+	case errors.Is(err, volume.ErrElsewhere):
+		return http.StatusBadRequest, connect.CodeFailedPrecondition, "volumes"
 	}
 	return http.StatusInternalServerError, connect.CodeInternal, ""
 }

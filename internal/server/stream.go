@@ -29,6 +29,10 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, id spec.ID) 
 	if err == nil {
 		err = spec.ValidateExec(args, env)
 	}
+	user, workdir := q.Get("user"), q.Get("workdir")
+	if err == nil {
+		err = spec.ValidateExecAs(user, workdir)
+	}
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -38,7 +42,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, id spec.ID) 
 		return
 	}
 	s.upgrade(w, r, tty, func(ctx context.Context, stdio driver.IO) (int, error) {
-		return s.b.Exec(ctx, id, driver.ExecConfig{Args: args, Env: env, IO: stdio})
+		return s.b.Exec(ctx, id, driver.ExecConfig{Args: args, Env: env, User: user, WorkDir: workdir, IO: stdio})
 	})
 }
 

@@ -39,7 +39,7 @@ func TestExecStream(t *testing.T) {
 	a := newAPI(t, b)
 	w := b.addWorkload(t, mustSpec(t, `{"image_ref":"`+webRef+`"}`))
 	b.set(func() { b.exitCode = 7 })
-	resp, br, conn := a.dialUpgrade("/v1/workloads/" + w.ID.String() + "/exec?cmd=sh&cmd=-c&cmd=cat&env=A=b")
+	resp, br, conn := a.dialUpgrade("/v1/workloads/" + w.ID.String() + "/exec?cmd=sh&cmd=-c&cmd=cat&env=A=b&user=app:1000&workdir=/srv")
 	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != StreamProtocol {
 		t.Fatalf("exec: %s %v, want 101 to %s", resp.Status, resp.Header, StreamProtocol)
 	}
@@ -58,8 +58,13 @@ func TestExecStream(t *testing.T) {
 		t.Errorf("streams %q, want stdin echoed on stdout and err on stderr", out)
 	}
 	if len(b.execs) != 1 || !reflect.DeepEqual(b.execs[0].Args, []string{"sh", "-c", "cat"}) ||
-		!reflect.DeepEqual(b.execs[0].Env, []string{"A=b"}) || b.execs[0].Tty {
-		t.Errorf("backend got %+v, want sh -c cat with A=b and no tty", b.execs)
+		!reflect.DeepEqual(b.execs[0].Env, []string{"A=b"}) || b.execs[0].Tty || b.execs[0].User != "app:1000" || b.execs[0].WorkDir != "/srv" {
+		t.Errorf("backend got %+v, want sh -c cat with A=b, as app:1000 in /srv, and no tty", b.execs)
+	}
+	for _, q := range []string{"user=a%20b", "workdir=relative"} {
+		if r := a.call("POST", "/v1/workloads/"+w.ID.String()+"/exec?cmd=true&"+q, ""); r.code != http.StatusBadRequest {
+			t.Errorf("exec with %s: %d %s, want 400", q, r.code, r.body)
+		}
 	}
 }
 

@@ -38,6 +38,12 @@ type spawnJSON struct {
 	// Secrets maps environment names to secret names.
 	Secrets  map[string]string `json:"secrets"`
 	Security Security          `json:"security"`
+
+	Restart    string            `json:"restart"`
+	Volumes    map[string]string `json:"volumes"`
+	Entrypoint []string          `json:"entrypoint"`
+	Workdir    string            `json:"workdir"`
+	User       string            `json:"user"`
 }
 
 // DecodeSpawnJSON reads the classic /spawn body from r. It refuses unknown
@@ -51,6 +57,7 @@ func DecodeSpawnJSON(r io.Reader) (SpawnRequest, error) {
 		Image: in.ImageRef, Ports: in.Ports, Env: in.Env, Args: in.Args,
 		Isolation: in.Isolation, Tty: in.Tty, Egress: in.Egress, Secrets: in.Secrets, DiskMiB: in.Disk,
 		Security: in.Security,
+		Restart:  in.Restart, Volumes: in.Volumes, Entrypoint: in.Entrypoint, Workdir: in.Workdir, User: in.User,
 	}
 	if in.Cores != nil {
 		input.Cores = *in.Cores
@@ -155,6 +162,12 @@ type HAC struct {
 		Egress    []string         `toml:"egress"`
 		// Secrets maps environment names to secret names.
 		Secrets map[string]string `toml:"secrets"`
+
+		Restart    string            `toml:"restart"`
+		Volumes    map[string]string `toml:"volumes"`
+		Entrypoint []string          `toml:"entrypoint"`
+		Workdir    string            `toml:"workdir"`
+		User       string            `toml:"user"`
 	} `toml:"hardware"`
 	// Security is the [security] table: seccomp and userns, as in the
 	// JSON spec's security object.
@@ -177,17 +190,22 @@ func ParseHAC(data []byte) (Spec, error) {
 		return Spec{}, fieldErr("hac.toml", "%v", err)
 	}
 	return Build(Input{
-		Image:     h.Hardware.Ref,
-		Cores:     h.Hardware.Cores,
-		MemoryMiB: h.Hardware.Memory,
-		DiskMiB:   h.Hardware.Disk,
-		Ports:     h.Hardware.Ports,
-		Env:       h.Hardware.Env,
-		Secrets:   h.Hardware.Secrets,
-		Args:      h.Hardware.Args,
-		Egress:    h.Hardware.Egress,
-		Isolation: providerIsolation(h.Hardware.Provider),
-		Security:  Security{Seccomp: h.Security.Seccomp, UserNS: h.Security.UserNS},
+		Image:      h.Hardware.Ref,
+		Cores:      h.Hardware.Cores,
+		MemoryMiB:  h.Hardware.Memory,
+		DiskMiB:    h.Hardware.Disk,
+		Ports:      h.Hardware.Ports,
+		Env:        h.Hardware.Env,
+		Secrets:    h.Hardware.Secrets,
+		Args:       h.Hardware.Args,
+		Egress:     h.Hardware.Egress,
+		Isolation:  providerIsolation(h.Hardware.Provider),
+		Security:   Security{Seccomp: h.Security.Seccomp, UserNS: h.Security.UserNS},
+		Restart:    h.Hardware.Restart,
+		Volumes:    h.Hardware.Volumes,
+		Entrypoint: h.Hardware.Entrypoint,
+		Workdir:    h.Hardware.Workdir,
+		User:       h.Hardware.User,
 	})
 }
 

@@ -94,6 +94,17 @@ type Spec struct {
 	// values): {"DB_PASSWORD": "db-password"}.
 	Secrets  map[string]string `json:"secrets,omitempty"`
 	Security Security          `json:"security"`
+
+	// Options beyond the image's own config (options.go).
+
+	// Restart is the restart policy as ParseRestart reads it; "" is no.
+	Restart string `json:"restart,omitempty"`
+	// Volumes maps a volume name to where it is mounted.
+	Volumes map[string]string `json:"volumes,omitempty"`
+	// Entrypoint, Workdir and User replace the image's when set.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Workdir    string   `json:"workdir,omitempty"`
+	User       string   `json:"user,omitempty"`
 }
 
 // FieldError reports which input field is wrong and why. Its message starts
@@ -130,6 +141,13 @@ type Input struct {
 	// Secrets maps environment names to secret names.
 	Secrets  map[string]string
 	Security Security
+
+	// Options beyond the image's own config (options.go).
+	Restart    string
+	Volumes    map[string]string
+	Entrypoint []string
+	Workdir    string
+	User       string
 }
 
 // Build validates in and returns the Spec it describes, with defaults filled
@@ -177,6 +195,17 @@ func Build(in Input) (Spec, error) {
 		return Spec{}, fieldErr("isolation", "%q is not one of container, gvisor, microvm", in.Isolation)
 	}
 	if s.Security, err = buildSecurity(in.Security); err != nil {
+		return Spec{}, err
+	}
+	rp, err := ParseRestart(in.Restart)
+	if err != nil {
+		return Spec{}, err
+	}
+	s.Restart = rp.String()
+	if s.Volumes, err = buildVolumes(in.Volumes); err != nil {
+		return Spec{}, err
+	}
+	if err := buildImageOverrides(in, &s); err != nil {
 		return Spec{}, err
 	}
 	if s.Isolation == IsolationMicroVM && s.MemoryMiB < MinMicroVMMemoryMiB {
@@ -460,6 +489,7 @@ func (s Spec) Check() error {
 		Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty,
 		Egress: EgressStrings(s.Egress), Secrets: s.Secrets,
 		Security: s.Security,
+		Restart:  s.Restart, Volumes: s.Volumes, Entrypoint: s.Entrypoint, Workdir: s.Workdir, User: s.User,
 	})
 	if err != nil {
 		return err
@@ -486,6 +516,10 @@ func (s Spec) Check() error {
 		// A zero Security comes from a node that predates it and means
 		// the defaults, which the driver applies to it.
 		return fieldErr("security", differs, s.Security, b.Security)
+	case b.Restart != s.Restart:
+		return fieldErr("restart", differs, strconv.Quote(s.Restart), strconv.Quote(b.Restart))
+	case b.Workdir != s.Workdir:
+		return fieldErr("workdir", differs, strconv.Quote(truncate(s.Workdir, 80)), strconv.Quote(b.Workdir))
 	}
 	return nil
 }

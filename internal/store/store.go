@@ -56,7 +56,10 @@ type Record struct {
 	// re-adopts it with the same rootfs even if its tag moved.
 	ImageDigest string `json:"image_digest,omitempty"`
 	// ExitCode is the exit code of a workload that exited by itself.
-	ExitCode  int       `json:"exit_code,omitempty"`
+	ExitCode int `json:"exit_code,omitempty"`
+	// Restarts counts the restarts by the workload's restart policy since
+	// it was spawned or last started, so a daemon restart keeps counting.
+	Restarts  int       `json:"restarts,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

@@ -97,14 +97,21 @@ type Allocation struct {
 //     the workload holds its address (running, or exited by itself);
 //   - its JSON names are those of the records written before the split.
 type Observation struct {
-	Node        string    `json:"node"`
-	Generation  uint64    `json:"generation,omitempty"`
-	State       State     `json:"state"`
-	IP          string    `json:"ip,omitempty"`
-	Pid         int       `json:"pid,omitempty"`
-	Ready       bool      `json:"ready,omitempty"`
-	ImageDigest string    `json:"image_digest,omitempty"`
-	ExitCode    int       `json:"exit_code,omitempty"`
+	Node        string `json:"node"`
+	Generation  uint64 `json:"generation,omitempty"`
+	State       State  `json:"state"`
+	IP          string `json:"ip,omitempty"`
+	Pid         int    `json:"pid,omitempty"`
+	Ready       bool   `json:"ready,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
+	ExitCode    int    `json:"exit_code,omitempty"`
+	// Restarts counts the times its node started it again by its restart
+	// policy since it was spawned or last started.
+	Restarts int `json:"restarts,omitempty"`
+	// ExposedPort is the image's exposed TCP port a workload spawned
+	// without ports is served on, behind public ports 80 and 443 (see
+	// Workload.Ports); 0 when its spec has ports or its image exposes none.
+	ExposedPort uint16    `json:"exposed_port,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
@@ -130,6 +137,20 @@ func Join(a Allocation, o *Observation) Workload {
 	return w
 }
 
+// Ports are the ports the workload is served on: its spec's, or, for a
+// spec without ports, the image's exposed port behind public ports 80 and
+// 443 (HTTP by Host, as the spec's "443": 3000 is), once its node
+// reported it.
+func (w Workload) Ports() []spec.Port {
+	if len(w.Spec.Ports) > 0 || w.Observed.ExposedPort == 0 {
+		return w.Spec.Ports
+	}
+	return []spec.Port{
+		{Public: 80, Target: w.Observed.ExposedPort, Proto: spec.ProtoHTTP},
+		{Public: 443, Target: w.Observed.ExposedPort, Proto: spec.ProtoHTTP},
+	}
+}
+
 // Running reports whether the workload is meant to run and its node says it
 // does.
 func (w Workload) Running() bool {
@@ -142,6 +163,6 @@ func (w Workload) Running() bool {
 func (o Observation) Equal(p Observation) bool {
 	return o.Node == p.Node && o.Generation == p.Generation && o.State == p.State &&
 		o.IP == p.IP && o.Pid == p.Pid && o.Ready == p.Ready && o.ImageDigest == p.ImageDigest &&
-		o.ExitCode == p.ExitCode && o.Error == p.Error &&
+		o.ExitCode == p.ExitCode && o.Restarts == p.Restarts && o.ExposedPort == p.ExposedPort && o.Error == p.Error &&
 		o.StartedAt.Equal(p.StartedAt) && o.FinishedAt.Equal(p.FinishedAt)
 }

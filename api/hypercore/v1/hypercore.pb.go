@@ -60,7 +60,22 @@ type WorkloadSpec struct {
 	Disk int64 `protobuf:"varint,25,opt,name=disk,proto3" json:"disk,omitempty"`
 	// What the workload gives up of the container sandbox; unset fields
 	// mean the defaults. Answers always show both fields.
-	Security      *Security `protobuf:"bytes,16,opt,name=security,proto3" json:"security,omitempty"`
+	Security *Security `protobuf:"bytes,16,opt,name=security,proto3" json:"security,omitempty"`
+	// What the workload changes of the image's own config and how it is
+	// kept running.
+	//
+	// no (default), always, on-failure or on-failure:MAX: whether its node
+	// starts it again when its process exits, with a backoff that doubles
+	// from 1 s up to 1 min.
+	Restart string `protobuf:"bytes,10,opt,name=restart,proto3" json:"restart,omitempty"`
+	// Volume name to the absolute path it is mounted at.
+	Volumes map[string]string `protobuf:"bytes,11,rep,name=volumes,proto3" json:"volumes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Replaces the image's ENTRYPOINT when set.
+	Entrypoint []string `protobuf:"bytes,12,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	// Replaces the image's WORKDIR when set.
+	Workdir string `protobuf:"bytes,13,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	// Replaces the image's USER when set: a name, a uid, or uid:gid.
+	User          string `protobuf:"bytes,14,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +194,41 @@ func (x *WorkloadSpec) GetSecurity() *Security {
 	return nil
 }
 
+func (x *WorkloadSpec) GetRestart() string {
+	if x != nil {
+		return x.Restart
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetVolumes() map[string]string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetEntrypoint() []string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetWorkdir() string {
+	if x != nil {
+		return x.Workdir
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 // Security applies to isolation container (runc, crun); gVisor and microVMs
 // have their own kernel boundary. See docs/security.md.
 type Security struct {
@@ -274,7 +324,15 @@ type Workload struct {
 	Pid int32 `protobuf:"varint,10,opt,name=pid,proto3" json:"pid,omitempty"`
 	// True once its node saw its first port accept a connection (at once
 	// for a workload without ports). Until then its URL answers 503.
-	Ready         bool `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	Ready bool `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
+	// Exit code of its process, once it exited by itself (state exited).
+	ExitCode int32 `protobuf:"varint,20,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// running or stopped: what the user asked for (spawn and start, or
+	// stop), where state is what its node saw.
+	Desired string `protobuf:"bytes,21,opt,name=desired,proto3" json:"desired,omitempty"`
+	// How many times its node started it again after it exited, by its
+	// restart policy, since it was spawned or last started.
+	Restarts      int32 `protobuf:"varint,22,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -384,6 +442,27 @@ func (x *Workload) GetReady() bool {
 		return x.Ready
 	}
 	return false
+}
+
+func (x *Workload) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *Workload) GetDesired() string {
+	if x != nil {
+		return x.Desired
+	}
+	return ""
+}
+
+func (x *Workload) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
 }
 
 type SpawnRequest struct {
@@ -863,6 +942,519 @@ func (*RemoveResponse) Descriptor() ([]byte, []int) {
 	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{12}
 }
 
+type StartRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRequest) Reset() {
+	*x = StartRequest{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRequest) ProtoMessage() {}
+
+func (x *StartRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
+func (*StartRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StartRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type StartResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      *Workload              `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartResponse) Reset() {
+	*x = StartResponse{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartResponse) ProtoMessage() {}
+
+func (x *StartResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartResponse.ProtoReflect.Descriptor instead.
+func (*StartResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StartResponse) GetWorkload() *Workload {
+	if x != nil {
+		return x.Workload
+	}
+	return nil
+}
+
+// Volume is a named volume and the node it lives on.
+type Volume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The node that holds its data; workloads that mount it run there.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// Size in MiB; writes past it fail with "no space left on device".
+	SizeMib   int64                  `protobuf:"varint,3,opt,name=size_mib,json=sizeMib,proto3" json:"size_mib,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Ids of the workloads that mount it.
+	UsedBy        []string `protobuf:"bytes,5,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Volume) Reset() {
+	*x = Volume{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Volume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Volume) ProtoMessage() {}
+
+func (x *Volume) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Volume.ProtoReflect.Descriptor instead.
+func (*Volume) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Volume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Volume) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Volume) GetSizeMib() int64 {
+	if x != nil {
+		return x.SizeMib
+	}
+	return 0
+}
+
+func (x *Volume) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Volume) GetUsedBy() []string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return nil
+}
+
+type CreateVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 0 means the default (1024).
+	SizeMib       int64 `protobuf:"varint,2,opt,name=size_mib,json=sizeMib,proto3" json:"size_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVolumeRequest) Reset() {
+	*x = CreateVolumeRequest{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVolumeRequest) ProtoMessage() {}
+
+func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
+func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateVolumeRequest) GetSizeMib() int64 {
+	if x != nil {
+		return x.SizeMib
+	}
+	return 0
+}
+
+type CreateVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *Volume                `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVolumeResponse) Reset() {
+	*x = CreateVolumeResponse{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVolumeResponse) ProtoMessage() {}
+
+func (x *CreateVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVolumeResponse.ProtoReflect.Descriptor instead.
+func (*CreateVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateVolumeResponse) GetVolume() *Volume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+type ListVolumesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVolumesRequest) Reset() {
+	*x = ListVolumesRequest{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVolumesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVolumesRequest) ProtoMessage() {}
+
+func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
+func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{18}
+}
+
+type ListVolumesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volumes       []*Volume              `protobuf:"bytes,1,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVolumesResponse) Reset() {
+	*x = ListVolumesResponse{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVolumesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVolumesResponse) ProtoMessage() {}
+
+func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
+func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListVolumesResponse) GetVolumes() []*Volume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+type GetVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVolumeRequest) Reset() {
+	*x = GetVolumeRequest{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVolumeRequest) ProtoMessage() {}
+
+func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
+func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *Volume                `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVolumeResponse) Reset() {
+	*x = GetVolumeResponse{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVolumeResponse) ProtoMessage() {}
+
+func (x *GetVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVolumeResponse.ProtoReflect.Descriptor instead.
+func (*GetVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetVolumeResponse) GetVolume() *Volume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+type RemoveVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveVolumeRequest) Reset() {
+	*x = RemoveVolumeRequest{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveVolumeRequest) ProtoMessage() {}
+
+func (x *RemoveVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveVolumeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RemoveVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveVolumeResponse) Reset() {
+	*x = RemoveVolumeResponse{}
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveVolumeResponse) ProtoMessage() {}
+
+func (x *RemoveVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveVolumeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{23}
+}
+
 type LogsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -875,7 +1467,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1479,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[13]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1492,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{13}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -933,7 +1525,7 @@ type LogsResponse struct {
 
 func (x *LogsResponse) Reset() {
 	*x = LogsResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1537,7 @@ func (x *LogsResponse) String() string {
 func (*LogsResponse) ProtoMessage() {}
 
 func (x *LogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[14]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1550,7 @@ func (x *LogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
 func (*LogsResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{14}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogsResponse) GetData() []byte {
@@ -977,7 +1569,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1581,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[15]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1594,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{15}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PullRequest) GetImageRef() string {
@@ -1028,7 +1620,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1632,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[16]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1645,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{16}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PullResponse) GetCompleteBytes() int64 {
@@ -1099,7 +1691,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1703,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[17]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1716,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{17}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{28}
 }
 
 type InfoResponse struct {
@@ -1152,7 +1744,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1756,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[18]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1769,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{18}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InfoResponse) GetName() string {
@@ -1244,7 +1836,7 @@ type PruneImagesRequest struct {
 
 func (x *PruneImagesRequest) Reset() {
 	*x = PruneImagesRequest{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1848,7 @@ func (x *PruneImagesRequest) String() string {
 func (*PruneImagesRequest) ProtoMessage() {}
 
 func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[19]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1861,7 @@ func (x *PruneImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesRequest.ProtoReflect.Descriptor instead.
 func (*PruneImagesRequest) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{19}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{30}
 }
 
 type PruneImagesResponse struct {
@@ -1285,7 +1877,7 @@ type PruneImagesResponse struct {
 
 func (x *PruneImagesResponse) Reset() {
 	*x = PruneImagesResponse{}
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1889,7 @@ func (x *PruneImagesResponse) String() string {
 func (*PruneImagesResponse) ProtoMessage() {}
 
 func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hypercore_v1_hypercore_proto_msgTypes[20]
+	mi := &file_hypercore_v1_hypercore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1902,7 @@ func (x *PruneImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneImagesResponse.ProtoReflect.Descriptor instead.
 func (*PruneImagesResponse) Descriptor() ([]byte, []int) {
-	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{20}
+	return file_hypercore_v1_hypercore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PruneImagesResponse) GetRemoved() []string {
@@ -1331,7 +1923,7 @@ var File_hypercore_v1_hypercore_proto protoreflect.FileDescriptor
 
 const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\n" +
-	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x04\n" +
+	"\x1chypercore/v1/hypercore.proto\x12\fhypercore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x05\n" +
 	"\fWorkloadSpec\x12\x1b\n" +
 	"\timage_ref\x18\x01 \x01(\tR\bimageRef\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x16\n" +
@@ -1344,17 +1936,28 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x06egress\x18\x14 \x03(\tR\x06egress\x12A\n" +
 	"\asecrets\x18\t \x03(\v2'.hypercore.v1.WorkloadSpec.SecretsEntryR\asecrets\x12\x12\n" +
 	"\x04disk\x18\x19 \x01(\x03R\x04disk\x122\n" +
-	"\bsecurity\x18\x10 \x01(\v2\x16.hypercore.v1.SecurityR\bsecurity\x1a8\n" +
+	"\bsecurity\x18\x10 \x01(\v2\x16.hypercore.v1.SecurityR\bsecurity\x12\x18\n" +
+	"\arestart\x18\n" +
+	" \x01(\tR\arestart\x12A\n" +
+	"\avolumes\x18\v \x03(\v2'.hypercore.v1.WorkloadSpec.VolumesEntryR\avolumes\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\f \x03(\tR\n" +
+	"entrypoint\x12\x18\n" +
+	"\aworkdir\x18\r \x01(\tR\aworkdir\x12\x12\n" +
+	"\x04user\x18\x0e \x01(\tR\x04user\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a:\n" +
 	"\fSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
+	"\fVolumesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
 	"\bSecurity\x12\x18\n" +
 	"\aseccomp\x18\x01 \x01(\tR\aseccomp\x12\x16\n" +
-	"\x06userns\x18\x02 \x01(\tR\x06userns\"\xb2\x02\n" +
+	"\x06userns\x18\x02 \x01(\tR\x06userns\"\x85\x03\n" +
 	"\bWorkload\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1a.hypercore.v1.WorkloadSpecR\x04spec\x12\x14\n" +
@@ -1368,7 +1971,10 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\tR\x05error\x12\x10\n" +
 	"\x03pid\x18\n" +
 	" \x01(\x05R\x03pid\x12\x14\n" +
-	"\x05ready\x18\v \x01(\bR\x05ready\"v\n" +
+	"\x05ready\x18\v \x01(\bR\x05ready\x12\x1b\n" +
+	"\texit_code\x18\x14 \x01(\x05R\bexitCode\x12\x18\n" +
+	"\adesired\x18\x15 \x01(\tR\adesired\x12\x1a\n" +
+	"\brestarts\x18\x16 \x01(\x05R\brestarts\"v\n" +
 	"\fSpawnRequest\x12.\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1a.hypercore.v1.WorkloadSpecR\x04spec\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x1d\n" +
@@ -1394,7 +2000,33 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\bworkload\x18\x01 \x01(\v2\x16.hypercore.v1.WorkloadR\bworkload\"\x1f\n" +
 	"\rRemoveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x10\n" +
-	"\x0eRemoveResponse\"I\n" +
+	"\x0eRemoveResponse\"\x1e\n" +
+	"\fStartRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"C\n" +
+	"\rStartResponse\x122\n" +
+	"\bworkload\x18\x01 \x01(\v2\x16.hypercore.v1.WorkloadR\bworkload\"\x9f\x01\n" +
+	"\x06Volume\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x19\n" +
+	"\bsize_mib\x18\x03 \x01(\x03R\asizeMib\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x17\n" +
+	"\aused_by\x18\x05 \x03(\tR\x06usedBy\"D\n" +
+	"\x13CreateVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bsize_mib\x18\x02 \x01(\x03R\asizeMib\"D\n" +
+	"\x14CreateVolumeResponse\x12,\n" +
+	"\x06volume\x18\x01 \x01(\v2\x14.hypercore.v1.VolumeR\x06volume\"\x14\n" +
+	"\x12ListVolumesRequest\"E\n" +
+	"\x13ListVolumesResponse\x12.\n" +
+	"\avolumes\x18\x01 \x03(\v2\x14.hypercore.v1.VolumeR\avolumes\"&\n" +
+	"\x10GetVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"A\n" +
+	"\x11GetVolumeResponse\x12,\n" +
+	"\x06volume\x18\x01 \x01(\v2\x14.hypercore.v1.VolumeR\x06volume\")\n" +
+	"\x13RemoveVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14RemoveVolumeResponse\"I\n" +
 	"\vLogsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\x12\x12\n" +
@@ -1427,15 +2059,21 @@ const file_hypercore_v1_hypercore_proto_rawDesc = "" +
 	"\x13PruneImagesResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x03(\tR\aremoved\x12\x1f\n" +
 	"\vfreed_bytes\x18\x02 \x01(\x03R\n" +
-	"freedBytes2\xd4\x03\n" +
+	"freedBytes2\x96\x04\n" +
 	"\x0fWorkloadService\x12@\n" +
 	"\x05Spawn\x12\x1a.hypercore.v1.SpawnRequest\x1a\x1b.hypercore.v1.SpawnResponse\x12:\n" +
 	"\x03Get\x12\x18.hypercore.v1.GetRequest\x1a\x19.hypercore.v1.GetResponse\x12=\n" +
 	"\x04List\x12\x19.hypercore.v1.ListRequest\x1a\x1a.hypercore.v1.ListResponse\x12=\n" +
 	"\x04Stop\x12\x19.hypercore.v1.StopRequest\x1a\x1a.hypercore.v1.StopResponse\x12C\n" +
-	"\x06Remove\x12\x1b.hypercore.v1.RemoveRequest\x1a\x1c.hypercore.v1.RemoveResponse\x12?\n" +
+	"\x06Remove\x12\x1b.hypercore.v1.RemoveRequest\x1a\x1c.hypercore.v1.RemoveResponse\x12@\n" +
+	"\x05Start\x12\x1a.hypercore.v1.StartRequest\x1a\x1b.hypercore.v1.StartResponse\x12?\n" +
 	"\x04Logs\x12\x19.hypercore.v1.LogsRequest\x1a\x1a.hypercore.v1.LogsResponse0\x01\x12?\n" +
-	"\x04Pull\x12\x19.hypercore.v1.PullRequest\x1a\x1a.hypercore.v1.PullResponse0\x012\xa0\x01\n" +
+	"\x04Pull\x12\x19.hypercore.v1.PullRequest\x1a\x1a.hypercore.v1.PullResponse0\x012\xdf\x02\n" +
+	"\rVolumeService\x12U\n" +
+	"\fCreateVolume\x12!.hypercore.v1.CreateVolumeRequest\x1a\".hypercore.v1.CreateVolumeResponse\x12R\n" +
+	"\vListVolumes\x12 .hypercore.v1.ListVolumesRequest\x1a!.hypercore.v1.ListVolumesResponse\x12L\n" +
+	"\tGetVolume\x12\x1e.hypercore.v1.GetVolumeRequest\x1a\x1f.hypercore.v1.GetVolumeResponse\x12U\n" +
+	"\fRemoveVolume\x12!.hypercore.v1.RemoveVolumeRequest\x1a\".hypercore.v1.RemoveVolumeResponse2\xa0\x01\n" +
 	"\vNodeService\x12=\n" +
 	"\x04Info\x12\x19.hypercore.v1.InfoRequest\x1a\x1a.hypercore.v1.InfoResponse\x12R\n" +
 	"\vPruneImages\x12 .hypercore.v1.PruneImagesRequest\x1a!.hypercore.v1.PruneImagesResponseBAZ?github.com/hypercore-dev/hypercore/api/hypercore/v1;hypercorev1b\x06proto3"
@@ -1452,7 +2090,7 @@ func file_hypercore_v1_hypercore_proto_rawDescGZIP() []byte {
 	return file_hypercore_v1_hypercore_proto_rawDescData
 }
 
-var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_hypercore_v1_hypercore_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*WorkloadSpec)(nil),          // 0: hypercore.v1.WorkloadSpec
 	(*Security)(nil),              // 1: hypercore.v1.Security
@@ -1467,52 +2105,80 @@ var file_hypercore_v1_hypercore_proto_goTypes = []any{
 	(*StopResponse)(nil),          // 10: hypercore.v1.StopResponse
 	(*RemoveRequest)(nil),         // 11: hypercore.v1.RemoveRequest
 	(*RemoveResponse)(nil),        // 12: hypercore.v1.RemoveResponse
-	(*LogsRequest)(nil),           // 13: hypercore.v1.LogsRequest
-	(*LogsResponse)(nil),          // 14: hypercore.v1.LogsResponse
-	(*PullRequest)(nil),           // 15: hypercore.v1.PullRequest
-	(*PullResponse)(nil),          // 16: hypercore.v1.PullResponse
-	(*InfoRequest)(nil),           // 17: hypercore.v1.InfoRequest
-	(*InfoResponse)(nil),          // 18: hypercore.v1.InfoResponse
-	(*PruneImagesRequest)(nil),    // 19: hypercore.v1.PruneImagesRequest
-	(*PruneImagesResponse)(nil),   // 20: hypercore.v1.PruneImagesResponse
-	nil,                           // 21: hypercore.v1.WorkloadSpec.PortsEntry
-	nil,                           // 22: hypercore.v1.WorkloadSpec.SecretsEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*StartRequest)(nil),          // 13: hypercore.v1.StartRequest
+	(*StartResponse)(nil),         // 14: hypercore.v1.StartResponse
+	(*Volume)(nil),                // 15: hypercore.v1.Volume
+	(*CreateVolumeRequest)(nil),   // 16: hypercore.v1.CreateVolumeRequest
+	(*CreateVolumeResponse)(nil),  // 17: hypercore.v1.CreateVolumeResponse
+	(*ListVolumesRequest)(nil),    // 18: hypercore.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),   // 19: hypercore.v1.ListVolumesResponse
+	(*GetVolumeRequest)(nil),      // 20: hypercore.v1.GetVolumeRequest
+	(*GetVolumeResponse)(nil),     // 21: hypercore.v1.GetVolumeResponse
+	(*RemoveVolumeRequest)(nil),   // 22: hypercore.v1.RemoveVolumeRequest
+	(*RemoveVolumeResponse)(nil),  // 23: hypercore.v1.RemoveVolumeResponse
+	(*LogsRequest)(nil),           // 24: hypercore.v1.LogsRequest
+	(*LogsResponse)(nil),          // 25: hypercore.v1.LogsResponse
+	(*PullRequest)(nil),           // 26: hypercore.v1.PullRequest
+	(*PullResponse)(nil),          // 27: hypercore.v1.PullResponse
+	(*InfoRequest)(nil),           // 28: hypercore.v1.InfoRequest
+	(*InfoResponse)(nil),          // 29: hypercore.v1.InfoResponse
+	(*PruneImagesRequest)(nil),    // 30: hypercore.v1.PruneImagesRequest
+	(*PruneImagesResponse)(nil),   // 31: hypercore.v1.PruneImagesResponse
+	nil,                           // 32: hypercore.v1.WorkloadSpec.PortsEntry
+	nil,                           // 33: hypercore.v1.WorkloadSpec.SecretsEntry
+	nil,                           // 34: hypercore.v1.WorkloadSpec.VolumesEntry
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_hypercore_v1_hypercore_proto_depIdxs = []int32{
-	21, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
-	22, // 1: hypercore.v1.WorkloadSpec.secrets:type_name -> hypercore.v1.WorkloadSpec.SecretsEntry
+	32, // 0: hypercore.v1.WorkloadSpec.ports:type_name -> hypercore.v1.WorkloadSpec.PortsEntry
+	33, // 1: hypercore.v1.WorkloadSpec.secrets:type_name -> hypercore.v1.WorkloadSpec.SecretsEntry
 	1,  // 2: hypercore.v1.WorkloadSpec.security:type_name -> hypercore.v1.Security
-	0,  // 3: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
-	23, // 4: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 5: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
-	2,  // 6: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
-	2,  // 7: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
-	2,  // 8: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
-	2,  // 9: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
-	3,  // 10: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
-	5,  // 11: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
-	7,  // 12: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
-	9,  // 13: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
-	11, // 14: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
-	13, // 15: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
-	15, // 16: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
-	17, // 17: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
-	19, // 18: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
-	4,  // 19: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
-	6,  // 20: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
-	8,  // 21: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
-	10, // 22: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
-	12, // 23: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
-	14, // 24: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
-	16, // 25: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
-	18, // 26: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
-	20, // 27: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	34, // 3: hypercore.v1.WorkloadSpec.volumes:type_name -> hypercore.v1.WorkloadSpec.VolumesEntry
+	0,  // 4: hypercore.v1.Workload.spec:type_name -> hypercore.v1.WorkloadSpec
+	35, // 5: hypercore.v1.Workload.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 6: hypercore.v1.SpawnRequest.spec:type_name -> hypercore.v1.WorkloadSpec
+	2,  // 7: hypercore.v1.SpawnResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 8: hypercore.v1.GetResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 9: hypercore.v1.ListResponse.workloads:type_name -> hypercore.v1.Workload
+	2,  // 10: hypercore.v1.StopResponse.workload:type_name -> hypercore.v1.Workload
+	2,  // 11: hypercore.v1.StartResponse.workload:type_name -> hypercore.v1.Workload
+	35, // 12: hypercore.v1.Volume.created_at:type_name -> google.protobuf.Timestamp
+	15, // 13: hypercore.v1.CreateVolumeResponse.volume:type_name -> hypercore.v1.Volume
+	15, // 14: hypercore.v1.ListVolumesResponse.volumes:type_name -> hypercore.v1.Volume
+	15, // 15: hypercore.v1.GetVolumeResponse.volume:type_name -> hypercore.v1.Volume
+	3,  // 16: hypercore.v1.WorkloadService.Spawn:input_type -> hypercore.v1.SpawnRequest
+	5,  // 17: hypercore.v1.WorkloadService.Get:input_type -> hypercore.v1.GetRequest
+	7,  // 18: hypercore.v1.WorkloadService.List:input_type -> hypercore.v1.ListRequest
+	9,  // 19: hypercore.v1.WorkloadService.Stop:input_type -> hypercore.v1.StopRequest
+	11, // 20: hypercore.v1.WorkloadService.Remove:input_type -> hypercore.v1.RemoveRequest
+	13, // 21: hypercore.v1.WorkloadService.Start:input_type -> hypercore.v1.StartRequest
+	24, // 22: hypercore.v1.WorkloadService.Logs:input_type -> hypercore.v1.LogsRequest
+	26, // 23: hypercore.v1.WorkloadService.Pull:input_type -> hypercore.v1.PullRequest
+	16, // 24: hypercore.v1.VolumeService.CreateVolume:input_type -> hypercore.v1.CreateVolumeRequest
+	18, // 25: hypercore.v1.VolumeService.ListVolumes:input_type -> hypercore.v1.ListVolumesRequest
+	20, // 26: hypercore.v1.VolumeService.GetVolume:input_type -> hypercore.v1.GetVolumeRequest
+	22, // 27: hypercore.v1.VolumeService.RemoveVolume:input_type -> hypercore.v1.RemoveVolumeRequest
+	28, // 28: hypercore.v1.NodeService.Info:input_type -> hypercore.v1.InfoRequest
+	30, // 29: hypercore.v1.NodeService.PruneImages:input_type -> hypercore.v1.PruneImagesRequest
+	4,  // 30: hypercore.v1.WorkloadService.Spawn:output_type -> hypercore.v1.SpawnResponse
+	6,  // 31: hypercore.v1.WorkloadService.Get:output_type -> hypercore.v1.GetResponse
+	8,  // 32: hypercore.v1.WorkloadService.List:output_type -> hypercore.v1.ListResponse
+	10, // 33: hypercore.v1.WorkloadService.Stop:output_type -> hypercore.v1.StopResponse
+	12, // 34: hypercore.v1.WorkloadService.Remove:output_type -> hypercore.v1.RemoveResponse
+	14, // 35: hypercore.v1.WorkloadService.Start:output_type -> hypercore.v1.StartResponse
+	25, // 36: hypercore.v1.WorkloadService.Logs:output_type -> hypercore.v1.LogsResponse
+	27, // 37: hypercore.v1.WorkloadService.Pull:output_type -> hypercore.v1.PullResponse
+	17, // 38: hypercore.v1.VolumeService.CreateVolume:output_type -> hypercore.v1.CreateVolumeResponse
+	19, // 39: hypercore.v1.VolumeService.ListVolumes:output_type -> hypercore.v1.ListVolumesResponse
+	21, // 40: hypercore.v1.VolumeService.GetVolume:output_type -> hypercore.v1.GetVolumeResponse
+	23, // 41: hypercore.v1.VolumeService.RemoveVolume:output_type -> hypercore.v1.RemoveVolumeResponse
+	29, // 42: hypercore.v1.NodeService.Info:output_type -> hypercore.v1.InfoResponse
+	31, // 43: hypercore.v1.NodeService.PruneImages:output_type -> hypercore.v1.PruneImagesResponse
+	30, // [30:44] is the sub-list for method output_type
+	16, // [16:30] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_hypercore_v1_hypercore_proto_init() }
@@ -1526,9 +2192,9 @@ func file_hypercore_v1_hypercore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_v1_hypercore_proto_rawDesc), len(file_hypercore_v1_hypercore_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   35,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_hypercore_v1_hypercore_proto_goTypes,
 		DependencyIndexes: file_hypercore_v1_hypercore_proto_depIdxs,

@@ -26,7 +26,9 @@ func AllocationToProto(a workload.Allocation) *clusterv1.Allocation {
 		Spec: &clusterv1.WorkloadSpec{
 			Image: s.Image, Cores: s.Cores, MemoryMib: s.MemoryMiB, Ports: ports,
 			Env: s.Env, Args: s.Args, Isolation: string(s.Isolation), Tty: s.Tty, Secrets: s.Secrets,
-			Egress: spec.EgressStrings(s.Egress),
+			Egress: spec.EgressStrings(s.Egress), DiskMib: s.DiskMiB,
+			Seccomp: s.Security.Seccomp, Userns: s.Security.UserNS,
+			Restart: s.Restart, Volumes: s.Volumes, Entrypoint: s.Entrypoint, Workdir: s.Workdir, User: s.User,
 		},
 		Node:       a.Node,
 		Desired:    desiredToProto(a.Desired),
@@ -67,7 +69,15 @@ func AllocationFromProto(pa *clusterv1.Allocation) (workload.Allocation, error) 
 	s := spec.Spec{
 		Image: ps.GetImage(), Cores: ps.GetCores(), MemoryMiB: ps.GetMemoryMib(),
 		Env: ps.GetEnv(), Args: ps.GetArgs(), Isolation: spec.Isolation(ps.GetIsolation()), Tty: ps.GetTty(),
-		Egress: egress,
+		Egress: egress, DiskMiB: ps.GetDiskMib(),
+		Security: spec.Security{Seccomp: ps.GetSeccomp(), UserNS: ps.GetUserns()},
+		Restart:  ps.GetRestart(), Entrypoint: ps.GetEntrypoint(), Workdir: ps.GetWorkdir(), User: ps.GetUser(),
+	}
+	if len(ps.GetVolumes()) > spec.MaxVolumes {
+		return workload.Allocation{}, fmt.Errorf("allocation %s: spec: volumes: has %d entries; at most %d are allowed", id, len(ps.GetVolumes()), spec.MaxVolumes)
+	}
+	if len(ps.GetVolumes()) > 0 {
+		s.Volumes = ps.GetVolumes()
 	}
 	// Spec.Check bounds and checks them; this keeps a huge map from being
 	// checked entry by entry first.

@@ -164,6 +164,11 @@ func (h service) Exec(ctx context.Context, stream *connect.BidiStream[clusterv1.
 	if wd := start.GetWorkDir(); len(wd) > maxWorkDir || strings.ContainsRune(wd, 0) {
 		return invalid(fmt.Errorf("exec: work_dir: is over %d bytes or holds a NUL byte", maxWorkDir))
 	}
+	if u := start.GetUser(); u != "" {
+		if err := spec.ValidateUser(u); err != nil {
+			return invalid(fmt.Errorf("exec: %w", err))
+		}
+	}
 	sess, stdio := newSession(start.GetTty(), start.GetSize(), func(stderr bool, p []byte) error {
 		if stderr {
 			return stream.Send(&clusterv1.ExecResponse{Output: &clusterv1.ExecResponse_Stderr{Stderr: p}})
@@ -171,7 +176,7 @@ func (h service) Exec(ctx context.Context, stream *connect.BidiStream[clusterv1.
 		return stream.Send(&clusterv1.ExecResponse{Output: &clusterv1.ExecResponse_Stdout{Stdout: p}})
 	})
 	go sess.pump(func() (input, error) { return stream.Receive() })
-	code, err := h.s.Exec(ctx, id, driver.ExecConfig{Args: start.GetArgs(), Env: start.GetEnv(), WorkDir: start.GetWorkDir(), IO: stdio})
+	code, err := h.s.Exec(ctx, id, driver.ExecConfig{Args: start.GetArgs(), Env: start.GetEnv(), WorkDir: start.GetWorkDir(), User: start.GetUser(), IO: stdio})
 	if err != nil {
 		sess.finish()
 		return toConnect(err)
@@ -437,7 +442,7 @@ func (p *Pool) Exec(ctx context.Context, node, rpcAddr string, id spec.ID, cfg d
 	defer stream.CloseResponse()
 	defer cs.close()
 	start := &clusterv1.ExecStart{
-		Id: id.String(), Args: cfg.Args, Env: cfg.Env, WorkDir: cfg.WorkDir, Tty: cfg.Tty, Size: firstSize(cfg.Resize),
+		Id: id.String(), Args: cfg.Args, Env: cfg.Env, WorkDir: cfg.WorkDir, User: cfg.User, Tty: cfg.Tty, Size: firstSize(cfg.Resize),
 	}
 	// A failed send shows as the stream's error, which Receive returns.
 	if cs.send(func() error {

@@ -143,6 +143,8 @@ type command struct {
 	Secret *Secret `json:"secret,omitempty"`
 	// Authority is the sealed authority of set-authority (authority.go).
 	Authority []byte `json:"authority,omitempty"`
+	// Volume is the volume of create-volume and delete-volume (volumes.go).
+	Volume *Volume `json:"volume,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -210,6 +212,8 @@ func (c *command) check() error {
 		if len(c.Workload) == 0 {
 			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
 		}
+	case opCreateVolume, opDeleteVolume:
+		return checkVolumeCommand(c)
 	default:
 		return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 	}
@@ -308,6 +312,7 @@ type snapshotData struct {
 	RequestKeys  map[string]requestKey            `json:"request_keys,omitempty"`
 	Secrets      map[string]Secret                `json:"secrets,omitempty"`
 	Authority    []byte                           `json:"authority,omitempty"`
+	Volumes      map[string]Volume                `json:"volumes,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -327,6 +332,7 @@ type fsm struct {
 	nodes    map[string]Node
 	keys     map[string]requestKey // idempotency keys, see idempotency.go
 	secrets  map[string]Secret     // sealed secrets, see secrets.go
+	volumes  map[string]Volume     // volumes.go
 	// authority is the sealed CA key and join secret (authority.go).
 	authority []byte
 	changed   chan struct{} // see Store.Changes
@@ -341,6 +347,7 @@ func newFSM() *fsm {
 		nodes:    map[string]Node{},
 		keys:     map[string]requestKey{},
 		secrets:  map[string]Secret{},
+		volumes:  map[string]Volume{},
 		changed:  make(chan struct{}, 1),
 	}
 }
@@ -385,6 +392,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 	case opSetAuthority:
 		f.authority = c.Authority
 		return nil
+	case opCreateVolume, opDeleteVolume:
+		return f.applyVolume(c)
 	case opLegacyCreate:
 		a, o, err := splitLegacy(c.Workload)
 		if err != nil {
@@ -410,6 +419,9 @@ func (f *fsm) create(a workload.Allocation, o *workload.Observation, index uint6
 	}
 	if checkPorts {
 		if err := f.checkPorts(a); err != nil {
+			return err
+		}
+		if err := f.checkVolumes(a); err != nil {
 			return err
 		}
 	}
@@ -440,6 +452,9 @@ func (f *fsm) update(id spec.ID, proposed workload.Allocation, version, index ui
 		// An update that changes neither node, spec nor desired state
 		// claims no port it did not hold already.
 		if err := f.checkPorts(next); err != nil {
+			return workload.Allocation{}, err
+		}
+		if err := f.checkVolumes(next); err != nil {
 			return workload.Allocation{}, err
 		}
 	}
@@ -608,6 +623,8 @@ func cloneAllocation(a workload.Allocation) workload.Allocation {
 	a.Spec.Env = slices.Clone(a.Spec.Env)
 	a.Spec.Args = slices.Clone(a.Spec.Args)
 	a.Spec.Secrets = maps.Clone(a.Spec.Secrets)
+	a.Spec.Entrypoint = slices.Clone(a.Spec.Entrypoint)
+	a.Spec.Volumes = maps.Clone(a.Spec.Volumes)
 	return a
 }
 
@@ -624,6 +641,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		RequestKeys:  maps.Clone(f.keys),
 		Secrets:      maps.Clone(f.secrets),
 		Authority:    f.authority,
+		Volumes:      maps.Clone(f.volumes),
 	}}, nil
 }
 
@@ -669,6 +687,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.Secrets == nil {
 		data.Secrets = map[string]Secret{}
 	}
+	if data.Volumes == nil {
+		data.Volumes = map[string]Volume{}
+	}
 	f.mu.Lock()
 	f.allocs = data.Allocations
 	f.observed = data.Observations
@@ -676,6 +697,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.keys = data.RequestKeys
 	f.secrets = data.Secrets
 	f.authority = data.Authority
+	f.volumes = data.Volumes
 	f.mu.Unlock()
 	f.notify()
 	return nil

@@ -183,6 +183,9 @@ type vmState struct {
 	NetNS     string       `json:"netns,omitempty"`
 	MAC       string       `json:"mac,omitempty"`
 	Guest     guest.Config `json:"guest"`
+	// Volumes are the ext4 images of the workload's named volumes, each
+	// attached as a disk (volumes.go).
+	Volumes []volumeDisk `json:"volumes,omitempty"`
 }
 
 func (d *Driver) readState(id spec.ID) (vmState, paths, error) {

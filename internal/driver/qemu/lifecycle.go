@@ -84,6 +84,7 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 			OverlayMiB: int(overlayMiB(mem, cfg.Spec.DiskMiB)),
 		},
 	}
+	st.Volumes, st.Guest.Volumes = volumeDisks(cfg.Volumes)
 	if st.NetNS != "" {
 		tap, err := network.EnsureTap(st.NetNS)
 		if err != nil {
@@ -217,6 +218,7 @@ func (d *Driver) launch(ctx context.Context, id spec.ID, st vmState, p paths) er
 	}
 	_ = os.Remove(p.sock)
 	args := d.Args("hypercore-vm-"+id.String(), st.Cores, st.MemoryMiB, st.Disk, st.MAC, p.sock, p.log, p.status, p.console)
+	args = append(args, volumeArgs(st.Volumes)...)
 	args = append(args, "-pidfile", p.pid, "-daemonize")
 	cmd := exec.CommandContext(ctx, d.opts.QEMU, args...)
 	var stderr bytes.Buffer

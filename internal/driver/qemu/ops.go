@@ -144,6 +144,13 @@ func (d *Driver) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (i
 	if cfg.WorkDir != "" {
 		proc.WorkDir = cfg.WorkDir
 	}
+	if cfg.User != "" {
+		u, ok := driver.NumericUser(cfg.User)
+		if !ok {
+			return -1, fmt.Errorf("exec in %s: --user %q: a microVM's exec takes a numeric uid or uid:gid", id, cfg.User)
+		}
+		proc.UID, proc.GID, proc.Groups = u.UID, u.GID, nil
+	}
 	if cfg.Tty && !driver.HasEnv(proc.Env, "TERM") {
 		proc.Env = append(proc.Env, "TERM=xterm")
 	}

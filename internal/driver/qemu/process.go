@@ -24,5 +24,6 @@ func mainProcess(cfg driver.Config) (guest.Process, error) {
 	if wd == "" {
 		wd = "/"
 	}
-	return guest.Process{Args: args, Env: env, WorkDir: wd, UID: user.UID, GID: user.GID, Groups: user.Groups, Tty: cfg.Spec.Tty}, nil
+	return guest.Process{Args: args, Env: env, WorkDir: wd, UID: user.UID, GID: user.GID, Groups: user.Groups, Tty: cfg.Spec.Tty,
+		StopSignal: int(driver.StopSignal(cfg.ImageConfig.StopSignal))}, nil
 }

@@ -51,6 +51,17 @@ func (d *Driver) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (i
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	proc := execProcess(*s.Process, cfg)
+	if cfg.User != "" {
+		// Resolved in the workload's own root, as its main user was.
+		u, err := driver.ResolveUser(p.rootfs, cfg.User)
+		if err != nil {
+			return -1, fmt.Errorf("exec in %s: --user: %w", id, err)
+		}
+		proc.User = specs.User{UID: u.UID, GID: u.GID, AdditionalGids: u.Groups}
+		proc.Capabilities = capsFor(u.UID)
+		proc.Env = driver.MergeEnv(proc.Env, []string{"HOME=" + u.Home})
+		proc.Env = driver.MergeEnv(proc.Env, cfg.Env)
+	}
 
 	ol, err := newOpLog(p.dir)
 	if err != nil {

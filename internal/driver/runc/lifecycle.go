@@ -264,16 +264,17 @@ func (d *Driver) Stop(ctx context.Context, id spec.ID, timeout time.Duration) er
 		// The process has not started: nothing to shut down gracefully.
 		timeout = 0
 	}
-	if timeout > 0 && !catchesSignal(c.Pid, syscall.SIGTERM) {
+	sig := d.stopSignal(id)
+	if timeout > 0 && !catchesSignal(c.Pid, sig) {
 		// The workload's init is PID 1 of its namespace: the kernel drops
 		// signals it has no handler for, so waiting would only delay the
 		// kill (busybox httpd, most static servers).
 		timeout = 0
 	}
 	if timeout > 0 {
-		if err := d.rt.Kill(ctx, id.String(), int(syscall.SIGTERM), nil); err != nil {
+		if err := d.rt.Kill(ctx, id.String(), int(sig), nil); err != nil {
 			if stopped, _ := d.isStopped(ctx, id); !stopped {
-				return fmt.Errorf("stop %s: %s kill TERM: %w", id, d.name, err)
+				return fmt.Errorf("stop %s: %s kill %v: %w", id, d.name, sig, err)
 			}
 		}
 		if stopped, err := d.waitStopped(ctx, id, timeout); err != nil || stopped {

@@ -98,11 +98,13 @@ func buildSpec(cfg driver.Config, p paths, netnsPath string, ownNetNS, swapLimit
 		},
 		Root:     &specs.Root{Path: p.rootfs},
 		Hostname: hostname,
-		Mounts:   defaultMounts(p),
+		Mounts:   append(defaultMounts(p), volumeMounts(cfg)...),
 		Annotations: map[string]string{
 			annLowerDir: cfg.Rootfs,
 			annOwnNetNS: strconv.FormatBool(ownNetNS),
 			annTty:      strconv.FormatBool(cfg.Spec.Tty),
+			// Stop reads it back: the signal the image asks to stop with.
+			driver.StopSignalAnnotation: cfg.ImageConfig.StopSignal,
 		},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{

@@ -471,7 +471,21 @@ type WorkloadSpec struct {
 	// egress policy.
 	Egress []string `protobuf:"bytes,20,rep,name=egress,proto3" json:"egress,omitempty"`
 	// Environment names to secret names; the values never travel here.
-	Secrets       map[string]string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Secrets map[string]string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Most MiB of the writable layer; 0 is the node's default.
+	DiskMib int64 `protobuf:"varint,21,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
+	// The container sandbox: seccomp (default or unconfined) and userns
+	// (private or host); empty from a node that predates them.
+	Seccomp string `protobuf:"bytes,22,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	Userns  string `protobuf:"bytes,23,opt,name=userns,proto3" json:"userns,omitempty"`
+	// The restart policy as spec.ParseRestart reads it; empty is no.
+	Restart string `protobuf:"bytes,24,opt,name=restart,proto3" json:"restart,omitempty"`
+	// Volume name to the path it is mounted at.
+	Volumes map[string]string `protobuf:"bytes,25,rep,name=volumes,proto3" json:"volumes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Replace the image's ENTRYPOINT, WORKDIR and USER when set.
+	Entrypoint    []string `protobuf:"bytes,26,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	Workdir       string   `protobuf:"bytes,27,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	User          string   `protobuf:"bytes,28,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,6 +588,62 @@ func (x *WorkloadSpec) GetSecrets() map[string]string {
 		return x.Secrets
 	}
 	return nil
+}
+
+func (x *WorkloadSpec) GetDiskMib() int64 {
+	if x != nil {
+		return x.DiskMib
+	}
+	return 0
+}
+
+func (x *WorkloadSpec) GetSeccomp() string {
+	if x != nil {
+		return x.Seccomp
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetUserns() string {
+	if x != nil {
+		return x.Userns
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetRestart() string {
+	if x != nil {
+		return x.Restart
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetVolumes() map[string]string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetEntrypoint() []string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return nil
+}
+
+func (x *WorkloadSpec) GetWorkdir() string {
+	if x != nil {
+		return x.Workdir
+	}
+	return ""
+}
+
+func (x *WorkloadSpec) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 // Allocation is the cluster's decision about one workload
@@ -1141,7 +1211,9 @@ type ExecStart struct {
 	WorkDir string                 `protobuf:"bytes,4,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
 	Tty     bool                   `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
 	// The terminal's size at the start, if known.
-	Size          *TermSize `protobuf:"bytes,6,opt,name=size,proto3" json:"size,omitempty"`
+	Size *TermSize `protobuf:"bytes,6,opt,name=size,proto3" json:"size,omitempty"`
+	// The user to run as (name, uid or uid:gid); empty is the workload's.
+	User          string `protobuf:"bytes,20,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1216,6 +1288,13 @@ func (x *ExecStart) GetSize() *TermSize {
 		return x.Size
 	}
 	return nil
+}
+
+func (x *ExecStart) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 type ExecRequest struct {
@@ -1709,7 +1788,7 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x04Port\x12\x16\n" +
 	"\x06public\x18\x01 \x01(\rR\x06public\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\rR\x06target\x124\n" +
-	"\x05proto\x18\x03 \x01(\x0e2\x1e.hypercore.cluster.v1.ProtocolR\x05proto\"\x80\x03\n" +
+	"\x05proto\x18\x03 \x01(\x0e2\x1e.hypercore.cluster.v1.ProtocolR\x05proto\"\xbc\x05\n" +
 	"\fWorkloadSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05cores\x18\x02 \x01(\x01R\x05cores\x12\x1d\n" +
@@ -1721,8 +1800,21 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\tisolation\x18\a \x01(\tR\tisolation\x12\x10\n" +
 	"\x03tty\x18\b \x01(\bR\x03tty\x12\x16\n" +
 	"\x06egress\x18\x14 \x03(\tR\x06egress\x12I\n" +
-	"\asecrets\x18\t \x03(\v2/.hypercore.cluster.v1.WorkloadSpec.SecretsEntryR\asecrets\x1a:\n" +
+	"\asecrets\x18\t \x03(\v2/.hypercore.cluster.v1.WorkloadSpec.SecretsEntryR\asecrets\x12\x19\n" +
+	"\bdisk_mib\x18\x15 \x01(\x03R\adiskMib\x12\x18\n" +
+	"\aseccomp\x18\x16 \x01(\tR\aseccomp\x12\x16\n" +
+	"\x06userns\x18\x17 \x01(\tR\x06userns\x12\x18\n" +
+	"\arestart\x18\x18 \x01(\tR\arestart\x12I\n" +
+	"\avolumes\x18\x19 \x03(\v2/.hypercore.cluster.v1.WorkloadSpec.VolumesEntryR\avolumes\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\x1a \x03(\tR\n" +
+	"entrypoint\x12\x18\n" +
+	"\aworkdir\x18\x1b \x01(\tR\aworkdir\x12\x12\n" +
+	"\x04user\x18\x1c \x01(\tR\x04user\x1a:\n" +
 	"\fSecretsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
+	"\fVolumesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x01\n" +
 	"\n" +
@@ -1761,14 +1853,15 @@ const file_hypercore_cluster_v1_peer_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x02 \x01(\rR\x04cols\"\f\n" +
 	"\n" +
-	"CloseStdin\"\xa2\x01\n" +
+	"CloseStdin\"\xb6\x01\n" +
 	"\tExecStart\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x10\n" +
 	"\x03env\x18\x03 \x03(\tR\x03env\x12\x19\n" +
 	"\bwork_dir\x18\x04 \x01(\tR\aworkDir\x12\x10\n" +
 	"\x03tty\x18\x05 \x01(\bR\x03tty\x122\n" +
-	"\x04size\x18\x06 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeR\x04size\"\xe6\x01\n" +
+	"\x04size\x18\x06 \x01(\v2\x1e.hypercore.cluster.v1.TermSizeR\x04size\x12\x12\n" +
+	"\x04user\x18\x14 \x01(\tR\x04user\"\xe6\x01\n" +
 	"\vExecRequest\x127\n" +
 	"\x05start\x18\x01 \x01(\v2\x1f.hypercore.cluster.v1.ExecStartH\x00R\x05start\x12\x16\n" +
 	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x128\n" +
@@ -1828,7 +1921,7 @@ func file_hypercore_cluster_v1_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_hypercore_cluster_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hypercore_cluster_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_hypercore_cluster_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hypercore_cluster_v1_peer_proto_goTypes = []any{
 	(Desired)(0),                  // 0: hypercore.cluster.v1.Desired
 	(Protocol)(0),                 // 1: hypercore.cluster.v1.Protocol
@@ -1858,47 +1951,49 @@ var file_hypercore_cluster_v1_peer_proto_goTypes = []any{
 	(*AttachRequest)(nil),         // 25: hypercore.cluster.v1.AttachRequest
 	(*AttachResponse)(nil),        // 26: hypercore.cluster.v1.AttachResponse
 	nil,                           // 27: hypercore.cluster.v1.WorkloadSpec.SecretsEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	nil,                           // 28: hypercore.cluster.v1.WorkloadSpec.VolumesEntry
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_hypercore_cluster_v1_peer_proto_depIdxs = []int32{
 	1,  // 0: hypercore.cluster.v1.Port.proto:type_name -> hypercore.cluster.v1.Protocol
 	8,  // 1: hypercore.cluster.v1.WorkloadSpec.ports:type_name -> hypercore.cluster.v1.Port
 	27, // 2: hypercore.cluster.v1.WorkloadSpec.secrets:type_name -> hypercore.cluster.v1.WorkloadSpec.SecretsEntry
-	9,  // 3: hypercore.cluster.v1.Allocation.spec:type_name -> hypercore.cluster.v1.WorkloadSpec
-	0,  // 4: hypercore.cluster.v1.Allocation.desired:type_name -> hypercore.cluster.v1.Desired
-	28, // 5: hypercore.cluster.v1.Allocation.created_at:type_name -> google.protobuf.Timestamp
-	10, // 6: hypercore.cluster.v1.RunRequest.allocation:type_name -> hypercore.cluster.v1.Allocation
-	19, // 7: hypercore.cluster.v1.ExecStart.size:type_name -> hypercore.cluster.v1.TermSize
-	21, // 8: hypercore.cluster.v1.ExecRequest.start:type_name -> hypercore.cluster.v1.ExecStart
-	19, // 9: hypercore.cluster.v1.ExecRequest.resize:type_name -> hypercore.cluster.v1.TermSize
-	20, // 10: hypercore.cluster.v1.ExecRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
-	19, // 11: hypercore.cluster.v1.AttachStart.size:type_name -> hypercore.cluster.v1.TermSize
-	24, // 12: hypercore.cluster.v1.AttachRequest.start:type_name -> hypercore.cluster.v1.AttachStart
-	19, // 13: hypercore.cluster.v1.AttachRequest.resize:type_name -> hypercore.cluster.v1.TermSize
-	20, // 14: hypercore.cluster.v1.AttachRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
-	4,  // 15: hypercore.cluster.v1.PeerService.Apply:input_type -> hypercore.cluster.v1.ApplyRequest
-	6,  // 16: hypercore.cluster.v1.PeerService.AddPeer:input_type -> hypercore.cluster.v1.AddPeerRequest
-	2,  // 17: hypercore.cluster.v1.PeerService.Barrier:input_type -> hypercore.cluster.v1.BarrierRequest
-	11, // 18: hypercore.cluster.v1.PeerService.Run:input_type -> hypercore.cluster.v1.RunRequest
-	13, // 19: hypercore.cluster.v1.PeerService.Stop:input_type -> hypercore.cluster.v1.StopRequest
-	15, // 20: hypercore.cluster.v1.PeerService.Remove:input_type -> hypercore.cluster.v1.RemoveRequest
-	17, // 21: hypercore.cluster.v1.PeerService.Logs:input_type -> hypercore.cluster.v1.LogsRequest
-	22, // 22: hypercore.cluster.v1.PeerService.Exec:input_type -> hypercore.cluster.v1.ExecRequest
-	25, // 23: hypercore.cluster.v1.PeerService.Attach:input_type -> hypercore.cluster.v1.AttachRequest
-	5,  // 24: hypercore.cluster.v1.PeerService.Apply:output_type -> hypercore.cluster.v1.ApplyResponse
-	7,  // 25: hypercore.cluster.v1.PeerService.AddPeer:output_type -> hypercore.cluster.v1.AddPeerResponse
-	3,  // 26: hypercore.cluster.v1.PeerService.Barrier:output_type -> hypercore.cluster.v1.BarrierResponse
-	12, // 27: hypercore.cluster.v1.PeerService.Run:output_type -> hypercore.cluster.v1.RunResponse
-	14, // 28: hypercore.cluster.v1.PeerService.Stop:output_type -> hypercore.cluster.v1.StopResponse
-	16, // 29: hypercore.cluster.v1.PeerService.Remove:output_type -> hypercore.cluster.v1.RemoveResponse
-	18, // 30: hypercore.cluster.v1.PeerService.Logs:output_type -> hypercore.cluster.v1.LogsResponse
-	23, // 31: hypercore.cluster.v1.PeerService.Exec:output_type -> hypercore.cluster.v1.ExecResponse
-	26, // 32: hypercore.cluster.v1.PeerService.Attach:output_type -> hypercore.cluster.v1.AttachResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 3: hypercore.cluster.v1.WorkloadSpec.volumes:type_name -> hypercore.cluster.v1.WorkloadSpec.VolumesEntry
+	9,  // 4: hypercore.cluster.v1.Allocation.spec:type_name -> hypercore.cluster.v1.WorkloadSpec
+	0,  // 5: hypercore.cluster.v1.Allocation.desired:type_name -> hypercore.cluster.v1.Desired
+	29, // 6: hypercore.cluster.v1.Allocation.created_at:type_name -> google.protobuf.Timestamp
+	10, // 7: hypercore.cluster.v1.RunRequest.allocation:type_name -> hypercore.cluster.v1.Allocation
+	19, // 8: hypercore.cluster.v1.ExecStart.size:type_name -> hypercore.cluster.v1.TermSize
+	21, // 9: hypercore.cluster.v1.ExecRequest.start:type_name -> hypercore.cluster.v1.ExecStart
+	19, // 10: hypercore.cluster.v1.ExecRequest.resize:type_name -> hypercore.cluster.v1.TermSize
+	20, // 11: hypercore.cluster.v1.ExecRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
+	19, // 12: hypercore.cluster.v1.AttachStart.size:type_name -> hypercore.cluster.v1.TermSize
+	24, // 13: hypercore.cluster.v1.AttachRequest.start:type_name -> hypercore.cluster.v1.AttachStart
+	19, // 14: hypercore.cluster.v1.AttachRequest.resize:type_name -> hypercore.cluster.v1.TermSize
+	20, // 15: hypercore.cluster.v1.AttachRequest.close_stdin:type_name -> hypercore.cluster.v1.CloseStdin
+	4,  // 16: hypercore.cluster.v1.PeerService.Apply:input_type -> hypercore.cluster.v1.ApplyRequest
+	6,  // 17: hypercore.cluster.v1.PeerService.AddPeer:input_type -> hypercore.cluster.v1.AddPeerRequest
+	2,  // 18: hypercore.cluster.v1.PeerService.Barrier:input_type -> hypercore.cluster.v1.BarrierRequest
+	11, // 19: hypercore.cluster.v1.PeerService.Run:input_type -> hypercore.cluster.v1.RunRequest
+	13, // 20: hypercore.cluster.v1.PeerService.Stop:input_type -> hypercore.cluster.v1.StopRequest
+	15, // 21: hypercore.cluster.v1.PeerService.Remove:input_type -> hypercore.cluster.v1.RemoveRequest
+	17, // 22: hypercore.cluster.v1.PeerService.Logs:input_type -> hypercore.cluster.v1.LogsRequest
+	22, // 23: hypercore.cluster.v1.PeerService.Exec:input_type -> hypercore.cluster.v1.ExecRequest
+	25, // 24: hypercore.cluster.v1.PeerService.Attach:input_type -> hypercore.cluster.v1.AttachRequest
+	5,  // 25: hypercore.cluster.v1.PeerService.Apply:output_type -> hypercore.cluster.v1.ApplyResponse
+	7,  // 26: hypercore.cluster.v1.PeerService.AddPeer:output_type -> hypercore.cluster.v1.AddPeerResponse
+	3,  // 27: hypercore.cluster.v1.PeerService.Barrier:output_type -> hypercore.cluster.v1.BarrierResponse
+	12, // 28: hypercore.cluster.v1.PeerService.Run:output_type -> hypercore.cluster.v1.RunResponse
+	14, // 29: hypercore.cluster.v1.PeerService.Stop:output_type -> hypercore.cluster.v1.StopResponse
+	16, // 30: hypercore.cluster.v1.PeerService.Remove:output_type -> hypercore.cluster.v1.RemoveResponse
+	18, // 31: hypercore.cluster.v1.PeerService.Logs:output_type -> hypercore.cluster.v1.LogsResponse
+	23, // 32: hypercore.cluster.v1.PeerService.Exec:output_type -> hypercore.cluster.v1.ExecResponse
+	26, // 33: hypercore.cluster.v1.PeerService.Attach:output_type -> hypercore.cluster.v1.AttachResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_hypercore_cluster_v1_peer_proto_init() }
@@ -1933,7 +2028,7 @@ func file_hypercore_cluster_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hypercore_cluster_v1_peer_proto_rawDesc), len(file_hypercore_cluster_v1_peer_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// WorkloadServiceName is the fully-qualified name of the WorkloadService service.
 	WorkloadServiceName = "hypercore.v1.WorkloadService"
+	// VolumeServiceName is the fully-qualified name of the VolumeService service.
+	VolumeServiceName = "hypercore.v1.VolumeService"
 	// NodeServiceName is the fully-qualified name of the NodeService service.
 	NodeServiceName = "hypercore.v1.NodeService"
 )
@@ -49,10 +51,23 @@ const (
 	WorkloadServiceStopProcedure = "/hypercore.v1.WorkloadService/Stop"
 	// WorkloadServiceRemoveProcedure is the fully-qualified name of the WorkloadService's Remove RPC.
 	WorkloadServiceRemoveProcedure = "/hypercore.v1.WorkloadService/Remove"
+	// WorkloadServiceStartProcedure is the fully-qualified name of the WorkloadService's Start RPC.
+	WorkloadServiceStartProcedure = "/hypercore.v1.WorkloadService/Start"
 	// WorkloadServiceLogsProcedure is the fully-qualified name of the WorkloadService's Logs RPC.
 	WorkloadServiceLogsProcedure = "/hypercore.v1.WorkloadService/Logs"
 	// WorkloadServicePullProcedure is the fully-qualified name of the WorkloadService's Pull RPC.
 	WorkloadServicePullProcedure = "/hypercore.v1.WorkloadService/Pull"
+	// VolumeServiceCreateVolumeProcedure is the fully-qualified name of the VolumeService's
+	// CreateVolume RPC.
+	VolumeServiceCreateVolumeProcedure = "/hypercore.v1.VolumeService/CreateVolume"
+	// VolumeServiceListVolumesProcedure is the fully-qualified name of the VolumeService's ListVolumes
+	// RPC.
+	VolumeServiceListVolumesProcedure = "/hypercore.v1.VolumeService/ListVolumes"
+	// VolumeServiceGetVolumeProcedure is the fully-qualified name of the VolumeService's GetVolume RPC.
+	VolumeServiceGetVolumeProcedure = "/hypercore.v1.VolumeService/GetVolume"
+	// VolumeServiceRemoveVolumeProcedure is the fully-qualified name of the VolumeService's
+	// RemoveVolume RPC.
+	VolumeServiceRemoveVolumeProcedure = "/hypercore.v1.VolumeService/RemoveVolume"
 	// NodeServiceInfoProcedure is the fully-qualified name of the NodeService's Info RPC.
 	NodeServiceInfoProcedure = "/hypercore.v1.NodeService/Info"
 	// NodeServicePruneImagesProcedure is the fully-qualified name of the NodeService's PruneImages RPC.
@@ -73,6 +88,9 @@ type WorkloadServiceClient interface {
 	Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error)
 	// Remove stops a workload if needed and deletes every trace of it.
 	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// Start runs a stopped (or exited) workload again with its spec, on its
+	// node, with the same id and URL.
+	Start(context.Context, *connect.Request[v1.StartRequest]) (*connect.Response[v1.StartResponse], error)
 	// Logs streams a workload's combined stdout and stderr.
 	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.ServerStreamForClient[v1.LogsResponse], error)
 	// Pull fetches an image into the node's store, reporting progress.
@@ -120,6 +138,12 @@ func NewWorkloadServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(workloadServiceMethods.ByName("Remove")),
 			connect.WithClientOptions(opts...),
 		),
+		start: connect.NewClient[v1.StartRequest, v1.StartResponse](
+			httpClient,
+			baseURL+WorkloadServiceStartProcedure,
+			connect.WithSchema(workloadServiceMethods.ByName("Start")),
+			connect.WithClientOptions(opts...),
+		),
 		logs: connect.NewClient[v1.LogsRequest, v1.LogsResponse](
 			httpClient,
 			baseURL+WorkloadServiceLogsProcedure,
@@ -142,6 +166,7 @@ type workloadServiceClient struct {
 	list   *connect.Client[v1.ListRequest, v1.ListResponse]
 	stop   *connect.Client[v1.StopRequest, v1.StopResponse]
 	remove *connect.Client[v1.RemoveRequest, v1.RemoveResponse]
+	start  *connect.Client[v1.StartRequest, v1.StartResponse]
 	logs   *connect.Client[v1.LogsRequest, v1.LogsResponse]
 	pull   *connect.Client[v1.PullRequest, v1.PullResponse]
 }
@@ -171,6 +196,11 @@ func (c *workloadServiceClient) Remove(ctx context.Context, req *connect.Request
 	return c.remove.CallUnary(ctx, req)
 }
 
+// Start calls hypercore.v1.WorkloadService.Start.
+func (c *workloadServiceClient) Start(ctx context.Context, req *connect.Request[v1.StartRequest]) (*connect.Response[v1.StartResponse], error) {
+	return c.start.CallUnary(ctx, req)
+}
+
 // Logs calls hypercore.v1.WorkloadService.Logs.
 func (c *workloadServiceClient) Logs(ctx context.Context, req *connect.Request[v1.LogsRequest]) (*connect.ServerStreamForClient[v1.LogsResponse], error) {
 	return c.logs.CallServerStream(ctx, req)
@@ -195,6 +225,9 @@ type WorkloadServiceHandler interface {
 	Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error)
 	// Remove stops a workload if needed and deletes every trace of it.
 	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// Start runs a stopped (or exited) workload again with its spec, on its
+	// node, with the same id and URL.
+	Start(context.Context, *connect.Request[v1.StartRequest]) (*connect.Response[v1.StartResponse], error)
 	// Logs streams a workload's combined stdout and stderr.
 	Logs(context.Context, *connect.Request[v1.LogsRequest], *connect.ServerStream[v1.LogsResponse]) error
 	// Pull fetches an image into the node's store, reporting progress.
@@ -238,6 +271,12 @@ func NewWorkloadServiceHandler(svc WorkloadServiceHandler, opts ...connect.Handl
 		connect.WithSchema(workloadServiceMethods.ByName("Remove")),
 		connect.WithHandlerOptions(opts...),
 	)
+	workloadServiceStartHandler := connect.NewUnaryHandler(
+		WorkloadServiceStartProcedure,
+		svc.Start,
+		connect.WithSchema(workloadServiceMethods.ByName("Start")),
+		connect.WithHandlerOptions(opts...),
+	)
 	workloadServiceLogsHandler := connect.NewServerStreamHandler(
 		WorkloadServiceLogsProcedure,
 		svc.Logs,
@@ -262,6 +301,8 @@ func NewWorkloadServiceHandler(svc WorkloadServiceHandler, opts ...connect.Handl
 			workloadServiceStopHandler.ServeHTTP(w, r)
 		case WorkloadServiceRemoveProcedure:
 			workloadServiceRemoveHandler.ServeHTTP(w, r)
+		case WorkloadServiceStartProcedure:
+			workloadServiceStartHandler.ServeHTTP(w, r)
 		case WorkloadServiceLogsProcedure:
 			workloadServiceLogsHandler.ServeHTTP(w, r)
 		case WorkloadServicePullProcedure:
@@ -295,12 +336,174 @@ func (UnimplementedWorkloadServiceHandler) Remove(context.Context, *connect.Requ
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.WorkloadService.Remove is not implemented"))
 }
 
+func (UnimplementedWorkloadServiceHandler) Start(context.Context, *connect.Request[v1.StartRequest]) (*connect.Response[v1.StartResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.WorkloadService.Start is not implemented"))
+}
+
 func (UnimplementedWorkloadServiceHandler) Logs(context.Context, *connect.Request[v1.LogsRequest], *connect.ServerStream[v1.LogsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.WorkloadService.Logs is not implemented"))
 }
 
 func (UnimplementedWorkloadServiceHandler) Pull(context.Context, *connect.Request[v1.PullRequest], *connect.ServerStream[v1.PullResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.WorkloadService.Pull is not implemented"))
+}
+
+// VolumeServiceClient is a client for the hypercore.v1.VolumeService service.
+type VolumeServiceClient interface {
+	// CreateVolume makes an empty volume on a node of the cluster's choice.
+	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
+	// ListVolumes returns every volume.
+	ListVolumes(context.Context, *connect.Request[v1.ListVolumesRequest]) (*connect.Response[v1.ListVolumesResponse], error)
+	// GetVolume returns one volume.
+	GetVolume(context.Context, *connect.Request[v1.GetVolumeRequest]) (*connect.Response[v1.GetVolumeResponse], error)
+	// RemoveVolume deletes a volume and its data; it is refused
+	// (failed_precondition) while a workload mounts it.
+	RemoveVolume(context.Context, *connect.Request[v1.RemoveVolumeRequest]) (*connect.Response[v1.RemoveVolumeResponse], error)
+}
+
+// NewVolumeServiceClient constructs a client for the hypercore.v1.VolumeService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewVolumeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) VolumeServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	volumeServiceMethods := v1.File_hypercore_v1_hypercore_proto.Services().ByName("VolumeService").Methods()
+	return &volumeServiceClient{
+		createVolume: connect.NewClient[v1.CreateVolumeRequest, v1.CreateVolumeResponse](
+			httpClient,
+			baseURL+VolumeServiceCreateVolumeProcedure,
+			connect.WithSchema(volumeServiceMethods.ByName("CreateVolume")),
+			connect.WithClientOptions(opts...),
+		),
+		listVolumes: connect.NewClient[v1.ListVolumesRequest, v1.ListVolumesResponse](
+			httpClient,
+			baseURL+VolumeServiceListVolumesProcedure,
+			connect.WithSchema(volumeServiceMethods.ByName("ListVolumes")),
+			connect.WithClientOptions(opts...),
+		),
+		getVolume: connect.NewClient[v1.GetVolumeRequest, v1.GetVolumeResponse](
+			httpClient,
+			baseURL+VolumeServiceGetVolumeProcedure,
+			connect.WithSchema(volumeServiceMethods.ByName("GetVolume")),
+			connect.WithClientOptions(opts...),
+		),
+		removeVolume: connect.NewClient[v1.RemoveVolumeRequest, v1.RemoveVolumeResponse](
+			httpClient,
+			baseURL+VolumeServiceRemoveVolumeProcedure,
+			connect.WithSchema(volumeServiceMethods.ByName("RemoveVolume")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// volumeServiceClient implements VolumeServiceClient.
+type volumeServiceClient struct {
+	createVolume *connect.Client[v1.CreateVolumeRequest, v1.CreateVolumeResponse]
+	listVolumes  *connect.Client[v1.ListVolumesRequest, v1.ListVolumesResponse]
+	getVolume    *connect.Client[v1.GetVolumeRequest, v1.GetVolumeResponse]
+	removeVolume *connect.Client[v1.RemoveVolumeRequest, v1.RemoveVolumeResponse]
+}
+
+// CreateVolume calls hypercore.v1.VolumeService.CreateVolume.
+func (c *volumeServiceClient) CreateVolume(ctx context.Context, req *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error) {
+	return c.createVolume.CallUnary(ctx, req)
+}
+
+// ListVolumes calls hypercore.v1.VolumeService.ListVolumes.
+func (c *volumeServiceClient) ListVolumes(ctx context.Context, req *connect.Request[v1.ListVolumesRequest]) (*connect.Response[v1.ListVolumesResponse], error) {
+	return c.listVolumes.CallUnary(ctx, req)
+}
+
+// GetVolume calls hypercore.v1.VolumeService.GetVolume.
+func (c *volumeServiceClient) GetVolume(ctx context.Context, req *connect.Request[v1.GetVolumeRequest]) (*connect.Response[v1.GetVolumeResponse], error) {
+	return c.getVolume.CallUnary(ctx, req)
+}
+
+// RemoveVolume calls hypercore.v1.VolumeService.RemoveVolume.
+func (c *volumeServiceClient) RemoveVolume(ctx context.Context, req *connect.Request[v1.RemoveVolumeRequest]) (*connect.Response[v1.RemoveVolumeResponse], error) {
+	return c.removeVolume.CallUnary(ctx, req)
+}
+
+// VolumeServiceHandler is an implementation of the hypercore.v1.VolumeService service.
+type VolumeServiceHandler interface {
+	// CreateVolume makes an empty volume on a node of the cluster's choice.
+	CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error)
+	// ListVolumes returns every volume.
+	ListVolumes(context.Context, *connect.Request[v1.ListVolumesRequest]) (*connect.Response[v1.ListVolumesResponse], error)
+	// GetVolume returns one volume.
+	GetVolume(context.Context, *connect.Request[v1.GetVolumeRequest]) (*connect.Response[v1.GetVolumeResponse], error)
+	// RemoveVolume deletes a volume and its data; it is refused
+	// (failed_precondition) while a workload mounts it.
+	RemoveVolume(context.Context, *connect.Request[v1.RemoveVolumeRequest]) (*connect.Response[v1.RemoveVolumeResponse], error)
+}
+
+// NewVolumeServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewVolumeServiceHandler(svc VolumeServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	volumeServiceMethods := v1.File_hypercore_v1_hypercore_proto.Services().ByName("VolumeService").Methods()
+	volumeServiceCreateVolumeHandler := connect.NewUnaryHandler(
+		VolumeServiceCreateVolumeProcedure,
+		svc.CreateVolume,
+		connect.WithSchema(volumeServiceMethods.ByName("CreateVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	volumeServiceListVolumesHandler := connect.NewUnaryHandler(
+		VolumeServiceListVolumesProcedure,
+		svc.ListVolumes,
+		connect.WithSchema(volumeServiceMethods.ByName("ListVolumes")),
+		connect.WithHandlerOptions(opts...),
+	)
+	volumeServiceGetVolumeHandler := connect.NewUnaryHandler(
+		VolumeServiceGetVolumeProcedure,
+		svc.GetVolume,
+		connect.WithSchema(volumeServiceMethods.ByName("GetVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	volumeServiceRemoveVolumeHandler := connect.NewUnaryHandler(
+		VolumeServiceRemoveVolumeProcedure,
+		svc.RemoveVolume,
+		connect.WithSchema(volumeServiceMethods.ByName("RemoveVolume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/hypercore.v1.VolumeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case VolumeServiceCreateVolumeProcedure:
+			volumeServiceCreateVolumeHandler.ServeHTTP(w, r)
+		case VolumeServiceListVolumesProcedure:
+			volumeServiceListVolumesHandler.ServeHTTP(w, r)
+		case VolumeServiceGetVolumeProcedure:
+			volumeServiceGetVolumeHandler.ServeHTTP(w, r)
+		case VolumeServiceRemoveVolumeProcedure:
+			volumeServiceRemoveVolumeHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedVolumeServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedVolumeServiceHandler struct{}
+
+func (UnimplementedVolumeServiceHandler) CreateVolume(context.Context, *connect.Request[v1.CreateVolumeRequest]) (*connect.Response[v1.CreateVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.VolumeService.CreateVolume is not implemented"))
+}
+
+func (UnimplementedVolumeServiceHandler) ListVolumes(context.Context, *connect.Request[v1.ListVolumesRequest]) (*connect.Response[v1.ListVolumesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.VolumeService.ListVolumes is not implemented"))
+}
+
+func (UnimplementedVolumeServiceHandler) GetVolume(context.Context, *connect.Request[v1.GetVolumeRequest]) (*connect.Response[v1.GetVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.VolumeService.GetVolume is not implemented"))
+}
+
+func (UnimplementedVolumeServiceHandler) RemoveVolume(context.Context, *connect.Request[v1.RemoveVolumeRequest]) (*connect.Response[v1.RemoveVolumeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hypercore.v1.VolumeService.RemoveVolume is not implemented"))
 }
 
 // NodeServiceClient is a client for the hypercore.v1.NodeService service.
