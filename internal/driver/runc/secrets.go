@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -106,17 +107,63 @@ func (d *Driver) writeSecretFiles(ctx context.Context, id spec.ID, p paths, file
 		return err
 	}
 	dir := filepath.Join("/proc", strconv.Itoa(c.Pid), "root", secretsMount)
+	uid, gid := hostIDs(s, s.Process.User.UID, s.Process.User.GID)
 	for name, v := range files {
 		if err := spec.ValidateSecretName(name); err != nil {
 			return err
 		}
 		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, v, 0o400); err != nil {
+		if err := writeAs(s, f, v); err != nil {
 			return fmt.Errorf("secrets: write %s in the workload: %w", filepath.Join(secretsMount, name), err)
 		}
-		if err := os.Lchown(f, int(s.Process.User.UID), int(s.Process.User.GID)); err != nil {
+		if err := os.Lchown(f, int(uid), int(gid)); err != nil {
 			return fmt.Errorf("secrets: %w", err)
 		}
 	}
 	return nil
+}
+
+// hostIDs maps a uid and gid inside s's user namespace to the host's; with
+// no user namespace they are the same.
+func hostIDs(s *specs.Spec, uid, gid uint32) (uint32, uint32) {
+	if s.Linux == nil {
+		return uid, gid
+	}
+	return mapID(s.Linux.UIDMappings, uid), mapID(s.Linux.GIDMappings, gid)
+}
+
+func mapID(ms []specs.LinuxIDMapping, id uint32) uint32 {
+	for _, m := range ms {
+		if id >= m.ContainerID && id-m.ContainerID < m.Size {
+			return m.HostID + id - m.ContainerID
+		}
+	}
+	return id
+}
+
+// writeAs writes a new 0400 file at f. In a workload with its own user
+// namespace, the tmpfs at f belongs to that namespace, and a file made by
+// host root (uid 0, which it does not map) is refused with EOVERFLOW; so
+// the file is made with the fs ids of the workload's root. Fs ids are per
+// thread, so the thread is locked for the write and given back to the
+// runtime only after they are restored.
+func writeAs(s *specs.Spec, f string, v []byte) error {
+	root, ok := hostRoot(s)
+	if !ok {
+		return os.WriteFile(f, v, 0o400)
+	}
+	_, rootGID := hostIDs(s, 0, 0)
+	runtime.LockOSThread()
+	unix.Setfsgid(int(rootGID))
+	unix.Setfsuid(int(root))
+	err := os.WriteFile(f, v, 0o400)
+	// Each call returns the id before it; when both were the workload's,
+	// the thread is root's again and may serve other goroutines. Else it
+	// stays locked, and the runtime ends it with this goroutine.
+	if prevUID, _ := unix.SetfsuidRetUid(0); prevUID == int(root) {
+		if prevGID, _ := unix.SetfsgidRetGid(0); prevGID == int(rootGID) {
+			runtime.UnlockOSThread()
+		}
+	}
+	return err
 }
