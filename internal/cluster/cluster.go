@@ -269,6 +269,10 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 			return nil, err
 		}
 	}
+	// The proxy opens once Start returns: it serves what the state says
+	// from its first request, not after the reconcile loop's first pass,
+	// which may first have local work to do.
+	c.syncRoutes()
 	c.shareAuthority()
 	if c.enableJoin != nil {
 		c.wg.Add(1)
