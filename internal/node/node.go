@@ -138,6 +138,12 @@ type Node struct {
 
 	obsMu sync.Mutex
 	obs   map[spec.ID]workload.Observation
+	// probes says when the watcher next probes a running workload that
+	// is not ready yet; guarded by obsMu.
+	probes map[spec.ID]probeSchedule
+	// isolation is each started workload's isolation, so the watcher can
+	// tell its driver without reading the store; guarded by obsMu.
+	isolation map[spec.ID]spec.Isolation
 
 	// afterImage, when set (by tests), runs in a start between taking the
 	// image and recording the workload's digest, the window GC must respect.
@@ -171,12 +177,19 @@ func New(cfg Config, p Parts) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Node{
+	n := &Node{
 		cfg: cfg, Parts: p, log: cfg.Log,
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
-		obs:  map[spec.ID]workload.Observation{},
-		quit: make(chan struct{}),
-	}, nil
+		obs:    map[spec.ID]workload.Observation{},
+		probes: map[spec.ID]probeSchedule{}, isolation: map[spec.ID]spec.Isolation{},
+		quit:   make(chan struct{}),
+	}
+	for _, d := range p.Drivers {
+		if en, ok := d.(driver.ExitNotifier); ok {
+			en.NotifyExit(n.workloadExited)
+		}
+	}
+	return n, nil
 }
 
 // Name returns the node's name.
@@ -256,6 +269,13 @@ func (n *Node) report(id spec.ID, o workload.Observation) workload.Observation {
 		n.cfg.Report(id, o)
 	}
 	return o
+}
+
+// knowIsolation remembers r's isolation for the watcher.
+func (n *Node) knowIsolation(r store.Record) {
+	n.obsMu.Lock()
+	n.isolation[r.ID] = r.Spec.Isolation
+	n.obsMu.Unlock()
 }
 
 // fail reports that the node could not run id (generation gen) and
@@ -396,6 +416,14 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
 	}
 	t2 := time.Now()
+	if run, ok := drv.(driver.Runner); ok {
+		// One step, and one runtime process, from bundle to running.
+		if err := run.Run(ctx, n.driverConfig(r, img, att)); err != nil {
+			return workload.Observation{}, fmt.Errorf("node: run %s: %w", r.ID, err)
+		}
+		t3 := time.Now()
+		return n.started(ctx, drv, r, img, att, t0, t1, t2, t3, t3)
+	}
 	if err := drv.Create(ctx, n.driverConfig(r, img, att)); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
@@ -404,6 +432,11 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: start %s: %w", r.ID, err)
 	}
 	t4 := time.Now()
+	return n.started(ctx, drv, r, img, att, t0, t1, t2, t3, t4)
+}
+
+// started records that r runs and reports it running; start's end.
+func (n *Node) started(ctx context.Context, drv driver.Driver, r store.Record, img *image.Image, att network.Attachment, t0, t1, t2, t3, t4 time.Time) (workload.Observation, error) {
 	st, err := drv.Status(ctx, r.ID)
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: status of %s: %w", r.ID, err)
@@ -415,6 +448,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: record %s: %w", r.ID, err)
 	}
+	n.knowIsolation(r)
 	o := n.report(r.ID, workload.Observation{
 		Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
 		Ready: len(r.Spec.Ports) == 0, ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
@@ -441,6 +475,10 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 		return o
 	}
 	deadline := time.Now().Add(n.cfg.ReadyTimeout)
+	// Most servers listen within milliseconds of starting: the first
+	// probes come soon, later ones back off so a slow starter costs
+	// little.
+	wait := firstReadyPoll
 	for time.Now().Before(deadline) {
 		if probe(s, o.IP) {
 			o.Ready = true
@@ -449,12 +487,20 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 		select {
 		case <-ctx.Done():
 			return o
-		case <-time.After(15 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, maxReadyPoll)
 	}
 	n.log.Warn("workload not ready yet; answering anyway", "id", id, "timeout", n.cfg.ReadyTimeout)
 	return o
 }
+
+// How Run polls a starting workload's readiness: from firstReadyPoll,
+// doubling up to maxReadyPoll.
+const (
+	firstReadyPoll = time.Millisecond
+	maxReadyPoll   = 100 * time.Millisecond
+)
 
 // probe says whether the workload at ip accepts connections on its first
 // port; one with no ports is ready as soon as it runs.
@@ -563,6 +609,8 @@ func (n *Node) Remove(ctx context.Context, id spec.ID) error {
 	}
 	n.obsMu.Lock()
 	delete(n.obs, id)
+	delete(n.probes, id)
+	delete(n.isolation, id)
 	n.obsMu.Unlock()
 	n.log.Info("workload removed", "id", id)
 	return nil

@@ -32,6 +32,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/keylock"
+	"github.com/hypercore-dev/hypercore/internal/procwatch"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
@@ -75,6 +76,7 @@ type Driver struct {
 	rtState string      // the runtime's --root
 	locks   keylock.Map // lifecycle changes per workload never interleave
 	ttys    ttyPumps
+	watches watches
 
 	stopRotation chan struct{}
 	rotationDone chan struct{}
@@ -115,6 +117,11 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		pkg := filepath.Base(opts.Runtime)
 		return nil, fmt.Errorf("runc driver: OCI runtime %q not found: %w; install it with `apt-get install %s` or `make deps`", opts.Runtime, err, pkg)
+	}
+	// The runtime exits once the container runs; as a subreaper the daemon
+	// becomes the container's parent and so learns its exit code.
+	if err := procwatch.Enable(); err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 	if err := ensureCgroupMounts(); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
@@ -158,6 +165,7 @@ func (d *Driver) Close() error {
 		close(d.stopRotation)
 		<-d.rotationDone
 		d.ttys.closeAll()
+		d.unwatchAll()
 	})
 	return nil
 }
@@ -185,6 +193,9 @@ func (d *Driver) Capabilities() driver.Capabilities {
 type paths struct {
 	dir, config, rootfs, upper, work, log, stdin, netns string
 	hosts, resolv, hostname, startedAt, finishedAt      string
+	// pidFile is where the runtime writes the main process's pid, init
+	// where the driver records it with its start time.
+	pidFile, init string
 }
 
 func (d *Driver) paths(id spec.ID) paths {
@@ -203,6 +214,8 @@ func (d *Driver) paths(id spec.ID) paths {
 		hostname:   filepath.Join(dir, "hostname"),
 		startedAt:  filepath.Join(dir, "started-at"),
 		finishedAt: filepath.Join(dir, "finished-at"),
+		pidFile:    filepath.Join(dir, "pid"),
+		init:       filepath.Join(dir, "init"),
 	}
 }
 
