@@ -182,7 +182,7 @@ func New(cfg Config, p Parts) (*Node, error) {
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
 		obs:    map[spec.ID]workload.Observation{},
 		probes: map[spec.ID]probeSchedule{}, isolation: map[spec.ID]spec.Isolation{},
-		quit:   make(chan struct{}),
+		quit: make(chan struct{}),
 	}
 	for _, d := range p.Drivers {
 		if en, ok := d.(driver.ExitNotifier); ok {

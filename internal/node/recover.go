@@ -196,7 +196,14 @@ type probeSchedule struct {
 func (n *Node) checkAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StatusInterval*5)
 	defer cancel()
-	now := time.Now()
+	for _, id := range n.dueChecks(time.Now()) {
+		n.check(ctx, id)
+	}
+}
+
+// dueChecks returns the workloads to check at now, and schedules the next
+// probe of those not ready.
+func (n *Node) dueChecks(now time.Time) []spec.ID {
 	var due []spec.ID
 	n.obsMu.Lock()
 	for id, o := range n.obs {
@@ -223,9 +230,7 @@ func (n *Node) checkAll() {
 		due = append(due, id)
 	}
 	n.obsMu.Unlock()
-	for _, id := range due {
-		n.check(ctx, id)
-	}
+	return due
 }
 
 // tellsExits says whether id's driver tells of its exits. The caller

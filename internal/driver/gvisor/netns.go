@@ -47,6 +47,17 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	return nil
 }
 
+// Run creates and starts the workload in two runtime calls, Create and
+// Start: its network namespace is guarded in between, and runsc's `run`
+// does not go through the wrapper's /proc/sys step that `start` takes.
+// The sandbox is watched all the same (the container driver's pid file).
+func (d *Driver) Run(ctx context.Context, cfg driver.Config) error {
+	if err := d.Create(ctx, cfg); err != nil {
+		return err
+	}
+	return d.Start(ctx, cfg.ID)
+}
+
 // Recover recovers the workload as the container driver does, and puts
 // the guard back if its network namespace lost it. A running sandbox's
 // namespace is reached through its process: a daemon restarted in another

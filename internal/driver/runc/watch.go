@@ -144,7 +144,10 @@ func (d *Driver) startWatch(id spec.ID, proc *procwatch.Process, started bool) *
 		d.watches.mu.Lock()
 		fn, current := d.watches.onExit, d.watches.m[id] == w
 		d.watches.mu.Unlock()
-		if fn != nil && current && w.isStarted(d) {
+		// Told even before Start marked it started: the process may exit
+		// the moment the runtime starts it. The node ignores an exit of a
+		// workload it does not know as running.
+		if fn != nil && current {
 			fn(id, driver.Exit{Pid: proc.Pid, Code: exit.Code, Reason: exit.Reason, At: exit.At})
 		}
 	}()
