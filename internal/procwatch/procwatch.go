@@ -239,6 +239,9 @@ func Open(pid int, startTime uint64) (*Process, error) {
 		if errors.Is(err, unix.ESRCH) {
 			return nil, fmt.Errorf("%w: pid %d", ErrGone, pid)
 		}
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			return nil, fmt.Errorf("pidfd_open %d: %w: the daemon holds one per workload; raise its open-files limit (`ulimit -n`, LimitNOFILE= in its service unit, fs.file-max)", pid, err)
+		}
 		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	// Read after the pidfd exists: if the pid was reused before the open,
