@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,6 +139,26 @@ func TestDensityBench(t *testing.T) {
 	w("  time to list all %d                        %8.1f ms", n, listMs)
 	w("  kill -9, restart, all re-adopted, serving  %8.2f s", restart.Seconds())
 	w("  time to remove all %d                      %8.2f s", n, removeAll.Seconds())
+	w("  phases of a spawn, median ms (the daemon's \"workload started\" line):")
+	phases := phasesByID(node.Log())
+	for _, part := range []struct {
+		name string
+		ids  []string
+	}{{"first 10", ids[:min(10, n)]}, {"last 10", ids[max(0, n-10):]}} {
+		var line strings.Builder
+		for _, k := range phaseKeys {
+			var v []float64
+			for _, id := range part.ids {
+				v = append(v, phases[id][k])
+			}
+			fmt.Fprintf(&line, " %s %.1f", k, median(v))
+		}
+		w("    %-9s%s", part.name, line.String())
+	}
+	if os.Getenv("CTR") == "0" {
+		t.Log("\n" + out.String())
+		return
+	}
 
 	// containerd
 	settle()
@@ -194,6 +215,32 @@ func TestDensityBench(t *testing.T) {
 }
 
 type answer struct{ ID, URL string }
+
+// phaseKeys are the per-spawn timings the daemon logs with "workload
+// started".
+var phaseKeys = []string{"image_ms", "network_ms", "create_ms", "start_ms"}
+
+var (
+	startedLine = regexp.MustCompile(`msg="workload started" id=(\S+)`)
+	phaseValue  = regexp.MustCompile(`\b([a-z]+_ms)=([0-9.]+)`)
+)
+
+// phasesByID reads each spawn's phase timings from the daemon's log.
+func phasesByID(log string) map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for _, l := range strings.Split(log, "\n") {
+		m := startedLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		p := map[string]float64{}
+		for _, kv := range phaseValue.FindAllStringSubmatch(l, -1) {
+			p[kv[1]], _ = strconv.ParseFloat(kv[2], 64)
+		}
+		out[m[1]] = p
+	}
+	return out
+}
 
 func spawn(t *testing.T, node *harness.Node, body string) answer {
 	t.Helper()
