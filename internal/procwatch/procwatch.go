@@ -37,6 +37,11 @@ var (
 	// reaper, which so never reaps a child between the moment it becomes
 	// ours and the moment its watcher holds a pidfd on it.
 	adopting sync.RWMutex
+
+	// watched are the children a Process watches. Their watchers reap
+	// them, so the orphan reaper skips them without reading their
+	// /proc entries: a node's hundreds of workloads are all children.
+	watched sync.Map // pid -> struct{}
 )
 
 // Enable makes this process a child subreaper (PR_SET_CHILD_SUBREAPER) and
@@ -127,6 +132,9 @@ func zombieChildren() []int {
 		for _, f := range strings.Fields(string(data)) {
 			pid, err := strconv.Atoi(f)
 			if err != nil {
+				continue
+			}
+			if _, ok := watched.Load(pid); ok {
 				continue
 			}
 			if st, err := readStat(pid); err == nil && st.state == 'Z' {
@@ -254,8 +262,12 @@ func Open(pid int, startTime uint64) (*Process, error) {
 	}
 	// A nonblocking fd goes to the netpoller, so Wait parks a goroutine,
 	// not a thread.
-	return &Process{Pid: pid, StartTime: st.startTime, Child: st.ppid == os.Getpid(),
-		f: os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid))}, nil
+	p := &Process{Pid: pid, StartTime: st.startTime, Child: st.ppid == os.Getpid(),
+		f: os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid))}
+	if p.Child {
+		watched.Store(pid, struct{}{})
+	}
+	return p, nil
 }
 
 // Wait blocks until the process exits and says how; it returns os.ErrClosed
@@ -286,6 +298,7 @@ func (p *Process) check(fd int) (Exit, bool) {
 		got, err := unix.Wait4(p.Pid, &ws, unix.WNOHANG, nil)
 		switch {
 		case err == nil && got == p.Pid:
+			watched.Delete(p.Pid)
 			if ws.Signaled() {
 				return Exit{Code: 128 + int(ws.Signal())}, true
 			}
@@ -318,4 +331,12 @@ func (p *Process) Signal(sig syscall.Signal) error {
 
 // Close stops watching; a Wait under way returns os.ErrClosed. A child
 // that exits later is reaped by the orphan reaper.
-func (p *Process) Close() error { return p.f.Close() }
+func (p *Process) Close() error {
+	if p.Child {
+		// If Wait reaped it and the pid now names another watched
+		// child, this drops that one's entry too: the reaper then reads
+		// its /proc entry, and its pidfd still keeps it from reaping it.
+		watched.CompareAndDelete(p.Pid, struct{}{})
+	}
+	return p.f.Close()
+}
