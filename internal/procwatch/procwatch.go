@@ -118,6 +118,19 @@ func ReapOrphans() int {
 	return n
 }
 
+// Zombies lists this process's children that have exited and that nobody
+// has reaped yet, watched ones included.
+func Zombies() []int {
+	var out []int
+	watched.Range(func(k, _ any) bool {
+		if st, err := readStat(k.(int)); err == nil && st.state == 'Z' {
+			out = append(out, k.(int))
+		}
+		return true
+	})
+	return append(out, zombieChildren()...)
+}
+
 // zombieChildren lists this process's children that have exited and wait
 // to be reaped. The kernel lists children per thread, so every thread's
 // list is read.

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/procwatch"
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
 // countingRuntime puts a wrapper named runc in front of the real one that
@@ -96,6 +98,19 @@ func TestRunTellsExitCode(t *testing.T) {
 	if err := d.Delete(ctx, cfg.ID); err != nil {
 		t.Fatal(err)
 	}
+	// A workload deleted while it runs is killed unwatched: its process,
+	// this test process's child, is left to the orphan reaper.
+	cfg = testConfig(testRootfs(t), "sleep", "1000")
+	if err := d.Run(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The runtime's helper processes and the workloads were reparented to
+	// this process (a subreaper); none is left a zombie. Other tests run
+	// alongside, so a moment with none is enough.
+	testutil.WaitFor(t, waitLimit, "no zombie children", func() bool { return len(procwatch.Zombies()) == 0 })
 }
 
 // TestCreateStartTellsExitCode covers the two-step path a workload with a
