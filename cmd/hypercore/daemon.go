@@ -115,6 +115,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("hypercore cluster must run as root: it makes network namespaces, bridges and containers")
 	}
+	raiseOpenFiles(log)
 	dataDir := cfg.DataDir
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create --data-dir %s: %w", dataDir, err)

@@ -38,6 +38,34 @@ type Status struct {
 	FinishedAt time.Time
 }
 
+// Exit is how a workload's main process ended, as an ExitNotifier tells.
+type Exit struct {
+	// Pid is the process that exited, so a late notice about an earlier
+	// run of the workload can be told apart.
+	Pid int
+	// Code is the exit status (128+n when killed by signal n), or -1 when
+	// it cannot be known; Reason then says why.
+	Code   int
+	Reason string
+	At     time.Time
+}
+
+// ExitNotifier is a Driver that learns of a workload's exit as it happens,
+// so that nobody needs to poll Status for it.
+type ExitNotifier interface {
+	// NotifyExit makes the driver call fn, from a goroutine of its own,
+	// each time the main process of a started workload exits by itself or
+	// is stopped. Call it once, before the first workload is created.
+	NotifyExit(fn func(id spec.ID, e Exit))
+}
+
+// Runner is a Driver that can create and start a workload in one step,
+// cheaper than Create followed by Start.
+type Runner interface {
+	// Run does what Create and then Start do.
+	Run(ctx context.Context, cfg Config) error
+}
+
 // Capabilities says what a driver can do on this node.
 type Capabilities struct {
 	Isolation spec.Isolation

@@ -112,7 +112,7 @@ func lowestFree(byIP *bolt.Bucket, subnet netip.Prefix) (netip.Addr, error) {
 		}
 	}
 	if cand > last {
-		return netip.Addr{}, fmt.Errorf("%w: all %d addresses are taken; release workloads or configure a larger subnet", ErrSubnetFull, last-first+1)
+		return netip.Addr{}, fmt.Errorf("%w: all %d addresses of %s are taken; remove workloads or give the node a larger subnet with --subnet (HYPERCORE_SUBNET)", ErrSubnetFull, last-first+1, subnet)
 	}
 	return u32Addr(cand), nil
 }

@@ -104,6 +104,8 @@ type env struct {
 	missing string // a ref in the same registry that does not exist
 	cgroup  string
 	cfg     Config
+	// runtime is the OCI runtime the driver runs; "runc" when empty.
+	runtime string
 }
 
 // newEnv makes an env and arranges for everything workloads leave on the
@@ -266,7 +268,7 @@ func (e *env) start() *testNode {
 
 // driver returns a runc driver on the env's container state dir.
 func (e *env) driver() (*runc.Driver, error) {
-	return runc.New(runc.Options{StateDir: filepath.Join(e.dir, "containers"), CgroupParent: e.cgroup, LogCheckEvery: -1})
+	return runc.New(runc.Options{Runtime: e.runtime, StateDir: filepath.Join(e.dir, "containers"), CgroupParent: e.cgroup, LogCheckEvery: -1})
 }
 
 // shutdown closes the node and its parts, as the daemon does on SIGTERM.

@@ -153,6 +153,12 @@ type Node struct {
 
 	obsMu sync.Mutex
 	obs   map[spec.ID]workload.Observation
+	// probes says when the watcher next probes a running workload that
+	// is not ready yet; guarded by obsMu.
+	probes map[spec.ID]probeSchedule
+	// isolation is each started workload's isolation, so the watcher can
+	// tell its driver without reading the store; guarded by obsMu.
+	isolation map[spec.ID]spec.Isolation
 
 	// afterImage, when set (by tests), runs in a start between taking the
 	// image and recording the workload's digest, the window GC must respect.
@@ -193,12 +199,19 @@ func New(cfg Config, p Parts) (*Node, error) {
 		cfg.Log = slog.Default()
 	}
 	recoverCtx, stopRecover := context.WithCancel(context.Background())
-	return &Node{
+	n := &Node{
 		cfg: cfg, Parts: p, log: cfg.Log, recoverCtx: recoverCtx, stopRecover: stopRecover,
 		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
-		obs:  map[spec.ID]workload.Observation{},
+		obs:    map[spec.ID]workload.Observation{},
+		probes: map[spec.ID]probeSchedule{}, isolation: map[spec.ID]spec.Isolation{},
 		quit: make(chan struct{}),
-	}, nil
+	}
+	for _, d := range p.Drivers {
+		if en, ok := d.(driver.ExitNotifier); ok {
+			en.NotifyExit(n.workloadExited)
+		}
+	}
+	return n, nil
 }
 
 // Name returns the node's name.
@@ -280,6 +293,13 @@ func (n *Node) report(id spec.ID, o workload.Observation) workload.Observation {
 		n.cfg.Report(id, o)
 	}
 	return o
+}
+
+// knowIsolation remembers r's isolation for the watcher.
+func (n *Node) knowIsolation(r store.Record) {
+	n.obsMu.Lock()
+	n.isolation[r.ID] = r.Spec.Isolation
+	n.obsMu.Unlock()
 }
 
 // fail reports that the node could not run id (generation gen) and
@@ -428,6 +448,14 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	if dc.Volumes, err = n.volumeMounts(ctx, r.ID, r.Spec); err != nil {
 		return workload.Observation{}, err
 	}
+	if run, ok := drv.(driver.Runner); ok {
+		// One step, and one runtime process, from bundle to running.
+		if err := run.Run(ctx, dc); err != nil {
+			return workload.Observation{}, fmt.Errorf("node: run %s: %w", r.ID, err)
+		}
+		t3 := time.Now()
+		return n.started(ctx, drv, r, img, att, t0, t1, t2, t3, t3)
+	}
 	if err := drv.Create(ctx, dc); err != nil {
 		return workload.Observation{}, fmt.Errorf("node: create %s: %w", r.ID, err)
 	}
@@ -436,6 +464,11 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		return workload.Observation{}, fmt.Errorf("node: start %s: %w", r.ID, err)
 	}
 	t4 := time.Now()
+	return n.started(ctx, drv, r, img, att, t0, t1, t2, t3, t4)
+}
+
+// started records that r runs and reports it running; start's end.
+func (n *Node) started(ctx context.Context, drv driver.Driver, r store.Record, img *image.Image, att network.Attachment, t0, t1, t2, t3, t4 time.Time) (workload.Observation, error) {
 	st, err := drv.Status(ctx, r.ID)
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: status of %s: %w", r.ID, err)
@@ -447,6 +480,7 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 	if err != nil {
 		return workload.Observation{}, fmt.Errorf("node: record %s: %w", r.ID, err)
 	}
+	n.knowIsolation(r)
 	o := workload.Observation{
 		Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
 		ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
@@ -476,6 +510,10 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 		return o
 	}
 	deadline := time.Now().Add(n.cfg.ReadyTimeout)
+	// Most servers listen within milliseconds of starting: the first
+	// probes come soon, later ones back off so a slow starter costs
+	// little.
+	wait := firstReadyPoll
 	for time.Now().Before(deadline) {
 		if probe(readyPort(s, o), o.IP) {
 			o.Ready = true
@@ -484,8 +522,9 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 		select {
 		case <-ctx.Done():
 			return o
-		case <-time.After(15 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, maxReadyPoll)
 	}
 	// The caller is told why its URL answers 503, and so is anyone who
 	// looks at the workload later; the watcher clears it once ready.
@@ -493,6 +532,13 @@ func (n *Node) waitReady(ctx context.Context, id spec.ID, s spec.Spec, o workloa
 	n.log.Warn("workload not ready yet; answering anyway", "id", id, "timeout", n.cfg.ReadyTimeout, "why", o.Error)
 	return n.report(id, o)
 }
+
+// How Run polls a starting workload's readiness: from firstReadyPoll,
+// doubling up to maxReadyPoll.
+const (
+	firstReadyPoll = time.Millisecond
+	maxReadyPoll   = 100 * time.Millisecond
+)
 
 // probe says whether the workload at ip accepts connections on port; one
 // with no port to serve (0) is ready as soon as it runs.
@@ -601,6 +647,8 @@ func (n *Node) Remove(ctx context.Context, id spec.ID) error {
 	}
 	n.obsMu.Lock()
 	delete(n.obs, id)
+	delete(n.probes, id)
+	delete(n.isolation, id)
 	n.obsMu.Unlock()
 	n.log.Info("workload removed", "id", id)
 	return nil

@@ -195,9 +195,9 @@ func TestReportSequenceOfAnExitingWorkload(t *testing.T) {
 	if readied != ready || ready != w {
 		t.Errorf("ready report %+v, want the running report made ready, as Run answered %+v", ready, w)
 	}
-	if exited.Pid != 0 || exited.Ready || exited.ExitCode != st.ExitCode || exited.ExitCode == 0 ||
+	if exited.Pid != 0 || exited.Ready || exited.ExitCode != st.ExitCode || exited.ExitCode != 3 ||
 		exited.FinishedAt.Before(exited.StartedAt) || exited.StartedAt != running.StartedAt || exited.ImageDigest != w.ImageDigest {
-		t.Errorf("exited report %+v, want no pid, not ready, the runtime's exit code %d, an end time after the start", exited, st.ExitCode)
+		t.Errorf("exited report %+v, want no pid, not ready, exit code 3 as the driver's %d, an end time after the start", exited, st.ExitCode)
 	}
 	if o, ok := n.Observation(a.ID); !ok || o != exited {
 		t.Errorf("Observation %+v (found: %v), want the last report %+v", o, ok, exited)

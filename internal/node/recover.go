@@ -159,6 +159,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		}
 		// One probe now, so a workload that was ready before the restart
 		// is reported ready at once; the watcher probes a late one.
+		n.knowIsolation(r)
 		o := workload.Observation{
 			Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
 			ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
@@ -226,8 +227,11 @@ func (n *Node) finishStop(ctx context.Context, r store.Record) {
 	}, st))
 }
 
-// watch follows the workloads' status until Close: it notices processes
-// that exit by themselves and workloads that become ready late.
+// watch follows the workloads' status until Close. Drivers that tell of
+// exits themselves (driver.ExitNotifier) cost it nothing once their
+// workloads are ready: it only probes the workloads that are not ready
+// yet, each less often as it stays unready. Workloads of other drivers are
+// asked for their status each StatusInterval.
 func (n *Node) watch() {
 	t := time.NewTicker(n.cfg.StatusInterval)
 	defer t.Stop()
@@ -241,19 +245,68 @@ func (n *Node) watch() {
 	}
 }
 
+// How the watcher probes a running workload that is not ready: first
+// after one StatusInterval, then backing off to maxProbeEvery.
+const maxProbeEvery = 5 * time.Second
+
+// probeSchedule is when a not-ready workload is probed next.
+type probeSchedule struct {
+	next  time.Time
+	every time.Duration
+}
+
+// checkAll checks the workloads that need it this tick, from the
+// observations in memory: no store read, nothing at all for a ready
+// workload whose driver tells of its exit.
 func (n *Node) checkAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StatusInterval*5)
 	defer cancel()
-	list, err := n.Store.List()
-	if err != nil {
-		n.log.Warn("watch: read workloads", "err", err)
-		return
+	for _, id := range n.dueChecks(time.Now()) {
+		n.check(ctx, id)
 	}
-	for _, r := range list {
-		if r.Desired == workload.DesiredRunning && r.State == workload.StateRunning {
-			n.check(ctx, r.ID)
+}
+
+// dueChecks returns the workloads to check at now, and schedules the next
+// probe of those not ready.
+func (n *Node) dueChecks(now time.Time) []spec.ID {
+	var due []spec.ID
+	n.obsMu.Lock()
+	for id, o := range n.obs {
+		if o.State != workload.StateRunning {
+			continue
 		}
+		if o.Ready {
+			if n.tellsExits(id) {
+				continue
+			}
+			due = append(due, id)
+			continue
+		}
+		ps, ok := n.probes[id]
+		if !ok {
+			ps = probeSchedule{every: n.cfg.StatusInterval}
+		} else if now.Before(ps.next) {
+			continue
+		} else {
+			ps.every = min(2*ps.every, max(maxProbeEvery, n.cfg.StatusInterval))
+		}
+		ps.next = now.Add(ps.every)
+		n.probes[id] = ps
+		due = append(due, id)
 	}
+	n.obsMu.Unlock()
+	return due
+}
+
+// tellsExits says whether id's driver tells of its exits. The caller
+// holds obsMu.
+func (n *Node) tellsExits(id spec.ID) bool {
+	iso, ok := n.isolation[id]
+	if !ok {
+		return false
+	}
+	_, tells := n.Drivers[iso].(driver.ExitNotifier)
+	return tells
 }
 
 // check reports id ready once it answers its probe, and exited once its
@@ -279,20 +332,56 @@ func (n *Node) check(ctx context.Context, id spec.ID) {
 		if !o.Ready && probe(readyPort(r.Spec, o), o.IP) {
 			o.Ready, o.Error = true, ""
 			n.report(id, o)
+			n.obsMu.Lock()
+			delete(n.probes, id)
+			n.obsMu.Unlock()
 		}
 		return
 	}
-	if _, err := n.Store.Update(id, func(r *store.Record) error {
-		r.State, r.ExitCode = workload.StateExited, st.ExitCode
+	n.exitedLocked(r, driver.Exit{Code: st.ExitCode, At: st.FinishedAt})
+}
+
+// workloadExited is where the node learns that a workload's main process
+// exited with code e.Code (-1 when it cannot be known, e.Reason saying
+// why): drivers that tell of exits call it at once (driver.ExitNotifier),
+// and the watcher's status checks of other drivers end here too. What is
+// done about an exit belongs here.
+func (n *Node) workloadExited(id spec.ID, e driver.Exit) {
+	unlock := n.locks.Lock(id.String())
+	defer unlock()
+	r, err := n.Store.Get(id)
+	if err != nil {
+		return // removed since
+	}
+	n.exitedLocked(r, e)
+}
+
+// exitedLocked records and reports that r exited, unless it was stopped
+// or removed meanwhile, or e is about an earlier process of it. The caller
+// holds r's lock.
+func (n *Node) exitedLocked(r store.Record, e driver.Exit) {
+	if r.Desired != workload.DesiredRunning || r.State != workload.StateRunning {
+		return // stopped on purpose, or already handled
+	}
+	o := n.current(r)
+	if e.Pid != 0 && o.Pid != 0 && e.Pid != o.Pid {
+		return // a late notice about a process this workload no longer runs
+	}
+	if _, err := n.Store.Update(r.ID, func(r *store.Record) error {
+		r.State, r.ExitCode = workload.StateExited, e.Code
 		return nil
 	}); err != nil {
-		n.log.Error("watch: record exited", "id", id, "err", err)
+		n.log.Error("watch: record exited", "id", r.ID, "err", err)
 		return
 	}
+	n.obsMu.Lock()
+	delete(n.probes, r.ID)
+	n.obsMu.Unlock()
 	// The IP stays: the lease is held until Stop or Remove, so whatever
 	// derives routes can still tell the workload exists but does not run.
-	o.State, o.Pid, o.Ready, o.ExitCode, o.FinishedAt = workload.StateExited, 0, false, st.ExitCode, orNow(st.FinishedAt)
-	n.report(id, o)
-	n.log.Warn("workload exited by itself", "id", id, "exit_code", st.ExitCode)
-	n.exited(id, st.ExitCode)
+	o.State, o.Pid, o.Ready, o.ExitCode, o.FinishedAt = workload.StateExited, 0, false, e.Code, orNow(e.At)
+	o.Error = e.Reason
+	n.report(r.ID, o)
+	n.log.Warn("workload exited by itself", "id", r.ID, "exit_code", e.Code, "reason", e.Reason)
+	n.exited(r.ID, e.Code) // its restart policy may bring it back
 }

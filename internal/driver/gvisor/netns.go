@@ -47,6 +47,25 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 	return nil
 }
 
+// Run creates and starts the workload as the container driver does, in
+// one `runsc run --detach`, refusing a terminal, and then guards its
+// network namespace. By then runsc has moved the workload's address from
+// the host's stack to gVisor's, and the guard is for whatever puts it back
+// later (see above).
+func (d *Driver) Run(ctx context.Context, cfg driver.Config) error {
+	if cfg.Spec.Tty {
+		return fmt.Errorf("run %s: a workload with a terminal (tty) cannot run in gVisor; spawn it without tty, or with isolation container", cfg.ID)
+	}
+	if err := d.Driver.Run(ctx, cfg); err != nil {
+		return err
+	}
+	if err := guardNetNS(d.netnsPath(cfg)); err != nil {
+		_ = d.Driver.Delete(context.WithoutCancel(ctx), cfg.ID)
+		return fmt.Errorf("run %s: %w", cfg.ID, err)
+	}
+	return nil
+}
+
 // Recover recovers the workload as the container driver does, and puts
 // the guard back if its network namespace lost it. A running sandbox's
 // namespace is reached through its process: a daemon restarted in another

@@ -35,7 +35,8 @@ func runtimeArgs(platform string) []string {
 // command line itself and has no place for them, hence a script; it execs
 // runsc, so nothing of it stays running.
 //
-// `runsc start` sets up the sandbox's network, and runsc up to at least
+// `runsc start` (and `runsc run`, which creates and starts) sets up the
+// sandbox's network, and runsc up to at least
 // 2024-07 refuses to when /proc/sys/net/core/rmem_default exists, taking
 // that for the sign of the host's root network namespace. Since Linux 6.x
 // every network namespace has that file, so on such kernels start always
@@ -45,12 +46,14 @@ func runtimeArgs(platform string) []string {
 // and start needs nothing under /proc/sys/net. /proc/sys/net cannot be
 // hidden on its own, as its entries are looked up afresh per netns and a
 // mount over one is not seen from another. The mount namespace ends with
-// start; the sandbox, made by create, never sees it.
+// start; a sandbox made by create never sees it. One made by run starts in
+// it, with every /proc/sys directory but net, and then sets up its own
+// root as always.
 const wrapperScript = `#!%[1]s
 # Written by hypercore's gvisor driver: runsc with the driver's flags.
 set -- %[2]s "$@"
 for arg; do
-  if [ "$arg" = start ]; then
+  if [ "$arg" = start ] || [ "$arg" = run ]; then
     exec %[3]s --mount --propagation private %[1]s -c '
       scratch=$1; shift
       mount --bind /proc/sys "$scratch" &&

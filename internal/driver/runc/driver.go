@@ -34,6 +34,7 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/diskimage"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/keylock"
+	"github.com/hypercore-dev/hypercore/internal/procwatch"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
@@ -85,6 +86,7 @@ type Driver struct {
 	spare   *diskimage.Spare
 	ids     idRanges    // host id ranges of user namespaces
 	noIDMap atomic.Bool // idmapped mounts failed once: copy instead
+	watches watches
 
 	stopRotation chan struct{}
 	rotationDone chan struct{}
@@ -125,6 +127,11 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		pkg := filepath.Base(opts.Runtime)
 		return nil, fmt.Errorf("runc driver: OCI runtime %q not found: %w; install it with `apt-get install %s` or `make deps`", opts.Runtime, err, pkg)
+	}
+	// The runtime exits once the container runs; as a subreaper the daemon
+	// becomes the container's parent and so learns its exit code.
+	if err := procwatch.Enable(); err != nil {
+		return nil, fmt.Errorf("runc driver: %w", err)
 	}
 	if err := ensureCgroupMounts(); err != nil {
 		return nil, fmt.Errorf("runc driver: %w", err)
@@ -176,6 +183,7 @@ func (d *Driver) Close() error {
 		if d.spare != nil {
 			d.spare.Wait()
 		}
+		d.unwatchAll()
 	})
 	return nil
 }
@@ -209,6 +217,9 @@ type paths struct {
 	// point of diskImage, an ext4 image of the limit's size.
 	disk, diskImage                                string
 	hosts, resolv, hostname, startedAt, finishedAt string
+	// pidFile is where the runtime writes the main process's pid, init
+	// where the driver records it with its start time.
+	pidFile, init string
 }
 
 // diskMiB is the writable layer size of a workload of s; 0 is unbounded.
@@ -238,6 +249,8 @@ func (d *Driver) paths(id spec.ID) paths {
 		hostname:   filepath.Join(dir, "hostname"),
 		startedAt:  filepath.Join(dir, "started-at"),
 		finishedAt: filepath.Join(dir, "finished-at"),
+		pidFile:    filepath.Join(dir, "pid"),
+		init:       filepath.Join(dir, "init"),
 	}
 	// Workloads made before disk limits keep upper/ and work/ at the top.
 	if _, err := os.Stat(filepath.Join(dir, "upper")); err == nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/procwatch"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
@@ -31,35 +32,67 @@ const (
 // runtime create the container, whose process waits for Start. Anything
 // left of an earlier Create of the same id is removed first.
 func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
+	return d.prepare(ctx, "create", cfg, func(p paths) error {
+		if err := d.runtimeCreate(ctx, cfg.ID, p); err != nil {
+			return err
+		}
+		return d.writeSecretFiles(ctx, cfg.ID, p, cfg.SecretFiles)
+	})
+}
+
+// Run creates and starts the workload as Create and Start do, with one
+// runtime process (`run --detach`) where nothing has to happen between
+// the two. A workload with a terminal still takes create and start: its
+// pty master is received and handed to the container in between, and so
+// does one with secret files, which are written into its tmpfs then. It
+// implements driver.Runner.
+func (d *Driver) Run(ctx context.Context, cfg driver.Config) error {
+	return d.prepare(ctx, "run", cfg, func(p paths) error {
+		if cfg.Spec.Tty || len(cfg.SecretFiles) > 0 {
+			if err := d.runtimeCreate(ctx, cfg.ID, p); err != nil {
+				return err
+			}
+			if err := d.writeSecretFiles(ctx, cfg.ID, p, cfg.SecretFiles); err != nil {
+				return err
+			}
+			return d.runtimeStart(ctx, cfg.ID, p)
+		}
+		return d.runtimeRun(ctx, cfg.ID, p)
+	})
+}
+
+// prepare removes what an earlier attempt left of cfg's workload, sets up
+// its host side and calls runtime; if anything fails, it leaves nothing
+// half made.
+func (d *Driver) prepare(ctx context.Context, op string, cfg driver.Config, runtime func(paths) error) error {
 	if !filepath.IsAbs(cfg.Rootfs) {
-		return fmt.Errorf("create %s: image rootfs %q is not an absolute path", cfg.ID, cfg.Rootfs)
+		return fmt.Errorf("%s %s: image rootfs %q is not an absolute path", op, cfg.ID, cfg.Rootfs)
 	}
 	if fi, err := os.Stat(cfg.Rootfs); err != nil || !fi.IsDir() {
-		return fmt.Errorf("create %s: image rootfs %q is not a directory (is the image unpacked?): %v", cfg.ID, cfg.Rootfs, err)
+		return fmt.Errorf("%s %s: image rootfs %q is not a directory (is the image unpacked?): %v", op, cfg.ID, cfg.Rootfs, err)
 	}
 	unlock := d.locks.Lock(cfg.ID.String())
 	defer unlock()
 
 	if err := d.destroy(ctx, cfg.ID); err != nil {
-		return fmt.Errorf("create %s: remove what an earlier attempt left: %w", cfg.ID, err)
+		return fmt.Errorf("%s %s: remove what an earlier attempt left: %w", op, cfg.ID, err)
 	}
 	p := d.paths(cfg.ID)
 	err := d.setupHost(cfg, p)
 	if err == nil {
+		// With secrets, the runtime reads a bundle on tmpfs (p.bundle),
+		// gone once the container exists.
 		var cleanup func()
 		cleanup, err = d.sealedBundle(cfg.ID, &p, cfg.SecretEnv, len(cfg.SecretFiles) > 0)
 		if err == nil {
-			err = d.runtimeCreate(ctx, cfg.ID, p)
+			err = runtime(p)
 			cleanup()
-		}
-		if err == nil {
-			err = d.writeSecretFiles(ctx, cfg.ID, p, cfg.SecretFiles)
 		}
 	}
 	if err != nil {
 		// Leave nothing half made; the error says what went wrong.
 		_ = d.destroy(context.WithoutCancel(ctx), cfg.ID)
-		return fmt.Errorf("create %s: %w", cfg.ID, err)
+		return fmt.Errorf("%s %s: %w", op, cfg.ID, err)
 	}
 	return nil
 }
@@ -138,9 +171,63 @@ func (d *Driver) runtimeCreate(ctx context.Context, id spec.ID, p paths) error {
 	if err != nil {
 		return err
 	}
+	// From before the runtime starts the process until it is watched,
+	// so its exit, however early, is not reaped by anyone else.
+	release := procwatch.Hold()
+	defer release()
 	if tty {
-		return d.runtimeCreateTty(ctx, id, p)
+		err = d.runtimeCreateTty(ctx, id, p)
+	} else {
+		err = d.runtimeCreatePlain(ctx, id, p)
 	}
+	if err != nil {
+		return err
+	}
+	if err := d.watchNew(id, p, false); err != nil {
+		_ = d.forceDelete(context.WithoutCancel(ctx), id)
+		return err
+	}
+	return nil
+}
+
+// runtimeRun has the runtime create and start the container in one
+// process, with the same stdio as runtimeCreate, and watches it.
+func (d *Driver) runtimeRun(ctx context.Context, id spec.ID, p paths) error {
+	release := procwatch.Hold()
+	defer release()
+	err := d.runtimeDetached(ctx, id, p, func(r *gorunc.Runc, opts *gorunc.CreateOpts) error {
+		opts.Detach = true
+		_, err := r.Run(ctx, id.String(), p.bundle, opts)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s run: %w", d.name, err)
+	}
+	_ = os.Remove(p.finishedAt)
+	writeTime(p.startedAt)
+	if err := d.watchNew(id, p, true); err != nil {
+		_ = d.forceDelete(context.WithoutCancel(ctx), id)
+		return err
+	}
+	return nil
+}
+
+// runtimeCreatePlain has the runtime create a container without a
+// terminal.
+func (d *Driver) runtimeCreatePlain(ctx context.Context, id spec.ID, p paths) error {
+	err := d.runtimeDetached(ctx, id, p, func(r *gorunc.Runc, opts *gorunc.CreateOpts) error {
+		return r.Create(ctx, id.String(), p.bundle, opts)
+	})
+	if err != nil {
+		return fmt.Errorf("%s create: %w", d.name, err)
+	}
+	return nil
+}
+
+// runtimeDetached calls the runtime through call with the log file as the
+// container's stdout and stderr, the FIFO as its stdin and the pid file
+// set, and adds what the runtime logged to an error.
+func (d *Driver) runtimeDetached(ctx context.Context, id spec.ID, p paths, call func(*gorunc.Runc, *gorunc.CreateOpts) error) error {
 	out, err := logfile.OpenWriter(p.log)
 	if err != nil {
 		return err
@@ -158,8 +245,8 @@ func (d *Driver) runtimeCreate(ctx context.Context, id spec.ID, p paths) error {
 		return err
 	}
 	defer ol.remove()
-	if err := d.withLog(ol.path).Create(ctx, id.String(), p.bundle, &gorunc.CreateOpts{IO: stdio}); err != nil {
-		return fmt.Errorf("%s create: %w", d.name, ol.wrap(err))
+	if err := call(d.withLog(ol.path), &gorunc.CreateOpts{IO: stdio, PidFile: p.pidFile}); err != nil {
+		return ol.wrap(err)
 	}
 	return nil
 }
@@ -172,6 +259,16 @@ func (d *Driver) Start(ctx context.Context, id spec.ID) error {
 	defer unlock()
 	p := d.paths(id)
 
+	if w := d.watching(id); w != nil {
+		// Known without asking the runtime, unless it ended.
+		if _, done := w.exited(); !done {
+			if !w.isStarted(d) {
+				return d.runtimeStart(ctx, id, p)
+			}
+			d.adoptIfTty(ctx, id, p)
+			return nil
+		}
+	}
 	c, err := d.state(ctx, id)
 	switch {
 	case errors.Is(err, errUnknown):
@@ -194,6 +291,12 @@ func (d *Driver) Start(ctx context.Context, id spec.ID) error {
 		}
 	}
 
+	return d.runtimeStart(ctx, id, p)
+}
+
+// runtimeStart has the runtime start a created container and marks its
+// process started, or, when an earlier daemon created it, watches it.
+func (d *Driver) runtimeStart(ctx context.Context, id spec.ID, p paths) error {
 	ol, err := newOpLog(p.dir)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", id, err)
@@ -204,6 +307,12 @@ func (d *Driver) Start(ctx context.Context, id spec.ID) error {
 	}
 	_ = os.Remove(p.finishedAt)
 	writeTime(p.startedAt)
+	if !d.markStarted(id, p) {
+		// Created by an earlier daemon: find its process by the pid file.
+		release := procwatch.Hold()
+		_ = d.watchNew(id, p, true) // without it, Status asks the runtime
+		release()
+	}
 	// Created by an earlier daemon: take its terminal over.
 	d.adoptIfTty(ctx, id, p)
 	return nil
@@ -243,7 +352,7 @@ func (d *Driver) Stop(ctx context.Context, id spec.ID, timeout time.Duration) er
 	unlock := d.locks.Lock(id.String())
 	defer unlock()
 
-	c, err := d.state(ctx, id)
+	c, err := d.stateFast(ctx, id)
 	if errors.Is(err, errUnknown) {
 		d.ttys.finish(id, outputGrace)
 		return nil
@@ -304,8 +413,20 @@ func (d *Driver) stopped(id spec.ID, err error) error {
 	return nil
 }
 
+// stateFast is what the watch knows of a started workload, or else what
+// the runtime says.
+func (d *Driver) stateFast(ctx context.Context, id spec.ID) (*gorunc.Container, error) {
+	if w := d.watching(id); w != nil && w.isStarted(d) {
+		if _, done := w.exited(); done {
+			return &gorunc.Container{ID: id.String(), Status: rtStopped}, nil
+		}
+		return &gorunc.Container{ID: id.String(), Status: rtRunning, Pid: w.proc.Pid}, nil
+	}
+	return d.state(ctx, id)
+}
+
 func (d *Driver) isStopped(ctx context.Context, id spec.ID) (bool, error) {
-	c, err := d.state(ctx, id)
+	c, err := d.stateFast(ctx, id)
 	if errors.Is(err, errUnknown) {
 		return true, nil
 	}
@@ -315,8 +436,21 @@ func (d *Driver) isStopped(ctx context.Context, id spec.ID) (bool, error) {
 	return c.Status == rtStopped, nil
 }
 
-// waitStopped polls the runtime until the workload stopped or timeout.
+// waitStopped waits until the workload stopped or timeout: for its watch
+// to see the exit, or else polling the runtime.
 func (d *Driver) waitStopped(ctx context.Context, id spec.ID, timeout time.Duration) (bool, error) {
+	if w := d.watching(id); w != nil && w.isStarted(d) {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-w.done:
+			return true, nil
+		case <-t.C:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		stopped, err := d.isStopped(ctx, id)
@@ -348,6 +482,9 @@ func (d *Driver) Delete(ctx context.Context, id spec.ID) error {
 // recursively: a recursive removal must never walk into a mounted rootfs.
 func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 	p := d.paths(id)
+	// A deleted workload's end is not an exit to report; the orphan
+	// reaper takes the process.
+	d.unwatch(id)
 	if err := d.forceDelete(ctx, id); err != nil {
 		return err
 	}
@@ -392,12 +529,25 @@ func removeCgroupOf(p paths) error {
 	return removeCgroup(s.Linux.CgroupsPath)
 }
 
-// Status reports what the runtime says about the workload. The exit code of
-// a stopped workload is -1: the runtime does not keep it, and no process of
-// ours waits for the workload to collect it.
+// Status reports the workload's state. For a started workload it is what
+// its watch knows, exit code included, without asking the runtime. Else
+// it asks the runtime, which keeps no exit code: a stopped workload's is
+// -1 then.
 func (d *Driver) Status(ctx context.Context, id spec.ID) (driver.Status, error) {
 	p := d.paths(id)
 	st := driver.Status{StartedAt: readTime(p.startedAt)}
+	if w := d.watching(id); w != nil && w.isStarted(d) {
+		exit, done := w.exited()
+		if !done {
+			st.State, st.Pid = driver.StateRunning, w.proc.Pid
+			return st, nil
+		}
+		st.State, st.ExitCode, st.FinishedAt = driver.StateStopped, exit.Code, readTime(p.finishedAt)
+		if st.FinishedAt.IsZero() {
+			st.FinishedAt = exit.At
+		}
+		return st, nil
+	}
 	c, err := d.state(ctx, id)
 	switch {
 	case errors.Is(err, errUnknown):
@@ -435,6 +585,14 @@ func (d *Driver) Recover(ctx context.Context, cfg driver.Config) (driver.Status,
 	defer unlock()
 	p := d.paths(cfg.ID)
 
+	// The recorded process, if it still runs, needs no runtime call: the
+	// pidfd watches it from now on.
+	if w, err := d.watchRecorded(cfg.ID, p); err == nil {
+		if _, done := w.exited(); !done {
+			d.adoptIfTty(ctx, cfg.ID, p)
+			return d.Status(ctx, cfg.ID)
+		}
+	}
 	c, err := d.state(ctx, cfg.ID)
 	if err != nil && !errors.Is(err, errUnknown) {
 		return driver.Status{}, fmt.Errorf("recover %s: %w", cfg.ID, err)

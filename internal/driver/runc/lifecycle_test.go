@@ -70,8 +70,8 @@ func testLifecycle(t *testing.T, d *Driver) {
 		t.Fatal(err)
 	}
 	st, err = d.Status(ctx, cfg.ID)
-	if err != nil || st.State != driver.StateStopped || st.ExitCode != -1 || st.FinishedAt.IsZero() {
-		t.Fatalf("after Stop: %+v, %v; want stopped, exit code unknown, finish time", st, err)
+	if err != nil || st.State != driver.StateStopped || st.ExitCode != 137 || st.FinishedAt.IsZero() {
+		t.Fatalf("after Stop: %+v, %v; want stopped, exit code 137 (SIGKILL), finish time", st, err)
 	}
 	if err := d.Stop(ctx, cfg.ID, time.Second); err != nil {
 		t.Errorf("second Stop: %v", err)

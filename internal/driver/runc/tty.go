@@ -101,7 +101,7 @@ func (d *Driver) runtimeCreateTty(ctx context.Context, id spec.ID, p paths) erro
 		return err
 	}
 	defer ol.remove()
-	opts := &gorunc.CreateOpts{ConsoleSocket: cs, ExtraFiles: []*os.File{inside}}
+	opts := &gorunc.CreateOpts{ConsoleSocket: cs, ExtraFiles: []*os.File{inside}, PidFile: p.pidFile}
 	if err := d.withLog(ol.path).Create(ctx, id.String(), p.bundle, opts); err != nil {
 		return fmt.Errorf("%s create: %w", d.name, ol.wrap(err))
 	}
