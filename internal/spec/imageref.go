@@ -1,0 +1,104 @@
+package spec
+
+import (
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// pathComponent is one repository path component of the distribution
+// reference grammar: lowercase alphanumerics joined by '.', '_', '__' or
+// dashes. It has no room for "..", "%2e" or an empty segment.
+var pathComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+
+var (
+	hostLabel = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	tagRe     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	digestRe  = regexp.MustCompile(`^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$`)
+)
+
+// checkImageRefSyntax parses ref by the distribution reference grammar
+// before anything resolves or dials it: no URL scheme, no "." or ".."
+// path segments (which a registry path would carry up the tree), and a
+// registry that is a valid host name or IP address with an optional port.
+func checkImageRefSyntax(ref string) error {
+	if strings.Contains(ref, "://") {
+		return fieldErr("image_ref", "%q has a URL scheme; give registry/repository:tag without one (for example registry.example:5000/web:1)", truncate(ref, 80))
+	}
+	for _, c := range ref {
+		if c <= ' ' || c >= 0x7f {
+			return fieldErr("image_ref", "%q holds a space, control or non-ASCII character", truncate(ref, 80))
+		}
+	}
+	rest := ref
+	if at := strings.IndexByte(rest, '@'); at >= 0 {
+		if !digestRe.MatchString(rest[at+1:]) {
+			return fieldErr("image_ref", "%q has a malformed digest after '@' (want algorithm:hex)", truncate(ref, 80))
+		}
+		rest = rest[:at]
+	}
+	if slash, colon := strings.LastIndexByte(rest, '/'), strings.LastIndexByte(rest, ':'); colon > slash {
+		if !tagRe.MatchString(rest[colon+1:]) {
+			return fieldErr("image_ref", "%q has a malformed tag %q", truncate(ref, 80), truncate(rest[colon+1:], 40))
+		}
+		rest = rest[:colon]
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:[") || parts[0] == "localhost") {
+		if err := checkRegistryHost(parts[0]); err != nil {
+			return fieldErr("image_ref", "%q: registry %v", truncate(ref, 80), err)
+		}
+		parts = parts[1:]
+	}
+	for _, p := range parts {
+		if !pathComponent.MatchString(p) {
+			return fieldErr("image_ref", "%q: repository path segment %q is not lowercase letters and digits joined by '.', '_' or '-' (no empty, '.' or '..' segments)", truncate(ref, 80), truncate(p, 40))
+		}
+	}
+	return nil
+}
+
+// checkRegistryHost checks host[:port] of a registry.
+func checkRegistryHost(hp string) error {
+	host, port := hp, ""
+	if strings.HasPrefix(hp, "[") {
+		end := strings.IndexByte(hp, ']')
+		if end < 0 {
+			return errString("has an unclosed '['")
+		}
+		host, port = hp[1:end], strings.TrimPrefix(hp[end+1:], ":")
+		if hp[end+1:] != "" && !strings.HasPrefix(hp[end+1:], ":") {
+			return errString("has text after ']'")
+		}
+		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
+			return errString("has no IPv6 address in brackets")
+		}
+	} else {
+		if h, p, ok := strings.Cut(hp, ":"); ok {
+			host, port = h, p
+		}
+		if net.ParseIP(host) == nil {
+			labels := strings.Split(host, ".")
+			if len(host) > 253 {
+				return errString("name is longer than 253 characters")
+			}
+			for _, l := range labels {
+				if !hostLabel.MatchString(l) {
+					return errString("is not a valid host name")
+				}
+			}
+		}
+	}
+	if strings.Contains(hp, ":") && (strings.HasPrefix(hp, "[") && port != "" || !strings.HasPrefix(hp, "[")) {
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || n == 0 || port[0] == '0' {
+			return errString("has a port that is not 1-65535")
+		}
+	}
+	return nil
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
