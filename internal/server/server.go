@@ -116,10 +116,10 @@ func Handler(b Backend, opts Options) http.Handler {
 	}
 	s := &Server{b: b, opts: opts, log: opts.Log}
 	mux := http.NewServeMux()
-	mux.Handle(hypercorev1connect.NewWorkloadServiceHandler(&workloadService{s}))
-	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}))
+	mux.Handle(hypercorev1connect.NewWorkloadServiceHandler(&workloadService{s}, connectOptions()...))
+	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}, connectOptions()...))
 	s.routes(mux)
-	return mux
+	return boundBodies(mux)
 }
 
 // auth refuses every call without the node's bearer token.
@@ -160,8 +160,12 @@ func writeErrorCode(w http.ResponseWriter, code int, ccode connect.Code, msg, fi
 // protocol's table does.
 func connectCodeOf(status int) connect.Code {
 	switch status {
-	case http.StatusBadRequest:
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
 		return connect.CodeInvalidArgument
+	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		return connect.CodeResourceExhausted
+	case http.StatusForbidden:
+		return connect.CodePermissionDenied
 	case http.StatusUnauthorized:
 		return connect.CodeUnauthenticated
 	case http.StatusNotFound:
