@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -200,11 +201,11 @@ func (s *Store) fetchLayer(ctx context.Context, img v1.Image, d v1.Descriptor, p
 	pp.layer(d, 0, false)
 	layer, err := img.LayerByDigest(d.Digest)
 	if err != nil {
-		return fmt.Errorf("download layer %s: %w", d.Digest, err)
+		return fmt.Errorf("download layer %s: %w: %w", d.Digest, errRegistryAnswer, err)
 	}
 	rc, err := layer.Compressed()
 	if err != nil {
-		return fmt.Errorf("download layer %s: %w", d.Digest, err)
+		return fmt.Errorf("download layer %s: %w: %w", d.Digest, errRegistryAnswer, err)
 	}
 	defer rc.Close()
 	cr := &countingReader{r: rc, report: func(n int64) { pp.layer(d, n, false) }}
@@ -301,8 +302,22 @@ func remoteError(ctx context.Context, ref string, r name.Reference, err error) e
 	if errors.As(err, &opErr) || errors.As(err, &dnsErr) {
 		return fmt.Errorf("pull %s: %w: cannot reach %s; check that it is running and that this machine can connect to it: %w", ref, ErrRegistry, reg, err)
 	}
+	if errors.Is(err, errBadBlob) {
+		return fmt.Errorf("pull %s: %w: registry %s sent a blob that does not match its manifest; pull again, and if it persists the registry holds a damaged copy: %w", ref, ErrRegistry, reg, err)
+	}
+	if errors.Is(err, errRegistryAnswer) {
+		return fmt.Errorf("pull %s: %w: registry %s answered with something unusable; check the registry and try again: %w", ref, ErrRegistry, reg, err)
+	}
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("pull %s: %w: registry %s broke off or did not answer in time; check it and try again: %w", ref, ErrRegistry, reg, err)
+	}
 	return fmt.Errorf("pull %s from registry %s: %w", ref, reg, err)
 }
+
+// errRegistryAnswer marks a failure in what a registry answered, as
+// opposed to this node's disk or logic.
+var errRegistryAnswer = errors.New("bad answer from the registry")
 
 func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {
 	for _, d := range terr.Errors {

@@ -378,6 +378,10 @@ func TestPullCorruptLayer(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), ref) || !strings.Contains(err.Error(), ld.String()) {
 				t.Fatalf("Pull of a corrupt layer = %v", err)
 			}
+			// A registry's fault, named, so the API answers 502.
+			if !errors.Is(err, ErrRegistry) || !strings.Contains(err.Error(), "registry "+reg.host) {
+				t.Errorf("Pull of a corrupt layer = %v; want ErrRegistry naming registry %s", err, reg.host)
+			}
 			if _, err := os.Stat(s.blobPath(ld)); !os.IsNotExist(err) {
 				t.Errorf("corrupt layer was stored: %v", err)
 			}
