@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,12 +14,14 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hypercore-dev/hypercore/api/hypercore/v1/hypercorev1connect"
+	"github.com/hypercore-dev/hypercore/internal/cluster"
 )
 
 // apiFlags are the global flags every client verb uses to find the API.
 type apiFlags struct {
 	addr    string
 	token   string
+	ca      string
 	dataDir string
 }
 
@@ -30,8 +34,9 @@ const (
 
 // client talks to one node's API.
 type client struct {
-	base      string // http://host:port
+	base      string // https://host:port, or http:// on loopback without a CA
 	token     string
+	tls       *tls.Config // nil for http://
 	http      *http.Client
 	workloads hypercorev1connect.WorkloadServiceClient
 	nodes     hypercorev1connect.NodeServiceClient
@@ -63,20 +68,60 @@ func (f *apiFlags) resolve() (addr, token string, err error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
 	return strings.TrimRight(addr, "/"), token, nil
 }
 
+// tlsSetup picks the scheme for addr and the CA the CLI trusts: --ca, else
+// HYPERCORE_CA, else the cluster CA in --data-dir when this user can read
+// it. An address without a scheme is reached over https:// when there is
+// such a CA and over http:// (which a node serves on loopback only)
+// otherwise; https:// with no CA trusts the system's roots.
+func (f *apiFlags) tlsSetup(addr string) (string, *tls.Config, error) {
+	caPath, explicit := f.ca, f.ca != ""
+	if caPath == "" {
+		caPath = os.Getenv("HYPERCORE_CA")
+		explicit = caPath != ""
+	}
+	if caPath == "" {
+		caPath = cluster.CACertFile(f.dataDir)
+	}
+	var pool *x509.CertPool
+	pem, err := os.ReadFile(caPath)
+	switch {
+	case err == nil:
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return "", nil, fmt.Errorf("--ca %s holds no PEM certificate", caPath)
+		}
+	case explicit:
+		return "", nil, fmt.Errorf("read --ca: %w", err)
+	}
+	if !strings.Contains(addr, "://") {
+		if pool == nil {
+			return "http://" + addr, nil, nil
+		}
+		addr = "https://" + addr
+	}
+	if strings.HasPrefix(addr, "http://") {
+		return addr, nil, nil
+	}
+	return addr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
 func (f *apiFlags) client() (*client, error) {
-	base, token, err := f.resolve()
+	addr, token, err := f.resolve()
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &bearer{token: token, next: http.DefaultTransport}}
+	base, tlsCfg, err := f.tlsSetup(addr)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
+	hc := &http.Client{Transport: &bearer{token: token, next: tr}}
 	return &client{
-		base: base, token: token, http: hc,
+		base: base, token: token, tls: tlsCfg, http: hc,
 		workloads: hypercorev1connect.NewWorkloadServiceClient(hc, base),
 		nodes:     hypercorev1connect.NewNodeServiceClient(hc, base),
 	}, nil
@@ -104,6 +149,12 @@ func explain(err error) error {
 		case connect.CodeUnavailable:
 			if strings.Contains(ce.Message(), "connection refused") {
 				return fmt.Errorf("no hypercore node answers there (%s); start one with 'hypercore cluster' or pass --addr", ce.Message())
+			}
+			if strings.Contains(ce.Message(), "malformed HTTP response") || strings.Contains(ce.Message(), "HTTP request to an HTTPS server") {
+				return fmt.Errorf("the node speaks TLS there: pass the cluster CA with --ca (it is <data-dir>/cluster/pki/ca.crt on a node), or an https:// --addr (%s)", ce.Message())
+			}
+			if strings.Contains(ce.Message(), "certificate") {
+				return fmt.Errorf("the node's TLS certificate is not trusted: pass the cluster CA with --ca (<data-dir>/cluster/pki/ca.crt on a node) and an address its certificate names (%s)", ce.Message())
 			}
 		}
 		return errors.New(ce.Message())

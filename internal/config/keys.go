@@ -43,6 +43,10 @@ var keys = sync.OnceValue(func() []key {
 		{name: "grpc_bind_addr", flag: "grpc-bind-addr", usage: "API address (gRPC, Connect and JSON on one port)",
 			field: func(c *Config) any { return &c.APIAddr }},
 
+		{name: "api_tls_cert", flag: "api-tls-cert", usage: "TLS certificate (PEM) for the API instead of the node's certificate from the cluster CA",
+			field: func(c *Config) any { return &c.APITLSCert }},
+		{name: "api_tls_key", flag: "api-tls-key", usage: "TLS private key (PEM) for --api-tls-cert",
+			field: func(c *Config) any { return &c.APITLSKey }},
 		{name: "cluster_bind_addr", flag: "cluster-bind-addr", usage: "gossip address IP:PORT; node RPC (mutual TLS, joins) uses PORT+1 and raft PORT+2",
 			field: func(c *Config) any { return &c.ClusterBindAddr }},
 		{name: "cluster_advertise_addr", flag: "cluster-advertise-addr", usage: "IP other nodes reach this one at (default: the --cluster-bind-addr IP, or the first global address)",
