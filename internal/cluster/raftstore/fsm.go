@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/hypercore-dev/hypercore/internal/apitoken"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
@@ -135,6 +136,8 @@ type command struct {
 	// have for the update to apply: the compare half of compare-and-set.
 	Version uint64 `json:"version,omitempty"`
 	Node    *Node  `json:"node,omitempty"`
+	// Token is the record of put-token, or the id of revoke-token.
+	Token *apitoken.Token `json:"token,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -194,6 +197,8 @@ func (c *command) check() error {
 		if c.Node == nil || c.Node.Name == "" {
 			return fmt.Errorf("%w: set-node without a name", ErrBadCommand)
 		}
+	case opPutToken, opRevokeToken:
+		return c.checkToken()
 	case opLegacyCreate, opLegacyUpdate:
 		if len(c.Workload) == 0 {
 			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
@@ -268,6 +273,8 @@ func (c *command) subject() string {
 		return string(c.Allocation.ID)
 	case c.Node != nil:
 		return c.Node.Name
+	case c.Token != nil:
+		return "token " + c.Token.ID
 	case len(c.Reports) > 0:
 		return fmt.Sprintf("(%d reports)", len(c.Reports))
 	}
@@ -290,6 +297,9 @@ type snapshotData struct {
 	Allocations  map[spec.ID]allocRecord          `json:"allocations"`
 	Observations map[spec.ID]workload.Observation `json:"observations,omitempty"`
 	Nodes        map[string]Node                  `json:"nodes,omitempty"`
+	// Tokens are the API's scoped tokens by id; a snapshot from before
+	// them has none.
+	Tokens map[string]apitoken.Token `json:"tokens,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -307,6 +317,7 @@ type fsm struct {
 	allocs   map[spec.ID]allocRecord
 	observed map[spec.ID]workload.Observation
 	nodes    map[string]Node
+	tokens   map[string]apitoken.Token
 	changed  chan struct{} // see Store.Changes
 }
 
@@ -317,6 +328,7 @@ func newFSM() *fsm {
 		allocs:   map[spec.ID]allocRecord{},
 		observed: map[spec.ID]workload.Observation{},
 		nodes:    map[string]Node{},
+		tokens:   map[string]apitoken.Token{},
 		changed:  make(chan struct{}, 1),
 	}
 }
@@ -353,6 +365,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 	case opSetNode:
 		f.nodes[c.Node.Name] = *c.Node
 		return nil
+	case opPutToken, opRevokeToken:
+		return f.applyToken(c)
 	case opLegacyCreate:
 		a, o, err := splitLegacy(c.Workload)
 		if err != nil {
@@ -588,6 +602,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		Allocations:  maps.Clone(f.allocs),
 		Observations: maps.Clone(f.observed),
 		Nodes:        maps.Clone(f.nodes),
+		Tokens:       maps.Clone(f.tokens),
 	}}, nil
 }
 
@@ -627,10 +642,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.Nodes == nil {
 		data.Nodes = map[string]Node{}
 	}
+	if data.Tokens == nil {
+		data.Tokens = map[string]apitoken.Token{}
+	}
 	f.mu.Lock()
 	f.allocs = data.Allocations
 	f.observed = data.Observations
 	f.nodes = data.Nodes
+	f.tokens = data.Tokens
 	f.mu.Unlock()
 	f.notify()
 	return nil
