@@ -251,7 +251,7 @@ func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, rou
 	}
 
 	p := proxy.New(cfg.BaseDomain, routes, log)
-	apiOpts := server.Options{Token: token, TokenPath: filepath.Join(dataDir, tokenFile), Version: version, Log: log}
+	apiOpts := server.Options{Token: token, Tokens: cl, Version: version, Log: log}
 	apiHandler := server.New(cl, apiOpts)
 	type bound struct {
 		srv *http.Server

@@ -63,6 +63,7 @@ HYPERCORE_TOKEN, else the files the node wrote in --data-dir.`,
 		newImageCmd(api),
 		newInfoCmd(api),
 		newNodesCmd(api),
+		newTokenCmd(api),
 		newVMCmd(api),
 	)
 	return root

@@ -11,11 +11,16 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
+
+// ErrNotFound means no token has the id given.
+var ErrNotFound = errors.New("no such API token")
 
 // Scope is what a token may do. Each scope includes the ones below it.
 type Scope string
@@ -178,4 +183,35 @@ func (t Token) Matches(secret string) bool {
 func hashOf(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
+}
+
+// MaxTTL is the longest life a token may be given.
+const MaxTTL = 10 * 365 * 24 * time.Hour
+
+// ParseTTL reads a token's lifetime: a Go duration ("12h", "90m") or a
+// number of days ("30d"); "" or "0" is forever.
+func ParseTTL(s string) (time.Duration, error) {
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("ttl %q: want a duration such as 12h or a number of days such as 30d", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+		if n > uint64(MaxTTL/(24*time.Hour)) {
+			d = MaxTTL + 1
+		}
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("ttl %q: want a duration such as 12h or a number of days such as 30d", s)
+		}
+	}
+	if d <= 0 || d > MaxTTL {
+		return 0, fmt.Errorf("ttl %q: want more than 0 and at most 10 years (3650d)", s)
+	}
+	return d, nil
 }

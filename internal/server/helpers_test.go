@@ -29,7 +29,6 @@ import (
 
 const (
 	testToken     = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	testTokenPath = "/var/lib/hypercore/api-token"
 	testNodeName  = "test-node"
 	testDomain    = "example.test"
 	testAPIAddr   = "127.0.0.1:8000"
@@ -327,7 +326,7 @@ type api struct {
 // HTTP/2 as the daemon does, so gRPC clients work too.
 func newAPI(t *testing.T, b Backend) *api {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(New(b, Options{Token: testToken, TokenPath: testTokenPath, Version: "v-test", Log: quietLog()}))
+	srv := httptest.NewUnstartedServer(New(b, Options{Token: testToken, Version: "v-test", Log: quietLog(), FailedAuthBurst: 1 << 20}))
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)

@@ -42,7 +42,7 @@ func nodeCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 
 func TestServeAPITLS(t *testing.T) {
 	cert, pool := nodeCert(t)
-	h := New(newBackend(t), Options{Token: testToken, TokenPath: testTokenPath, Log: quietLog()})
+	h := New(newBackend(t), Options{Token: testToken, Log: quietLog()})
 	for _, plain := range []bool{true, false} {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

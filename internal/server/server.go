@@ -8,7 +8,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hypercore-dev/hypercore/api/hypercore/v1/hypercorev1connect"
+	"github.com/hypercore-dev/hypercore/internal/apitoken"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
@@ -77,11 +77,15 @@ type Backend interface {
 
 // Options configure the API.
 type Options struct {
-	// Token is the bearer token every call must carry.
+	// Token is the node's admin token (the api-token file): it may make
+	// every call.
 	Token string
-	// TokenPath is where the token is stored, named in 401 answers so a
-	// user knows where to find it.
-	TokenPath string
+	// Tokens keeps the scoped tokens; nil accepts only Token.
+	Tokens TokenStore
+	// FailedAuthBurst is how many failed attempts one client address may
+	// make in a row before it gets 429; it earns one back a second. 0 is
+	// 10.
+	FailedAuthBurst int
 	// Version is the daemon's version, as NodeService.Info answers it.
 	Version string
 	// Log gets the calls that failed inside; nil is slog.Default().
@@ -100,9 +104,10 @@ func New(b Backend, opts Options) http.Handler {
 	return Authenticate(Handler(b, opts), opts)
 }
 
-// Authenticate refuses every call to next that lacks opts.Token. With an
-// empty opts.Token it refuses every call: an API set up without a token
-// fails closed instead of accepting "Bearer ".
+// Authenticate refuses every call to next that lacks opts.Token or a
+// scoped token from opts.Tokens whose scope covers the call. With neither
+// it refuses every call: an API set up without a token fails closed
+// instead of accepting "Bearer ".
 func Authenticate(next http.Handler, opts Options) http.Handler {
 	return (&Server{opts: opts}).auth(next)
 }
@@ -120,20 +125,6 @@ func Handler(b Backend, opts Options) http.Handler {
 	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}, connectOptions()...))
 	s.routes(mux)
 	return boundBodies(mux)
-}
-
-// auth refuses every call without the node's bearer token.
-func (s *Server) auth(next http.Handler) http.Handler {
-	want := []byte("Bearer " + s.opts.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if s.opts.Token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="hypercore"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong API token: send the header 'Authorization: Bearer <token>'; the token is in "+s.opts.TokenPath+" on the node (the CLI reads it from there, or from HYPERCORE_TOKEN or --token)", "")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // errorBody is the JSON shape of every REST and classic-route error.
@@ -196,7 +187,7 @@ func classify(err error) (int, connect.Code, string) {
 	switch {
 	case errors.As(err, &fe):
 		return http.StatusBadRequest, connect.CodeInvalidArgument, fe.Field
-	case errors.Is(err, workload.ErrNotFound), errors.Is(err, driver.ErrNotFound):
+	case errors.Is(err, workload.ErrNotFound), errors.Is(err, driver.ErrNotFound), errors.Is(err, apitoken.ErrNotFound):
 		return http.StatusNotFound, connect.CodeNotFound, ""
 	case errors.Is(err, workload.ErrNoCapacity):
 		return http.StatusConflict, connect.CodeResourceExhausted, ""
