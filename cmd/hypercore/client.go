@@ -105,7 +105,37 @@ func (f *apiFlags) tlsSetup(addr string) (string, *tls.Config, error) {
 	if strings.HasPrefix(addr, "http://") {
 		return addr, nil, nil
 	}
+	if pool != nil && !explicit {
+		return addr, clusterCATLS(pool), nil
+	}
 	return addr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// clusterCATLS trusts any certificate the cluster CA in the data dir
+// signed, whatever address it names: that CA signs node certificates only,
+// and a node that joined before node certificates named loopback must
+// still answer the CLI on 127.0.0.1.
+func clusterCATLS(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // VerifyConnection checks the chain instead
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the node sent no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+				Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			})
+			if err != nil {
+				return fmt.Errorf("the node's certificate is not from the cluster CA in the data dir: %w", err)
+			}
+			return nil
+		},
+	}
 }
 
 func (f *apiFlags) client() (*client, error) {
@@ -143,18 +173,15 @@ func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 func explain(err error) error {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
+		if h := tlsHint(ce.Message()); h != nil {
+			return h
+		}
 		switch ce.Code() {
 		case connect.CodeUnauthenticated:
 			return fmt.Errorf("the API refused the token: %s", ce.Message())
 		case connect.CodeUnavailable:
 			if strings.Contains(ce.Message(), "connection refused") {
 				return fmt.Errorf("no hypercore node answers there (%s); start one with 'hypercore cluster' or pass --addr", ce.Message())
-			}
-			if strings.Contains(ce.Message(), "malformed HTTP response") || strings.Contains(ce.Message(), "HTTP request to an HTTPS server") {
-				return fmt.Errorf("the node speaks TLS there: pass the cluster CA with --ca (it is <data-dir>/cluster/pki/ca.crt on a node), or an https:// --addr (%s)", ce.Message())
-			}
-			if strings.Contains(ce.Message(), "certificate") {
-				return fmt.Errorf("the node's TLS certificate is not trusted: pass the cluster CA with --ca (<data-dir>/cluster/pki/ca.crt on a node) and an address its certificate names (%s)", ce.Message())
 			}
 		}
 		return errors.New(ce.Message())
@@ -163,4 +190,19 @@ func explain(err error) error {
 		return errors.New("interrupted")
 	}
 	return err
+}
+
+// tlsHint explains a failure to speak to the API that comes from TLS: a
+// plain request to a TLS-only port, or a certificate this CLI does not
+// trust. It is nil for other failures.
+func tlsHint(msg string) error {
+	switch {
+	case strings.Contains(msg, "malformed HTTP response"), strings.Contains(msg, "HTTP request to an HTTPS server"), strings.Contains(msg, "server gave HTTP response"):
+		return fmt.Errorf("the node speaks TLS there: pass the cluster CA with --ca (it is <data-dir>/cluster/pki/ca.crt on a node), or an https:// --addr (%s)", msg)
+	case (strings.HasPrefix(msg, `Post "`) || strings.HasPrefix(msg, `Get "`) || strings.HasPrefix(msg, `Delete "`) || strings.HasPrefix(msg, "TLS with ")) && strings.Contains(msg, "certificate"):
+		// Only the CLI's own request, not an error the node passes on
+		// (a registry's certificate, say).
+		return fmt.Errorf("the node's TLS certificate is not trusted: pass the cluster CA with --ca (<data-dir>/cluster/pki/ca.crt on a node) and an address its certificate names (%s)", msg)
+	}
+	return nil
 }

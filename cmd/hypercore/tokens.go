@@ -150,6 +150,9 @@ func (c *client) rest(ctx context.Context, method, path string, body []byte, wan
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if h := tlsHint(err.Error()); h != nil {
+			return h
+		}
 		return fmt.Errorf("no hypercore node answers at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
@@ -158,6 +161,9 @@ func (c *client) rest(ctx context.Context, method, path string, body []byte, wan
 		return err
 	}
 	if resp.StatusCode != want {
+		if h := tlsHint(string(data)); h != nil {
+			return h
+		}
 		return fmt.Errorf("%s: %s", resp.Status, apiMessage(data))
 	}
 	if out == nil {
