@@ -28,10 +28,10 @@ import (
 )
 
 const (
-	testToken     = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	testNodeName  = "test-node"
-	testDomain    = "example.test"
-	testAPIAddr   = "127.0.0.1:8000"
+	testToken    = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	testNodeName = "test-node"
+	testDomain   = "example.test"
+	testAPIAddr  = "127.0.0.1:8000"
 	// unknownID is a well-formed workload id that no test creates.
 	unknownID = "0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70"
 )
