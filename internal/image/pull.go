@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -129,9 +130,46 @@ func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), p
 	return s.imageOf(ref, rec), nil
 }
 
+// registryAnswerTimeout is how long a registry may take to send the
+// headers of an answer. One that accepts the connection and then says
+// nothing fails the pull with ErrRegistry (502) instead of holding the
+// spawn until its caller gives up.
+const registryAnswerTimeout = 30 * time.Second
+
+// registryTransport is remote.DefaultTransport with answers bounded by
+// timeout, TLS handshakes included.
+func registryTransport(timeout time.Duration) http.RoundTripper {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = timeout
+	t.TLSHandshakeTimeout = min(t.TLSHandshakeTimeout, timeout)
+	return t
+}
+
+// retryable is go-containerregistry's retry predicate less timeouts: a
+// registry that did not answer in time is not asked twice more, so a
+// hanging one fails the pull after one timeout, not after three and the
+// backoff between them.
+func retryable(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() && !errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
+
 func (s *Store) remoteOptions(ctx context.Context) []remote.Option {
+	timeout := s.answerTimeout
+	if timeout <= 0 {
+		timeout = registryAnswerTimeout
+	}
 	return []remote.Option{
 		remote.WithContext(ctx),
+		remote.WithTransport(registryTransport(timeout)),
+		remote.WithRetryPredicate(retryable),
 		remote.WithAuthFromKeychain(authn.DefaultKeychain),
 		remote.WithPlatform(s.platform),
 		remote.WithUserAgent("hypercore"),

@@ -59,6 +59,9 @@ type Store struct {
 	// release needs no gcMu: GC missing one only keeps an image longer.
 	pinMu sync.Mutex
 	pins  map[string]int
+	// answerTimeout bounds how long a registry may take to start
+	// answering a request (0: registryAnswerTimeout); tests shorten it.
+	answerTimeout time.Duration
 }
 
 // Image is an image ready to run.
