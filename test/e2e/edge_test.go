@@ -59,7 +59,7 @@ func TestAPIOverTLSScopedTokensBoundedInput(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DialContext: n.NS.Dial, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	hc := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{DialContext: n.NS.Dial, TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	call := func(method, path, token, ctype, enc string, body []byte) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, "https://127.0.0.1:8000"+path, bytes.NewReader(body))
@@ -131,5 +131,28 @@ func TestAPIOverTLSScopedTokensBoundedInput(t *testing.T) {
 	}
 	if code, body := call("POST", "/v1/workloads", n.Token, "application/json", "", spawn); code != http.StatusOK {
 		t.Fatalf("the next valid call: %d %s", code, body)
+	}
+
+	// A registry that accepts connections and never answers: 502 naming
+	// it after the answer timeout, no workload, and the API still up.
+	hang := n.NS.Listen(t, "127.0.0.1:0")
+	t.Cleanup(func() { hang.Close() })
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	start := time.Now()
+	code, body = call("POST", "/v1/workloads", n.Token, "application/json", "", []byte(`{"image_ref":"`+hang.Addr().String()+`/web:1"}`))
+	if code != http.StatusBadGateway || !strings.Contains(body, hang.Addr().String()) {
+		t.Fatalf("spawn from a hanging registry: %d %s, want 502 naming it", code, body)
+	}
+	t.Logf("hanging registry: %d after %s", code, time.Since(start).Round(time.Second))
+	if code, body := call("GET", "/v1/workloads", n.Token, "application/json", "", nil); code != http.StatusOK || strings.Contains(body, hang.Addr().String()) {
+		t.Fatalf("after the hanging registry: %d %s; want no workload from it", code, body)
 	}
 }
