@@ -39,6 +39,10 @@ func newClusterCmd(api *apiFlags) *cobra.Command {
 127.0.0.1:8000 with a token it writes to <data-dir>/api-token, the proxy on
 :80 serving <id>.localhost, and runc for workloads.
 
+The API speaks TLS with the node's certificate from the cluster CA
+(<data-dir>/cluster/pki/ca.crt), or --api-tls-cert/--api-tls-key; on a
+loopback address it answers plain HTTP too, on any other TLS only.
+
 The node keeps running workloads across its own restarts and crashes: a new
 'hypercore cluster' on the same --data-dir re-adopts them.
 

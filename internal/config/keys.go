@@ -40,7 +40,7 @@ var keys = sync.OnceValue(func() []key {
 			field: func(c *Config) any { return &c.NodeName }},
 		{name: "log_level", flag: "log-level", usage: "debug, info, warn or error",
 			field: func(c *Config) any { return &c.LogLevel }},
-		{name: "grpc_bind_addr", flag: "grpc-bind-addr", usage: "API address (gRPC, Connect and JSON on one port)",
+		{name: "grpc_bind_addr", flag: "grpc-bind-addr", usage: "API address (gRPC, Connect and JSON on one port); TLS, and plain HTTP too only on loopback",
 			field: func(c *Config) any { return &c.APIAddr }},
 
 		{name: "api_tls_cert", flag: "api-tls-cert", usage: "TLS certificate (PEM) for the API instead of the node's certificate from the cluster CA",
