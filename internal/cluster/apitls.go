@@ -33,6 +33,17 @@ func apiIPs(ips []net.IP, apiAddr string) []net.IP {
 	return ips
 }
 
+// apiDNSNames are the DNS names, besides its own, that the certificate of
+// a node holding the CA names for its API: "localhost", as a local client
+// may call it. A joining node's certificate names the node alone (the
+// join policy issues no other names); loopback IPs cover it there.
+func apiDNSNames(nodeName string) []string {
+	if nodeName == "localhost" {
+		return nil
+	}
+	return []string{"localhost"}
+}
+
 // APICertificate is the node's certificate and key, from the cluster CA,
 // which the API serves TLS with unless it is given one of its own.
 func (id *Identity) APICertificate() tls.Certificate { return id.mat.Cert }

@@ -81,7 +81,7 @@ func Identify(ctx context.Context, cfg Config) (*Identity, error) {
 		if err != nil {
 			return nil, err
 		}
-		m, err := a.EnsureNode(id.Name, ips, nil)
+		m, err := a.EnsureNode(id.Name, ips, apiDNSNames(id.Name))
 		if err != nil {
 			return nil, err
 		}

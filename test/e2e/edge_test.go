@@ -42,9 +42,11 @@ func TestAPIOverTLSScopedTokensBoundedInput(t *testing.T) {
 	n, ref := newNode(t, "--grpc-bind-addr", "0.0.0.0:8000")
 	ca := filepath.Join(n.DataDir, "cluster", "pki", "ca.crt")
 
-	out, err := n.NS.Command("curl", "-sS", "--fail", "--cacert", ca, "-H", "Authorization: Bearer "+n.Token, "https://127.0.0.1:8000/v1/node").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), `"name"`) {
-		t.Fatalf("curl --cacert %s https://127.0.0.1:8000/v1/node: %v\n%s", ca, err, out)
+	for _, url := range []string{"https://127.0.0.1:8000/v1/node", "https://localhost:8000/v1/node"} {
+		out, err := n.NS.Command("curl", "-sS", "--fail", "--cacert", ca, "-H", "Authorization: Bearer "+n.Token, url).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"name"`) {
+			t.Fatalf("curl --cacert %s %s: %v\n%s", ca, url, err, out)
+		}
 	}
 	if code, body := n.API("GET", "/v1/node", ""); code != http.StatusBadRequest || !strings.Contains(body, "HTTPS") {
 		t.Fatalf("plain HTTP to a TLS-only API: %d %s, want 400", code, body)
