@@ -32,11 +32,11 @@ func checkImageRefSyntax(ref string) error {
 		}
 	}
 	rest := ref
-	if at := strings.IndexByte(rest, '@'); at >= 0 {
-		if !digestRe.MatchString(rest[at+1:]) {
+	if repo, digest, found := strings.Cut(rest, "@"); found {
+		if !digestRe.MatchString(digest) {
 			return fieldErr("image_ref", "%q has a malformed digest after '@' (want algorithm:hex)", truncate(ref, 80))
 		}
-		rest = rest[:at]
+		rest = repo
 	}
 	if slash, colon := strings.LastIndexByte(rest, '/'), strings.LastIndexByte(rest, ':'); colon > slash {
 		if !tagRe.MatchString(rest[colon+1:]) {
@@ -45,8 +45,10 @@ func checkImageRefSyntax(ref string) error {
 		rest = rest[:colon]
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:[") || parts[0] == "localhost") {
-		if err := checkRegistryHost(parts[0]); err != nil {
+	// The first part names a registry when more follow and it looks like
+	// a host: a dot, a port, an IPv6 bracket, or localhost (docker's rule).
+	if first := parts[0]; len(parts) > 1 && (strings.ContainsAny(first, ".:[") || first == "localhost") {
+		if err := checkRegistryHost(first); err != nil {
 			return fieldErr("image_ref", "%q: registry %v", truncate(ref, 80), err)
 		}
 		parts = parts[1:]
@@ -59,42 +61,54 @@ func checkImageRefSyntax(ref string) error {
 	return nil
 }
 
-// checkRegistryHost checks host[:port] of a registry.
+// checkRegistryHost checks host[:port] of a registry: a host name, an IPv4
+// address or an IPv6 address in brackets, and a port 1-65535.
 func checkRegistryHost(hp string) error {
-	host, port := hp, ""
-	if strings.HasPrefix(hp, "[") {
-		end := strings.IndexByte(hp, ']')
-		if end < 0 {
+	if inner, ok := strings.CutPrefix(hp, "["); ok {
+		host, rest, closed := strings.Cut(inner, "]")
+		if !closed {
 			return errString("has an unclosed '['")
-		}
-		host, port = hp[1:end], strings.TrimPrefix(hp[end+1:], ":")
-		if hp[end+1:] != "" && !strings.HasPrefix(hp[end+1:], ":") {
-			return errString("has text after ']'")
 		}
 		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
 			return errString("has no IPv6 address in brackets")
 		}
-	} else {
-		if h, p, ok := strings.Cut(hp, ":"); ok {
-			host, port = h, p
+		if rest == "" {
+			return nil
 		}
-		if net.ParseIP(host) == nil {
-			labels := strings.Split(host, ".")
-			if len(host) > 253 {
-				return errString("name is longer than 253 characters")
-			}
-			for _, l := range labels {
-				if !hostLabel.MatchString(l) {
-					return errString("is not a valid host name")
-				}
-			}
+		port, ok := strings.CutPrefix(rest, ":")
+		if !ok {
+			return errString("has text after ']'")
+		}
+		return checkPort(port)
+	}
+	host, port, hasPort := strings.Cut(hp, ":")
+	if hasPort {
+		if err := checkPort(port); err != nil {
+			return err
 		}
 	}
-	if strings.Contains(hp, ":") && (strings.HasPrefix(hp, "[") && port != "" || !strings.HasPrefix(hp, "[")) {
-		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || n == 0 || port[0] == '0' {
-			return errString("has a port that is not 1-65535")
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	if len(host) > maxHostLen {
+		return errString("name is longer than 253 characters")
+	}
+	for _, l := range strings.Split(host, ".") {
+		if !hostLabel.MatchString(l) {
+			return errString("is not a valid host name")
 		}
+	}
+	return nil
+}
+
+// maxHostLen is the longest DNS name.
+const maxHostLen = 253
+
+// checkPort checks a port number: 1-65535, no sign or leading zero.
+func checkPort(p string) error {
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 || p[0] == '0' {
+		return errString("has a port that is not 1-65535")
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ func CheckStrictJSON(data []byte, known []string) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	w := strictWalker{dec: dec, known: known}
-	if err := w.value(0, ""); err != nil {
+	if err := w.value(0, "", "body"); err != nil {
 		return err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -40,8 +40,9 @@ type strictWalker struct {
 	known []string
 }
 
-// value reads one value; path names it for errors ("" is the body).
-func (w *strictWalker) value(depth int, path string) error {
+// value reads one value at depth; path names it for errors ("" is the
+// body), and top is the top-level key it lies under ("body" for the body).
+func (w *strictWalker) value(depth int, path, top string) error {
 	tok, err := w.dec.Token()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -54,12 +55,12 @@ func (w *strictWalker) value(depth int, path string) error {
 		return nil
 	}
 	if depth >= MaxJSONDepth {
-		return fieldErr(orBody(path), "nests deeper than %d levels", MaxJSONDepth)
+		return fieldErr(top, "nests deeper than %d levels", MaxJSONDepth)
 	}
 	switch d {
 	case '[':
 		for i := 0; w.dec.More(); i++ {
-			if err := w.value(depth+1, path+"["+strconv.Itoa(i)+"]"); err != nil {
+			if err := w.value(depth+1, path+"["+strconv.Itoa(i)+"]", top); err != nil {
 				return err
 			}
 		}
@@ -79,12 +80,16 @@ func (w *strictWalker) value(depth int, path string) error {
 				return fieldErr(field, "appears twice; send each key once")
 			}
 			seen[key] = true
-			if depth == 0 && w.known != nil {
-				if err := checkKnownKey(key, w.known); err != nil {
-					return err
+			under := top
+			if depth == 0 {
+				under = key
+				if w.known != nil {
+					if err := checkKnownKey(key, w.known); err != nil {
+						return err
+					}
 				}
 			}
-			if err := w.value(depth+1, field); err != nil {
+			if err := w.value(depth+1, field, under); err != nil {
 				return err
 			}
 		}
@@ -93,17 +98,6 @@ func (w *strictWalker) value(depth int, path string) error {
 		return fieldErr("body", "is not valid JSON: %v", err)
 	}
 	return nil
-}
-
-// orBody names the top-level key path lies under, or the body itself.
-func orBody(path string) string {
-	if i := strings.IndexAny(path, ".["); i >= 0 {
-		path = path[:i]
-	}
-	if path == "" {
-		return "body"
-	}
-	return path
 }
 
 // checkKnownKey refuses a key that is not in known, saying which known key
