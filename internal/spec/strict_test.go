@@ -44,7 +44,8 @@ func TestValidateImageRefIsStrict(t *testing.T) {
 		"-bad.example/web:1",
 		"[::1/web:1",
 		"web\x00:1",
-		"web:-x",
+		"web:.x",
+		"Example.com", // one part that is a host but not a repository
 		"web@sha256:short",
 	}
 	for _, ref := range bad {
@@ -93,6 +94,7 @@ func TestCheckImageRefSyntax(t *testing.T) {
 		"web@sha256:" + strings.Repeat("a", 31),
 		"web:" + strings.Repeat("t", 129),
 		"web:.x",
+		"Example.com", // one part that is a host but not a repository
 	}
 	for _, ref := range bad {
 		if err := checkImageRefSyntax(ref); err == nil {
