@@ -43,9 +43,10 @@ func (c strictJSONCodec) Marshal(m any) ([]byte, error) {
 	return protojson.MarshalOptions{}.Marshal(pm)
 }
 
-// protojsonField pulls the field name out of protojson's errors ("unknown
-// field \"x\"", "duplicate field \"x\"", "duplicate map key \"x\"").
-var protojsonField = regexp.MustCompile(`(unknown field|duplicate field|duplicate map key) "?([^" ]+)"?`)
+// protojsonUnknown pulls the field name out of protojson's error for a
+// field the schema lacks. Keys given twice never reach protojson:
+// spec.CheckStrictJSON refuses them first.
+var protojsonUnknown = regexp.MustCompile(`unknown field "?([^" ]+)"?`)
 
 func (c strictJSONCodec) Unmarshal(data []byte, m any) error {
 	pm, ok := m.(proto.Message)
@@ -59,12 +60,8 @@ func (c strictJSONCodec) Unmarshal(data []byte, m any) error {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(data, pm); err != nil {
-		if sm := protojsonField.FindStringSubmatch(err.Error()); sm != nil {
-			what := "is not a known field (keys are case-sensitive)"
-			if sm[1] != "unknown field" {
-				what = "appears twice; send each key once"
-			}
-			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %s", sm[2], what))
+		if sm := protojsonUnknown.FindStringSubmatch(err.Error()); sm != nil {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: is not a known field (keys are case-sensitive)", sm[1]))
 		}
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("body: %w", err))
 	}

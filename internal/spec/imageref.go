@@ -101,6 +101,25 @@ func checkRegistryHost(hp string) error {
 	return nil
 }
 
+// CheckHostHeader checks an HTTP Host value: empty (HTTP/1.0), or a host
+// name, IPv4 address or bracketed IPv6 address, with an optional trailing
+// dot and an optional port 1-65535. net/http lets through some values no
+// client sends, such as "[::1" or an overlong port.
+func CheckHostHeader(h string) error {
+	if h == "" {
+		return nil
+	}
+	if host, port, ok := strings.Cut(h, ":"); ok && !strings.HasPrefix(h, "[") {
+		h = strings.TrimSuffix(host, ".") + ":" + port
+	} else if !strings.HasPrefix(h, "[") {
+		h = strings.TrimSuffix(h, ".")
+	}
+	if err := checkRegistryHost(h); err != nil {
+		return fieldErr("Host", "%q %v", truncate(h, 80), err)
+	}
+	return nil
+}
+
 // maxHostLen is the longest DNS name.
 const maxHostLen = 253
 

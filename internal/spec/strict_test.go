@@ -140,3 +140,18 @@ func TestCheckStrictJSONDepthAndPaths(t *testing.T) {
 		t.Errorf("known keys are checked at the top level only: %v", err)
 	}
 }
+
+func TestCheckHostHeader(t *testing.T) {
+	for _, h := range []string{"", "example.com", "example.com.", "example.com:8000", "example.com.:8000", "10.0.0.1", "10.0.0.1:1", "[::1]", "[::1]:65535", "localhost"} {
+		if err := CheckHostHeader(h); err != nil {
+			t.Errorf("CheckHostHeader(%q) = %v; want it accepted", h, err)
+		}
+	}
+	for _, h := range []string{"[::1", "[::1]x", "[zz]:80", "a b", "a\x01b", "ex_ample.com", "x:0", "x:99999999999999999999", "x:", "::1", "a..b", "-a.com", ".", "x:80:80"} {
+		err := CheckHostHeader(h)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "Host" {
+			t.Errorf("CheckHostHeader(%q) = %v; want an error on Host", h, err)
+		}
+	}
+}
