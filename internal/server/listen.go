@@ -52,11 +52,11 @@ func SplitTLS(l net.Listener) (tlsL, plainL net.Listener) {
 }
 
 type splitter struct {
-	l       net.Listener
-	once    sync.Once
-	done    chan struct{}
-	errOnce sync.Once
-	err     error
+	l    net.Listener
+	once sync.Once
+	done chan struct{}
+	mu   sync.Mutex
+	err  error // why Accept failed, when it failed before a Close
 }
 
 func (s *splitter) run(t, p *subListener) {
@@ -68,7 +68,13 @@ func (s *splitter) run(t, p *subListener) {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			s.errOnce.Do(func() { s.err = err })
+			s.mu.Lock()
+			select {
+			case <-s.done: // closed: Accept failed because of it
+			default:
+				s.err = err
+			}
+			s.mu.Unlock()
 			s.close()
 			return
 		}
@@ -113,6 +119,8 @@ func (l *subListener) Accept() (net.Conn, error) {
 	case c := <-l.ch:
 		return c, nil
 	case <-l.s.done:
+		l.s.mu.Lock()
+		defer l.s.mu.Unlock()
 		if l.s.err != nil {
 			return nil, l.s.err
 		}

@@ -98,3 +98,45 @@ func TestPlainAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitTLSSurvivesSilentClients checks that a client that connects and
+// leaves without a byte is dropped, that the next one is served, and that
+// closing the listener ends Accept on both sides with an error.
+func TestSplitTLSSurvivesSilentClients(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, pl := SplitTLS(l)
+	for range 3 {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	go func() {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err == nil {
+			c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+			defer c.Close()
+			b := make([]byte, 1)
+			c.Read(b)
+		}
+	}()
+	c, err := pl.Accept()
+	if err != nil {
+		t.Fatalf("plain Accept after silent clients: %v", err)
+	}
+	b := make([]byte, 3)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "GET" {
+		t.Fatalf("the plain connection reads %q %v; want the bytes the sniffing peeked", b, err)
+	}
+	c.Close()
+	tl.Close()
+	for name, sub := range map[string]net.Listener{"tls": tl, "plain": pl} {
+		if _, err := sub.Accept(); err == nil {
+			t.Errorf("%s Accept after Close: no error", name)
+		}
+	}
+}
