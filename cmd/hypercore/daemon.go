@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,6 +43,10 @@ func newClusterCmd(api *apiFlags) *cobra.Command {
 		Long: `Run a node. With no flags it runs on embedded defaults: the API on
 127.0.0.1:8000 with a token it writes to <data-dir>/api-token, the proxy on
 :80 serving <id>.localhost, and runc for workloads.
+
+The API speaks TLS with the node's certificate from the cluster CA
+(<data-dir>/cluster/pki/ca.crt), or --api-tls-cert/--api-tls-key; on a
+loopback address it answers plain HTTP too, on any other TLS only.
 
 The node keeps running workloads across its own restarts and crashes: a new
 'hypercore cluster' on the same --data-dir re-adopts them.
@@ -183,11 +188,15 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	}
 	defer cl.Close()
 
-	servers, err := startServers(log, cfg, cl, routes, token)
+	apiCert, err := apiCertificate(cfg, id)
 	if err != nil {
 		return err
 	}
-	log.Info("hypercore node ready", "node", id.Name, "api", cfg.APIAddr, "proxy", cfg.HTTPAddr, "base", cfg.BaseDomain, "token_file", filepath.Join(dataDir, tokenFile))
+	servers, err := startServers(log, cfg, cl, routes, token, apiCert)
+	if err != nil {
+		return err
+	}
+	log.Info("hypercore node ready", "node", id.Name, "api", cfg.APIAddr, "api_plain_http", server.PlainAllowed(cfg.APIAddr), "api_ca", cluster.CACertFile(dataDir), "proxy", cfg.HTTPAddr, "base", cfg.BaseDomain, "token_file", filepath.Join(dataDir, tokenFile))
 	<-ctx.Done()
 	log.Info("shutting down; workloads keep running and are re-adopted at next start")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -236,7 +245,7 @@ func clusterConfig(cfg *config.Config, log *slog.Logger) cluster.Config {
 // startServers binds every listener first, so a port in use fails the start
 // with a clear error instead of leaving a half-running node. Raw TCP public
 // ports open after that, as routes need them.
-func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, routes *proxy.Table, token string) (_ []*http.Server, retErr error) {
+func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, routes *proxy.Table, token string, apiCert tls.Certificate) (_ []*http.Server, retErr error) {
 	dataDir := cfg.DataDir
 	var certs proxy.CertSources
 	if cfg.TLSCert != "" {
@@ -286,11 +295,8 @@ func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, rou
 	}
 
 	p := proxy.New(cfg.BaseDomain, routes, log)
-	apiOpts := server.Options{Token: token, TokenPath: filepath.Join(dataDir, tokenFile), Version: version, Log: log}
+	apiOpts := server.Options{Token: token, Tokens: cl, Version: version, Log: log}
 	apiHandler := server.New(cl, apiOpts)
-	apiSrv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
-	apiSrv.Protocols.SetHTTP1(true)
-	apiSrv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients without TLS
 	type bound struct {
 		srv *http.Server
 		l   net.Listener
@@ -307,7 +313,9 @@ func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, rou
 		all = append(all, bound{srv, l})
 		return nil
 	}
-	if err := listen(cfg.APIAddr, "API (--grpc-bind-addr)", apiSrv); err != nil {
+	// The API's server is made when it starts serving (server.ServeAPI):
+	// TLS, plus plain HTTP on loopback.
+	if err := listen(cfg.APIAddr, "API (--grpc-bind-addr)", nil); err != nil {
 		return nil, err
 	}
 	httpHandler := p.Handler(80)
@@ -345,6 +353,12 @@ func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, rou
 	}
 	servers := make([]*http.Server, 0, len(all))
 	for _, b := range all {
+		if b.srv == nil {
+			servers = append(servers, server.ServeAPI(b.l, apiHandler, server.TLSConfig(apiCert), server.PlainAllowed(cfg.APIAddr), func(err error) {
+				log.Error("API server stopped", "addr", b.l.Addr(), "err", err)
+			})...)
+			continue
+		}
 		servers = append(servers, b.srv)
 		go func() {
 			// The proxy's ports get its fast path; the others are
@@ -356,6 +370,21 @@ func startServers(log *slog.Logger, cfg *config.Config, cl *cluster.Cluster, rou
 		}()
 	}
 	return servers, nil
+}
+
+// apiCertificate is what the API serves TLS with: --api-tls-cert and
+// --api-tls-key when given, else the node's certificate from the cluster
+// CA, which verifies for loopback, the advertised address and the API's
+// bind address.
+func apiCertificate(cfg *config.Config, id *cluster.Identity) (tls.Certificate, error) {
+	if cfg.APITLSCert == "" {
+		return id.APICertificate(), nil
+	}
+	c, err := tls.LoadX509KeyPair(cfg.APITLSCert, cfg.APITLSKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("--api-tls-cert/--api-tls-key: %w", err)
+	}
+	return c, nil
 }
 
 // clientAddr is the address a local CLI should dial: a wildcard bind is

@@ -46,6 +46,7 @@ HYPERCORE_TOKEN, else the files the node wrote in --data-dir.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&api.addr, "addr", "", "API address, host:port (default: <data-dir>/api-addr, else "+defaultAPIAddr+")")
 	pf.StringVar(&api.token, "token", "", "API token (default: $HYPERCORE_TOKEN, else <data-dir>/api-token)")
+	pf.StringVar(&api.ca, "ca", "", "CA certificate (PEM) to trust for the API's TLS (default: $HYPERCORE_CA, else <data-dir>/cluster/pki/ca.crt when readable)")
 	pf.StringVar(&api.dataDir, "data-dir", envOr("HYPERCORE_DATA_DIR", defaultDataDir), "node state directory")
 
 	root.AddCommand(
@@ -64,6 +65,7 @@ HYPERCORE_TOKEN, else the files the node wrote in --data-dir.`,
 		newVolumeCmd(api),
 		newInfoCmd(api),
 		newNodesCmd(api),
+		newTokenCmd(api),
 		newVMCmd(api),
 		newSecretCmd(api),
 	)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -237,6 +238,20 @@ func dialStream(c *client, path string) (net.Conn, *bufio.Reader, error) {
 	conn, err := net.Dial("tcp", u.Host)
 	if err != nil {
 		return nil, nil, fmt.Errorf("no hypercore node answers at %s (%v); start one with 'hypercore cluster' or pass --addr", u.Host, err)
+	}
+	if u.Scheme == "https" {
+		cfg := &tls.Config{}
+		if c.tls != nil {
+			cfg = c.tls.Clone()
+		}
+		cfg.ServerName = u.Hostname()
+		cfg.NextProtos = []string{"http/1.1"} // the upgrade is HTTP/1.1's
+		tc := tls.Client(conn, cfg)
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("TLS with %s: %w (pass the cluster CA with --ca)", u.Host, err)
+		}
+		conn = tc
 	}
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, u.String(), nil)
 	req.Header.Set("Authorization", "Bearer "+c.token)

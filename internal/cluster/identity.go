@@ -50,7 +50,7 @@ func Identify(ctx context.Context, cfg Config) (*Identity, error) {
 			return nil, err
 		}
 	}
-	ips := []net.IP{net.ParseIP(id.AdvertiseIP)}
+	ips := apiIPs([]net.IP{net.ParseIP(id.AdvertiseIP)}, cfg.APIAddr)
 	dir := filepath.Join(cfg.DataDir, "cluster", "pki")
 	hasCAKey := fileExists(filepath.Join(dir, pki.CAKeyFile))
 	hasNode := fileExists(filepath.Join(dir, pki.NodeCertFile))
@@ -81,7 +81,7 @@ func Identify(ctx context.Context, cfg Config) (*Identity, error) {
 		if err != nil {
 			return nil, err
 		}
-		m, err := a.EnsureNode(id.Name, ips, nil)
+		m, err := a.EnsureNode(id.Name, ips, apiDNSNames(id.Name))
 		if err != nil {
 			return nil, err
 		}

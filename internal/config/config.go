@@ -64,6 +64,9 @@ type Config struct {
 
 	// BaseDomain: workloads are served at <id>.<BaseDomain>.
 	BaseDomain string
+	// APITLSCert and APITLSKey are a PEM certificate and key the API
+	// serves TLS with instead of the node's certificate; both or neither.
+	APITLSCert, APITLSKey string
 	// TLSCert and TLSKey are a PEM certificate and key to serve HTTPS
 	// with; both or neither.
 	TLSCert, TLSKey string

@@ -70,6 +70,14 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if (c.APITLSCert == "") != (c.APITLSKey == "") {
+		set, unset := "api_tls_cert", "api_tls_key"
+		if c.APITLSCert == "" {
+			set, unset = unset, set
+		}
+		bad(set, "is given without %s: pass both (the certificate and its key) or neither", flagName(unset))
+	}
+
 	// The proxy.
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		set, unset := "cluster_tls_cert", "cluster_tls_key"

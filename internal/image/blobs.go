@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,15 +49,19 @@ func (s *Store) putBlob(h v1.Hash, size int64, r io.Reader) (err error) {
 	sum := sha256.New()
 	// One byte past size is enough to tell a wrong blob; a registry that
 	// sends more is not given the disk for it.
-	n, err := io.Copy(io.MultiWriter(f, sum), io.LimitReader(r, size+1))
+	src := &readErrReader{r: io.LimitReader(r, size+1)}
+	n, err := io.Copy(io.MultiWriter(f, sum), src)
 	if err != nil {
+		if src.err != nil {
+			return fmt.Errorf("read blob %s: %w: %w", h, errBadBlob, err)
+		}
 		return fmt.Errorf("write blob %s: %w", h, err)
 	}
 	if n != size {
-		return fmt.Errorf("blob %s: got %d bytes, the manifest says %d; the registry sent a truncated or wrong blob, pull again", h, n, size)
+		return fmt.Errorf("blob %s: got %d bytes, the manifest says %d: %w", h, n, size, errBadBlob)
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != h.Hex {
-		return fmt.Errorf("blob %s: content has digest sha256:%s; the registry sent corrupt data, pull again", h, got)
+		return fmt.Errorf("blob %s: content has digest sha256:%s: %w", h, got, errBadBlob)
 	}
 	if err := f.Chmod(0o644); err != nil {
 		return fmt.Errorf("write blob %s: %w", h, err)
@@ -127,3 +132,22 @@ func (b *localBlob) Digest() (v1.Hash, error)            { return b.desc.Digest,
 func (b *localBlob) Size() (int64, error)                { return b.desc.Size, nil }
 func (b *localBlob) MediaType() (types.MediaType, error) { return b.desc.MediaType, nil }
 func (b *localBlob) Compressed() (io.ReadCloser, error)  { return os.Open(b.path) }
+
+// errBadBlob marks a blob the registry sent short, long, corrupt or not at
+// all: the registry's fault, not the node's.
+var errBadBlob = errors.New("the registry sent a truncated or corrupt blob")
+
+// readErrReader keeps the error its source returned, so that a failed
+// copy can tell a registry that broke off from a disk that filled up.
+type readErrReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErrReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -148,9 +150,46 @@ func (s *Store) pull(ctx context.Context, ref string, progress func(Progress), p
 	return s.imageOf(ref, rec), nil
 }
 
+// registryAnswerTimeout is how long a registry may take to send the
+// headers of an answer. One that accepts the connection and then says
+// nothing fails the pull with ErrRegistry (502) instead of holding the
+// spawn until its caller gives up.
+const registryAnswerTimeout = 30 * time.Second
+
+// registryTransport is remote.DefaultTransport with answers bounded by
+// timeout, TLS handshakes included.
+func registryTransport(timeout time.Duration) http.RoundTripper {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = timeout
+	t.TLSHandshakeTimeout = min(t.TLSHandshakeTimeout, timeout)
+	return t
+}
+
+// retryable is go-containerregistry's retry predicate less timeouts: a
+// registry that did not answer in time is not asked twice more, so a
+// hanging one fails the pull after one timeout, not after three and the
+// backoff between them.
+func retryable(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() && !errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
+
 func (s *Store) remoteOptions(ctx context.Context) []remote.Option {
+	timeout := s.answerTimeout
+	if timeout <= 0 {
+		timeout = registryAnswerTimeout
+	}
 	return []remote.Option{
 		remote.WithContext(ctx),
+		remote.WithTransport(registryTransport(timeout)),
+		remote.WithRetryPredicate(retryable),
 		remote.WithAuthFromKeychain(authn.DefaultKeychain),
 		remote.WithPlatform(s.platform),
 		remote.WithUserAgent("hypercore"),
@@ -220,11 +259,11 @@ func (s *Store) fetchLayer(ctx context.Context, img v1.Image, d v1.Descriptor, p
 	pp.layer(d, 0, false)
 	layer, err := img.LayerByDigest(d.Digest)
 	if err != nil {
-		return fmt.Errorf("download layer %s: %w", d.Digest, err)
+		return fmt.Errorf("download layer %s: %w: %w", d.Digest, errRegistryAnswer, err)
 	}
 	rc, err := layer.Compressed()
 	if err != nil {
-		return fmt.Errorf("download layer %s: %w", d.Digest, err)
+		return fmt.Errorf("download layer %s: %w: %w", d.Digest, errRegistryAnswer, err)
 	}
 	defer rc.Close()
 	cr := &countingReader{r: rc, report: func(n int64) { pp.layer(d, n, false) }}
@@ -321,8 +360,22 @@ func remoteError(ctx context.Context, ref string, r name.Reference, err error) e
 	if errors.As(err, &opErr) || errors.As(err, &dnsErr) {
 		return fmt.Errorf("pull %s: %w: cannot reach %s; check that it is running and that this machine can connect to it: %w", ref, ErrRegistry, reg, err)
 	}
+	if errors.Is(err, errBadBlob) {
+		return fmt.Errorf("pull %s: %w: registry %s sent a blob that does not match its manifest; pull again, and if it persists the registry holds a damaged copy: %w", ref, ErrRegistry, reg, err)
+	}
+	if errors.Is(err, errRegistryAnswer) {
+		return fmt.Errorf("pull %s: %w: registry %s answered with something unusable; check the registry and try again: %w", ref, ErrRegistry, reg, err)
+	}
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("pull %s: %w: registry %s broke off or did not answer in time; check it and try again: %w", ref, ErrRegistry, reg, err)
+	}
 	return fmt.Errorf("pull %s from registry %s: %w", ref, reg, err)
 }
+
+// errRegistryAnswer marks a failure in what a registry answered, as
+// opposed to this node's disk or logic.
+var errRegistryAnswer = errors.New("bad answer from the registry")
 
 func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {
 	for _, d := range terr.Errors {

@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -378,6 +380,10 @@ func TestPullCorruptLayer(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), ref) || !strings.Contains(err.Error(), ld.String()) {
 				t.Fatalf("Pull of a corrupt layer = %v", err)
 			}
+			// A registry's fault, named, so the API answers 502.
+			if !errors.Is(err, ErrRegistry) || !strings.Contains(err.Error(), "registry "+reg.host) {
+				t.Errorf("Pull of a corrupt layer = %v; want ErrRegistry naming registry %s", err, reg.host)
+			}
 			if _, err := os.Stat(s.blobPath(ld)); !os.IsNotExist(err) {
 				t.Errorf("corrupt layer was stored: %v", err)
 			}
@@ -414,6 +420,39 @@ func TestPullDenied(t *testing.T) {
 	_, err := s.Pull(context.Background(), ref, nil)
 	if err == nil || !errors.Is(err, ErrRegistry) || !strings.Contains(err.Error(), ref) || !strings.Contains(err.Error(), "~/.docker/config.json") {
 		t.Errorf("error = %v", err)
+	}
+	assertEmptyStore(t, s)
+}
+
+// TestPullHangingRegistry has a registry accept connections and never
+// answer: the pull fails with ErrRegistry naming it, soon after the answer
+// timeout, and stores nothing.
+func TestPullHangingRegistry(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never answered
+		}
+	}()
+	s := openStore(t)
+	s.answerTimeout = 200 * time.Millisecond
+	ref := l.Addr().String() + "/web:1"
+	start := time.Now()
+	_, err = s.Pull(context.Background(), ref, nil)
+	if err == nil || !errors.Is(err, ErrRegistry) || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Fatalf("Pull from a registry that never answers = %v; want ErrRegistry naming %s", err, l.Addr())
+	}
+	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the pull took %s to give up", d)
 	}
 	assertEmptyStore(t, s)
 }

@@ -74,6 +74,9 @@ type Store struct {
 	lastUsed map[string]time.Time
 	now      func() time.Time
 	opts     Options
+	// answerTimeout bounds how long a registry may take to start
+	// answering a request (0: registryAnswerTimeout); tests shorten it.
+	answerTimeout time.Duration
 }
 
 // DefaultMaxImageSize is Options.MaxImageSize when it is left at zero.

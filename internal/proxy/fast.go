@@ -1001,6 +1001,11 @@ func parseRequest(head []byte, r *fastRequest) bool {
 		}
 		switch fieldKind(name) {
 		case fHost:
+			for _, ch := range value {
+				if !hostByte[ch] {
+					return false // net/http answers 400
+				}
+			}
 			r.host = value
 			hosts++
 		case fConnection:
@@ -1160,6 +1165,16 @@ func splitField(line []byte) (name, value []byte, ok bool) {
 	}
 	return name, value, true
 }
+
+// hostByte marks the bytes net/http's server accepts in a Host field
+// (httpguts.ValidHostHeader), so that the fast path takes no request
+// net/http would refuse.
+var hostByte = func() (t [256]bool) {
+	for _, ch := range []byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!$%&()*+,-.:;=[]'_~") {
+		t[ch] = true
+	}
+	return t
+}()
 
 // tokenByte marks the bytes of an HTTP token (RFC 9110 5.6.2).
 var tokenByte = func() (t [256]bool) {

@@ -29,11 +29,10 @@ import (
 )
 
 const (
-	testToken     = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	testTokenPath = "/var/lib/hypercore/api-token"
-	testNodeName  = "test-node"
-	testDomain    = "example.test"
-	testAPIAddr   = "127.0.0.1:8000"
+	testToken    = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	testNodeName = "test-node"
+	testDomain   = "example.test"
+	testAPIAddr  = "127.0.0.1:8000"
 	// unknownID is a well-formed workload id that no test creates.
 	unknownID = "0b7c1f9e-1d1a-4c3b-9a1e-2b3c4d5e6f70"
 )
@@ -347,7 +346,7 @@ type api struct {
 // HTTP/2 as the daemon does, so gRPC clients work too.
 func newAPI(t *testing.T, b Backend) *api {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(New(b, Options{Token: testToken, TokenPath: testTokenPath, Version: "v-test", Log: quietLog()}))
+	srv := httptest.NewUnstartedServer(New(b, Options{Token: testToken, Version: "v-test", Log: quietLog(), FailedAuthBurst: 1 << 20}))
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)

@@ -114,6 +114,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"nodes": members})
 	})
+	s.tokenRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no API route "+r.Method+" "+r.URL.Path+"; see docs/api.md", "")
 	})

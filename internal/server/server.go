@@ -8,7 +8,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hypercore-dev/hypercore/api/hypercore/v1/hypercorev1connect"
+	"github.com/hypercore-dev/hypercore/internal/apitoken"
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/image"
 	"github.com/hypercore-dev/hypercore/internal/nodeinfo"
@@ -97,11 +97,15 @@ type VolumeBackend interface {
 
 // Options configure the API.
 type Options struct {
-	// Token is the bearer token every call must carry.
+	// Token is the node's admin token (the api-token file): it may make
+	// every call.
 	Token string
-	// TokenPath is where the token is stored, named in 401 answers so a
-	// user knows where to find it.
-	TokenPath string
+	// Tokens keeps the scoped tokens; nil accepts only Token.
+	Tokens TokenStore
+	// FailedAuthBurst is how many failed attempts one client address may
+	// make in a row before it gets 429; it earns one back a second. 0 is
+	// 10.
+	FailedAuthBurst int
 	// Version is the daemon's version, as NodeService.Info answers it.
 	Version string
 	// Log gets the calls that failed inside; nil is slog.Default().
@@ -120,9 +124,10 @@ func New(b Backend, opts Options) http.Handler {
 	return Authenticate(Handler(b, opts), opts)
 }
 
-// Authenticate refuses every call to next that lacks opts.Token. With an
-// empty opts.Token it refuses every call: an API set up without a token
-// fails closed instead of accepting "Bearer ".
+// Authenticate refuses every call to next that lacks opts.Token or a
+// scoped token from opts.Tokens whose scope covers the call. With neither
+// it refuses every call: an API set up without a token fails closed
+// instead of accepting "Bearer ".
 func Authenticate(next http.Handler, opts Options) http.Handler {
 	return (&Server{opts: opts}).auth(next)
 }
@@ -136,25 +141,11 @@ func Handler(b Backend, opts Options) http.Handler {
 	}
 	s := &Server{b: b, opts: opts, log: opts.Log}
 	mux := http.NewServeMux()
-	mux.Handle(hypercorev1connect.NewWorkloadServiceHandler(&workloadService{s}))
-	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}))
-	mux.Handle(hypercorev1connect.NewVolumeServiceHandler(&volumeService{s}))
+	mux.Handle(hypercorev1connect.NewWorkloadServiceHandler(&workloadService{s}, connectOptions()...))
+	mux.Handle(hypercorev1connect.NewNodeServiceHandler(&nodeService{s}, connectOptions()...))
+	mux.Handle(hypercorev1connect.NewVolumeServiceHandler(&volumeService{s}, connectOptions()...))
 	s.routes(mux)
-	return mux
-}
-
-// auth refuses every call without the node's bearer token.
-func (s *Server) auth(next http.Handler) http.Handler {
-	want := []byte("Bearer " + s.opts.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if s.opts.Token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="hypercore"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong API token: send the header 'Authorization: Bearer <token>'; the token is in "+s.opts.TokenPath+" on the node (the CLI reads it from there, or from HYPERCORE_TOKEN or --token)", "")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return boundBodies(mux)
 }
 
 // errorBody is the JSON shape of every REST and classic-route error.
@@ -181,8 +172,12 @@ func writeErrorCode(w http.ResponseWriter, code int, ccode connect.Code, msg, fi
 // protocol's table does.
 func connectCodeOf(status int) connect.Code {
 	switch status {
-	case http.StatusBadRequest:
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
 		return connect.CodeInvalidArgument
+	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		return connect.CodeResourceExhausted
+	case http.StatusForbidden:
+		return connect.CodePermissionDenied
 	case http.StatusUnauthorized:
 		return connect.CodeUnauthenticated
 	case http.StatusNotFound:
@@ -213,7 +208,7 @@ func classify(err error) (int, connect.Code, string) {
 	switch {
 	case errors.As(err, &fe):
 		return http.StatusBadRequest, connect.CodeInvalidArgument, fe.Field
-	case errors.Is(err, workload.ErrNotFound), errors.Is(err, driver.ErrNotFound):
+	case errors.Is(err, workload.ErrNotFound), errors.Is(err, driver.ErrNotFound), errors.Is(err, apitoken.ErrNotFound):
 		return http.StatusNotFound, connect.CodeNotFound, ""
 	case errors.Is(err, workload.ErrNoCapacity):
 		return http.StatusConflict, connect.CodeResourceExhausted, ""

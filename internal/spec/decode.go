@@ -93,9 +93,10 @@ func DecodeIDJSON(r io.Reader) (ID, error) {
 	return ParseID(in.ID)
 }
 
-// DecodeJSON strictly decodes one JSON object from r into v: unknown fields,
-// a second value and bodies over MaxBodyBytes are errors that name the
-// problem.
+// DecodeJSON strictly decodes one JSON object from r into v: unknown
+// fields, keys in the wrong case, a key given twice, nesting deeper than
+// MaxJSONDepth, a second value and bodies over MaxBodyBytes are errors that
+// name the problem.
 func DecodeJSON(r io.Reader, v any) error {
 	data, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
 	if err != nil {
@@ -103,6 +104,9 @@ func DecodeJSON(r io.Reader, v any) error {
 	}
 	if len(data) > MaxBodyBytes {
 		return fieldErr("body", "is larger than %d bytes", MaxBodyBytes)
+	}
+	if err := CheckStrictJSON(data, jsonKeys(v)); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

@@ -228,6 +228,9 @@ func ValidateImageRef(ref string) (string, error) {
 	if len(ref) > 512 {
 		return "", fieldErr("image_ref", "is longer than 512 characters")
 	}
+	if err := checkImageRefSyntax(ref); err != nil {
+		return "", err
+	}
 	if _, err := name.ParseReference(ref); err != nil {
 		return "", fieldErr("image_ref", "%q does not parse: %v", ref, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/hypercore-dev/hypercore/internal/apitoken"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/workload"
 )
@@ -145,6 +146,8 @@ type command struct {
 	Authority []byte `json:"authority,omitempty"`
 	// Volume is the volume of create-volume and delete-volume (volumes.go).
 	Volume *Volume `json:"volume,omitempty"`
+	// Token is the record of put-token, or the id of revoke-token.
+	Token *apitoken.Token `json:"token,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -208,6 +211,8 @@ func (c *command) check() error {
 		return checkSecret(c)
 	case opSetAuthority:
 		return checkAuthority(c)
+	case opPutToken, opRevokeToken:
+		return c.checkToken()
 	case opLegacyCreate, opLegacyUpdate:
 		if len(c.Workload) == 0 {
 			return fmt.Errorf("%w: %s without a workload", ErrBadCommand, c.Op)
@@ -287,6 +292,8 @@ func (c *command) subject() string {
 		return string(c.Allocation.ID)
 	case c.Node != nil:
 		return c.Node.Name
+	case c.Token != nil:
+		return "token " + c.Token.ID
 	case len(c.Reports) > 0:
 		return fmt.Sprintf("(%d reports)", len(c.Reports))
 	}
@@ -313,6 +320,9 @@ type snapshotData struct {
 	Secrets      map[string]Secret                `json:"secrets,omitempty"`
 	Authority    []byte                           `json:"authority,omitempty"`
 	Volumes      map[string]Volume                `json:"volumes,omitempty"`
+	// Tokens are the API's scoped tokens by id; a snapshot from before
+	// them has none.
+	Tokens map[string]apitoken.Token `json:"tokens,omitempty"`
 }
 
 // fsm is the replicated state machine. Apply is called by raft from one
@@ -330,9 +340,10 @@ type fsm struct {
 	allocs   map[spec.ID]allocRecord
 	observed map[spec.ID]workload.Observation
 	nodes    map[string]Node
-	keys     map[string]requestKey // idempotency keys, see idempotency.go
-	secrets  map[string]Secret     // sealed secrets, see secrets.go
-	volumes  map[string]Volume     // volumes.go
+	keys     map[string]requestKey     // idempotency keys, see idempotency.go
+	secrets  map[string]Secret         // sealed secrets, see secrets.go
+	volumes  map[string]Volume         // volumes.go
+	tokens   map[string]apitoken.Token // the API's scoped tokens, tokens.go
 	// authority is the sealed CA key and join secret (authority.go).
 	authority []byte
 	changed   chan struct{} // see Store.Changes
@@ -348,6 +359,7 @@ func newFSM() *fsm {
 		keys:     map[string]requestKey{},
 		secrets:  map[string]Secret{},
 		volumes:  map[string]Volume{},
+		tokens:   map[string]apitoken.Token{},
 		changed:  make(chan struct{}, 1),
 	}
 }
@@ -394,6 +406,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	case opCreateVolume, opDeleteVolume:
 		return f.applyVolume(c)
+	case opPutToken, opRevokeToken:
+		return f.applyToken(c)
 	case opLegacyCreate:
 		a, o, err := splitLegacy(c.Workload)
 		if err != nil {
@@ -642,6 +656,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		Secrets:      maps.Clone(f.secrets),
 		Authority:    f.authority,
 		Volumes:      maps.Clone(f.volumes),
+		Tokens:       maps.Clone(f.tokens),
 	}}, nil
 }
 
@@ -690,6 +705,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if data.Volumes == nil {
 		data.Volumes = map[string]Volume{}
 	}
+	if data.Tokens == nil {
+		data.Tokens = map[string]apitoken.Token{}
+	}
 	f.mu.Lock()
 	f.allocs = data.Allocations
 	f.observed = data.Observations
@@ -698,6 +716,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.secrets = data.Secrets
 	f.authority = data.Authority
 	f.volumes = data.Volumes
+	f.tokens = data.Tokens
 	f.mu.Unlock()
 	f.notify()
 	return nil

@@ -122,6 +122,9 @@ func (n *Node) Term() {
 
 func (n *Node) running() bool { return n.cmd.ProcessState == nil }
 
+// Pid is the daemon's process id (`ip netns exec` execs it in place).
+func (n *Node) Pid() int { return n.cmd.Process.Pid }
+
 func (n *Node) cleanup() {
 	if n.t.Failed() {
 		n.t.Logf("node log:\n%s", n.Log())
