@@ -55,8 +55,10 @@ func TestWaitOnExitedBeforeOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := Hold()
-	pid := orphan(t, "exit 7")
-	time.Sleep(100 * time.Millisecond) // a zombie by now, kept by Hold
+	// It outlives its first parent, a shell that could reap it itself,
+	// and is a zombie of ours, kept by Hold, well before Open.
+	pid := orphan(t, "sleep 0.05; exit 7")
+	time.Sleep(300 * time.Millisecond)
 	p, err := Open(pid, 0)
 	release()
 	if err != nil {
