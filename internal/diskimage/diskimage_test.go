@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 )
 
 // TestFixedSize fills a mounted image: the writer gets ENOSPC, the file on
@@ -64,7 +66,7 @@ func TestFixedSize(t *testing.T) {
 	if err := Unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := IsMounted(mnt); err != nil || m {
+	if m, err := mountutil.IsMountpoint(mnt); err != nil || m {
 		t.Fatalf("after Unmount: mounted %v, %v", m, err)
 	}
 	if err := Mount(img, mnt); err != nil {
