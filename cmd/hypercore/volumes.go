@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"connectrpc.com/connect"
@@ -67,12 +66,11 @@ removed while a workload, running or stopped, mounts it.`,
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tNODE\tSIZE\tUSED BY")
+			t := newTable(os.Stdout, "NAME", "NODE", "SIZE", "USED BY")
 			for _, v := range res.Msg.Volumes {
-				fmt.Fprintf(tw, "%s\t%s\t%d MiB\t%s\n", v.Name, v.Node, v.SizeMib, strings.Join(v.UsedBy, ","))
+				t.row(v.Name, v.Node, fmt.Sprintf("%d MiB", v.SizeMib), strings.Join(v.UsedBy, ","))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	inspect := &cobra.Command{

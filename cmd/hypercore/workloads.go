@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"connectrpc.com/connect"
@@ -293,12 +291,11 @@ func newListCmd(api *apiFlags) *cobra.Command {
 				}
 				return nil
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tRESTARTS\tNODE\tPORTS\tSANDBOX\tURL")
+			t := newTable(os.Stdout, "ID", "IMAGE", "STATE", "RESTARTS", "NODE", "PORTS", "SANDBOX", "URL")
 			for _, w := range res.Msg.Workloads {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Restarts, w.Node, portsOf(w.Spec), sandboxOf(w.Spec), w.Url)
+				t.row(w.Id, w.Spec.GetImageRef(), stateOf(w), w.Restarts, w.Node, portsOf(w.Spec), sandboxOf(w.Spec), w.Url)
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
@@ -539,10 +536,4 @@ func viewOf(w *v1.Workload) workloadView {
 		v.ExitCode = &code
 	}
 	return v
-}
-
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
