@@ -138,10 +138,6 @@ type Cluster struct {
 	// routesDirty wakes the reconcile loop to derive the routes again
 	// after a local report.
 	routesDirty chan struct{}
-	// routesMu makes each derivation of the routes read the state and
-	// apply what it derived before the next one reads: an older one
-	// applied after a newer one would take away a route just made.
-	routesMu sync.Mutex
 
 	// fencedFlag is set while this node has fenced itself (fence.go).
 	fencedFlag atomic.Bool
