@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	v1 "github.com/hypercore-dev/hypercore/api/hypercore/v1"
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 )
 
 func newVolumeCmd(api *apiFlags) *cobra.Command {
@@ -91,13 +91,11 @@ removed while a workload, running or stopped, mounts it.`,
 				return err
 			}
 			v := res.Msg.Volume
-			return printJSON(struct {
-				Name      string    `json:"name"`
-				Node      string    `json:"node"`
-				SizeMiB   int64     `json:"size_mib"`
-				CreatedAt time.Time `json:"created_at"`
-				UsedBy    []string  `json:"used_by"`
-			}{v.Name, v.Node, v.SizeMib, v.GetCreatedAt().AsTime(), append([]string{}, v.UsedBy...)})
+			// The REST API's shape, used_by a list even when empty.
+			return printJSON(volume.Info{
+				Record: volume.Record{Name: v.Name, Node: v.Node, SizeMiB: v.SizeMib, CreatedAt: v.GetCreatedAt().AsTime()},
+				UsedBy: append([]string{}, v.UsedBy...),
+			})
 		},
 	}
 	rm := &cobra.Command{
