@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -22,32 +23,29 @@ left), role (server keeps the raft state, worker only runs workloads), the
 current raft leader, capacity, and how many workloads are placed on it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			body, err := c.rest(ctx, "list nodes", http.MethodGet, "/v1/nodes", nil)
-			if err != nil {
-				return err
-			}
-			var out struct{ Nodes []nodeinfo.Member }
-			if err := json.Unmarshal(body, &out); err != nil {
-				return fmt.Errorf("list nodes: unreadable answer: %w", err)
-			}
-			if asJSON {
-				return printJSON(out.Nodes)
-			}
-			t := newTable(os.Stdout, "NAME", "STATE", "ROLE", "ADDRESS", "CORES", "MEMORY", "FREE", "WORKLOADS", "ISOLATIONS")
-			for _, n := range out.Nodes {
-				role := n.Role
-				if n.Leader {
-					role += " (leader)"
+			return api.call(func(ctx context.Context, c *client) error {
+				body, err := c.rest(ctx, "list nodes", http.MethodGet, "/v1/nodes", nil)
+				if err != nil {
+					return err
 				}
-				t.row(n.Name, n.State, role, n.Addr, n.Cores, fmt.Sprintf("%d MiB", n.MemoryMiB),
-					fmt.Sprintf("%d MiB", n.FreeMemoryMiB), n.Workloads, strings.Join(n.Isolations, ","))
-			}
-			return t.flush()
+				var out struct{ Nodes []nodeinfo.Member }
+				if err := json.Unmarshal(body, &out); err != nil {
+					return fmt.Errorf("list nodes: unreadable answer: %w", err)
+				}
+				if asJSON {
+					return printJSON(out.Nodes)
+				}
+				t := newTable(os.Stdout, "NAME", "STATE", "ROLE", "ADDRESS", "CORES", "MEMORY", "FREE", "WORKLOADS", "ISOLATIONS")
+				for _, n := range out.Nodes {
+					role := n.Role
+					if n.Leader {
+						role += " (leader)"
+					}
+					t.row(n.Name, n.State, role, n.Addr, n.Cores, fmt.Sprintf("%d MiB", n.MemoryMiB),
+						fmt.Sprintf("%d MiB", n.FreeMemoryMiB), n.Workloads, strings.Join(n.Isolations, ","))
+				}
+				return t.flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
