@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"connectrpc.com/connect"
@@ -29,30 +30,27 @@ The node does this by itself every --image-gc-interval (1h by default). In a
 cluster each node has its own images: this prunes the node --addr names.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.nodes.PruneImages(ctx, connect.NewRequest(&v1.PruneImagesRequest{}))
-			if err != nil {
-				return err
-			}
-			if jsonOut {
-				removed := res.Msg.Removed
-				if removed == nil {
-					removed = []string{}
+			return api.call(func(ctx context.Context, c *client) error {
+				res, err := c.nodes.PruneImages(ctx, connect.NewRequest(&v1.PruneImagesRequest{}))
+				if err != nil {
+					return err
 				}
-				return printJSON(struct {
-					Removed    []string `json:"removed"`
-					FreedBytes int64    `json:"freed_bytes"`
-				}{removed, res.Msg.FreedBytes})
-			}
-			for _, d := range res.Msg.Removed {
-				fmt.Println("deleted", d)
-			}
-			fmt.Printf("%d images deleted, %s freed\n", len(res.Msg.Removed), humanBytes(res.Msg.FreedBytes))
-			return nil
+				if jsonOut {
+					removed := res.Msg.Removed
+					if removed == nil {
+						removed = []string{}
+					}
+					return printJSON(struct {
+						Removed    []string `json:"removed"`
+						FreedBytes int64    `json:"freed_bytes"`
+					}{removed, res.Msg.FreedBytes})
+				}
+				for _, d := range res.Msg.Removed {
+					fmt.Println("deleted", d)
+				}
+				fmt.Printf("%d images deleted, %s freed\n", len(res.Msg.Removed), humanBytes(res.Msg.FreedBytes))
+				return nil
+			})
 		},
 	}
 	prune.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

@@ -1,13 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -24,47 +23,29 @@ left), role (server keeps the raft state, worker only runs workloads), the
 current raft leader, capacity, and how many workloads are placed on it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/nodes", nil)
-			if err != nil {
-				return err
-			}
-			resp, err := c.http.Do(req)
-			if err != nil {
-				return fmt.Errorf("no hypercore node answers at %s: %w", c.base, err)
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-			if err != nil {
-				return err
-			}
-			if resp.StatusCode != http.StatusOK {
-				var e struct{ Error string }
-				json.Unmarshal(body, &e)
-				return fmt.Errorf("list nodes: %s: %s", resp.Status, e.Error)
-			}
-			var out struct{ Nodes []nodeinfo.Member }
-			if err := json.Unmarshal(body, &out); err != nil {
-				return fmt.Errorf("list nodes: unreadable answer: %w", err)
-			}
-			if asJSON {
-				return printJSON(out.Nodes)
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tROLE\tADDRESS\tCORES\tMEMORY\tFREE\tWORKLOADS\tISOLATIONS")
-			for _, n := range out.Nodes {
-				role := n.Role
-				if n.Leader {
-					role += " (leader)"
+			return api.call(func(ctx context.Context, c *client) error {
+				body, err := c.rest(ctx, "list nodes", http.MethodGet, "/v1/nodes", nil)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d MiB\t%d MiB\t%d\t%s\n", n.Name, n.State, role, n.Addr,
-					n.Cores, n.MemoryMiB, n.FreeMemoryMiB, n.Workloads, strings.Join(n.Isolations, ","))
-			}
-			return tw.Flush()
+				var out struct{ Nodes []nodeinfo.Member }
+				if err := json.Unmarshal(body, &out); err != nil {
+					return fmt.Errorf("list nodes: unreadable answer: %w", err)
+				}
+				if asJSON {
+					return printJSON(out.Nodes)
+				}
+				t := newTable(os.Stdout, "NAME", "STATE", "ROLE", "ADDRESS", "CORES", "MEMORY", "FREE", "WORKLOADS", "ISOLATIONS")
+				for _, n := range out.Nodes {
+					role := n.Role
+					if n.Leader {
+						role += " (leader)"
+					}
+					t.row(n.Name, n.State, role, n.Addr, n.Cores, fmt.Sprintf("%d MiB", n.MemoryMiB),
+						fmt.Sprintf("%d MiB", n.FreeMemoryMiB), n.Workloads, strings.Join(n.Isolations, ","))
+				}
+				return t.flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -71,12 +69,11 @@ run keep the value they started with.`,
 			if asJSON {
 				return printJSON(out.Secrets)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tUPDATED")
+			t := newTable(cmd.OutOrStdout(), "NAME", "UPDATED")
 			for _, s := range out.Secrets {
-				fmt.Fprintf(tw, "%s\t%s\n", s.Name, s.UpdatedAt.Local().Format(time.DateTime))
+				t.row(s.Name, s.UpdatedAt.Local().Format(time.DateTime))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -113,26 +110,7 @@ func secretCall(api *apiFlags, method, name string, body []byte) ([]byte, error)
 	if name != "" {
 		path += "/" + name
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("no hypercore node answers at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		json.Unmarshal(out, &e)
-		return nil, fmt.Errorf("secret: %s: %s", resp.Status, e.Error)
-	}
-	return out, nil
+	return c.rest(ctx, "secret", method, path, body)
 }
 
 // parseSecretFlags reads --secret ENV_NAME=secret-name flags into a spec's

@@ -1,17 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	v1 "github.com/hypercore-dev/hypercore/api/hypercore/v1"
 	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/volume"
 )
 
 func newVolumeCmd(api *apiFlags) *cobra.Command {
@@ -37,17 +37,14 @@ removed while a workload, running or stopped, mounts it.`,
 			if _, err := spec.VolumeSize(size); err != nil {
 				return fmt.Errorf("--size: %w", err)
 			}
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.volumes.CreateVolume(ctx, connect.NewRequest(&v1.CreateVolumeRequest{Name: args[0], SizeMib: size}))
-			if err != nil {
-				return err
-			}
-			fmt.Println(res.Msg.Volume.Name)
-			return nil
+			return api.call(func(ctx context.Context, c *client) error {
+				res, err := c.volumes.CreateVolume(ctx, connect.NewRequest(&v1.CreateVolumeRequest{Name: args[0], SizeMib: size}))
+				if err != nil {
+					return err
+				}
+				fmt.Println(res.Msg.Volume.Name)
+				return nil
+			})
 		},
 	}
 	create.Flags().Int64Var(&size, "size", 0, fmt.Sprintf("size in MiB; writes past it fail (default %d)", spec.DefaultVolumeMiB))
@@ -58,21 +55,17 @@ removed while a workload, running or stopped, mounts it.`,
 		Short:   "List volumes",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.volumes.ListVolumes(ctx, connect.NewRequest(&v1.ListVolumesRequest{}))
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tNODE\tSIZE\tUSED BY")
-			for _, v := range res.Msg.Volumes {
-				fmt.Fprintf(tw, "%s\t%s\t%d MiB\t%s\n", v.Name, v.Node, v.SizeMib, strings.Join(v.UsedBy, ","))
-			}
-			return tw.Flush()
+			return api.call(func(ctx context.Context, c *client) error {
+				res, err := c.volumes.ListVolumes(ctx, connect.NewRequest(&v1.ListVolumesRequest{}))
+				if err != nil {
+					return err
+				}
+				t := newTable(os.Stdout, "NAME", "NODE", "SIZE", "USED BY")
+				for _, v := range res.Msg.Volumes {
+					t.row(v.Name, v.Node, fmt.Sprintf("%d MiB", v.SizeMib), strings.Join(v.UsedBy, ","))
+				}
+				return t.flush()
+			})
 		},
 	}
 	inspect := &cobra.Command{
@@ -83,23 +76,18 @@ removed while a workload, running or stopped, mounts it.`,
 			if err := spec.ValidateVolumeName(args[0]); err != nil {
 				return err
 			}
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.volumes.GetVolume(ctx, connect.NewRequest(&v1.GetVolumeRequest{Name: args[0]}))
-			if err != nil {
-				return err
-			}
-			v := res.Msg.Volume
-			return printJSON(struct {
-				Name      string    `json:"name"`
-				Node      string    `json:"node"`
-				SizeMiB   int64     `json:"size_mib"`
-				CreatedAt time.Time `json:"created_at"`
-				UsedBy    []string  `json:"used_by"`
-			}{v.Name, v.Node, v.SizeMib, v.GetCreatedAt().AsTime(), append([]string{}, v.UsedBy...)})
+			return api.call(func(ctx context.Context, c *client) error {
+				res, err := c.volumes.GetVolume(ctx, connect.NewRequest(&v1.GetVolumeRequest{Name: args[0]}))
+				if err != nil {
+					return err
+				}
+				v := res.Msg.Volume
+				// The REST API's shape, used_by a list even when empty.
+				return printJSON(volume.Info{
+					Record: volume.Record{Name: v.Name, Node: v.Node, SizeMiB: v.SizeMib, CreatedAt: v.GetCreatedAt().AsTime()},
+					UsedBy: append([]string{}, v.UsedBy...),
+				})
+			})
 		},
 	}
 	rm := &cobra.Command{
@@ -113,18 +101,15 @@ removed while a workload, running or stopped, mounts it.`,
 					return err
 				}
 			}
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			for _, name := range args {
-				if _, err := c.volumes.RemoveVolume(ctx, connect.NewRequest(&v1.RemoveVolumeRequest{Name: name})); err != nil {
-					return fmt.Errorf("%s: %w", name, explain(err))
+			return api.call(func(ctx context.Context, c *client) error {
+				for _, name := range args {
+					if _, err := c.volumes.RemoveVolume(ctx, connect.NewRequest(&v1.RemoveVolumeRequest{Name: name})); err != nil {
+						return fmt.Errorf("%s: %w", name, explain(err))
+					}
+					fmt.Println(name)
 				}
-				fmt.Println(name)
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(create, list, inspect, rm)

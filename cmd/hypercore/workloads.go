@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"connectrpc.com/connect"
@@ -39,6 +37,17 @@ func (f *apiFlags) connect() (*client, context.Context, context.CancelFunc, erro
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	return c, ctx, cancel, nil
+}
+
+// call connects as connect does and runs fn, for a command that is one
+// exchange with the API.
+func (f *apiFlags) call(fn func(ctx context.Context, c *client) error) error {
+	c, ctx, cancel, err := f.connect()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	return fn(ctx, c)
 }
 
 func newSpawnCmd(api *apiFlags) *cobra.Command {
@@ -253,12 +262,9 @@ func newPullCmd(api *apiFlags) *cobra.Command {
 		Short: "Fetch an image into the node's store (always asks the registry)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			return pullWithProgress(ctx, c, args[0], false)
+			return api.call(func(ctx context.Context, c *client) error {
+				return pullWithProgress(ctx, c, args[0], false)
+			})
 		},
 	}
 }
@@ -271,34 +277,30 @@ func newListCmd(api *apiFlags) *cobra.Command {
 		Short:   "List workloads",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.workloads.List(ctx, connect.NewRequest(&v1.ListRequest{}))
-			if err != nil {
-				return err
-			}
-			if jsonOut {
-				views := make([]workloadView, 0, len(res.Msg.Workloads))
-				for _, w := range res.Msg.Workloads {
-					views = append(views, viewOf(w))
+			return api.call(func(ctx context.Context, c *client) error {
+				res, err := c.workloads.List(ctx, connect.NewRequest(&v1.ListRequest{}))
+				if err != nil {
+					return err
 				}
-				return printJSON(views)
-			}
-			if quiet {
-				for _, w := range res.Msg.Workloads {
-					fmt.Println(w.Id)
+				if jsonOut {
+					views := make([]workloadView, 0, len(res.Msg.Workloads))
+					for _, w := range res.Msg.Workloads {
+						views = append(views, viewOf(w))
+					}
+					return printJSON(views)
 				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tIMAGE\tSTATE\tRESTARTS\tNODE\tPORTS\tSANDBOX\tURL")
-			for _, w := range res.Msg.Workloads {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", w.Id, w.Spec.GetImageRef(), stateOf(w), w.Restarts, w.Node, portsOf(w.Spec), sandboxOf(w.Spec), w.Url)
-			}
-			return tw.Flush()
+				if quiet {
+					for _, w := range res.Msg.Workloads {
+						fmt.Println(w.Id)
+					}
+					return nil
+				}
+				t := newTable(os.Stdout, "ID", "IMAGE", "STATE", "RESTARTS", "NODE", "PORTS", "SANDBOX", "URL")
+				for _, w := range res.Msg.Workloads {
+					t.row(w.Id, w.Spec.GetImageRef(), stateOf(w), w.Restarts, w.Node, portsOf(w.Spec), sandboxOf(w.Spec), w.Url)
+				}
+				return t.flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
@@ -472,16 +474,13 @@ func newInfoCmd(api *apiFlags) *cobra.Command {
 		Short: "Show the node's name, capacity and isolations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := api.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.nodes.Info(ctx, connect.NewRequest(&v1.InfoRequest{}))
-			if err != nil {
-				return err
-			}
-			return printJSON(res.Msg)
+			return api.call(func(ctx context.Context, c *client) error {
+				res, err := c.nodes.Info(ctx, connect.NewRequest(&v1.InfoRequest{}))
+				if err != nil {
+					return err
+				}
+				return printJSON(res.Msg)
+			})
 		},
 	}
 }
@@ -539,10 +538,4 @@ func viewOf(w *v1.Workload) workloadView {
 		v.ExitCode = &code
 	}
 	return v
-}
-
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -138,10 +138,6 @@ type Cluster struct {
 	// routesDirty wakes the reconcile loop to derive the routes again
 	// after a local report.
 	routesDirty chan struct{}
-	// routesMu makes each derivation of the routes read the state and
-	// apply what it derived before the next one reads: an older one
-	// applied after a newer one would take away a route just made.
-	routesMu sync.Mutex
 
 	// fencedFlag is set while this node has fenced itself (fence.go).
 	fencedFlag atomic.Bool
@@ -179,9 +175,6 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 	c := &Cluster{
 		cfg: cfg, log: cfg.Log.With("component", "cluster"), routes: routing.NewSyncer(routes),
 		routesDirty: make(chan struct{}, 1), quit: make(chan struct{}),
-	}
-	if _, _, err := splitBind(cfg.BindAddr); err != nil {
-		return nil, err
 	}
 	advertise := id.AdvertiseIP
 	c.mat, c.auth = id.mat, id.auth
@@ -648,19 +641,18 @@ func (c *Cluster) liveRPCAddr(name string) (string, bool) {
 	return "", false
 }
 
-func splitBind(addr string) (string, int, error) {
-	host, p, err := net.SplitHostPort(addr)
+// bindHost is the IP of the cluster bind address, 0.0.0.0 when it names
+// none. internal/config checks the address a user gives; this error is
+// for callers that build a Config themselves.
+func bindHost(addr string) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, fmt.Errorf("--cluster-bind-addr %q: %w; use IP:port such as 0.0.0.0:7946", addr, err)
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("--cluster-bind-addr %q: port must be 0-65535", addr)
+		return "", fmt.Errorf("--cluster-bind-addr %q: %w; use IP:port such as 0.0.0.0:7946", addr, err)
 	}
 	if host == "" {
 		host = "0.0.0.0"
 	}
-	return host, port, nil
+	return host, nil
 }
 
 // pickAdvertiseIP is the bind IP when it is specific, else the first

@@ -40,7 +40,7 @@ func Identify(ctx context.Context, cfg Config) (*Identity, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	bindIP, _, err := splitBind(cfg.BindAddr)
+	bindIP, err := bindHost(cfg.BindAddr)
 	if err != nil {
 		return nil, err
 	}

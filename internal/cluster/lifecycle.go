@@ -315,13 +315,8 @@ func portHolders(s spec.Spec, list []workload.Workload) string {
 			continue
 		}
 		for _, w := range list {
-			if w.Desired != workload.DesiredRunning {
-				continue
-			}
-			for _, q := range w.Spec.Ports {
-				if q.Proto == spec.ProtoTCP && q.Public == p.Public {
-					fmt.Fprintf(&b, "; public TCP port %d is taken on node %s by workload %s", p.Public, w.Node, w.ID)
-				}
+			if w.Desired == workload.DesiredRunning && w.Spec.PublishesTCP(p.Public) {
+				fmt.Fprintf(&b, "; public TCP port %d is taken on node %s by workload %s", p.Public, w.Node, w.ID)
 			}
 		}
 	}

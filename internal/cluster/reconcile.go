@@ -7,6 +7,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/membership"
 	"github.com/hypercore-dev/hypercore/internal/cluster/raftstore"
+	"github.com/hypercore-dev/hypercore/internal/proxy"
 	"github.com/hypercore-dev/hypercore/internal/routing"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/workload"
@@ -176,11 +177,14 @@ func (c *Cluster) background(inflight map[spec.ID]bool, done chan<- spec.ID, id 
 // this node's own observations in place of the reported copies, which can
 // trail them by a raft round trip.
 func (c *Cluster) syncRoutes() {
-	c.routesMu.Lock()
-	defer c.routesMu.Unlock()
+	c.routes.Sync(c.deriveRoutes)
+}
+
+// deriveRoutes is syncRoutes' derivation, run under the syncer's lock.
+func (c *Cluster) deriveRoutes() ([]proxy.Route, bool) {
 	list, err := c.raft.List()
 	if err != nil {
-		return
+		return nil, false
 	}
 	seen := c.local.Observations()
 	for i, w := range list {
@@ -207,11 +211,11 @@ func (c *Cluster) syncRoutes() {
 		// Serve nothing: every workload, here or anywhere, answers 503.
 		self, up = "", func(string) bool { return false }
 	}
-	c.routes.Apply(routing.Derive(routing.Input{
+	return routing.Derive(routing.Input{
 		Self: self, Workloads: list,
 		Alive: up,
 		Dial:  c.dialVia,
-	}))
+	}), true
 }
 
 // failoverLoop, on the leader, records in the cluster state when members

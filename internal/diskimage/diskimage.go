@@ -21,6 +21,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 )
 
 // MinSizeMiB is the smallest filesystem Create makes: below it, ext4's own
@@ -62,8 +64,12 @@ func Create(ctx context.Context, path string, sizeMiB int64) error {
 // Mount attaches image to a free loop device and mounts it as ext4 at dir,
 // without device nodes honoured. A filesystem already mounted at dir is
 // left as it is, so Mount can redo a setup half done before a crash.
-func Mount(image, dir string) error {
-	if mounted, err := IsMounted(dir); err != nil || mounted {
+func Mount(image, dir string) error { return MountFlags(image, dir, 0) }
+
+// MountFlags is Mount with the mount flags in extra added, such as
+// unix.MS_NOSUID for a filesystem that workloads share.
+func MountFlags(image, dir string, extra uintptr) error {
+	if mounted, err := mountutil.IsMountpoint(dir); err != nil || mounted {
 		return err
 	}
 	f, err := os.OpenFile(image, os.O_RDWR, 0)
@@ -89,7 +95,7 @@ func Mount(image, dir string) error {
 	// noinit_itable: the kernel would otherwise zero the inode tables
 	// mkfs left for later, allocating blocks of a file whose holes read
 	// as zeros anyway.
-	if err := unix.Mount(loop.Name(), dir, "ext4", unix.MS_NODEV|unix.MS_NOATIME, "noinit_itable"); err != nil {
+	if err := unix.Mount(loop.Name(), dir, "ext4", unix.MS_NODEV|unix.MS_NOATIME|extra, "noinit_itable"); err != nil {
 		return fmt.Errorf("mount %s (on %s) at %s: %w", image, loop.Name(), dir, err)
 	}
 	return nil
@@ -156,28 +162,25 @@ func findLoop(f *os.File) (*os.File, error) {
 // itself once the filesystem is no longer in use. A dir with nothing
 // mounted, or no dir, is fine.
 func Unmount(dir string) error {
-	mounted, err := IsMounted(dir)
+	return unmount(dir, unix.MNT_DETACH)
+}
+
+// UnmountIdle unmounts what is mounted at dir only if nothing uses it: with
+// a process or another mount namespace still in the filesystem it fails
+// (EBUSY) and the filesystem stays mounted. After it returns nil the image
+// has no writer left, so it can be handed to another (a microVM's disk).
+// A dir with nothing mounted, or no dir, is fine.
+func UnmountIdle(dir string) error {
+	return unmount(dir, 0)
+}
+
+func unmount(dir string, flags int) error {
+	mounted, err := mountutil.IsMountpoint(dir)
 	if err != nil || !mounted {
 		return err
 	}
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+	if err := unix.Unmount(dir, flags); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
 	return nil
-}
-
-// IsMounted reports whether a filesystem other than its parent's is
-// mounted at dir. A missing dir is not mounted.
-func IsMounted(dir string) (bool, error) {
-	var st, parent unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, fmt.Errorf("stat %s: %w", dir, err)
-	}
-	if err := unix.Lstat(dir+"/..", &parent); err != nil {
-		return false, fmt.Errorf("stat parent of %s: %w", dir, err)
-	}
-	return st.Dev != parent.Dev, nil
 }

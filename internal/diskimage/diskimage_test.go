@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 )
 
 // TestFixedSize fills a mounted image: the writer gets ENOSPC, the file on
@@ -64,7 +66,7 @@ func TestFixedSize(t *testing.T) {
 	if err := Unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := IsMounted(mnt); err != nil || m {
+	if m, err := mountutil.IsMountpoint(mnt); err != nil || m {
 		t.Fatalf("after Unmount: mounted %v, %v", m, err)
 	}
 	if err := Mount(img, mnt); err != nil {
@@ -72,6 +74,51 @@ func TestFixedSize(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil || string(b) != "kept" {
 		t.Errorf("after a remount: %q, %v", b, err)
+	}
+}
+
+// TestUnmountIdleRefusesABusyDisk holds a file open on a mounted image:
+// UnmountIdle fails and leaves it mounted (a lazy unmount would leave a
+// hidden writer), then succeeds once the file is closed.
+func TestUnmountIdleRefusesABusyDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("loop devices and mounts need root")
+		}
+		t.Skip("loop devices and mounts need root")
+	}
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "disk.ext4"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(context.Background(), img, MinSizeMiB); err != nil {
+		t.Fatal(err)
+	}
+	if err := MountFlags(img, mnt, unix.MS_NOSUID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Unmount(mnt) })
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mnt, &sfs); err != nil || sfs.Flags&unix.ST_NOSUID == 0 {
+		t.Errorf("MountFlags with MS_NOSUID: flags %#x (%v), want nosuid", sfs.Flags, err)
+	}
+	f, err := os.Create(filepath.Join(mnt, "held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := UnmountIdle(mnt); !errors.Is(err, unix.EBUSY) {
+		t.Errorf("UnmountIdle with a file open: %v, want EBUSY", err)
+	}
+	if m, err := mountutil.IsMountpoint(mnt); err != nil || !m {
+		t.Fatalf("after a refused UnmountIdle: mounted %v, %v; want still mounted", m, err)
+	}
+	f.Close()
+	if err := UnmountIdle(mnt); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := mountutil.IsMountpoint(mnt); err != nil || m {
+		t.Fatalf("after UnmountIdle: mounted %v, %v", m, err)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 )
 
 func (s *Store) layerPath(digest v1.Hash) string {
@@ -35,7 +37,7 @@ func (s *Store) mountRootfs(digest v1.Hash, layers []string) error {
 	if err := os.Mkdir(target, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("make rootfs mount point: %w", err)
 	}
-	if mounted, err := isMountpoint(target); err != nil || mounted {
+	if mounted, err := mountutil.IsMountpoint(target); err != nil || mounted {
 		return err
 	}
 	if len(layers) == 0 {
@@ -108,7 +110,7 @@ func (s *Store) ensureRootfs(rec record) error {
 		return err
 	}
 	target := s.rootfsPath(h)
-	if mounted, err := isMountpoint(target); err != nil || mounted {
+	if mounted, err := mountutil.IsMountpoint(target); err != nil || mounted {
 		return err
 	}
 	if entries, err := os.ReadDir(target); err == nil && len(entries) > 0 {
@@ -120,37 +122,6 @@ func (s *Store) ensureRootfs(rec record) error {
 	}
 	defer unlock()
 	return s.mountRootfs(h, rec.layers())
-}
-
-// unmountRootfs lazily unmounts the rootfs at dir: workloads whose own
-// overlay stacks on it keep their view until they go.
-func unmountRootfs(dir string) error {
-	for range 8 {
-		err := unix.Unmount(dir, unix.MNT_DETACH)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("unmount %s: %w", dir, err)
-		}
-	}
-	return fmt.Errorf("unmount %s: still mounted after 8 unmounts", dir)
-}
-
-// isMountpoint reports whether a filesystem other than its parent's is
-// mounted at path; a missing path is not.
-func isMountpoint(path string) (bool, error) {
-	var st, parent unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if err := unix.Lstat(filepath.Dir(path), &parent); err != nil {
-		return false, fmt.Errorf("stat %s: %w", filepath.Dir(path), err)
-	}
-	return st.Dev != parent.Dev, nil
 }
 
 // layers are the digests of rec's layers, bottom first.

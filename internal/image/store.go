@@ -37,6 +37,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 )
 
 // ErrNotFound means the image is not available: Get, Remove and Ensure's
@@ -453,7 +455,7 @@ func (s *Store) sweep() (GCResult, error) {
 		// Rename first: a crash midway through RemoveAll must not leave a
 		// partial tree at the path that means "unpacked". The tree is
 		// deleted, and counted, with the rest of tmp/ below.
-		err := unmountRootfs(filepath.Join(rootfsDir, e.Name()))
+		err := mountutil.UnmountAll(filepath.Join(rootfsDir, e.Name()))
 		var trash string
 		if err == nil {
 			trash, err = os.MkdirTemp(s.tmpDir(), "trash-")

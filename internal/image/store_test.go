@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
 
@@ -315,7 +316,7 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("Get after reopen = %+v, %v", got, err)
 	}
 	// A reboot unmounts the rootfs; Get mounts it again.
-	if err := unmountRootfs(got.Rootfs); err != nil {
+	if err := mountutil.UnmountAll(got.Rootfs); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.Get(host + "/re:1"); err != nil {
@@ -324,7 +325,7 @@ func TestReopen(t *testing.T) {
 	if data, err := os.ReadFile(filepath.Join(got.Rootfs, "r")); err != nil || string(data) != "r" {
 		t.Errorf("rootfs mounted again: r = %q, %v", data, err)
 	}
-	if err := unmountRootfs(got.Rootfs); err != nil {
+	if err := mountutil.UnmountAll(got.Rootfs); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.RemoveAll(filepath.Join(dir, "layers")); err != nil {

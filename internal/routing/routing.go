@@ -94,7 +94,8 @@ func parseIP(s string) (netip.Addr, bool) {
 
 // Syncer applies derived routes to a proxy table, which it alone writes.
 // It changes only the routes that differ, so connections and listeners of
-// unchanged routes are left alone.
+// unchanged routes are left alone. Its lock also orders the derivations
+// given to Sync.
 type Syncer struct {
 	table *proxy.Table
 	mu    sync.Mutex
@@ -110,6 +111,22 @@ func NewSyncer(table *proxy.Table) *Syncer {
 func (s *Syncer) Apply(routes []proxy.Route) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.apply(routes)
+}
+
+// Sync calls derive and applies the routes it returns, one Sync or Apply
+// at a time, so a derivation that read an older state is never applied
+// after a newer one (which would take away a route just made). derive
+// returns false to leave the table as it is.
+func (s *Syncer) Sync(derive func() ([]proxy.Route, bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if routes, ok := derive(); ok {
+		s.apply(routes)
+	}
+}
+
+func (s *Syncer) apply(routes []proxy.Route) {
 	next := make(map[string]proxy.Route, len(routes))
 	for _, r := range routes {
 		next[r.ID] = r

@@ -143,3 +143,21 @@ func TestSyncerChangesOnlyWhatDiffers(t *testing.T) {
 		t.Fatal("the route of a workload that is gone stayed")
 	}
 }
+
+// TestSyncerSyncAppliesWhatDeriveReturns applies a derivation, then one
+// that reports failure: the table keeps the routes of the first.
+func TestSyncerSyncAppliesWhatDeriveReturns(t *testing.T) {
+	table := proxy.NewTable()
+	s := NewSyncer(table)
+	a := wl("a", workload.DesiredRunning, running("10.77.0.5", true), webPorts)
+	s.Sync(func() ([]proxy.Route, bool) {
+		return Derive(Input{Self: "a", Workloads: []workload.Workload{a}}), true
+	})
+	if _, ok := table.Lookup(string(a.ID)); !ok || table.Len() != 1 {
+		t.Fatalf("after a derivation: %d routes, want the workload's", table.Len())
+	}
+	s.Sync(func() ([]proxy.Route, bool) { return nil, false })
+	if _, ok := table.Lookup(string(a.ID)); !ok {
+		t.Fatal("a derivation that failed took the routes away")
+	}
+}

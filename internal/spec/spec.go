@@ -526,3 +526,14 @@ func (s Spec) Check() error {
 	}
 	return nil
 }
+
+// PublishesTCP reports whether s publishes port as a raw TCP port, which
+// only one running workload per node can hold.
+func (s Spec) PublishesTCP(port uint16) bool {
+	for _, p := range s.Ports {
+		if p.Proto == ProtoTCP && p.Public == port {
+			return true
+		}
+	}
+	return false
+}

@@ -5,7 +5,9 @@
 //
 // For containers and gVisor a volume is loop-mounted on the host and its
 // data directory bind-mounted into the workload (through the gofer for
-// gVisor). A microVM gets the image file itself as a disk.
+// gVisor). A microVM gets the image file itself as a disk. Making,
+// loop-mounting and unmounting the images is internal/diskimage's job;
+// this package keeps the names, their sizes and the data directory.
 //
 // Layout under the directory it is given:
 //
@@ -16,16 +18,16 @@
 package volume
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/diskimage"
 	"github.com/hypercore-dev/hypercore/internal/keylock"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
@@ -39,7 +41,6 @@ var ErrNotFound = errors.New("volume not found on this node")
 type Manager struct {
 	dir   string
 	locks keylock.Map
-	mu    sync.Mutex // serialises mount and unmount calls against mountinfo reads
 }
 
 // Open returns the manager of the volumes in dir, making dir if needed.
@@ -67,21 +68,10 @@ func (m *Manager) Create(ctx context.Context, name string, sizeMiB int64) error 
 		return nil
 	}
 	tmp := img + ".new"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("volume %s: %w", name, err)
+	if err := diskimage.Create(ctx, tmp, sizeMiB); err != nil {
+		return fmt.Errorf("volume %s: make its %d MiB ext4 image: %w", name, sizeMiB, err)
 	}
-	err = f.Truncate(sizeMiB << 20)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0", tmp)
-	}
-	if err == nil {
-		err = os.Rename(tmp, img)
-	}
-	if err != nil {
+	if err := os.Rename(tmp, img); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("volume %s: make its %d MiB ext4 image: %w", name, sizeMiB, err)
 	}
@@ -116,24 +106,15 @@ func (m *Manager) Mount(ctx context.Context, name string) (string, error) {
 	}
 	dir := m.mountDir(name)
 	data := filepath.Join(dir, "data")
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if mounted(dir) {
-		return data, nil
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	// An image already on a loop device (mounted in another mount
-	// namespace: a daemon restarted by `ip netns exec`, or a running
-	// container's) is mounted from that device, so the kernel shares one
-	// file system; two loop devices on one image would be two writers.
-	src, opts := m.image(name), "loop,nodev,nosuid"
-	if dev := loopOf(ctx, src); dev != "" {
-		src, opts = dev, "nodev,nosuid"
-	}
-	if err := run(ctx, "mount", "-t", "ext4", "-o", opts, src, dir); err != nil {
-		return "", fmt.Errorf("volume %s: mount: %w", name, err)
+	// diskimage mounts an image already on a loop device (mounted in
+	// another mount namespace: a daemon restarted by `ip netns exec`, or a
+	// running container's) from that device, so the kernel shares one file
+	// system, and leaves a mounted dir as it is.
+	if err := diskimage.MountFlags(m.image(name), dir, unix.MS_NOSUID); err != nil {
+		return "", fmt.Errorf("volume %s: %w", name, err)
 	}
 	// A new data directory is world-writable and sticky, as /tmp is: a
 	// workload runs as its image's user, which the volume cannot know.
@@ -154,18 +135,14 @@ func (m *Manager) Mount(ctx context.Context, name string) (string, error) {
 func (m *Manager) Unmount(ctx context.Context, name string) error {
 	unlock := m.locks.Lock(name)
 	defer unlock()
-	return m.unmount(ctx, name)
+	return m.unmount(name)
 }
 
-func (m *Manager) unmount(ctx context.Context, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	dir := m.mountDir(name)
-	if !mounted(dir) {
-		return nil
-	}
-	if err := run(ctx, "umount", dir); err != nil {
-		return fmt.Errorf("volume %s: unmount (is a workload still using it?): %w", name, err)
+func (m *Manager) unmount(name string) error {
+	// Not lazily: a microVM may get the image next, and a file system
+	// still alive in some mount namespace would be a second writer.
+	if err := diskimage.UnmountIdle(m.mountDir(name)); err != nil {
+		return fmt.Errorf("volume %s: %w (is a workload still using it?)", name, err)
 	}
 	return nil
 }
@@ -179,7 +156,7 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 	}
 	unlock := m.locks.Lock(name)
 	defer unlock()
-	if err := m.unmount(ctx, name); err != nil {
+	if err := m.unmount(name); err != nil {
 		return err
 	}
 	if err := os.Remove(m.mountDir(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -204,62 +181,4 @@ func (m *Manager) List() ([]string, error) {
 		}
 	}
 	return names, nil
-}
-
-// loopOf is the loop device image is attached to, "" if none.
-func loopOf(ctx context.Context, image string) string {
-	out, err := exec.CommandContext(ctx, "losetup", "-j", image).Output()
-	if err != nil {
-		return ""
-	}
-	dev, _, ok := strings.Cut(string(out), ":")
-	if !ok || !strings.HasPrefix(dev, "/dev/loop") {
-		return ""
-	}
-	return dev
-}
-
-// mounted says whether dir is a mount point, from /proc/self/mountinfo.
-func mounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescape(fields[4]) == dir {
-			return true
-		}
-	}
-	return false
-}
-
-// unescape undoes mountinfo's octal escapes of spaces and the like.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func run(ctx context.Context, name string, args ...string) error {
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }

@@ -24,7 +24,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -137,29 +136,9 @@ func (a *Authority) EnableJoin(srv *http.Server, m *Material, admit func(nodeNam
 	if m == nil || m.CACert == nil || spkiPin(m.CACert) != a.pin {
 		return errors.New("pki: EnableJoin needs this node's material issued by this authority (use EnsureNode)")
 	}
-	joinCfg := a.joinServerTLS(m)
-	cfg := m.ServerTLS()
-	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		if slices.Contains(hello.SupportedProtos, JoinALPN) {
-			return joinCfg, nil
-		}
-		return nil, nil // the strict config
-	}
-	srv.TLSConfig = cfg
-	if srv.TLSNextProto == nil {
-		if srv.Protocols == nil {
-			p := new(http.Protocols)
-			p.SetHTTP1(true)
-			p.SetHTTP2(true)
-			srv.Protocols = p
-		}
-		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-	}
-	h := &joinHandler{a: a, admit: admit, sem: make(chan struct{}, maxConcurrentJoins)}
-	srv.TLSNextProto[JoinALPN] = func(_ *http.Server, c *tls.Conn, _ http.Handler) {
-		serveJoinConn(c, h)
-	}
-	return nil
+	// One setup serves both: an authority known from the start is one
+	// that is enabled at once.
+	return EnableJoinLater(srv, m, admit)(a)
 }
 
 // joinServerTLS is the config for join handshakes. It sends the CA with the

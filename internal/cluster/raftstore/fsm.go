@@ -536,7 +536,7 @@ func (f *fsm) checkPorts(a workload.Allocation) error {
 		var holder spec.ID
 		for id, r := range f.allocs {
 			o := r.Allocation
-			if id == a.ID || o.Node != a.Node || o.Desired != workload.DesiredRunning || !holdsTCP(o.Spec, p.Public) {
+			if id == a.ID || o.Node != a.Node || o.Desired != workload.DesiredRunning || !o.Spec.PublishesTCP(p.Public) {
 				continue
 			}
 			if holder == "" || id < holder {
@@ -549,16 +549,6 @@ func (f *fsm) checkPorts(a workload.Allocation) error {
 		}
 	}
 	return nil
-}
-
-// holdsTCP reports whether s publishes port as raw TCP.
-func holdsTCP(s spec.Spec, port uint16) bool {
-	for _, p := range s.Ports {
-		if p.Proto == spec.ProtoTCP && p.Public == port {
-			return true
-		}
-	}
-	return false
 }
 
 // notify wakes a watcher without ever blocking the raft goroutine.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
@@ -164,7 +165,7 @@ func TestNetNSPath(t *testing.T) {
 	if err := d.Delete(testCtx(t), cfg.ID); err != nil {
 		t.Fatal(err)
 	}
-	if mounted, err := isMountpoint(nsPath); err != nil || !mounted {
+	if mounted, err := mountutil.IsMountpoint(nsPath); err != nil || !mounted {
 		t.Errorf("Delete unmounted the caller's netns: %v %v", mounted, err)
 	}
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/logfile"
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 	"github.com/hypercore-dev/hypercore/internal/procwatch"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
@@ -494,7 +495,7 @@ func (d *Driver) destroy(ctx context.Context, id spec.ID) error {
 		return err
 	}
 	d.ttys.finish(id, 0)
-	if err := unmountAll(p.rootfs); err != nil {
+	if err := mountutil.UnmountAll(p.rootfs); err != nil {
 		return err
 	}
 	if err := unmountDisk(p); err != nil {

@@ -7,6 +7,8 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 )
 
 // ensureNetNS makes a new network namespace with its loopback up and
@@ -14,7 +16,7 @@ import (
 // would leave loopback down in a namespace it makes itself, and a workload
 // expects to reach its own 127.0.0.1.
 func ensureNetNS(path string) error {
-	mounted, err := isMountpoint(path)
+	mounted, err := mountutil.IsMountpoint(path)
 	if err != nil || mounted {
 		return err
 	}
@@ -56,7 +58,7 @@ func ensureNetNS(path string) error {
 		errc <- err
 	}()
 	if err := <-errc; err != nil {
-		_ = unmountAll(path)
+		_ = mountutil.UnmountAll(path)
 		_ = os.Remove(path)
 		return err
 	}
@@ -87,7 +89,7 @@ func loopbackUp() error {
 // removeNetNS unmounts and removes a netns made by ensureNetNS; the
 // namespace goes away once no process is in it.
 func removeNetNS(path string) error {
-	if err := unmountAll(path); err != nil {
+	if err := mountutil.UnmountAll(path); err != nil {
 		return err
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

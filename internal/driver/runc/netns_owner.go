@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 )
 
 // ownNetNS gives a workload with a private user namespace a network
@@ -49,7 +51,7 @@ func ownNetNS(netnsPath, usernsPath string, host uint32) error {
 		return fmt.Errorf("user namespace: %w", err)
 	}
 	defer stopHelper(proc)
-	if err := unmountAll(usernsPath); err != nil {
+	if err := mountutil.UnmountAll(usernsPath); err != nil {
 		return err
 	}
 	if err := bindNS(fmt.Sprintf("/proc/%d/ns/user", proc.Pid), usernsPath); err != nil {

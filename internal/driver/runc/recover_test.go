@@ -12,6 +12,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 	"github.com/hypercore-dev/hypercore/internal/testutil"
 )
@@ -78,7 +79,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 	}
 	p := d.paths(cfg.ID)
 	for _, m := range []string{p.rootfs, p.netns, p.disk} {
-		if err := unmountAll(m); err != nil {
+		if err := mountutil.UnmountAll(m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -94,7 +95,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 		}
 	}
 	for _, m := range []string{p.rootfs, p.netns, p.disk} {
-		if mounted, err := isMountpoint(m); err != nil || !mounted {
+		if mounted, err := mountutil.IsMountpoint(m); err != nil || !mounted {
 			t.Errorf("%s not mounted again by Recover: %v", m, err)
 		}
 	}
@@ -115,7 +116,7 @@ func TestRecoverAfterReboot(t *testing.T) {
 	if err := d2.forceDelete(ctx, cfg.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := unmountAll(p.rootfs); err != nil {
+	if err := mountutil.UnmountAll(p.rootfs); err != nil {
 		t.Fatal(err)
 	}
 	st, err := d2.Recover(ctx, cfg)

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/mountutil"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
@@ -76,7 +77,7 @@ func (d *Driver) mountRootfs(lower string, p paths, sb sandbox) error {
 	if sb.hostRoot == 0 {
 		return mountOverlay(lower, p)
 	}
-	if mounted, err := isMountpoint(p.rootfs); err != nil || mounted {
+	if mounted, err := mountutil.IsMountpoint(p.rootfs); err != nil || mounted {
 		return err
 	}
 	// The runtime reaches the rootfs and the bind-mounted /etc files as
@@ -128,7 +129,7 @@ func mountIdmapped(lower, shifted string, p paths, host uint32) error {
 		}
 	}
 	if err := mountOverlay(shifted, p); err != nil {
-		_ = unmountAll(shifted)
+		_ = mountutil.UnmountAll(shifted)
 		if errors.Is(err, unix.EINVAL) {
 			// overlayfs before Linux 5.19 refuses idmapped layers.
 			return fmt.Errorf("%w: %v", errNoIDMap, err)
@@ -185,7 +186,7 @@ func remountSandbox(s *specs.Spec, p paths) error {
 // of a workload before its dir is removed recursively.
 func unmountSandbox(p paths) error {
 	for _, path := range []string{shiftedLowerDir(p), usernsPath(p)} {
-		if err := unmountAll(path); err != nil {
+		if err := mountutil.UnmountAll(path); err != nil {
 			return err
 		}
 	}
@@ -213,7 +214,7 @@ func logWritableBy(path string, gid int) error {
 }
 
 // isBindMounted reports whether a mount sits at path, a bind mount of the
-// same filesystem included, which isMountpoint cannot tell by device
+// same filesystem included, which mountutil.IsMountpoint cannot tell by device
 // number: it compares the mount ids of path and its parent.
 func isBindMounted(path string) (bool, error) {
 	var st, parent unix.Statx_t

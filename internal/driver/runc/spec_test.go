@@ -1,8 +1,6 @@
 package runc
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -115,15 +113,5 @@ func TestBuildSpec(t *testing.T) {
 	cfg.ImageConfig.Entrypoint, cfg.ImageConfig.Cmd = nil, nil
 	if _, err := buildSpec(cfg, p, "", false, true); err == nil {
 		t.Error("a workload with nothing to run was accepted")
-	}
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
