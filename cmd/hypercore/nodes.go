@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,13 +23,9 @@ current raft leader, capacity, and how many workloads are placed on it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return api.call(func(ctx context.Context, c *client) error {
-				body, err := c.rest(ctx, "list nodes", http.MethodGet, "/v1/nodes", nil)
-				if err != nil {
-					return err
-				}
 				var out struct{ Nodes []nodeinfo.Member }
-				if err := json.Unmarshal(body, &out); err != nil {
-					return fmt.Errorf("list nodes: unreadable answer: %w", err)
+				if err := c.rest(ctx, http.MethodGet, "/v1/nodes", nil, http.StatusOK, &out); err != nil {
+					return fmt.Errorf("list nodes: %w", err)
 				}
 				if asJSON {
 					return printJSON(out.Nodes)

@@ -15,36 +15,54 @@ import (
 // maxRESTAnswer bounds what the CLI reads of a REST answer.
 const maxRESTAnswer = 8 << 20
 
-// rest sends method path, with body if not nil, to the node's REST API and
-// returns the answer's body. An answer other than 200 is an error that
-// starts with what and carries the API's own message.
-func (c *client) rest(ctx context.Context, what, method, path string, body []byte) ([]byte, error) {
+// rest sends method path to the node's REST API, with body if not nil,
+// and takes an answer of status want into out: decoded JSON, the raw bytes
+// for a *[]byte, or nothing for nil. Any other answer is an error with the
+// API's own message, or a hint when TLS is what failed.
+func (c *client) rest(ctx context.Context, method, path string, body []byte, want int, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/octet-stream")
+		ct := "application/octet-stream" // a secret's value is raw bytes
+		if json.Valid(body) {
+			ct = "application/json"
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("no hypercore node answers at %s: %w", c.base, err)
+		if h := tlsHint(err.Error()); h != nil {
+			return h
+		}
+		return fmt.Errorf("no hypercore node answers at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxRESTAnswer))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRESTAnswer))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		json.Unmarshal(out, &e)
-		return nil, fmt.Errorf("%s: %s: %s", what, resp.Status, e.Error)
+	if resp.StatusCode != want {
+		if h := tlsHint(string(data)); h != nil {
+			return h
+		}
+		return fmt.Errorf("%s: %s", resp.Status, apiMessage(data))
 	}
-	return out, nil
+	switch o := out.(type) {
+	case nil:
+	case *[]byte:
+		*o = data
+	default:
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("unreadable answer: %w", err)
+		}
+	}
+	return nil
 }
 
 // table is a listing on stdout: columns aligned, the header first.

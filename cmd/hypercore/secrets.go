@@ -110,7 +110,11 @@ func secretCall(api *apiFlags, method, name string, body []byte) ([]byte, error)
 	if name != "" {
 		path += "/" + name
 	}
-	return c.rest(ctx, "secret", method, path, body)
+	var out []byte
+	if err := c.rest(ctx, method, path, body, http.StatusOK, &out); err != nil {
+		return nil, fmt.Errorf("secret: %w", err)
+	}
+	return out, nil
 }
 
 // parseSecretFlags reads --secret ENV_NAME=secret-name flags into a spec's

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"text/tabwriter"
@@ -136,41 +133,4 @@ func (f *apiFlags) tokenCall(method, path string, body []byte, want int, out any
 	}
 	defer cancel()
 	return c.rest(ctx, method, path, body, want, out)
-}
-
-// rest makes one REST call and decodes a want answer into out (nil
-// discards it); any other status is an error with the API's message.
-func (c *client) rest(ctx context.Context, method, path string, body []byte, want int, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if h := tlsHint(err.Error()); h != nil {
-			return h
-		}
-		return fmt.Errorf("no hypercore node answers at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != want {
-		if h := tlsHint(string(data)); h != nil {
-			return h
-		}
-		return fmt.Errorf("%s: %s", resp.Status, apiMessage(data))
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("unreadable answer: %w", err)
-	}
-	return nil
 }
