@@ -180,7 +180,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// The cluster makes and starts the node, and closes it: it owns the
 	// workloads' life, and the node reports to it.
 	cl, err := cluster.Start(ctx, ccfg, id,
-		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, Log: log},
+		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, MemoryMiB: int64(cfg.MemoryMiB), Log: log},
 		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers, Volumes: vols},
 		routes)
 	if err != nil {

@@ -59,6 +59,9 @@ type Config struct {
 	// PortRange is MIN-MAX, the public TCP ports this node may open;
 	// empty means any.
 	PortRange string
+	// MemoryMiB is the memory workloads may reserve on this node, in MiB;
+	// 0 means the host's total.
+	MemoryMiB int
 	// FastFailure detects failed nodes sooner, with more gossip traffic.
 	FastFailure bool
 

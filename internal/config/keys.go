@@ -65,6 +65,8 @@ var keys = sync.OnceValue(func() []key {
 			field: func(c *Config) any { return &c.FailoverGrace }},
 		{name: "port_range", flag: "port-range", usage: "public TCP ports this node may open, MIN-MAX (default: any)",
 			field: func(c *Config) any { return &c.PortRange }},
+		{name: "memory", flag: "memory", usage: "memory in MiB that workloads may reserve on this node; more than the host has overcommits (default: the host's total)",
+			field: func(c *Config) any { return &c.MemoryMiB }},
 		{name: "fast_failure", flag: "fast-failure", usage: "detect failed nodes in 2-3 s instead of about 4 s, with more gossip traffic",
 			field: func(c *Config) any { return &c.FastFailure }},
 

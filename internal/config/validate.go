@@ -121,6 +121,9 @@ func (c *Config) Validate() error {
 	if c.MaxImageSizeMiB <= 0 {
 		bad("max_image_size", "%d MiB is not positive; give a size such as 10240", c.MaxImageSizeMiB)
 	}
+	if c.MemoryMiB < 0 {
+		bad("memory", "%d MiB is negative; give the MiB workloads may reserve, such as 16384, or 0 for the host's total", c.MemoryMiB)
+	}
 	if c.ImageStoreMaxMiB < 0 {
 		bad("image_store_max", "%d MiB is negative; give a size such as 102400, or 0 for no budget", c.ImageStoreMaxMiB)
 	}

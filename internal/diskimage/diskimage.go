@@ -17,8 +17,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -140,14 +140,14 @@ func findLoop(f *os.File) (*os.File, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return nil, err
 	}
-	bound, err := filepath.Glob("/sys/block/loop*/loop")
+	bound, err := boundLoops(st.Size / 1024)
 	if err != nil {
 		return nil, err
 	}
-	for _, b := range bound {
-		loop, err := os.OpenFile("/dev/"+filepath.Base(filepath.Dir(b)), os.O_RDWR, 0)
+	for _, name := range bound {
+		loop, err := os.OpenFile("/dev/"+name, os.O_RDWR, 0)
 		if err != nil {
-			continue // gone since the glob
+			continue // gone since the listing
 		}
 		info, err := unix.IoctlLoopGetStatus64(int(loop.Fd()))
 		if err == nil && info.Device == st.Dev && info.Inode == st.Ino {
@@ -156,6 +156,29 @@ func findLoop(f *os.File) (*os.File, error) {
 		loop.Close()
 	}
 	return nil, nil
+}
+
+// boundLoops names the loop devices of the given size in KiB that have a
+// backing file. /proc/partitions lists a loop device only while it has a
+// size, so one read finds them, where a look at each loop device in sysfs
+// costs a lookup for every device the kernel has made, bound or not (about
+// 10 ms with 300 of them), and a node makes one per workload.
+func boundLoops(kib int64) ([]string, error) {
+	b, err := os.ReadFile("/proc/partitions")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 4 || f[0] != "7" || !strings.HasPrefix(f[3], "loop") || strings.Contains(f[3][4:], "p") {
+			continue // 7 is the loop devices' major number; loopNpM is a partition
+		}
+		if n, err := strconv.ParseInt(f[2], 10, 64); err == nil && n == kib {
+			names = append(names, f[3])
+		}
+	}
+	return names, nil
 }
 
 // Unmount lazily unmounts what is mounted at dir; the loop device detaches

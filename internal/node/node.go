@@ -92,6 +92,9 @@ type Config struct {
 	// an exec's) and in /run/secrets without writing them to disk. Nil
 	// refuses workloads that name secrets.
 	Secrets func(ctx context.Context, s spec.Spec) (map[string][]byte, error)
+	// MemoryMiB is the memory workloads may reserve on this node, in MiB,
+	// as the node advertises it to the scheduler; 0 is the host's total.
+	MemoryMiB int64
 	// Log is where the node logs; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -198,10 +201,13 @@ func New(cfg Config, p Parts) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.MemoryMiB <= 0 {
+		cfg.MemoryMiB = totalMemoryMiB()
+	}
 	recoverCtx, stopRecover := context.WithCancel(context.Background())
 	n := &Node{
 		cfg: cfg, Parts: p, log: cfg.Log, recoverCtx: recoverCtx, stopRecover: stopRecover,
-		cores: float64(runtime.NumCPU()), memoryMiB: totalMemoryMiB(),
+		cores: float64(runtime.NumCPU()), memoryMiB: cfg.MemoryMiB,
 		obs:    map[spec.ID]workload.Observation{},
 		probes: map[spec.ID]probeSchedule{}, isolation: map[spec.ID]spec.Isolation{},
 		quit: make(chan struct{}),

@@ -83,10 +83,10 @@ var reasonText = [nReasons]string{
 	notAlive:        "not alive",
 	noIsolation:     "cannot run this isolation",
 	tooFewCores:     "have fewer cores",
-	tooLittleMemory: "have too little free memory",
+	tooLittleMemory: "have too little memory left to reserve (a node reserves up to its --memory, by default the host's total: raise --memory, remove workloads or add nodes)",
 	notPublic:       "are private (public ports need a public node)",
 	portTaken:       "have a requested TCP port taken",
-	portOutOfRange:  "do not allow a requested TCP port",
+	portOutOfRange:  "allow no requested TCP port (it is outside their --port-range: widen it on a node)",
 }
 
 // Rank returns the nodes that can run s, best first, ties broken by name so

@@ -81,7 +81,7 @@ func TestFilters(t *testing.T) {
 func TestNoFitSaysWhy(t *testing.T) {
 	small := node("small", true, 4000)
 	_, err := Rank([]Node{small, node("p", false, 0)}, req(512, spec.Port{Public: 80, Target: 80, Proto: spec.ProtoHTTP}), BinPack)
-	if !errors.Is(err, ErrNoFit) || !strings.Contains(err.Error(), "1 have too little free memory") || !strings.Contains(err.Error(), "1 are private") {
+	if !errors.Is(err, ErrNoFit) || !strings.Contains(err.Error(), "1 have too little memory left to reserve") || !strings.Contains(err.Error(), "1 are private") {
 		t.Fatalf("got %v", err)
 	}
 	if _, err := Rank(nil, req(1), BinPack); !errors.Is(err, ErrNoFit) {
@@ -146,7 +146,7 @@ func TestPortRangeIsInclusive(t *testing.T) {
 		}
 	}
 	_, err := Rank([]Node{ranged}, req(64, spec.Port{Public: 32768, Target: 80, Proto: spec.ProtoTCP}), BinPack)
-	if !errors.Is(err, ErrNoFit) || !strings.Contains(err.Error(), "1 do not allow a requested TCP port") {
+	if !errors.Is(err, ErrNoFit) || !strings.Contains(err.Error(), "1 allow no requested TCP port (it is outside their --port-range") {
 		t.Errorf("port above the range: %v", err)
 	}
 }
@@ -181,7 +181,7 @@ func TestMemoryIsReserved(t *testing.T) {
 	if got, err := Rank([]Node{n}, req(3072), BinPack); err != nil || names(got) != "n" {
 		t.Errorf("3072 MiB with 3072 free: %s %v", names(got), err)
 	}
-	if _, err := Rank([]Node{n}, req(3073), BinPack); err == nil || !strings.Contains(err.Error(), "1 have too little free memory") {
+	if _, err := Rank([]Node{n}, req(3073), BinPack); err == nil || !strings.Contains(err.Error(), "1 have too little memory left to reserve") || !strings.Contains(err.Error(), "raise --memory") {
 		t.Errorf("3073 MiB with 3072 free: %v, want it refused for memory", err)
 	}
 }
@@ -233,7 +233,7 @@ func TestNoFitNamesOnlyReasonsThatApply(t *testing.T) {
 	dead.Alive = false
 	full := node("full", true, 4096)
 	_, err := Rank([]Node{dead, full, node("private", false, 0), full}, req(64, spec.Port{Public: 80, Target: 80, Proto: spec.ProtoHTTP}), BinPack)
-	want := "no node can run this workload: of 4 nodes, 1 not alive, 2 have too little free memory, 1 are private (public ports need a public node)"
+	want := "no node can run this workload: of 4 nodes, 1 not alive, 2 have too little memory left to reserve (a node reserves up to its --memory, by default the host's total: raise --memory, remove workloads or add nodes), 1 are private (public ports need a public node)"
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v, want %q", err, want)
 	}

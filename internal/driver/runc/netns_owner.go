@@ -27,9 +27,8 @@ import (
 // namespace; pins the user namespace at usernsPath, where the runtime
 // joins it; moves the interfaces of the netns at netnsPath, with their
 // addresses and routes, into the new one; and mounts the new one over
-// netnsPath, so everything that opens that path (the node's repairs and
-// Release, the runtime) finds it. Unmounting netnsPath until nothing is
-// left, as both the node and the driver do, removes both netns mounts.
+// netnsPath in place of the old one, so everything that opens that path
+// (the node's repairs and Release, the runtime) finds it.
 //
 // When the namespace at netnsPath is already owned by the one pinned at
 // usernsPath, nothing is done.
@@ -64,6 +63,14 @@ func ownNetNS(netnsPath, usernsPath string, host uint32) error {
 	defer newNS.Close()
 	if err := moveLinks(old, newNS); err != nil {
 		return fmt.Errorf("user namespace: move the interfaces of %s: %w", netnsPath, err)
+	}
+	// The old namespace, now empty, goes: left beneath the new mount it
+	// would stay alive, and every container made later would copy one
+	// more mount per workload. A crash before the new one is bound
+	// leaves netnsPath a plain file, which the node's Attach, run before
+	// this on every setup, replaces with a fresh namespace.
+	if err := unmountAll(netnsPath); err != nil {
+		return err
 	}
 	return bindNS(fmt.Sprintf("/proc/%d/ns/net", proc.Pid), netnsPath)
 }

@@ -103,6 +103,11 @@ func testSandboxDefault(t *testing.T, d *Driver) {
 		t.Errorf("workload dir mode %v owner %d:%d, want 710 owned by 0:%d", fi.Mode(), st.Uid, st.Gid, host)
 	}
 
+	// The netns the user namespace owns replaced the one made first, which
+	// is unmounted rather than left beneath it, alive.
+	if n := mountsAt(t, d.paths(id).netns); n != 1 {
+		t.Errorf("%d mounts at the workload's netns path, want 1 (the one its user namespace owns)", n)
+	}
 	// This kernel (5.19 or later) idmaps the image rather than copy it.
 	if mounted, err := isBindMounted(shiftedLowerDir(d.paths(id))); err != nil || !mounted || d.noIDMap.Load() {
 		t.Errorf("the image is not seen through an idmapped mount (mounted %v, %v; fell back to a copy: %v)", mounted, err, d.noIDMap.Load())
@@ -220,4 +225,20 @@ func TestUserNSWithoutIDMap(t *testing.T) {
 	if err := syscall.Stat(data, &st); err != nil || st.Uid != 1000 {
 		t.Errorf("the image's own file changed owner: uid %d, %v", st.Uid, err)
 	}
+}
+
+// mountsAt counts the mounts stacked at path in this mount namespace.
+func mountsAt(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
+			n++
+		}
+	}
+	return n
 }
