@@ -30,7 +30,9 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/node"
 	"github.com/hypercore-dev/hypercore/internal/nodeid"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/rootless"
 	"github.com/hypercore-dev/hypercore/internal/server"
+	"github.com/hypercore-dev/hypercore/internal/slurm"
 	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/volume"
 )
@@ -113,9 +115,24 @@ var daemon = runDaemon
 func runDaemon(ctx context.Context, cfg *config.Config) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Level}))
 	if os.Geteuid() != 0 {
-		return errors.New("hypercore cluster must run as root: it makes network namespaces, bridges and containers")
+		return errors.New("hypercore cluster must run as root, or as root of a user namespace without root on the host (`unshare --map-auto --map-root-user --net --mount hypercore cluster`, or rootlesskit; see docs/hpc.md): it makes network namespaces, bridges and containers")
 	}
 	raiseOpenFiles(log)
+	userns := rootless.Detect()
+	if userns.Rootless {
+		log.Info("rootless: running in a user namespace without the host's root; workloads share its user namespace and get no cgroup limits", "host_uid", userns.HostUID, "mapped_gids", userns.GIDs)
+		if cfg.DefaultDiskMiB > 0 {
+			log.Warn("rootless: no disk limits (loop devices need the host's root); --default-disk is ignored and spawns that give disk are refused", "default_disk_mib", cfg.DefaultDiskMiB)
+			cfg.DefaultDiskMiB = 0
+		}
+	}
+	capacity, inJob, err := slurm.FromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	if inJob {
+		log.Info("capacity from the Slurm job's allocation", "cores", capacity.Cores, "memory_mib", capacity.MemoryMiB)
+	}
 	dataDir := cfg.DataDir
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create --data-dir %s: %w", dataDir, err)
@@ -127,6 +144,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// The node's name and certificates come first: the name goes into
 	// every workload record and cgroup.
 	ccfg := clusterConfig(cfg, log)
+	ccfg.Ephemeral = cfg.Ephemeral
 	id, err := cluster.Identify(ctx, ccfg)
 	if err != nil {
 		return err
@@ -162,7 +180,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	drivers, err := newDrivers(log, cfg, names.CgroupParent)
+	drivers, err := newDrivers(log, cfg, names.CgroupParent, userns)
 	if err != nil {
 		return err
 	}
@@ -175,7 +193,8 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// The cluster makes and starts the node, and closes it: it owns the
 	// workloads' life, and the node reports to it.
 	cl, err := cluster.Start(ctx, ccfg, id,
-		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, Log: log},
+		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, Log: log,
+			Cores: capacity.Cores, MemoryMiB: capacity.MemoryMiB},
 		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers, Volumes: vols},
 		routes)
 	if err != nil {
@@ -189,7 +208,11 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	}
 	log.Info("hypercore node ready", "node", id.Name, "api", cfg.APIAddr, "proxy", cfg.HTTPAddr, "base", cfg.BaseDomain, "token_file", filepath.Join(dataDir, tokenFile))
 	<-ctx.Done()
-	log.Info("shutting down; workloads keep running and are re-adopted at next start")
+	if cfg.Ephemeral {
+		log.Info("shutting down an ephemeral node: stopping and removing its workloads, then leaving the cluster")
+	} else {
+		log.Info("shutting down; workloads keep running and are re-adopted at next start")
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, s := range servers {

@@ -94,6 +94,10 @@ type Config struct {
 	Secrets func(ctx context.Context, s spec.Spec) (map[string][]byte, error)
 	// Log is where the node logs; nil is slog.Default().
 	Log *slog.Logger
+	// Cores and MemoryMiB, when above 0, are the capacity the node offers
+	// instead of the machine's: a batch job's allocation.
+	Cores     float64
+	MemoryMiB int64
 }
 
 // DefaultImageGCInterval is the daemon's image GC period: often enough
@@ -205,6 +209,12 @@ func New(cfg Config, p Parts) (*Node, error) {
 		obs:    map[spec.ID]workload.Observation{},
 		probes: map[spec.ID]probeSchedule{}, isolation: map[spec.ID]spec.Isolation{},
 		quit: make(chan struct{}),
+	}
+	if cfg.Cores > 0 {
+		n.cores = cfg.Cores
+	}
+	if cfg.MemoryMiB > 0 {
+		n.memoryMiB = cfg.MemoryMiB
 	}
 	for _, d := range p.Drivers {
 		if en, ok := d.(driver.ExitNotifier); ok {

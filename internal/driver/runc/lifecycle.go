@@ -108,6 +108,9 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		// from the sandbox with pidfd_getfd.
 		return errors.New("a workload with a terminal (tty) cannot run in gVisor; spawn it without tty, or with isolation container")
 	}
+	if d.opts.Rootless && d.diskMiB(cfg.Spec) > 0 {
+		return errors.New("this node runs rootless and cannot limit disk use (loop devices need the host's root): spawn without disk, or run the node as root")
+	}
 	if err := mkdirs(p, d.diskMiB(cfg.Spec), d.spare); err != nil {
 		return err
 	}
@@ -136,6 +139,9 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		return err
 	}
 	s.Linux.CgroupsPath = d.cgroupPath(cfg.ID)
+	if d.opts.Rootless {
+		d.unprivileged(s)
+	}
 	if err := sb.apply(s, p, netns); err != nil {
 		return err
 	}
