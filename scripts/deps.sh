@@ -16,6 +16,9 @@ need=(
   file:file
   curl:curl
   nsenter:util-linux
+  newuidmap:uidmap         # rootless nodes (unshare --map-auto), docs/hpc.md
+  rootlesskit:rootlesskit  # scripts/hypercore.slurm
+  slirp4netns:slirp4netns  # scripts/hypercore.slurm
   qemu-system-x86_64:qemu-system-x86 # microVMs (isolation: microvm)
 )
 if [[ "${1:-}" == "--bench" ]]; then

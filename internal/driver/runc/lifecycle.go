@@ -396,9 +396,13 @@ func (d *Driver) Stop(ctx context.Context, id spec.ID, timeout time.Duration) er
 			return d.stopped(id, err)
 		}
 	}
-	if err := d.rt.Kill(ctx, id.String(), int(syscall.SIGKILL), &gorunc.KillOpts{All: true}); err != nil {
+	// --all finds the processes through the workload's cgroup; a rootless
+	// workload has none, but its own pid namespace, which dies with its
+	// first process.
+	kill := &gorunc.KillOpts{All: !d.opts.Rootless}
+	if err := d.rt.Kill(ctx, id.String(), int(syscall.SIGKILL), kill); err != nil {
 		if stopped, _ := d.isStopped(ctx, id); !stopped {
-			return fmt.Errorf("stop %s: %s kill --all KILL: %w", id, d.name, err)
+			return fmt.Errorf("stop %s: %s kill KILL (all: %v): %w", id, d.name, kill.All, err)
 		}
 	}
 	stopped, err := d.waitStopped(ctx, id, killWait)
