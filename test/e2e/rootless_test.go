@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -84,7 +85,9 @@ func userDir(t *testing.T, uid, gid uint32) (dir, bin string) {
 func TestRootlessNode(t *testing.T) {
 	uid, gid := testUser(t)
 	dir, bin := userDir(t, uid, gid)
-	n := harness.StartRootlessNode(t, bin, filepath.Join(dir, "data"), uid, gid, "--http-addr", "127.0.0.1:8080", "--ephemeral")
+	// As a batch job's node: it offers its allocation, not the machine.
+	slurm := []string{"SLURM_JOB_ID=42", "SLURM_CPUS_ON_NODE=1", "SLURM_MEM_PER_CPU=1000"}
+	n := harness.StartRootlessNode(t, bin, filepath.Join(dir, "data"), uid, gid, slurm, "--http-addr", "127.0.0.1:8080", "--ephemeral")
 	ref := harness.StartRegistry(t, n.NS, testutil.HTTPDImage(t))
 
 	log := n.Log()
@@ -94,12 +97,20 @@ func TestRootlessNode(t *testing.T) {
 		}
 	}
 
-	a := spawn(t, n, `{"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	var info struct {
+		Cores     float64 `json:"cores"`
+		MemoryMiB int64   `json:"memory_mib"`
+	}
+	if code, out := n.API("GET", "/v1/node", ""); code != 200 || json.Unmarshal([]byte(out), &info) != nil || info.Cores != 1 || info.MemoryMiB != 1000 {
+		t.Errorf("GET /v1/node: %d %+v; want the Slurm allocation, 1 core and 1000 MiB", code, info)
+	}
+
+	a := spawn(t, n, `{"image_ref":"`+ref+`","ports":{"80":8080},"memory":64}`)
 	harness.WaitFor(t, "the workload served through the proxy", 30e9, func() bool {
 		code, body := n.Page(8080, a.ID+".localhost")
 		return code == 200 && body == testutil.IndexHTML
 	})
-	if code, out := n.API("POST", "/spawn", `{"image_ref":"`+ref+`","disk":100}`); code == 200 || !strings.Contains(out, "rootless") {
+	if code, out := n.API("POST", "/spawn", `{"image_ref":"`+ref+`","disk":100,"memory":64}`); code == 200 || !strings.Contains(out, "rootless") {
 		t.Errorf("spawn with disk on a rootless node: %d %s; want a refusal that says why", code, out)
 	}
 

@@ -44,6 +44,7 @@ type Node struct {
 	args    []string
 	// user, when set, runs the daemon rootless (StartRootlessNode).
 	user *syscall.Credential
+	env  []string
 }
 
 // StartNode runs `hypercore cluster --data-dir dataDir args...` inside ns
@@ -70,7 +71,7 @@ func (n *Node) Start() {
 	defer logf.Close()
 	args := append([]string{"cluster", "--data-dir", n.DataDir, "--log-level", "debug"}, n.args...)
 	if n.user != nil {
-		n.cmd = rootlessCommand(n.user, n.Bin, args...)
+		n.cmd = rootlessCommand(n.user, n.env, n.Bin, args...)
 	} else {
 		n.cmd = n.NS.Command(n.Bin, args...)
 	}

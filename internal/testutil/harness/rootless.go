@@ -14,11 +14,12 @@ import (
 // the user uid:gid under `unshare --map-auto --map-root-user --net
 // --mount`, as a user without root starts it, and waits until its API is
 // up. Node.NS is then the network namespace unshare made; the user must
-// own dataDir and be able to run bin.
-func StartRootlessNode(t testing.TB, bin, dataDir string, uid, gid uint32, args ...string) *Node {
+// own dataDir and be able to run bin. env is added to a minimal
+// environment (PATH).
+func StartRootlessNode(t testing.TB, bin, dataDir string, uid, gid uint32, env []string, args ...string) *Node {
 	t.Helper()
 	n := &Node{t: t, Bin: bin, DataDir: dataDir, args: args, user: &syscall.Credential{Uid: uid, Gid: gid},
-		logPath: dataDir + ".log"}
+		logPath: dataDir + ".log", env: env}
 	n.Start()
 	t.Cleanup(n.cleanup)
 	return n
@@ -27,11 +28,11 @@ func StartRootlessNode(t testing.TB, bin, dataDir string, uid, gid uint32, args 
 // rootlessCommand is the user's `unshare ... sh -c 'ip link set lo up;
 // exec bin args...'`: unshare execs rather than forks, so the command's
 // pid is the daemon's, and its namespaces are the daemon's.
-func rootlessCommand(user *syscall.Credential, bin string, args ...string) *exec.Cmd {
+func rootlessCommand(user *syscall.Credential, env []string, bin string, args ...string) *exec.Cmd {
 	cmd := exec.Command("unshare", append([]string{"--map-auto", "--map-root-user", "--net", "--mount",
 		"sh", "-c", `ip link set lo up && exec "$0" "$@"`, bin}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: user}
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}, env...)
 	return cmd
 }
 
