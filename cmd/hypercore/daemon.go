@@ -62,7 +62,14 @@ flag's name in upper case with '_' for '-' (HYPERCORE_JOIN_TOKEN for
 a TOML file given with --config FILE (or HYPERCORE_CONFIG), whose keys are
 the flags' names with '_' for '-' (join_token = "...", join = [...]).
 A flag beats the environment, which beats the file; unknown keys in the
-file are errors. Every key is in docs/config.md.`,
+file are errors. Every key is in docs/config.md.
+
+Without root on the host, run it as root of a user namespace (unshare
+--map-auto --map-root-user --net --mount, or rootlesskit): it then runs
+rootless, logs which limits it cannot enforce, and keeps its data under
+$XDG_RUNTIME_DIR or $TMPDIR. In a Slurm job it offers the job's cores and
+memory; scripts/hypercore.slurm starts one node per allocated machine. See
+docs/hpc.md.`,
 		Example: `  hypercore cluster
   hypercore cluster --server --cluster-bind-addr 10.0.0.1:7946
   hypercore cluster --server --cluster-bind-addr 10.0.0.2:7946 --join-token "$(cat join-token)" 10.0.0.1:7946
