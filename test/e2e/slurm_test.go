@@ -67,7 +67,14 @@ func startSlurm(t *testing.T, dir string) string {
 		if out, err := exec.Command("su", "-s", "/bin/sh", "munge", "-c", "/usr/sbin/munged").CombinedOutput(); err != nil {
 			t.Fatalf("start munged: %v: %s", err, out)
 		}
-		t.Cleanup(func() { exec.Command("pkill", "-x", "-u", "munge", "munged").Run() })
+		t.Cleanup(func() {
+			// munged forks into the background; its pid file names it.
+			if b, err := os.ReadFile("/run/munge/munged.pid"); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+					syscall.Kill(pid, syscall.SIGTERM)
+				}
+			}
+		})
 	}
 	daemon := func(args ...string) {
 		cmd := exec.Command(args[0], args[1:]...)
