@@ -16,6 +16,13 @@ need=(
   file:file
   curl:curl
   nsenter:util-linux
+  newuidmap:uidmap         # rootless nodes (unshare --map-auto), docs/hpc.md
+  rootlesskit:rootlesskit  # scripts/hypercore.slurm
+  slirp4netns:slirp4netns  # scripts/hypercore.slurm
+  munged:munge             # the Slurm test (test/e2e/slurm_test.go)
+  slurmctld:slurmctld
+  slurmd:slurmd
+  sbatch:slurm-client
   qemu-system-x86_64:qemu-system-x86 # microVMs (isolation: microvm)
 )
 if [[ "${1:-}" == "--bench" ]]; then

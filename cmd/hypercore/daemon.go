@@ -31,7 +31,9 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/node"
 	"github.com/hypercore-dev/hypercore/internal/nodeid"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/rootless"
 	"github.com/hypercore-dev/hypercore/internal/server"
+	"github.com/hypercore-dev/hypercore/internal/slurm"
 	"github.com/hypercore-dev/hypercore/internal/store"
 	"github.com/hypercore-dev/hypercore/internal/volume"
 )
@@ -65,7 +67,14 @@ flag's name in upper case with '_' for '-' (HYPERCORE_JOIN_TOKEN for
 a TOML file given with --config FILE (or HYPERCORE_CONFIG), whose keys are
 the flags' names with '_' for '-' (join_token = "...", join = [...]).
 A flag beats the environment, which beats the file; unknown keys in the
-file are errors. Every key is in docs/config.md.`,
+file are errors. Every key is in docs/config.md.
+
+Without root on the host, run it as root of a user namespace (unshare
+--map-auto --map-root-user --net --mount, or rootlesskit): it then runs
+rootless, logs which limits it cannot enforce, and keeps its data under
+$XDG_RUNTIME_DIR or $TMPDIR. In a Slurm job it offers the job's cores and
+memory; scripts/hypercore.slurm starts one node per allocated machine. See
+docs/hpc.md.`,
 		Example: `  hypercore cluster
   hypercore cluster --server --cluster-bind-addr 10.0.0.1:7946
   hypercore cluster --server --cluster-bind-addr 10.0.0.2:7946 --join-token "$(cat join-token)" 10.0.0.1:7946
@@ -118,9 +127,24 @@ var daemon = runDaemon
 func runDaemon(ctx context.Context, cfg *config.Config) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Level}))
 	if os.Geteuid() != 0 {
-		return errors.New("hypercore cluster must run as root: it makes network namespaces, bridges and containers")
+		return errors.New("hypercore cluster must run as root, or as root of a user namespace without root on the host (`unshare --map-auto --map-root-user --net --mount hypercore cluster`, or rootlesskit; see docs/hpc.md): it makes network namespaces, bridges and containers")
 	}
 	raiseOpenFiles(log)
+	userns := rootless.Detect()
+	if userns.Rootless {
+		log.Info("rootless: running in a user namespace without the host's root; workloads share its user namespace and get no cgroup limits", "host_uid", userns.HostUID, "mapped_gids", userns.GIDs)
+		if cfg.DefaultDiskMiB > 0 {
+			log.Warn("rootless: no disk limits (loop devices need the host's root); --default-disk is ignored and spawns that give disk are refused", "default_disk_mib", cfg.DefaultDiskMiB)
+			cfg.DefaultDiskMiB = 0
+		}
+	}
+	capacity, inJob, err := slurm.FromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	if inJob {
+		log.Info("capacity from the Slurm job's allocation", "cores", capacity.Cores, "memory_mib", capacity.MemoryMiB)
+	}
 	dataDir := cfg.DataDir
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create --data-dir %s: %w", dataDir, err)
@@ -132,6 +156,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// The node's name and certificates come first: the name goes into
 	// every workload record and cgroup.
 	ccfg := clusterConfig(cfg, log)
+	ccfg.Ephemeral = cfg.Ephemeral
 	id, err := cluster.Identify(ctx, ccfg)
 	if err != nil {
 		return err
@@ -167,7 +192,7 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	drivers, err := newDrivers(log, cfg, names.CgroupParent)
+	drivers, err := newDrivers(log, cfg, names.CgroupParent, userns)
 	if err != nil {
 		return err
 	}
@@ -180,7 +205,9 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	// The cluster makes and starts the node, and closes it: it owns the
 	// workloads' life, and the node reports to it.
 	cl, err := cluster.Start(ctx, ccfg, id,
-		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, MemoryMiB: int64(cfg.MemoryMiB), Log: log},
+		node.Config{BaseDomain: cfg.BaseDomain, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace, Log: log,
+			// An explicit --memory wins over a batch job's allocation.
+			Cores: capacity.Cores, MemoryMiB: cmp.Or(int64(cfg.MemoryMiB), capacity.MemoryMiB)},
 		node.Parts{Store: st, Images: images, Network: netm, Routes: routes, Drivers: drivers, Volumes: vols},
 		routes)
 	if err != nil {
@@ -198,7 +225,11 @@ func runDaemon(ctx context.Context, cfg *config.Config) error {
 	}
 	log.Info("hypercore node ready", "node", id.Name, "api", cfg.APIAddr, "api_plain_http", server.PlainAllowed(cfg.APIAddr), "api_ca", cluster.CACertFile(dataDir), "proxy", cfg.HTTPAddr, "base", cfg.BaseDomain, "token_file", filepath.Join(dataDir, tokenFile))
 	<-ctx.Done()
-	log.Info("shutting down; workloads keep running and are re-adopted at next start")
+	if cfg.Ephemeral {
+		log.Info("shutting down an ephemeral node: stopping and removing its workloads, then leaving the cluster")
+	} else {
+		log.Info("shutting down; workloads keep running and are re-adopted at next start")
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, s := range servers {

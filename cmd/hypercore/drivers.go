@@ -13,19 +13,30 @@ import (
 	"github.com/hypercore-dev/hypercore/internal/driver/gvisor"
 	"github.com/hypercore-dev/hypercore/internal/driver/qemu"
 	"github.com/hypercore-dev/hypercore/internal/driver/runc"
+	"github.com/hypercore-dev/hypercore/internal/rootless"
 	"github.com/hypercore-dev/hypercore/internal/spec"
 )
 
 // newDrivers builds one driver per isolation this node can offer. The
 // container driver is required; the others are added when their tools are
 // present, so a node advertises only what it can really run.
-func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string) (map[spec.Isolation]driver.Driver, error) {
+func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string, userns rootless.State) (map[spec.Isolation]driver.Driver, error) {
 	dataDir := cfg.DataDir
-	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent, DefaultDiskMiB: int64(cfg.DefaultDiskMiB)})
+	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent, DefaultDiskMiB: int64(cfg.DefaultDiskMiB),
+		Rootless: userns.Rootless, MappedGIDs: userns.GIDs})
 	if err != nil {
 		return nil, err
 	}
 	drivers := map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}
+	if userns.Rootless {
+		enforced, not := ctr.Limits()
+		log.Warn("rootless: container limits", "enforced", enforced, "not_enforced", not)
+		log.Info("gVisor sandboxes unavailable: not offered by a rootless node")
+		if vm := newQEMUDriver(log, dataDir); vm != nil {
+			drivers[spec.IsolationMicroVM] = vm
+		}
+		return drivers, nil
+	}
 	if vm := newQEMUDriver(log, dataDir); vm != nil {
 		drivers[spec.IsolationMicroVM] = vm
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hypercore-dev/hypercore/internal/guest"
+	"github.com/hypercore-dev/hypercore/internal/rootless"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -47,7 +48,7 @@ HYPERCORE_TOKEN, else the files the node wrote in --data-dir.`,
 	pf.StringVar(&api.addr, "addr", "", "API address, host:port (default: <data-dir>/api-addr, else "+defaultAPIAddr+")")
 	pf.StringVar(&api.token, "token", "", "API token (default: $HYPERCORE_TOKEN, else <data-dir>/api-token)")
 	pf.StringVar(&api.ca, "ca", "", "CA certificate (PEM) to trust for the API's TLS (default: $HYPERCORE_CA, else <data-dir>/cluster/pki/ca.crt when readable)")
-	pf.StringVar(&api.dataDir, "data-dir", envOr("HYPERCORE_DATA_DIR", defaultDataDir), "node state directory")
+	pf.StringVar(&api.dataDir, "data-dir", envOr("HYPERCORE_DATA_DIR", rootless.DataDir(defaultDataDir, rootless.Detect(), os.Getenv)), "node state directory")
 
 	root.AddCommand(
 		newClusterCmd(api),

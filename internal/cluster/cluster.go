@@ -99,6 +99,10 @@ type Config struct {
 	// FastFailure detects failed nodes in 2-3 s rather than 4 s, at the
 	// cost of more probe traffic; see membership.
 	FastFailure bool
+	// Ephemeral nodes stop and remove their workloads when they close,
+	// before they leave: a batch job's node leaves nothing running, and
+	// the cluster places the workloads again elsewhere.
+	Ephemeral bool
 	// Log is where the cluster logs; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -286,6 +290,9 @@ func Start(ctx context.Context, cfg Config, id *Identity, nodeCfg node.Config, p
 func (c *Cluster) Close() {
 	close(c.quit)
 	c.wg.Wait()
+	if c.cfg.Ephemeral {
+		c.removeLocal()
+	}
 	c.local.Close()
 	if _, err := c.reports.flush(); err != nil {
 		c.log.Warn("last workload reports not written; the next start reports again", "err", err)
@@ -298,6 +305,32 @@ func (c *Cluster) Close() {
 	c.raft.Close()
 	c.peers.Close()
 	c.port.Close()
+}
+
+// ephemeralStopTimeout is how long each workload of an ephemeral node may
+// take to stop gracefully when the node closes.
+const ephemeralStopTimeout = 10 * time.Second
+
+// removeLocal stops every workload on this node gracefully, then removes
+// it, so that no process, mount or network namespace of it is left. It
+// runs once the reconcile loop has stopped, which would start them again.
+func (c *Cluster) removeLocal() {
+	recs, err := c.local.List()
+	if err != nil {
+		c.log.Warn("ephemeral node: list workloads to remove", "err", err)
+		return
+	}
+	ctx := context.Background()
+	for _, r := range recs {
+		if _, err := c.local.Stop(ctx, r.ID, ephemeralStopTimeout); err != nil {
+			c.log.Warn("ephemeral node: stop workload", "id", r.ID, "err", err)
+		}
+		if err := c.local.Remove(ctx, r.ID); err != nil {
+			c.log.Warn("ephemeral node: remove workload", "id", r.ID, "err", err)
+			continue
+		}
+		c.log.Info("ephemeral node: workload stopped and removed", "id", r.ID)
+	}
 }
 
 // stopServer lets srv's calls in flight end for up to grace, then closes

@@ -12,11 +12,13 @@ package config
 import (
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/cluster/scheduler"
 	"github.com/hypercore-dev/hypercore/internal/proxy"
+	"github.com/hypercore-dev/hypercore/internal/rootless"
 )
 
 // Config is the daemon's settings. The fields up to Level are what the
@@ -64,6 +66,9 @@ type Config struct {
 	MemoryMiB int
 	// FastFailure detects failed nodes sooner, with more gossip traffic.
 	FastFailure bool
+	// Ephemeral nodes stop and remove their workloads and leave the
+	// cluster on SIGTERM, as a batch job's nodes must.
+	Ephemeral bool
 
 	// BaseDomain: workloads are served at <id>.<BaseDomain>.
 	BaseDomain string
@@ -168,7 +173,7 @@ const (
 // file: the defaults the flags of 'hypercore cluster' have always had.
 func Default() Config {
 	return Config{
-		DataDir:         defaultDataDir,
+		DataDir:         rootless.DataDir(defaultDataDir, rootless.Detect(), os.Getenv),
 		LogLevel:        "info",
 		APIAddr:         defaultAPIAddr,
 		ClusterBindAddr: "0.0.0.0:7946",

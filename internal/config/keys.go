@@ -69,6 +69,8 @@ var keys = sync.OnceValue(func() []key {
 			field: func(c *Config) any { return &c.MemoryMiB }},
 		{name: "fast_failure", flag: "fast-failure", usage: "detect failed nodes in 2-3 s instead of about 4 s, with more gossip traffic",
 			field: func(c *Config) any { return &c.FastFailure }},
+		{name: "ephemeral", flag: "ephemeral", usage: "on SIGTERM stop and remove this node's workloads and leave the cluster, instead of keeping them for the next start (a batch job's node)",
+			field: func(c *Config) any { return &c.Ephemeral }},
 
 		{name: "cluster_base_url", flag: "cluster-base-url", usage: "base domain: workloads are served at <id>.<base>",
 			field: func(c *Config) any { return &c.BaseDomain }},

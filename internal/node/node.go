@@ -92,11 +92,12 @@ type Config struct {
 	// an exec's) and in /run/secrets without writing them to disk. Nil
 	// refuses workloads that name secrets.
 	Secrets func(ctx context.Context, s spec.Spec) (map[string][]byte, error)
-	// MemoryMiB is the memory workloads may reserve on this node, in MiB,
-	// as the node advertises it to the scheduler; 0 is the host's total.
-	MemoryMiB int64
 	// Log is where the node logs; nil is slog.Default().
 	Log *slog.Logger
+	// Cores and MemoryMiB are the capacity the node offers the scheduler
+	// (--memory, or a batch job's allocation); 0 is the machine's.
+	Cores     float64
+	MemoryMiB int64
 }
 
 // DefaultImageGCInterval is the daemon's image GC period: often enough
@@ -211,6 +212,9 @@ func New(cfg Config, p Parts) (*Node, error) {
 		obs:    map[spec.ID]workload.Observation{},
 		probes: map[spec.ID]probeSchedule{}, isolation: map[spec.ID]spec.Isolation{},
 		quit: make(chan struct{}),
+	}
+	if cfg.Cores > 0 {
+		n.cores = cfg.Cores
 	}
 	for _, d := range p.Drivers {
 		if en, ok := d.(driver.ExitNotifier); ok {

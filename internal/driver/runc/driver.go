@@ -70,6 +70,25 @@ type Options struct {
 	// LogCheckEvery is how often the Driver checks logs for rotation in
 	// the background. Negative turns the check off; call RotateLogs instead.
 	LogCheckEvery time.Duration
+	// Rootless is set when the daemon runs in a user namespace without
+	// the host's root (see package rootless): workloads then get no
+	// cgroup and no limits (the host's cgroups cannot be written), no
+	// user namespace of their own (they share the daemon's), and no disk
+	// limit (loop devices need the host's root). Limits reports which.
+	Rootless bool
+	// MappedGIDs is how many group ids from 0 on the daemon's user
+	// namespace maps; with Rootless, ping_group_range names no more.
+	MappedGIDs uint64
+}
+
+// Limits says which of a workload's limits this driver enforces; a
+// rootless daemon logs it at start.
+func (d *Driver) Limits() (enforced, notEnforced []string) {
+	all := []string{"cores", "memory", "pids", "disk", "user namespace per workload"}
+	if d.opts.Rootless {
+		return []string{"seccomp"}, all
+	}
+	return append(all, "seccomp"), nil
 }
 
 // Driver runs workloads as containers with an OCI runtime. It implements

@@ -109,6 +109,9 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		// from the sandbox with pidfd_getfd.
 		return errors.New("a workload with a terminal (tty) cannot run in gVisor; spawn it without tty, or with isolation container")
 	}
+	if d.opts.Rootless && d.diskMiB(cfg.Spec) > 0 {
+		return errors.New("this node runs rootless and cannot limit disk use (loop devices need the host's root): spawn without disk, or run the node as root")
+	}
 	if err := mkdirs(p, d.diskMiB(cfg.Spec), d.spare); err != nil {
 		return err
 	}
@@ -137,6 +140,9 @@ func (d *Driver) setupHost(cfg driver.Config, p paths) error {
 		return err
 	}
 	s.Linux.CgroupsPath = d.cgroupPath(cfg.ID)
+	if d.opts.Rootless {
+		d.unprivileged(s)
+	}
 	if err := sb.apply(s, p, netns); err != nil {
 		return err
 	}
@@ -391,9 +397,13 @@ func (d *Driver) Stop(ctx context.Context, id spec.ID, timeout time.Duration) er
 			return d.stopped(id, err)
 		}
 	}
-	if err := d.rt.Kill(ctx, id.String(), int(syscall.SIGKILL), &gorunc.KillOpts{All: true}); err != nil {
+	// --all finds the processes through the workload's cgroup; a rootless
+	// workload has none, but its own pid namespace, which dies with its
+	// first process.
+	kill := &gorunc.KillOpts{All: !d.opts.Rootless}
+	if err := d.rt.Kill(ctx, id.String(), int(syscall.SIGKILL), kill); err != nil {
 		if stopped, _ := d.isStopped(ctx, id); !stopped {
-			return fmt.Errorf("stop %s: %s kill --all KILL: %w", id, d.name, err)
+			return fmt.Errorf("stop %s: %s kill KILL (all: %v): %w", id, d.name, kill.All, err)
 		}
 	}
 	stopped, err := d.waitStopped(ctx, id, killWait)

@@ -69,7 +69,7 @@ func ownNetNS(netnsPath, usernsPath string, host uint32) error {
 	// more mount per workload. A crash before the new one is bound
 	// leaves netnsPath a plain file, which the node's Attach, run before
 	// this on every setup, replaces with a fresh namespace.
-	if err := unmountAll(netnsPath); err != nil {
+	if err := mountutil.UnmountAll(netnsPath); err != nil {
 		return err
 	}
 	return bindNS(fmt.Sprintf("/proc/%d/ns/net", proc.Pid), netnsPath)

@@ -36,7 +36,9 @@ func (d *Driver) sandboxFor(cfg driver.Config, p paths) (sandbox, error) {
 	}
 	sec := cfg.Spec.Security
 	sb := sandbox{seccomp: sec.Seccomp != spec.SeccompUnconfined}
-	if sec.UserNS == spec.UserNSHost {
+	if sec.UserNS == spec.UserNSHost || d.opts.Rootless {
+		// Rootless, the host id ranges for workloads are not mapped:
+		// the workload shares the daemon's user namespace.
 		return sb, nil
 	}
 	if old, err := readSpec(p.config); err == nil {
@@ -165,6 +167,26 @@ func (sb sandbox) apply(s *specs.Spec, p paths, netns string) error {
 		s.Linux.Sysctl[pingGroupRange] = fmt.Sprintf("0 %d", idRangeSize-1)
 	}
 	return nil
+}
+
+// unprivileged drops from s what a daemon without the host's root cannot
+// set up: the workload's cgroup (runc's rootless cgroup manager then
+// creates none, and fails only for limits it was asked to set) and its
+// limits, and ping_group_range beyond the mapped group ids. The device
+// rules stay: in a user namespace runc applies none, and mknod is denied
+// there anyway.
+func (d *Driver) unprivileged(s *specs.Spec) {
+	s.Linux.CgroupsPath = ""
+	if r := s.Linux.Resources; r != nil {
+		s.Linux.Resources = &specs.LinuxResources{Devices: r.Devices}
+	}
+	if _, ok := s.Linux.Sysctl[pingGroupRange]; ok {
+		if d.opts.MappedGIDs > 0 {
+			s.Linux.Sysctl[pingGroupRange] = fmt.Sprintf("0 %d", min(d.opts.MappedGIDs, 1<<31)-1)
+		} else {
+			delete(s.Linux.Sysctl, pingGroupRange)
+		}
+	}
 }
 
 // remountSandbox redoes, for a bundle made with a user namespace, what a

@@ -42,6 +42,9 @@ type Node struct {
 	cmd     *exec.Cmd
 	logPath string
 	args    []string
+	// user, when set, runs the daemon rootless (StartRootlessNode).
+	user *syscall.Credential
+	env  []string
 }
 
 // StartNode runs `hypercore cluster --data-dir dataDir args...` inside ns
@@ -66,10 +69,18 @@ func (n *Node) Start() {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	n.cmd = n.NS.Command(n.Bin, append([]string{"cluster", "--data-dir", n.DataDir, "--log-level", "debug"}, n.args...)...)
+	args := append([]string{"cluster", "--data-dir", n.DataDir, "--log-level", "debug"}, n.args...)
+	if n.user != nil {
+		n.cmd = rootlessCommand(n.user, n.env, n.Bin, args...)
+	} else {
+		n.cmd = n.NS.Command(n.Bin, args...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if n.user != nil {
+		n.NS = netNSOfPID(t, n.cmd.Process.Pid)
 	}
 	exited := make(chan struct{})
 	go func() { n.cmd.Wait(); close(exited) }()
