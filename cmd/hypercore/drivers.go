@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hypercore-dev/hypercore/internal/config"
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/cri"
 	"github.com/hypercore-dev/hypercore/internal/driver/gvisor"
 	"github.com/hypercore-dev/hypercore/internal/driver/qemu"
 	"github.com/hypercore-dev/hypercore/internal/driver/runc"
@@ -21,18 +23,35 @@ import (
 // present, so a node advertises only what it can really run.
 func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string) (map[spec.Isolation]driver.Driver, error) {
 	dataDir := cfg.DataDir
+	if cfg.CRIEndpoint != "" {
+		// A CRI endpoint replaces the OCI runtime for containers only: the
+		// other isolations stay hypercore's own.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ctr, err := cri.New(ctx, cri.Options{Endpoint: cfg.CRIEndpoint})
+		if err != nil {
+			return nil, fmt.Errorf("--cri-endpoint: %w", err)
+		}
+		log.Info("containers run on a CRI endpoint", "endpoint", cfg.CRIEndpoint)
+		return withOthers(log, cfg, cgroupParent, map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}), nil
+	}
 	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent, DefaultDiskMiB: int64(cfg.DefaultDiskMiB)})
 	if err != nil {
 		return nil, err
 	}
-	drivers := map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}
+	return withOthers(log, cfg, cgroupParent, map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}), nil
+}
+
+// withOthers adds the microVM and gVisor drivers where they work here.
+func withOthers(log *slog.Logger, cfg *config.Config, cgroupParent string, drivers map[spec.Isolation]driver.Driver) map[spec.Isolation]driver.Driver {
+	dataDir := cfg.DataDir
 	if vm := newQEMUDriver(log, dataDir); vm != nil {
 		drivers[spec.IsolationMicroVM] = vm
 	}
 	if sb := newGVisorDriver(log, dataDir, cgroupParent, int64(cfg.DefaultDiskMiB)); sb != nil {
 		drivers[spec.IsolationGVisor] = sb
 	}
-	return drivers, nil
+	return drivers
 }
 
 // newQEMUDriver returns the microVM driver, or nil (logged) when QEMU or a

@@ -83,6 +83,8 @@ var keys = sync.OnceValue(func() []key {
 
 		{name: "runtime", flag: "runtime", usage: "OCI runtime for containers: runc or crun",
 			field: func(c *Config) any { return &c.Runtime }},
+		{name: "cri_endpoint", flag: "cri-endpoint", usage: "run container workloads on this CRI endpoint (unix:///run/containerd/containerd.sock) instead of --runtime; the endpoint pulls images and networks pods itself (docs/cri.md)",
+			field: func(c *Config) any { return &c.CRIEndpoint }},
 		{name: "subnet", flag: "subnet", usage: "workload network, which must overlap no address or route of the host; the bridge takes its first address (default: a free /16 of 10.0.0.0/8, picked at the first start and kept in <data-dir>/network/subnet)",
 			field: func(c *Config) any { return &c.Subnet }},
 		{name: "bridge", flag: "bridge", usage: "name of the node's bridge (default: hcb plus the node id, kept in <data-dir>/node-id)",
