@@ -295,14 +295,27 @@ func (d *Driver) removeSandbox(ctx context.Context, sbID string) error {
 	return nil
 }
 
-// Status reports id's container state. CRI does not tell the process id,
-// so Pid stays 0.
+// infoPid is the process id containerd and CRI-O put in a verbose
+// status's "info" JSON; 0 from an endpoint that does not, or when the
+// container does not run.
+func infoPid(info map[string]string) int {
+	var v struct {
+		Pid int `json:"pid"`
+	}
+	if json.Unmarshal([]byte(info["info"]), &v) != nil {
+		return 0
+	}
+	return v.Pid
+}
+
+// Status reports id's container state. CRI has no field for the process
+// id; it comes from the verbose info where the endpoint gives it.
 func (d *Driver) Status(ctx context.Context, id spec.ID) (driver.Status, error) {
 	c, err := d.container(ctx, id)
 	if err != nil {
 		return driver.Status{}, err
 	}
-	resp, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+	resp, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id, Verbose: true})
 	if status.Code(err) == codes.NotFound {
 		return driver.Status{}, driver.ErrNotFound
 	}
@@ -310,7 +323,7 @@ func (d *Driver) Status(ctx context.Context, id spec.ID) (driver.Status, error) 
 		return driver.Status{}, d.wrap("container status of "+id.String(), err)
 	}
 	s := resp.Status
-	st := driver.Status{ExitCode: int(s.ExitCode)}
+	st := driver.Status{ExitCode: int(s.ExitCode), Pid: infoPid(resp.Info)}
 	switch s.State {
 	case runtimeapi.ContainerState_CONTAINER_CREATED:
 		st.State = driver.StateCreated

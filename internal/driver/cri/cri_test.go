@@ -1,0 +1,147 @@
+package cri_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/cri"
+	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
+	"github.com/hypercore-dev/hypercore/internal/spec"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
+)
+
+const imageRef = "hypercore.test/httpd:1"
+
+func config(t *testing.T) driver.Config {
+	t.Helper()
+	s, err := spec.Build(spec.Input{Image: imageRef, Cores: 0.5, MemoryMiB: 64, Env: []string{"COLOR=blue"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := testutil.HTTPDImage(t)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spec.NewID()
+	return driver.Config{ID: id, Spec: s, ImageConfig: cf.Config, Hostname: id.String()[:8]}
+}
+
+// TestLifecycle runs a workload on a real containerd through CRI: create,
+// start, exec, the sandbox's labels and address, stop, recover with a new
+// driver, delete.
+func TestLifecycle(t *testing.T) {
+	ctd := testutil.StartContainerd(t, cri.CNIConfList)
+	ctd.Import(t, imageRef, testutil.HTTPDImage(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d, err := cri.New(ctx, cri.Options{Endpoint: ctd.Endpoint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A cleanup, not a defer: drivertest's cleanup still uses d.
+	t.Cleanup(func() { d.Close() })
+	cfg := config(t)
+	drivertest.Run(t, ctx, d, cfg)
+
+	out, code := drivertest.Exec(t, ctx, d, cfg.ID, "sh", "-c", "echo $COLOR $GREETING; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+	if code != 0 {
+		t.Fatalf("exec exit %d: %s", code, out)
+	}
+	if want := fmt.Sprintf("blue hello\n%d\n50000\n", 64<<20); out != want {
+		t.Errorf("exec output %q, want %q (env from spec and image, memory limit, cpu quota)", out, want)
+	}
+	if code := must(d.Exec(ctx, cfg.ID, driver.ExecConfig{Args: []string{"false"}})); code != 1 {
+		t.Errorf("exec false: exit %d, want 1", code)
+	}
+
+	// The sandbox carries the workload's labels, as crictl shows them.
+	conn := runtimeClient(t, ctd)
+	pods, err := conn.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelWorkload: cfg.ID.String()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 1 || pods.Items[0].Labels[cri.LabelSpecHash] != cri.SpecHash(cfg.Spec) {
+		t.Fatalf("sandboxes labelled with the workload: %+v, want one with the spec hash", pods.Items)
+	}
+
+	// The pod's address is on the endpoint's CNI bridge, and httpd serves there.
+	ip, err := d.WorkloadIP(ctx, cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(ip, "10.213.") {
+		t.Errorf("pod IP %s, want one from the shipped conflist's 10.213.0.0/16", ip)
+	}
+	if out, err := exec.Command("nsenter", "--net=/run/netns/"+ctd.NetNS, "busybox", "wget", "-qO-", fmt.Sprintf("http://%s:%d/", ip, testutil.HTTPPort)).CombinedOutput(); err != nil || string(out) != testutil.IndexHTML {
+		t.Errorf("fetch from the pod: %q, %v; want %q", out, err, testutil.IndexHTML)
+	}
+
+	// A new driver object (a restarted daemon) finds the same workload.
+	d2, err := cri.New(ctx, cri.Options{Endpoint: ctd.Endpoint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	st, err := d2.Recover(ctx, cfg)
+	if err != nil || st.State != driver.StateRunning || st.Pid <= 0 {
+		t.Fatalf("recover: %+v, %v; want running with a pid", st, err)
+	}
+	if _, err := d2.Stats(ctx, cfg.ID); err != nil {
+		t.Errorf("stats: %v", err)
+	}
+
+	if err := d2.Stop(ctx, cfg.ID, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := d2.Status(ctx, cfg.ID); err != nil || st.State != driver.StateStopped {
+		t.Errorf("after stop: %+v, %v; want stopped", st, err)
+	}
+	if err := d2.Delete(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	pods, err = conn.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelWorkload: cfg.ID.String()}}})
+	if err != nil || len(pods.Items) != 0 {
+		t.Errorf("after delete: sandboxes %+v, %v; want none", pods.GetItems(), err)
+	}
+	if _, err := d2.Status(ctx, cfg.ID); err != driver.ErrNotFound {
+		t.Errorf("status after delete: %v, want ErrNotFound", err)
+	}
+	// Delete again is no error.
+	if err := d2.Delete(ctx, cfg.ID); err != nil {
+		t.Errorf("second delete: %v", err)
+	}
+}
+
+// TestRefusesRemoteAndDeadEndpoints checks the errors a wrong --cri-endpoint gives.
+func TestRefusesRemoteAndDeadEndpoints(t *testing.T) {
+	ctx := context.Background()
+	if _, err := cri.New(ctx, cri.Options{Endpoint: "tcp://127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "unix://") {
+		t.Errorf("tcp endpoint: %v, want a refusal naming unix://", err)
+	}
+	sock := t.TempDir() + "/none.sock"
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	_, err = cri.New(ctx, cri.Options{Endpoint: "unix://" + sock, DialTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), sock) {
+		t.Errorf("dead endpoint: %v, want an error naming it", err)
+	}
+}
+
+func must(code int, err error) int {
+	if err != nil {
+		panic(err)
+	}
+	return code
+}
