@@ -87,6 +87,14 @@ func missing(t testing.TB, why string) {
 // VM refuses values below 0.
 func StartContainerd(t testing.TB, cniConf []byte) *Containerd {
 	t.Helper()
+	return StartContainerdIn(t, cniConf, "")
+}
+
+// StartContainerdIn is StartContainerd in the network namespace netns
+// (a name `ip netns` knows; "" makes a new one), pulling from the
+// registries insecure over plain HTTP.
+func StartContainerdIn(t testing.TB, cniConf []byte, netns string, insecure ...string) *Containerd {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		missing(t, "containerd tests need root")
 	}
@@ -99,15 +107,18 @@ func StartContainerd(t testing.TB, cniConf []byte) *Containerd {
 	// Short paths: containerd's sockets must fit in sun_path.
 	dir, err := os.MkdirTemp("/tmp", "hccrd")
 	must(t, err)
-	ns := filepath.Base(dir)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v\n%s", err, out)
+	ns := netns
+	if ns == "" {
+		ns = filepath.Base(dir)
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add: %v\n%s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			t.Fatalf("lo up: %v\n%s", err, out)
+		}
 	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	nsPath := "/run/netns/" + ns
-	if out, err := exec.Command("nsenter", "--net="+nsPath, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v\n%s", err, out)
-	}
 	must(t, os.MkdirAll(filepath.Join(dir, "cni"), 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "cni", "10-hypercore.conflist"), cniConf, 0o644))
 	sock := filepath.Join(dir, "c.sock")
@@ -123,6 +134,9 @@ state = %[2]q
     bin_dir = "/usr/lib/cni"
     conf_dir = %[5]q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, PauseImageRef, filepath.Join(dir, "cni"))
+	for _, r := range insecure {
+		conf += fmt.Sprintf("  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [%q]\n", r, "http://"+r)
+	}
 	must(t, os.WriteFile(filepath.Join(dir, "config.toml"), []byte(conf), 0o644))
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
 	must(t, err)

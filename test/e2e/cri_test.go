@@ -1,0 +1,81 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/hypercore-dev/hypercore/internal/driver/cri"
+	"github.com/hypercore-dev/hypercore/internal/testutil"
+	"github.com/hypercore-dev/hypercore/internal/testutil/harness"
+)
+
+// TestCRIEndpoint walks the CRI contract: Debian's containerd with CRI on a
+// unix socket, in the node's namespace; a node with --cri-endpoint spawns
+// the test image there (containerd pulls it from the registry itself),
+// the proxy serves it by Host, the pod sandbox is labelled with the
+// workload id, a kill -9 and restart of the node re-adopts it, and rm
+// removes the sandbox.
+func TestCRIEndpoint(t *testing.T) {
+	ns := harness.NewNetNS(t)
+	ref := harness.StartRegistry(t, ns, testutil.HTTPDImage(t))
+	ctd := testutil.StartContainerdIn(t, cri.CNIConfList, ns.Name, "127.0.0.1:5000")
+	n := harness.StartNode(t, ns, hypercoreBin, filepath.Join(t.TempDir(), "data"), "--cri-endpoint", ctd.Endpoint())
+
+	a := spawn(t, n, `{"cores":0.5,"memory":64,"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	host := a.ID + ".localhost"
+	if code, body := n.Page(80, host); code != 200 || body != testutil.IndexHTML {
+		t.Fatalf("proxy to the CRI workload: %d %q\n%s", code, body, n.Log())
+	}
+
+	conn, err := grpc.NewClient(ctd.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	pods := func() []*runtimeapi.PodSandbox {
+		resp, err := rt.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelWorkload: a.ID}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Items
+	}
+	if p := pods(); len(p) != 1 || p[0].State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Fatalf("sandboxes labelled %s=%s: %+v, want one ready", cri.LabelWorkload, a.ID, p)
+	}
+	var before struct{ IP, State string }
+	_, out := n.API("GET", "/v1/workloads/"+a.ID, "")
+	json.Unmarshal([]byte(out), &before)
+	if before.State != "running" || before.IP == "" {
+		t.Fatalf("workload %s", out)
+	}
+
+	// The endpoint keeps the pod while the node is away; the restarted
+	// node finds it by its label, and nothing is duplicated.
+	n.Kill9()
+	n.Start()
+	if code, body := n.Page(80, host); code != 200 || body != testutil.IndexHTML {
+		t.Fatalf("after kill -9 and restart: %d %q\n%s", code, body, n.Log())
+	}
+	var after struct{ IP, State string }
+	_, out = n.API("GET", "/v1/workloads/"+a.ID, "")
+	json.Unmarshal([]byte(out), &after)
+	if after != before {
+		t.Errorf("after restart: %+v, want %+v", after, before)
+	}
+	if p := pods(); len(p) != 1 {
+		t.Errorf("after restart: %d sandboxes, want the same one", len(p))
+	}
+
+	if out, err := n.CLI("rm", a.ID); err != nil {
+		t.Fatalf("rm: %v %s", err, out)
+	}
+	harness.WaitFor(t, "sandbox removed", 30*time.Second, func() bool { return len(pods()) == 0 })
+}
