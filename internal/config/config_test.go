@@ -97,6 +97,7 @@ func TestDefaultsAreTheOldFlagDefaults(t *testing.T) {
 		"tcp_idle_timeout":       "10m0s",
 		"tcp_max_conns":          "1024",
 		"runtime":                "runc",
+		"cri_endpoint":           "",
 		// Picked per node, and kept, since nodes may share a host.
 		"subnet":             "",
 		"bridge":             "",
@@ -192,6 +193,7 @@ func TestPrecedence(t *testing.T) {
 		"tcp_idle_timeout":       {"1m0s", "2m0s", "3m0s"},
 		"tcp_max_conns":          {"1", "2", "3"},
 		"runtime":                {"crun", "runsc", "/usr/bin/crun"},
+		"cri_endpoint":           {"unix:///a.sock", "unix:///b.sock", "unix:///c.sock"},
 		"subnet":                 {"10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"},
 		"bridge":                 {"hf", "he", "hg"},
 		"egress_allow":           {"10.0.0.0/8", "192.168.0.0/16,169.254.169.254/32", "172.16.0.0/12"},
