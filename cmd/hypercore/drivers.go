@@ -28,7 +28,7 @@ func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string) (map[
 		// other isolations stay hypercore's own.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		ctr, err := cri.New(ctx, cri.Options{Endpoint: cfg.CRIEndpoint})
+		ctr, err := cri.New(ctx, cri.Options{Endpoint: cfg.CRIEndpoint, CA: cfg.CRICA, Cert: cfg.CRICert, Key: cfg.CRIKey})
 		if err != nil {
 			return nil, fmt.Errorf("--cri-endpoint: %w", err)
 		}

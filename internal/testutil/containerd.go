@@ -87,14 +87,40 @@ func missing(t testing.TB, why string) {
 // VM refuses values below 0.
 func StartContainerd(t testing.TB, cniConf []byte) *Containerd {
 	t.Helper()
-	return StartContainerdIn(t, cniConf, "")
+	return StartContainerdWith(t, cniConf, ContainerdOptions{})
 }
 
 // StartContainerdIn is StartContainerd in the network namespace netns
-// (a name `ip netns` knows; "" makes a new one), pulling from the
-// registries insecure over plain HTTP.
+// (a name `ip netns` knows), pulling from the registries insecure over
+// plain HTTP.
 func StartContainerdIn(t testing.TB, cniConf []byte, netns string, insecure ...string) *Containerd {
 	t.Helper()
+	return StartContainerdWith(t, cniConf, ContainerdOptions{NetNS: netns, InsecureRegistries: insecure})
+}
+
+// ContainerdOptions are the choices StartContainerdWith offers.
+type ContainerdOptions struct {
+	// NetNS is the network namespace to run in; "" makes a new one.
+	NetNS string
+	// InsecureRegistries are pulled from over plain HTTP.
+	InsecureRegistries []string
+	// TCP, when set, also serves the API (CRI included) over TCP with
+	// mutual TLS, as a remote endpoint does.
+	TCP *ContainerdTCP
+}
+
+// ContainerdTCP is containerd's TCP listener with mutual TLS.
+type ContainerdTCP struct {
+	// Addr is host:port, in containerd's network namespace.
+	Addr string
+	// CA verifies client certificates; Cert and Key are the server's.
+	CA, Cert, Key string
+}
+
+// StartContainerdWith is StartContainerd with options.
+func StartContainerdWith(t testing.TB, cniConf []byte, o ContainerdOptions) *Containerd {
+	t.Helper()
+	netns, insecure := o.NetNS, o.InsecureRegistries
 	if os.Geteuid() != 0 {
 		missing(t, "containerd tests need root")
 	}
@@ -122,18 +148,23 @@ func StartContainerdIn(t testing.TB, cniConf []byte, netns string, insecure ...s
 	must(t, os.MkdirAll(filepath.Join(dir, "cni"), 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "cni", "10-hypercore.conflist"), cniConf, 0o644))
 	sock := filepath.Join(dir, "c.sock")
+	tcpConf := ""
+	if o.TCP != nil {
+		tcpConf = fmt.Sprintf("  tcp_address = %q\n  tcp_tls_ca = %q\n  tcp_tls_cert = %q\n  tcp_tls_key = %q\n", o.TCP.Addr, o.TCP.CA, o.TCP.Cert, o.TCP.Key)
+	}
 	conf := fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
 [grpc]
   address = %[3]q
-[plugins."io.containerd.grpc.v1.cri"]
+%[6]s[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %[4]q
   restrict_oom_score_adj = true
+  disable_tcp_service = %[7]t
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %[5]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, PauseImageRef, filepath.Join(dir, "cni"))
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, PauseImageRef, filepath.Join(dir, "cni"), tcpConf, o.TCP == nil)
 	for _, r := range insecure {
 		conf += fmt.Sprintf("  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [%q]\n", r, "http://"+r)
 	}

@@ -12,16 +12,21 @@ package cri
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -53,8 +58,13 @@ const cpuPeriod = 100_000
 
 // Options configures a Driver.
 type Options struct {
-	// Endpoint is the CRI endpoint, unix:///path/to/socket.
+	// Endpoint is the CRI endpoint: unix:///path/to/socket, or
+	// tcp://host:port for a remote endpoint with mutual TLS.
 	Endpoint string
+	// CA, Cert and Key are PEM files for a tcp:// endpoint: the CA that
+	// signed the endpoint's certificate, and the node's client
+	// certificate and key.
+	CA, Cert, Key string
 	// DialTimeout bounds the first call to the endpoint; 0 is 10s.
 	DialTimeout time.Duration
 }
@@ -73,12 +83,13 @@ var (
 )
 
 // New connects to the endpoint and checks, with a Version call, that it
-// answers CRI runtime v1. Only unix:// endpoints are accepted.
+// answers CRI runtime v1.
 func New(ctx context.Context, o Options) (*Driver, error) {
-	if !strings.HasPrefix(o.Endpoint, "unix://") {
-		return nil, fmt.Errorf("cri: endpoint %q: only local unix:///path endpoints are supported; remote tcp:// endpoints with client certificates are not implemented yet (put the node on the endpoint's machine, or use --cri-endpoint unix:///run/containerd/containerd.sock)", o.Endpoint)
+	target, creds, err := dialTarget(o)
+	if err != nil {
+		return nil, err
 	}
-	conn, err := grpc.NewClient(o.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("cri: endpoint %s: %w", o.Endpoint, err)
@@ -93,13 +104,60 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 	v, err := d.rt.Version(vctx, &runtimeapi.VersionRequest{}, grpc.WaitForReady(true))
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("cri: endpoint %s does not answer CRI runtime v1 (is containerd running with its CRI plugin, and is --cri-endpoint right?): %w", o.Endpoint, err)
+		hint := "is containerd running with its CRI plugin, and is --cri-endpoint right?"
+		if strings.HasPrefix(o.Endpoint, "tcp://") {
+			hint = "is the endpoint listening with TLS (containerd: [grpc] tcp_address and the CRI plugin's disable_tcp_service = false), does its tcp_tls_ca trust --cri-cert, and did --cri-ca sign its certificate?"
+		}
+		return nil, fmt.Errorf("cri: endpoint %s does not answer CRI runtime v1 (%s): %w", o.Endpoint, hint, err)
 	}
 	if v.RuntimeApiVersion != "v1" {
 		conn.Close()
 		return nil, fmt.Errorf("cri: endpoint %s speaks CRI %q, want v1", o.Endpoint, v.RuntimeApiVersion)
 	}
 	return d, nil
+}
+
+// dialTarget is the gRPC target and transport security for o's endpoint:
+// a unix socket as it is, a tcp:// endpoint with TLS 1.3 only, the
+// endpoint's certificate checked against o.CA for the endpoint's host
+// name, and the node's client certificate.
+func dialTarget(o Options) (string, credentials.TransportCredentials, error) {
+	switch {
+	case strings.HasPrefix(o.Endpoint, "unix:///"):
+		if o.CA != "" || o.Cert != "" || o.Key != "" {
+			return "", nil, fmt.Errorf("cri: endpoint %s is a local socket: --cri-ca, --cri-cert and --cri-key are for tcp:// endpoints only", o.Endpoint)
+		}
+		return o.Endpoint, insecure.NewCredentials(), nil
+	case strings.HasPrefix(o.Endpoint, "tcp://"):
+		hostport := strings.TrimPrefix(o.Endpoint, "tcp://")
+		host, _, err := net.SplitHostPort(hostport)
+		if err != nil || host == "" {
+			return "", nil, fmt.Errorf("cri: endpoint %q: want tcp://HOST:PORT", o.Endpoint)
+		}
+		if o.CA == "" || o.Cert == "" || o.Key == "" {
+			return "", nil, fmt.Errorf("cri: endpoint %s is remote: it needs --cri-ca (the CA of the endpoint's certificate), --cri-cert and --cri-key (the node's client certificate)", o.Endpoint)
+		}
+		pem, err := os.ReadFile(o.CA)
+		if err != nil {
+			return "", nil, fmt.Errorf("cri: --cri-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return "", nil, fmt.Errorf("cri: --cri-ca %s holds no PEM certificate", o.CA)
+		}
+		cert, err := tls.LoadX509KeyPair(o.Cert, o.Key)
+		if err != nil {
+			return "", nil, fmt.Errorf("cri: --cri-cert/--cri-key: %w", err)
+		}
+		return "passthrough:///" + hostport, credentials.NewTLS(&tls.Config{
+			MinVersion:   tls.VersionTLS13,
+			RootCAs:      pool,
+			Certificates: []tls.Certificate{cert},
+			ServerName:   host,
+		}), nil
+	default:
+		return "", nil, fmt.Errorf("cri: endpoint %q: want unix:///path/to/socket or tcp://HOST:PORT", o.Endpoint)
+	}
 }
 
 // Close drops the connection to the endpoint.

@@ -121,11 +121,11 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestRefusesRemoteAndDeadEndpoints checks the errors a wrong --cri-endpoint gives.
-func TestRefusesRemoteAndDeadEndpoints(t *testing.T) {
+// TestRefusesBadAndDeadEndpoints checks the errors a wrong --cri-endpoint gives.
+func TestRefusesBadAndDeadEndpoints(t *testing.T) {
 	ctx := context.Background()
-	if _, err := cri.New(ctx, cri.Options{Endpoint: "tcp://127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "unix://") {
-		t.Errorf("tcp endpoint: %v, want a refusal naming unix://", err)
+	if _, err := cri.New(ctx, cri.Options{Endpoint: "http://127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "unix://") {
+		t.Errorf("http endpoint: %v, want a refusal naming unix://", err)
 	}
 	sock := t.TempDir() + "/none.sock"
 	l, err := net.Listen("unix", sock)
