@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -235,6 +236,10 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 			},
 		},
 	}
+	if ctrCfg.Linux.SecurityContext, err = securityContext(ic.User); err != nil {
+		d.removeSandbox(context.WithoutCancel(ctx), sb.PodSandboxId)
+		return fmt.Errorf("cri: %s on %s: %w", cfg.ID, d.endpoint, err)
+	}
 	for _, v := range cfg.Volumes {
 		if v.HostDir != "" {
 			ctrCfg.Mounts = append(ctrCfg.Mounts, &runtimeapi.Mount{ContainerPath: v.Target, HostPath: v.HostDir})
@@ -246,6 +251,30 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 		return d.wrap("create container for "+cfg.ID.String(), err)
 	}
 	return nil
+}
+
+// securityContext runs the container as user (name, uid, uid:gid or
+// name:gid, from the spec or the image); "" leaves it to the endpoint,
+// which reads the image's. CRI names groups by number only.
+func securityContext(user string) (*runtimeapi.LinuxContainerSecurityContext, error) {
+	sc := &runtimeapi.LinuxContainerSecurityContext{}
+	if user == "" {
+		return sc, nil
+	}
+	u, g, hasGroup := strings.Cut(user, ":")
+	if uid, err := strconv.ParseInt(u, 10, 64); err == nil {
+		sc.RunAsUser = &runtimeapi.Int64Value{Value: uid}
+	} else {
+		sc.RunAsUsername = u
+	}
+	if hasGroup {
+		gid, err := strconv.ParseInt(g, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("user %q: a group by name is %w; give the gid", user, ErrUnsupported)
+		}
+		sc.RunAsGroup = &runtimeapi.Int64Value{Value: gid}
+	}
+	return sc, nil
 }
 
 // keyValues turns KEY=VALUE pairs into CRI key-values.

@@ -22,7 +22,7 @@ const imageRef = "hypercore.test/httpd:1"
 
 func config(t *testing.T) driver.Config {
 	t.Helper()
-	s, err := spec.Build(spec.Input{Image: imageRef, Cores: 0.5, MemoryMiB: 64, Env: []string{"COLOR=blue"}})
+	s, err := spec.Build(spec.Input{Image: imageRef, Cores: 0.5, MemoryMiB: 64, Env: []string{"COLOR=blue"}, User: "1000"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,9 @@ func config(t *testing.T) driver.Config {
 		t.Fatal(err)
 	}
 	id := spec.NewID()
-	return driver.Config{ID: id, Spec: s, ImageConfig: cf.Config, Hostname: id.String()[:8]}
+	ic := cf.Config
+	ic.User = s.User // as the node merges the spec into the image's config
+	return driver.Config{ID: id, Spec: s, ImageConfig: ic, Hostname: id.String()[:8]}
 }
 
 // TestLifecycle runs a workload on a real containerd through CRI: create,
@@ -58,6 +60,9 @@ func TestLifecycle(t *testing.T) {
 	}
 	if want := fmt.Sprintf("blue hello\n%d\n50000\n", 64<<20); out != want {
 		t.Errorf("exec output %q, want %q (env from spec and image, memory limit, cpu quota)", out, want)
+	}
+	if out, _ := drivertest.Exec(t, ctx, d, cfg.ID, "id", "-u"); out != "1000\n" {
+		t.Errorf("id -u: %q, want the spec's user 1000", out)
 	}
 	if code := must(d.Exec(ctx, cfg.ID, driver.ExecConfig{Args: []string{"false"}})); code != 1 {
 		t.Errorf("exec false: exit %d, want 1", code)
