@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/config"
@@ -28,7 +29,13 @@ func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string) (map[
 		// other isolations stay hypercore's own.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		ctr, err := cri.New(ctx, cri.Options{Endpoint: cfg.CRIEndpoint, CA: cfg.CRICA, Cert: cfg.CRICert, Key: cfg.CRIKey})
+		o := cri.Options{Endpoint: cfg.CRIEndpoint, CA: cfg.CRICA, Cert: cfg.CRICert, Key: cfg.CRIKey}
+		if strings.HasPrefix(o.Endpoint, "unix://") {
+			// The endpoint is on this machine: it writes the logs where
+			// the node can read them back.
+			o.LogDir = filepath.Join(dataDir, "cri-logs")
+		}
+		ctr, err := cri.New(ctx, o)
 		if err != nil {
 			return nil, fmt.Errorf("--cri-endpoint: %w", err)
 		}

@@ -18,9 +18,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -68,11 +68,16 @@ type Options struct {
 	CA, Cert, Key string
 	// DialTimeout bounds the first call to the endpoint; 0 is 10s.
 	DialTimeout time.Duration
+	// LogDir, for a local endpoint, is where the endpoint writes the
+	// containers' logs (one directory per workload), so that Logs can
+	// read them; "" leaves logs to the endpoint and Logs unsupported.
+	LogDir string
 }
 
 // Driver is a driver.Driver on one CRI endpoint.
 type Driver struct {
 	endpoint string
+	logDir   string
 	conn     *grpc.ClientConn
 	rt       runtimeapi.RuntimeServiceClient
 	img      runtimeapi.ImageServiceClient
@@ -95,7 +100,10 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cri: endpoint %s: %w", o.Endpoint, err)
 	}
-	d := &Driver{endpoint: o.Endpoint, conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
+	if o.LogDir != "" && !strings.HasPrefix(o.Endpoint, "unix://") {
+		return nil, fmt.Errorf("cri: endpoint %s is remote: its containers' logs cannot be kept in %s on this machine", o.Endpoint, o.LogDir)
+	}
+	d := &Driver{endpoint: o.Endpoint, logDir: o.LogDir, conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
 	timeout := o.DialTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
@@ -198,10 +206,18 @@ func (d *Driver) Create(ctx context.Context, cfg driver.Config) error {
 		return err
 	}
 	labels := map[string]string{LabelWorkload: cfg.ID.String(), LabelSpecHash: SpecHash(cfg.Spec)}
+	logDir := ""
+	if d.logDir != "" {
+		logDir = filepath.Dir(d.logFile(cfg.ID))
+		if err := os.MkdirAll(logDir, 0o700); err != nil {
+			return fmt.Errorf("cri: log directory of %s: %w", cfg.ID, err)
+		}
+	}
 	sbCfg := &runtimeapi.PodSandboxConfig{
-		Metadata: &runtimeapi.PodSandboxMetadata{Name: cfg.ID.String(), Uid: cfg.ID.String(), Namespace: podNamespace},
-		Hostname: cfg.Hostname,
-		Labels:   labels,
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: cfg.ID.String(), Uid: cfg.ID.String(), Namespace: podNamespace},
+		Hostname:     cfg.Hostname,
+		Labels:       labels,
+		LogDirectory: logDir,
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD},
@@ -368,6 +384,10 @@ func (d *Driver) Delete(ctx context.Context, id spec.ID) error {
 	for _, sb := range sbs {
 		errs = append(errs, d.removeSandbox(ctx, sb.Id))
 	}
+	if d.logDir != "" {
+		// Every trace, logs included; a later Create of the id starts anew.
+		errs = append(errs, os.RemoveAll(filepath.Dir(d.logFile(id))))
+	}
 	return errors.Join(errs...)
 }
 
@@ -456,11 +476,6 @@ func (d *Driver) WorkloadIP(ctx context.Context, id spec.ID) (string, error) {
 		return "", fmt.Errorf("cri: pod sandbox of %s on %s has no IP: the endpoint's CNI configuration gave it none", id, d.endpoint)
 	}
 	return "", driver.ErrNotFound
-}
-
-// Logs is not offered: the container's log file lives on the endpoint.
-func (d *Driver) Logs(ctx context.Context, id spec.ID, opts driver.LogOptions) (io.ReadCloser, error) {
-	return nil, fmt.Errorf("cri: logs of %s on %s: %w (read them on the endpoint: crictl logs)", id, d.endpoint, ErrUnsupported)
 }
 
 // Attach is not offered: it needs the endpoint's streaming server.

@@ -3,7 +3,9 @@ package cri_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -45,7 +47,8 @@ func TestLifecycle(t *testing.T) {
 	ctd.Import(t, imageRef, testutil.HTTPDImage(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	d, err := cri.New(ctx, cri.Options{Endpoint: ctd.Endpoint()})
+	logDir := t.TempDir()
+	d, err := cri.New(ctx, cri.Options{Endpoint: ctd.Endpoint(), LogDir: logDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,12 +89,39 @@ func TestLifecycle(t *testing.T) {
 	if !strings.HasPrefix(ip, "10.213.") {
 		t.Errorf("pod IP %s, want one from the shipped conflist's 10.213.0.0/16", ip)
 	}
-	if out, err := exec.Command("nsenter", "--net=/run/netns/"+ctd.NetNS, "busybox", "wget", "-qO-", fmt.Sprintf("http://%s:%d/", ip, testutil.HTTPPort)).CombinedOutput(); err != nil || string(out) != testutil.IndexHTML {
-		t.Errorf("fetch from the pod: %q, %v; want %q", out, err, testutil.IndexHTML)
+	fetch(t, ctd, ip)
+
+	// httpd -v logs the request to stderr; the endpoint wrote it to the
+	// log file the driver reads back.
+	var logs string
+	testutil.WaitFor(t, 10*time.Second, "the request in the logs", func() bool {
+		logs = readLogs(t, ctx, d, cfg, driver.LogOptions{})
+		return strings.Contains(logs, "response:200")
+	})
+	if strings.Contains(logs, "stderr") {
+		t.Errorf("logs %q still carry the CRI log format's stream names", logs)
+	}
+	if tail := readLogs(t, ctx, d, cfg, driver.LogOptions{Tail: 1}); !strings.HasSuffix(logs, tail) || strings.Count(tail, "\n") != 1 {
+		t.Errorf("logs with tail 1: %q, want the last line of %q", tail, logs)
 	}
 
+	// A followed log shows a new request as it is logged, and ends when
+	// the workload is deleted.
+	follow, err := d.Logs(ctx, cfg.ID, driver.LogOptions{Follow: true, Tail: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Close()
+	var followed testutil.LockedBuffer
+	followDone := make(chan struct{})
+	go func() { io.Copy(&followed, follow); close(followDone) }()
+	fetch(t, ctd, ip)
+	testutil.WaitFor(t, 10*time.Second, "the second request in the followed logs", func() bool {
+		return strings.Count(followed.String(), "response:200") == 2
+	})
+
 	// A new driver object (a restarted daemon) finds the same workload.
-	d2, err := cri.New(ctx, cri.Options{Endpoint: ctd.Endpoint()})
+	d2, err := cri.New(ctx, cri.Options{Endpoint: ctd.Endpoint(), LogDir: logDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +150,14 @@ func TestLifecycle(t *testing.T) {
 	if _, err := d2.Status(ctx, cfg.ID); err != driver.ErrNotFound {
 		t.Errorf("status after delete: %v, want ErrNotFound", err)
 	}
+	select {
+	case <-followDone:
+	case <-time.After(10 * time.Second):
+		t.Error("the followed log did not end when the workload was deleted")
+	}
+	if entries, _ := os.ReadDir(logDir); len(entries) != 0 {
+		t.Errorf("after delete the log dir holds %d entries, want none", len(entries))
+	}
 	// Delete again is no error.
 	if err := d2.Delete(ctx, cfg.ID); err != nil {
 		t.Errorf("second delete: %v", err)
@@ -142,6 +180,28 @@ func TestRefusesBadAndDeadEndpoints(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), sock) {
 		t.Errorf("dead endpoint: %v, want an error naming it", err)
 	}
+}
+
+// fetch gets / from the pod's httpd, from inside containerd's namespace.
+func fetch(t *testing.T, ctd *testutil.Containerd, ip string) {
+	t.Helper()
+	if out, err := exec.Command("nsenter", "--net=/run/netns/"+ctd.NetNS, "busybox", "wget", "-qO-", fmt.Sprintf("http://%s:%d/", ip, testutil.HTTPPort)).CombinedOutput(); err != nil || string(out) != testutil.IndexHTML {
+		t.Errorf("fetch from the pod: %q, %v; want %q", out, err, testutil.IndexHTML)
+	}
+}
+
+func readLogs(t *testing.T, ctx context.Context, d driver.Driver, cfg driver.Config, opts driver.LogOptions) string {
+	t.Helper()
+	rc, err := d.Logs(ctx, cfg.ID, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func must(code int, err error) int {
