@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 // unix socket, in the node's namespace; a node with --cri-endpoint spawns
 // the test image there (containerd pulls it from the registry itself),
 // the proxy serves it by Host, the pod sandbox is labelled with the
-// workload id, a kill -9 and restart of the node re-adopts it, and rm
+// workload id, hypercore logs reads its output, a kill -9 and restart of the node re-adopts it, and rm
 // removes the sandbox.
 func TestCRIEndpoint(t *testing.T) {
 	ns := harness.NewNetNS(t)
@@ -33,6 +34,13 @@ func TestCRIEndpoint(t *testing.T) {
 	if code, body := n.Page(80, host); code != 200 || body != testutil.IndexHTML {
 		t.Fatalf("proxy to the CRI workload: %d %q\n%s", code, body, n.Log())
 	}
+
+	// The proxied request was logged by httpd, and the node reads the
+	// endpoint's log file back.
+	harness.WaitFor(t, "the request in hypercore logs", 10*time.Second, func() bool {
+		out, err := n.CLI("logs", a.ID)
+		return err == nil && strings.Contains(out, "response:200") && !strings.Contains(out, "stderr F")
+	})
 
 	conn, err := grpc.NewClient(ctd.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
