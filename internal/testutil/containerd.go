@@ -176,10 +176,12 @@ state = %[2]q
 	must(t, cmd.Start())
 	c := &Containerd{Socket: sock, NetNS: ns}
 	t.Cleanup(func() {
-		// Pods first, so no shim or mount outlives the test.
-		exec.Command("ctr", "-a", sock, "-n", "k8s.io", "tasks", "ls").Run()
-		if out, err := exec.Command("sh", "-c", "ctr -a "+sock+" -n k8s.io containers ls -q | xargs -r ctr -a "+sock+" -n k8s.io tasks kill -s KILL").CombinedOutput(); err != nil {
-			t.Logf("kill leftover tasks: %v %s", err, out)
+		// Tasks a failing test left first, killed and deleted, so that no
+		// shim or mount outlives the test.
+		ctr := "ctr -a " + sock + " -n k8s.io"
+		script := "for c in $(" + ctr + " containers ls -q); do " + ctr + " tasks kill -s KILL $c; " + ctr + " tasks rm -f $c; done"
+		if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+			t.Logf("remove leftover tasks: %v %s", err, out)
 		}
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})

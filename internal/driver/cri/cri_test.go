@@ -162,6 +162,18 @@ func TestLifecycle(t *testing.T) {
 	if err := d2.Delete(ctx, cfg.ID); err != nil {
 		t.Errorf("second delete: %v", err)
 	}
+
+	// A create that fails after its sandbox was made leaves no sandbox:
+	// CRI names groups only by number.
+	bad := config(t)
+	bad.ImageConfig.User = "1000:staff"
+	if err := d2.Create(ctx, bad); err == nil || !strings.Contains(err.Error(), ctd.Endpoint()) {
+		t.Errorf("create as a group by name: %v, want an error naming the endpoint", err)
+	}
+	pods, err = conn.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelWorkload: bad.ID.String()}}})
+	if err != nil || len(pods.Items) != 0 {
+		t.Errorf("after a failed create: sandboxes %+v, %v; want none", pods.GetItems(), err)
+	}
 }
 
 // TestRefusesBadAndDeadEndpoints checks the errors a wrong --cri-endpoint gives.
