@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,4 +88,70 @@ func TestCRIEndpoint(t *testing.T) {
 		t.Fatalf("rm: %v %s", err, out)
 	}
 	harness.WaitFor(t, "sandbox removed", 30*time.Second, func() bool { return len(pods()) == 0 })
+}
+
+// TestCRIRemoteEndpoint spawns through a remote endpoint with mutual TLS:
+// containerd in a namespace of its own, reached over a link from the
+// node's namespace with the pod subnet routed across it, as a machine
+// next to the node would be. The proxy serves the workload by Host, and
+// rm removes its sandbox.
+func TestCRIRemoteEndpoint(t *testing.T) {
+	ns := harness.NewNetNS(t)
+	ref := harness.StartRegistry(t, ns, testutil.HTTPDImage(t))
+	remote := harness.NewNetNS(t)
+	const nodeIP, endpointIP = "10.214.78.1", "10.214.78.2"
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	ip("-n", ns.Name, "link", "add", "crilink", "type", "veth", "peer", "name", "crilink", "netns", remote.Name)
+	ip("-n", ns.Name, "addr", "add", nodeIP+"/30", "dev", "crilink")
+	ip("-n", ns.Name, "link", "set", "crilink", "up")
+	ip("-n", remote.Name, "addr", "add", endpointIP+"/30", "dev", "crilink")
+	ip("-n", remote.Name, "link", "set", "crilink", "up")
+	// The shipped conflist's pod subnet, routed to the endpoint's machine.
+	ip("-n", ns.Name, "route", "add", "10.213.0.0/16", "via", endpointIP)
+
+	dir := t.TempDir()
+	ca := testutil.NewCA(t, dir, "endpoint-ca")
+	srvCert, srvKey := ca.Issue(t, dir, "endpoint", x509.ExtKeyUsageServerAuth, endpointIP)
+	cliCert, cliKey := ca.Issue(t, dir, "node", x509.ExtKeyUsageClientAuth)
+	addr := endpointIP + ":10010"
+	ctd := testutil.StartContainerdWith(t, cri.CNIConfList, testutil.ContainerdOptions{
+		NetNS: remote.Name,
+		TCP:   &testutil.ContainerdTCP{Addr: addr, CA: ca.Path, Cert: srvCert, Key: srvKey},
+	})
+	// The endpoint's machine cannot reach the node's loopback registry:
+	// it gets the image under the same reference another way.
+	ctd.Import(t, ref, testutil.HTTPDImage(t))
+
+	n := harness.StartNode(t, ns, hypercoreBin, filepath.Join(dir, "data"),
+		"--cri-endpoint", "tcp://"+addr, "--cri-ca", ca.Path, "--cri-cert", cliCert, "--cri-key", cliKey)
+	a := spawn(t, n, `{"cores":0.5,"memory":64,"image_ref":"`+ref+`","ports":{"80":8080}}`)
+	if code, body := n.Page(80, a.ID+".localhost"); code != 200 || body != testutil.IndexHTML {
+		t.Fatalf("proxy to the remote CRI workload: %d %q\n%s", code, body, n.Log())
+	}
+
+	conn, err := grpc.NewClient(ctd.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	pods := func() int {
+		resp, err := rt.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{cri.LabelWorkload: a.ID}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Items)
+	}
+	if p := pods(); p != 1 {
+		t.Fatalf("%d sandboxes labelled with the workload on the endpoint, want 1", p)
+	}
+	if out, err := n.CLI("rm", a.ID); err != nil {
+		t.Fatalf("rm: %v %s", err, out)
+	}
+	harness.WaitFor(t, "sandbox removed", 30*time.Second, func() bool { return pods() == 0 })
 }
