@@ -37,6 +37,15 @@ func TestCRIEndpoint(t *testing.T) {
 		t.Fatalf("proxy to the CRI workload: %d %q\n%s", code, body, n.Log())
 	}
 
+	// One-shot exec works; what needs the endpoint's streaming server
+	// says it is not supported.
+	if out, err := n.CLI("exec", a.ID, "--", "cat", "/www/index.html"); err != nil || out != testutil.IndexHTML {
+		t.Errorf("exec: %v %q, want the index page", err, out)
+	}
+	if out, err := n.CLI("attach", a.ID); err == nil || !strings.Contains(out, "not supported on this CRI endpoint") {
+		t.Errorf("attach: %v %q, want an error saying it is not supported", err, out)
+	}
+
 	// The proxied request was logged by httpd, and the node reads the
 	// endpoint's log file back.
 	harness.WaitFor(t, "the request in hypercore logs", 10*time.Second, func() bool {

@@ -486,11 +486,13 @@ func (d *Driver) Attach(ctx context.Context, id spec.ID, stdio driver.IO) error 
 // maxExecTime bounds one ExecSync, whose output the endpoint buffers.
 const maxExecTime = 10 * time.Minute
 
-// Exec runs a process to completion through ExecSync and copies its output.
-// Stdin, a tty, env, workdir and user need streaming exec and are refused.
+// Exec runs a process to completion through ExecSync and copies its output
+// once it ended. The process gets no stdin (it reads end-of-file: callers
+// always offer one, so it is not refused); a tty, env, workdir and user
+// need streaming exec and are refused.
 func (d *Driver) Exec(ctx context.Context, id spec.ID, cfg driver.ExecConfig) (int, error) {
-	if cfg.Stdin != nil || cfg.Tty || len(cfg.Env) > 0 || cfg.WorkDir != "" || cfg.User != "" {
-		return -1, fmt.Errorf("cri: exec in %s on %s with stdin, a tty, env, workdir or user: %w (only one-shot exec of a command)", id, d.endpoint, ErrUnsupported)
+	if cfg.Tty || len(cfg.Env) > 0 || cfg.WorkDir != "" || cfg.User != "" {
+		return -1, fmt.Errorf("cri: exec in %s on %s with a tty, env, workdir or user: %w (only one-shot exec of a command, without input)", id, d.endpoint, ErrUnsupported)
 	}
 	c, err := d.container(ctx, id)
 	if err != nil {
