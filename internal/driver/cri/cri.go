@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -78,6 +79,7 @@ type Options struct {
 type Driver struct {
 	endpoint string
 	logDir   string
+	pids     pidCache
 	conn     *grpc.ClientConn
 	rt       runtimeapi.RuntimeServiceClient
 	img      runtimeapi.ImageServiceClient
@@ -402,6 +404,35 @@ func (d *Driver) removeSandbox(ctx context.Context, sbID string) error {
 	return nil
 }
 
+// pidCache remembers the pid of each running container by container id,
+// so that Status needs the verbose call once per container.
+type pidCache struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *pidCache) get(id string) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pid, ok := c.m[id]
+	return pid, ok
+}
+
+func (c *pidCache) set(id string, pid int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]int{}
+	}
+	c.m[id] = pid
+}
+
+func (c *pidCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+}
+
 // infoPid is the process id containerd and CRI-O put in a verbose
 // status's "info" JSON; 0 from an endpoint that does not, or when the
 // container does not run.
@@ -422,7 +453,10 @@ func (d *Driver) Status(ctx context.Context, id spec.ID) (driver.Status, error) 
 	if err != nil {
 		return driver.Status{}, err
 	}
-	resp, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id, Verbose: true})
+	// The verbose status carries the whole OCI spec: it is asked for once
+	// per running container, for its pid, and not on every poll.
+	pid, known := d.pids.get(c.Id)
+	resp, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.Id, Verbose: !known})
 	if status.Code(err) == codes.NotFound {
 		return driver.Status{}, driver.ErrNotFound
 	}
@@ -430,7 +464,18 @@ func (d *Driver) Status(ctx context.Context, id spec.ID) (driver.Status, error) 
 		return driver.Status{}, d.wrap("container status of "+id.String(), err)
 	}
 	s := resp.Status
-	st := driver.Status{ExitCode: int(s.ExitCode), Pid: infoPid(resp.Info)}
+	if !known {
+		pid = infoPid(resp.Info)
+	}
+	if s.State == runtimeapi.ContainerState_CONTAINER_RUNNING && pid > 0 {
+		d.pids.set(c.Id, pid)
+	} else {
+		d.pids.forget(c.Id)
+		if s.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			pid = 0
+		}
+	}
+	st := driver.Status{ExitCode: int(s.ExitCode), Pid: pid}
 	switch s.State {
 	case runtimeapi.ContainerState_CONTAINER_CREATED:
 		st.State = driver.StateCreated

@@ -56,6 +56,13 @@ func TestLifecycle(t *testing.T) {
 	t.Cleanup(func() { d.Close() })
 	cfg := config(t)
 	drivertest.Run(t, ctx, d, cfg)
+	first, err := d.Status(ctx, cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := d.Status(ctx, cfg.ID); err != nil || again.Pid != first.Pid || again.State != driver.StateRunning {
+		t.Errorf("second status: %+v, %v; want running with pid %d as the first", again, err, first.Pid)
+	}
 
 	out, code := drivertest.Exec(t, ctx, d, cfg.ID, "sh", "-c", "echo $COLOR $GREETING; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
 	if code != 0 {
