@@ -24,9 +24,10 @@ need=(
   slurmd:slurmd
   sbatch:slurm-client
   qemu-system-x86_64:qemu-system-x86 # microVMs (isolation: microvm)
+  containerd:containerd # the CRI endpoint the cri driver's tests run against
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  need+=(ctr:containerd nginx:nginx-light wrk:wrk)
+  need+=(nginx:nginx-light wrk:wrk)
 fi
 
 missing=()
@@ -34,6 +35,8 @@ for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# The CNI plugins are not commands on PATH.
+[[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
 # busybox may exist as the dynamic build; tests need the static one.
 if command -v busybox >/dev/null 2>&1 && ! dpkg -s busybox-static >/dev/null 2>&1; then
   missing+=(busybox-static)

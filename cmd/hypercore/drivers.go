@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/config"
 	"github.com/hypercore-dev/hypercore/internal/driver"
+	"github.com/hypercore-dev/hypercore/internal/driver/cri"
 	"github.com/hypercore-dev/hypercore/internal/driver/gvisor"
 	"github.com/hypercore-dev/hypercore/internal/driver/qemu"
 	"github.com/hypercore-dev/hypercore/internal/driver/runc"
@@ -22,20 +25,46 @@ import (
 // present, so a node advertises only what it can really run.
 func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string, userns rootless.State) (map[spec.Isolation]driver.Driver, error) {
 	dataDir := cfg.DataDir
+	if cfg.CRIEndpoint != "" {
+		// A CRI endpoint replaces the OCI runtime for containers only: the
+		// other isolations stay hypercore's own.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		o := cri.Options{Endpoint: cfg.CRIEndpoint, CA: cfg.CRICA, Cert: cfg.CRICert, Key: cfg.CRIKey}
+		if strings.HasPrefix(o.Endpoint, "unix://") {
+			// The endpoint is on this machine: it writes the logs where
+			// the node can read them back.
+			o.LogDir = filepath.Join(dataDir, "cri-logs")
+		}
+		ctr, err := cri.New(ctx, o)
+		if err != nil {
+			return nil, fmt.Errorf("--cri-endpoint: %w", err)
+		}
+		log.Info("containers run on a CRI endpoint", "endpoint", cfg.CRIEndpoint)
+		return withOthers(log, cfg, cgroupParent, userns, map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}), nil
+	}
 	ctr, err := runc.New(runc.Options{Runtime: cfg.Runtime, StateDir: filepath.Join(dataDir, "containers"), CgroupParent: cgroupParent, DefaultDiskMiB: int64(cfg.DefaultDiskMiB),
 		Rootless: userns.Rootless, MappedGIDs: userns.GIDs})
 	if err != nil {
 		return nil, err
 	}
-	drivers := map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}
 	if userns.Rootless {
 		enforced, not := ctr.Limits()
 		log.Warn("rootless: container limits", "enforced", enforced, "not_enforced", not)
+	}
+	return withOthers(log, cfg, cgroupParent, userns, map[spec.Isolation]driver.Driver{spec.IsolationContainer: ctr}), nil
+}
+
+// withOthers adds the microVM and gVisor drivers where they work here; a
+// rootless node offers no gVisor.
+func withOthers(log *slog.Logger, cfg *config.Config, cgroupParent string, userns rootless.State, drivers map[spec.Isolation]driver.Driver) map[spec.Isolation]driver.Driver {
+	dataDir := cfg.DataDir
+	if userns.Rootless {
 		log.Info("gVisor sandboxes unavailable: not offered by a rootless node")
 		if vm := newQEMUDriver(log, dataDir); vm != nil {
 			drivers[spec.IsolationMicroVM] = vm
 		}
-		return drivers, nil
+		return drivers
 	}
 	if vm := newQEMUDriver(log, dataDir); vm != nil {
 		drivers[spec.IsolationMicroVM] = vm
@@ -43,7 +72,7 @@ func newDrivers(log *slog.Logger, cfg *config.Config, cgroupParent string, usern
 	if sb := newGVisorDriver(log, dataDir, cgroupParent, int64(cfg.DefaultDiskMiB)); sb != nil {
 		drivers[spec.IsolationGVisor] = sb
 	}
-	return drivers, nil
+	return drivers
 }
 
 // newQEMUDriver returns the microVM driver, or nil (logged) when QEMU or a

@@ -89,6 +89,13 @@ type Config struct {
 
 	// Runtime is the OCI runtime for containers (runc or crun).
 	Runtime string
+	// CRIEndpoint, when set (unix:///path), runs container workloads on
+	// that CRI endpoint instead of the OCI runtime.
+	CRIEndpoint string
+	// CRICA, CRICert and CRIKey are PEM files for a tcp:// CRIEndpoint:
+	// the CA of the endpoint's certificate, the node's client certificate
+	// and its key.
+	CRICA, CRICert, CRIKey string
 	// Subnet is the workload network; the bridge takes its first address.
 	// Empty picks a free one at the first start and keeps it.
 	Subnet string

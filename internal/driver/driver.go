@@ -196,3 +196,11 @@ type Driver interface {
 	// Stats reports current resource use.
 	Stats(ctx context.Context, id spec.ID) (Stats, error)
 }
+
+// OwnNetwork is a Driver whose endpoint networks its workloads itself (a
+// CRI endpoint with its own CNI set-up): the node makes no attachment for
+// them and asks the driver for the workload's address once it runs.
+type OwnNetwork interface {
+	// WorkloadIP is the running workload's address, reachable from the node.
+	WorkloadIP(ctx context.Context, id spec.ID) (string, error)
+}

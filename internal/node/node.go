@@ -445,9 +445,11 @@ func (n *Node) start(ctx context.Context, r store.Record) (workload.Observation,
 		n.afterImage(img)
 	}
 	t1 := time.Now()
-	att, err := n.Network.Attach(ctx, r.ID, r.Spec.Egress...)
-	if err != nil {
-		return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
+	var att network.Attachment
+	if _, own := drv.(driver.OwnNetwork); !own {
+		if att, err = n.Network.Attach(ctx, r.ID, r.Spec.Egress...); err != nil {
+			return workload.Observation{}, fmt.Errorf("node: network for %s: %w", r.ID, err)
+		}
 	}
 	t2 := time.Now()
 	dc := n.driverConfig(r, img, att)
@@ -491,8 +493,12 @@ func (n *Node) started(ctx context.Context, drv driver.Driver, r store.Record, i
 		return workload.Observation{}, fmt.Errorf("node: record %s: %w", r.ID, err)
 	}
 	n.knowIsolation(r)
+	ip, err := workloadIP(ctx, drv, r.ID, att)
+	if err != nil {
+		return workload.Observation{}, fmt.Errorf("node: address of %s: %w", r.ID, err)
+	}
 	o := workload.Observation{
-		Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
+		Generation: r.Generation, State: workload.StateRunning, IP: ip, Pid: st.Pid,
 		ImageDigest: img.Digest, StartedAt: orNow(st.StartedAt),
 		Restarts: r.Restarts, ExposedPort: exposedPort(img.Config, r.Spec),
 	}
@@ -501,6 +507,15 @@ func (n *Node) started(ctx context.Context, drv driver.Driver, r store.Record, i
 	n.log.Info("workload started", "id", r.ID, "image", r.Spec.Image, "ip", o.IP, "pid", o.Pid,
 		"image_ms", ms(t1.Sub(t0)), "network_ms", ms(t2.Sub(t1)), "create_ms", ms(t3.Sub(t2)), "start_ms", ms(t4.Sub(t3)))
 	return o, nil
+}
+
+// workloadIP is where the node reaches a running workload: its attachment
+// on the node bridge, or what a driver that networks its own workloads says.
+func workloadIP(ctx context.Context, drv driver.Driver, id spec.ID, att network.Attachment) (string, error) {
+	if own, ok := drv.(driver.OwnNetwork); ok {
+		return own.WorkloadIP(ctx, id)
+	}
+	return att.IP.String(), nil
 }
 
 func (n *Node) driverConfig(r store.Record, img *image.Image, att network.Attachment) driver.Config {

@@ -149,7 +149,13 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 	case st.State == driver.StateRunning:
 		// Re-bind the workload's own namespace: a daemon restarted in a new
 		// mount namespace no longer sees the old bind mount.
-		if att, err = n.Network.Adopt(ctx, r.ID, fmt.Sprintf("/proc/%d/ns/net", st.Pid), r.Spec.Egress...); err != nil {
+		if _, own := drv.(driver.OwnNetwork); !own {
+			if att, err = n.Network.Adopt(ctx, r.ID, fmt.Sprintf("/proc/%d/ns/net", st.Pid), r.Spec.Egress...); err != nil {
+				return err
+			}
+		}
+		ip, err := workloadIP(ctx, drv, r.ID, att)
+		if err != nil {
 			return err
 		}
 		if r.State != workload.StateRunning {
@@ -161,7 +167,7 @@ func (n *Node) readopt(ctx context.Context, r store.Record) error {
 		// is reported ready at once; the watcher probes a late one.
 		n.knowIsolation(r)
 		o := workload.Observation{
-			Generation: r.Generation, State: workload.StateRunning, IP: att.IP.String(), Pid: st.Pid,
+			Generation: r.Generation, State: workload.StateRunning, IP: ip, Pid: st.Pid,
 			ImageDigest: r.ImageDigest, StartedAt: orNow(st.StartedAt),
 			Restarts: r.Restarts, ExposedPort: exposedPort(img.Config, r.Spec),
 		}
