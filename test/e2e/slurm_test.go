@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -160,7 +162,7 @@ func TestSlurmJob(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(jobDir, "api-addr"))
 		return err == nil && len(b) > 0
 	})
-	for _, f := range []string{"api-addr", "api-token", "join-token"} {
+	for _, f := range []string{"api-addr", "api-token", "join-token", "ca.crt"} {
 		if st, err := os.Stat(filepath.Join(jobDir, f)); err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, mode %v; want 0600", f, err, st)
 		}
@@ -169,11 +171,22 @@ func TestSlurmJob(t *testing.T) {
 	tokB, _ := os.ReadFile(filepath.Join(jobDir, "api-token"))
 	api, token := strings.TrimSpace(string(addrB)), strings.TrimSpace(string(tokB))
 	host, _, _ := net.SplitHostPort(api)
+	// The API is TLS only off loopback, with a certificate of the
+	// cluster's CA that names the address the job printed.
+	caPEM, err := os.ReadFile(filepath.Join(jobDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("%s/ca.crt holds no certificate", jobDir)
+	}
+	apiClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	call := func(method, path, body string) (int, string) {
-		req, _ := http.NewRequest(method, "http://"+api+path, strings.NewReader(body))
+		req, _ := http.NewRequest(method, "https://"+api+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := apiClient.Do(req)
 		if err != nil {
 			return 0, err.Error()
 		}
