@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -312,7 +313,9 @@ type allocRecord struct {
 
 // snapshotData is the whole state, as written to a snapshot (version 2).
 type snapshotData struct {
-	Version      int                              `json:"version"`
+	Version int `json:"version"`
+	// Applied is the index of the last entry the state holds.
+	Applied      uint64                           `json:"applied,omitempty"`
 	Allocations  map[spec.ID]allocRecord          `json:"allocations"`
 	Observations map[spec.ID]workload.Observation `json:"observations,omitempty"`
 	Nodes        map[string]Node                  `json:"nodes,omitempty"`
@@ -336,6 +339,11 @@ type snapshotData struct {
 //     them there (see create);
 //   - every allocation's Generation is at least 1.
 type fsm struct {
+	// applied is the index of the last entry Apply took in, or the one a
+	// snapshot covers: raft's own AppliedIndex runs ahead of the state,
+	// as it counts entries handed to the FSM, not applied (Store.applied).
+	applied atomic.Uint64
+
 	mu       sync.RWMutex
 	allocs   map[spec.ID]allocRecord
 	observed map[spec.ID]workload.Observation
@@ -369,6 +377,7 @@ func newFSM() *fsm {
 // depends only on the log.
 func (f *fsm) Apply(l *raft.Log) any {
 	defer f.notify()
+	defer f.applied.Store(l.Index)
 	c, err := decodeCommand(l.Data)
 	if err != nil {
 		return err
@@ -639,6 +648,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	defer f.mu.RUnlock()
 	return &fsmSnapshot{data: snapshotData{
 		Version:      snapshotVersion,
+		Applied:      f.applied.Load(),
 		Allocations:  maps.Clone(f.allocs),
 		Observations: maps.Clone(f.observed),
 		Nodes:        maps.Clone(f.nodes),
@@ -708,6 +718,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.volumes = data.Volumes
 	f.tokens = data.Tokens
 	f.mu.Unlock()
+	f.applied.Store(data.Applied)
 	f.notify()
 	return nil
 }

@@ -289,19 +289,39 @@ const appliedPoll = 2 * time.Millisecond
 // fails with ctx's error, saying where the copy stands. It polls, and
 // leaves Changes to its reader.
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
-	if s.raft.AppliedIndex() >= index {
+	if s.applied(index) {
 		return nil
 	}
 	t := time.NewTicker(appliedPoll)
 	defer t.Stop()
-	for s.raft.AppliedIndex() < index {
+	for !s.applied(index) {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("raftstore: state stuck at index %d, waiting for %d: %w", s.raft.AppliedIndex(), index, ctx.Err())
+			return fmt.Errorf("raftstore: state stuck at index %d, waiting for %d: %w", s.fsm.applied.Load(), index, ctx.Err())
 		case <-t.C:
 		}
 	}
 	return nil
+}
+
+// applied says whether this node's state holds the entry at index. Raft's
+// AppliedIndex says only that the entry was handed to the state machine,
+// which applies it a moment later, so a read right after could miss it:
+// for a command, the state machine's own count decides. Other entries
+// (barriers, configurations) never reach it, and one no longer in the log
+// was taken into a snapshot; for those raft's count is all there is.
+func (s *Store) applied(index uint64) bool {
+	if s.raft.AppliedIndex() < index {
+		return false
+	}
+	if s.fsm.applied.Load() >= index {
+		return true
+	}
+	var l raft.Log
+	if err := s.logs.GetLog(index, &l); err != nil || l.Type != raft.LogCommand {
+		return true
+	}
+	return false
 }
 
 // LeaderBarrier, on the leader, waits until every committed entry is

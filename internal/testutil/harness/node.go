@@ -156,11 +156,14 @@ func (n *Node) cleanup() {
 			n.Kill9()
 		}
 	}
-	// Whatever the API could not remove goes with runc's own tools.
-	root := filepath.Join(n.DataDir, "containers", "runc")
-	out, _ := exec.Command("runc", "--root", root, "list", "-q").Output()
-	for _, id := range strings.Fields(string(out)) {
-		exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+	// Whatever the API could not remove goes with the runtime's own tools,
+	// at the --root the container driver gives it (<state>/<runtime>-root).
+	for _, rt := range []string{"runc", "crun"} {
+		root := filepath.Join(n.DataDir, "containers", rt+"-root")
+		out, _ := exec.Command(rt, "--root", root, "list", "-q").Output()
+		for _, id := range strings.Fields(string(out)) {
+			exec.Command(rt, "--root", root, "delete", "--force", id).Run()
+		}
 	}
 	exec.Command("sh", "-c", "grep -o ' "+n.DataDir+"[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l").Run()
 }
