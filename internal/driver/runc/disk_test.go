@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hypercore-dev/hypercore/internal/driver/drivertest"
 )
@@ -47,8 +48,17 @@ func TestDiskLimit(t *testing.T) {
 	if _, err := os.Stat(p.dir); !os.IsNotExist(err) {
 		t.Errorf("after Delete, %s: %v; want it gone", p.dir, err)
 	}
-	if dev := loopOf(t, p.diskImage); dev != "" {
-		t.Errorf("after Delete, %s still backs %s", p.diskImage, dev)
+	// The kernel lets go of the loop device when the last mount of the
+	// disk goes, which for the container's own copy is when its mount
+	// namespace is freed: a moment after its processes are gone.
+	deadline := time.Now().Add(5 * time.Second)
+	dev := loopOf(t, p.diskImage)
+	for dev != "" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		dev = loopOf(t, p.diskImage)
+	}
+	if dev != "" {
+		t.Errorf("5 s after Delete, %s still backs %s", p.diskImage, dev)
 	}
 }
 

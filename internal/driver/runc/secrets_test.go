@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -36,9 +37,17 @@ func TestSecretEnvNeverOnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	environ, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(st.Pid), "environ"))
-	if err != nil {
-		t.Fatal(err)
+	// The runtime's start returns once it told its init to go on; the
+	// init then execs the workload's process, with its environment.
+	var environ []byte
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		environ, err = os.ReadFile(filepath.Join("/proc", strconv.Itoa(st.Pid), "environ"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(environ, []byte("_LIBCONTAINER_")) || time.Now().After(deadline) {
+			break
+		}
 	}
 	if !bytes.Contains(environ, []byte("DB_PASSWORD="+value)) {
 		t.Errorf("main process environment %q lacks the secret", environ)
