@@ -5,7 +5,7 @@
 # package's own tests are run on it and should fail. Per package it prints
 # the efficacy, killed / (killed + lived), and the mutator coverage,
 # (killed + lived) / (killed + lived + not covered), then a table of all.
-# The goal (issue 16) is 90% or more of both on each package.
+# The goal is 90% or more of both on each package.
 #
 #   PKGS="internal/spec ..."  packages to test, one after the other
 #                             (default: spec, scheduler, image, wire, server)
